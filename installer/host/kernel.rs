@@ -1,0 +1,210 @@
+//! What answers a sysfs write or a program run: the real kernel, or the simulator.
+
+use std::fmt;
+use std::io::{self, Write};
+use std::path::Path;
+
+use anyhow::{bail, Context};
+
+use super::Host;
+
+/// A program with its argument vector. There is no shell anywhere in vgpuctl: a value with shell
+/// metacharacters reaches the program as one plain argument.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Cmd {
+    pub program: String,
+    pub args: Vec<String>,
+    pub env: Vec<(String, String)>,
+    /// Root-relative file that receives the full output (appended), e.g. the driver install log.
+    pub log_to: Option<String>,
+}
+
+impl Cmd {
+    pub fn new(program: impl Into<String>) -> Cmd {
+        Cmd {
+            program: program.into(),
+            args: Vec::new(),
+            env: Vec::new(),
+            log_to: None,
+        }
+    }
+    pub fn arg(mut self, a: impl Into<String>) -> Cmd {
+        self.args.push(a.into());
+        self
+    }
+    pub fn args<I, S>(mut self, args: I) -> Cmd
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.args.extend(args.into_iter().map(Into::into));
+        self
+    }
+    pub fn env(mut self, k: impl Into<String>, v: impl Into<String>) -> Cmd {
+        self.env.push((k.into(), v.into()));
+        self
+    }
+    pub fn log_to(mut self, rel: impl Into<String>) -> Cmd {
+        self.log_to = Some(rel.into());
+        self
+    }
+    /// The program's file name (`/usr/lib/nvidia/sriov-manage` -> `sriov-manage`).
+    pub fn name(&self) -> &str {
+        self.program.rsplit('/').next().unwrap_or(&self.program)
+    }
+}
+
+impl fmt::Display for Cmd {
+    /// Shown quoted the way a shell user would type it, for plans and logs only.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", shell_quote(&self.program))?;
+        for a in &self.args {
+            write!(f, " {}", shell_quote(a))?;
+        }
+        Ok(())
+    }
+}
+
+fn shell_quote(s: &str) -> String {
+    let plain = !s.is_empty()
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_./:=,@+%".contains(c));
+    if plain {
+        s.to_string()
+    } else {
+        format!("'{}'", s.replace('\'', r"'\''"))
+    }
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RunOutput {
+    pub status: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl RunOutput {
+    pub fn ok(stdout: impl Into<String>) -> RunOutput {
+        RunOutput {
+            status: 0,
+            stdout: stdout.into(),
+            stderr: String::new(),
+        }
+    }
+    pub fn failed(status: i32, stderr: impl Into<String>) -> RunOutput {
+        RunOutput {
+            status,
+            stdout: String::new(),
+            stderr: stderr.into(),
+        }
+    }
+    pub fn success(&self) -> bool {
+        self.status == 0
+    }
+    /// The last `n` lines of combined output, for error messages.
+    pub fn tail(&self, n: usize) -> String {
+        let all: Vec<&str> = self.stdout.lines().chain(self.stderr.lines()).collect();
+        all[all.len().saturating_sub(n)..].join("\n")
+    }
+}
+
+pub trait Kernel: Send + Sync {
+    fn is_simulated(&self) -> bool {
+        false
+    }
+    /// Called before every read so that a simulated kernel can let pending events happen
+    /// (VFs that appear some time after `sriov-manage -e`).
+    fn tick(&self, _root: &Path) {}
+    /// Write a sysfs attribute. `rel` is already checked to stay inside the root.
+    fn write_attr(&self, root: &Path, rel: &Path, value: &str) -> io::Result<()>;
+    fn run(&self, host: &Host, cmd: &Cmd) -> anyhow::Result<RunOutput>;
+}
+
+/// The real kernel: sysfs writes are plain writes, programs are run with duct.
+pub struct RealKernel;
+
+impl Kernel for RealKernel {
+    fn write_attr(&self, root: &Path, rel: &Path, value: &str) -> io::Result<()> {
+        // sysfs wants one write(2) of the whole value; no truncation games, no temp files.
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .open(root.join(rel))?;
+        f.write_all(value.as_bytes())
+    }
+
+    fn run(&self, host: &Host, cmd: &Cmd) -> anyhow::Result<RunOutput> {
+        if !host.is_system_root() && !cmd.program.starts_with('/') && cmd.name() != "systemctl" {
+            // A program on the real kernel acts on the real host, not on `--root`: refuse rather
+            // than edit the wrong machine. Tests use the simulator instead.
+            bail!(
+                "refusing to run `{cmd}` for host root {}: programs act on the running system; \
+                 use --simulate for a test root",
+                host.root().display()
+            );
+        }
+        let mut expr = duct::cmd(&cmd.program, &cmd.args)
+            .stdout_capture()
+            .stderr_capture()
+            .stdin_null()
+            .unchecked();
+        for (k, v) in &cmd.env {
+            expr = expr.env(k, v);
+        }
+        let out = expr
+            .run()
+            .with_context(|| format!("could not start `{}`", cmd.program))?;
+        let result = RunOutput {
+            status: out.status.code().unwrap_or(128),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        };
+        if let Some(log) = &cmd.log_to {
+            append_log(host, log, cmd, &result)?;
+        }
+        Ok(result)
+    }
+}
+
+/// Append a command's full output to a root-relative log file.
+pub fn append_log(host: &Host, rel: &str, cmd: &Cmd, out: &RunOutput) -> anyhow::Result<()> {
+    let path = host.checked_path(rel)?;
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&path)
+        .with_context(|| format!("cannot open log {}", path.display()))?;
+    writeln!(f, "$ {cmd}")?;
+    f.write_all(out.stdout.as_bytes())?;
+    f.write_all(out.stderr.as_bytes())?;
+    writeln!(f, "[exit status {}]", out.status)?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn display_quotes_only_when_needed() {
+        let c = Cmd::new("/usr/lib/nvidia/sriov-manage")
+            .arg("-e")
+            .arg("0000:e8:00.0");
+        assert_eq!(c.to_string(), "/usr/lib/nvidia/sriov-manage -e 0000:e8:00.0");
+        let c = Cmd::new("grubby").arg("--args=intel_iommu=on iommu=pt");
+        assert_eq!(c.to_string(), "grubby '--args=intel_iommu=on iommu=pt'");
+        assert_eq!(c.name(), "grubby");
+    }
+
+    #[test]
+    fn tail_takes_last_lines() {
+        let o = RunOutput {
+            status: 1,
+            stdout: "a\nb\nc\n".into(),
+            stderr: "d\n".into(),
+        };
+        assert_eq!(o.tail(2), "c\nd");
+    }
+}

@@ -1,0 +1,110 @@
+//! The profile: what the operator wants this host to be. TOML, unknown keys rejected.
+//!
+//! The keys below are a contract shared by unattended setup, the wizard, `export` and the fleet
+//! role: add keys, never rename these.
+
+use serde::{Deserialize, Serialize};
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Profile {
+    #[serde(default)]
+    pub host: HostPolicy,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub driver: Option<DriverConfig>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub gpus: Vec<GpuRequest>,
+    /// vGPUs pinned by setup or import: what `restore` recreates at every boot.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub vgpus: Vec<SavedVgpu>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HostPolicy {
+    #[serde(default)]
+    pub reboot: RebootPolicy,
+    #[serde(default)]
+    pub iommu: IommuPolicy,
+}
+
+impl Default for HostPolicy {
+    fn default() -> Self {
+        HostPolicy {
+            reboot: RebootPolicy::Prompt,
+            iommu: IommuPolicy::Auto,
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RebootPolicy {
+    #[default]
+    Prompt,
+    Auto,
+    Never,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum IommuPolicy {
+    #[default]
+    Auto,
+    Skip,
+}
+
+/// `[driver]`: where the GRID host driver comes from.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DriverConfig {
+    /// A licensed portal link or a mirror. A credential: never shown in clear.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+    /// A zip, `.run`, `.deb` or `.rpm` inside the host root.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sha256: Option<String>,
+    /// Allow a plain `http://` url (an internal mirror).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub allow_http: bool,
+    /// Module signing key and certificate for Secure Boot hosts (paths inside the root).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signing_key: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signing_cert: Option<String>,
+}
+
+/// `[[gpus]]`: vGPUs wanted on a set of GPUs.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GpuRequest {
+    /// "all", a PCI address like "0000:e8:00.0", or a model like "A40".
+    pub select: String,
+    /// A name ("A40-24Q" or "NVIDIA A40-24Q") or an id ("nvidia-565").
+    pub vgpu_type: String,
+    /// vGPUs per selected GPU.
+    pub count: u32,
+    /// Optional fixed UUIDs, used in order.
+    #[serde(default)]
+    pub uuids: Vec<String>,
+}
+
+/// `[[vgpus]]`: one vGPU pinned in the active profile.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SavedVgpu {
+    pub uuid: String,
+    /// Kernel type id: "nvidia-565" (mdev), "565" (vendor VFIO), "mtty-2" (any mdev parent).
+    pub type_id: String,
+    /// Type name as the kernel reports it ("NVIDIA A40-24Q").
+    pub type_name: String,
+    /// The device that holds it: a VF or PF address, or any mdev parent name.
+    pub parent: String,
+    /// The physical GPU (PF address) the parent belongs to, when it is a PCI function.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gpu: Option<String>,
+    /// "mdev" or "vendor-vfio".
+    pub interface: String,
+}
