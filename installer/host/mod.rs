@@ -69,7 +69,10 @@ impl Host {
 
     /// True when the root is the real `/` of this machine (mutations need privileges there).
     pub fn is_system_root(&self) -> bool {
-        self.root.canonicalize().map(|p| p == Path::new("/")).unwrap_or(false)
+        self.root
+            .canonicalize()
+            .map(|p| p == Path::new("/"))
+            .unwrap_or(false)
     }
 
     pub fn kernel(&self) -> &Arc<dyn Kernel> {
@@ -151,6 +154,12 @@ impl Host {
             .file_name()
             .and_then(|n| n.to_str())
             .map(|s| s.to_string())
+    }
+
+    /// A symlink's target as stored (not resolved).
+    pub fn read_link(&self, rel: &str) -> Option<PathBuf> {
+        self.tick();
+        std::fs::read_link(self.checked_path(rel).ok()?).ok()
     }
 
     /// Write a kernel attribute (sysfs). The kernel decides what happens.

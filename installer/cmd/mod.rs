@@ -1,0 +1,2 @@
+//! One module per command: each turns arguments into calls on the library and prints.
+pub mod check;
