@@ -203,6 +203,9 @@ pub fn run(cli: Cli) -> Result<Exit, Failure> {
     let host = open_host(&cli.global)?;
     match cli.command {
         Command::Check { json } => crate::cmd::check::run(&host, json),
+        Command::Status { json, libvirt_xml: None } => crate::cmd::inspect::status(&host, json),
+        Command::Types { json } => crate::cmd::inspect::types(&host, json),
+        Command::Restore { vf_timeout } => crate::cmd::restore::run(&host, vf_timeout),
         Command::Sim(SimCommand::Reboot) => {
             let report =
                 crate::sim::reboot(&host, &relaunch_prefix(&cli.global)).map_err(Failure::from)?;

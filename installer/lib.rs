@@ -17,3 +17,7 @@ pub mod profile;
 pub mod sim;
 pub mod sysfs_parse;
 pub mod vgpu_name;
+pub mod active;
+pub mod vgpu;
+pub mod wait;
+pub mod status;

@@ -1,2 +1,4 @@
 //! One module per command: each turns arguments into calls on the library and prints.
 pub mod check;
+pub mod inspect;
+pub mod restore;

@@ -2,9 +2,9 @@
 //! for decisions. Every field tolerates a missing file (a root missing most of `/sys` is a valid,
 //! if unpromising, host).
 
-mod gpus;
-mod system;
-mod vgpus;
+pub mod gpus;
+pub mod system;
+pub mod vgpus;
 
 use serde::Serialize;
 
