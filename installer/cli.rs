@@ -205,6 +205,7 @@ pub fn run(cli: Cli) -> Result<Exit, Failure> {
         Command::Check { json } => crate::cmd::check::run(&host, json),
         Command::Status { json, libvirt_xml: None } => crate::cmd::inspect::status(&host, json),
         Command::Types { json } => crate::cmd::inspect::types(&host, json),
+        Command::Setup(args) => crate::cmd::setup::run(&host, &args),
         Command::Restore { vf_timeout } => crate::cmd::restore::run(&host, vf_timeout),
         Command::Sim(SimCommand::Reboot) => {
             let report =

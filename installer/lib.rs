@@ -21,3 +21,4 @@ pub mod active;
 pub mod vgpu;
 pub mod wait;
 pub mod status;
+pub mod setup;
