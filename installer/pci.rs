@@ -154,6 +154,19 @@ pub fn is_safe_name(s: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b':' | b'-'))
 }
 
+/// An mdev parent as it may appear in a path: a PCI address (returned in canonical form) or a
+/// plain name such as `mtty` (see [`is_safe_name`], without `:`). The error says why not.
+pub fn check_mdev_parent(parent: &str) -> Result<String, String> {
+    match PciAddr::parse(parent) {
+        Ok(a) => Ok(a.to_string()),
+        Err(_) if is_safe_name(parent) && !parent.contains(':') => Ok(parent.to_string()),
+        Err(e) => Err(format!(
+            "parent {parent:?} is neither a PCI address nor a plain name ({})",
+            e.reason
+        )),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -242,6 +255,15 @@ mod tests {
         assert!(!is_uuid("2f82ee72-3ac5-4615-9c0b-327c12e8c83g"));
         assert!(!is_uuid("2f82ee72_3ac5-4615-9c0b-327c12e8c83d"));
         assert!(!is_uuid(""));
+    }
+
+    #[test]
+    fn mdev_parents() {
+        assert_eq!(check_mdev_parent("0:e8:4.0").unwrap(), "0000:e8:04.0");
+        assert_eq!(check_mdev_parent("mtty").unwrap(), "mtty");
+        for bad in ["", "..", "a/b", "0000:e8:00.9", "x:y", "a b"] {
+            assert!(check_mdev_parent(bad).is_err(), "{bad:?}");
+        }
     }
 
     #[test]

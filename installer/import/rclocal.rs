@@ -17,7 +17,7 @@
 //! This reads shell without running it: one line is one or more simple commands separated by
 //! `;`, `&&`, `||` or `&`; line continuations, loops and functions are not followed.
 
-use crate::pci::{is_safe_name, is_uuid, PciAddr};
+use crate::pci::{check_mdev_parent, is_safe_name, is_uuid, PciAddr};
 
 /// Prefix [`comment_out`] puts in front of imported lines.
 pub const COMMENT_PREFIX: &str = "# vgpuctl: ";
@@ -186,11 +186,7 @@ fn parse_create_path(path: &str) -> Result<(String, String), String> {
     }
     let parent = comps[n - 4];
     let type_dir = comps[n - 2];
-    let parent = match PciAddr::parse(parent) {
-        Ok(a) => a.to_string(),
-        Err(_) if is_safe_name(parent) && !parent.contains(':') => parent.to_string(),
-        Err(e) => return Err(format!("parent {parent:?} is neither a PCI address nor a plain name ({})", e.reason)),
-    };
+    let parent = check_mdev_parent(parent)?;
     if !is_safe_name(type_dir) {
         return Err(format!("type directory {type_dir:?} is not a plain name"));
     }
