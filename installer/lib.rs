@@ -9,3 +9,4 @@ pub mod host;
 pub mod import;
 pub mod pci;
 pub mod profile;
+pub mod profile_load;

@@ -23,7 +23,9 @@ pub struct PciAddr {
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-#[error("invalid PCI address {input:?}: {reason} (expected ssss:bb:dd.f like 0000:e8:00.0, or bb:dd.f)")]
+#[error(
+    "invalid PCI address {input:?}: {reason} (expected ssss:bb:dd.f like 0000:e8:00.0, or bb:dd.f)"
+)]
 pub struct PciAddrError {
     pub input: String,
     pub reason: String,
@@ -38,7 +40,9 @@ fn hex_field(input: &str, part: &str, what: &str, max_digits: usize) -> Result<u
         return Err(err(format!("empty {what}")));
     }
     if part.len() > max_digits {
-        return Err(err(format!("{what} {part:?} has more than {max_digits} hex digits")));
+        return Err(err(format!(
+            "{what} {part:?} has more than {max_digits} hex digits"
+        )));
     }
     if !part.bytes().all(|b| b.is_ascii_hexdigit()) {
         return Err(err(format!("{what} {part:?} is not hexadecimal")));
@@ -149,8 +153,7 @@ pub fn is_safe_name(s: &str) -> bool {
         && s.len() <= 255
         && s != "."
         && s != ".."
-        && s
-            .bytes()
+        && s.bytes()
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b':' | b'-'))
 }
 
@@ -197,7 +200,10 @@ mod tests {
         assert_eq!(p("0:e8:0.0").to_string(), "0000:e8:00.0");
         assert_eq!(p("0:E8:4.3").to_string(), "0000:e8:04.3");
         assert_eq!(p("0000:67:00.4").short(), "67:00.4");
-        assert_eq!(p("0000:e8:04.2").with_function(0).to_string(), "0000:e8:04.0");
+        assert_eq!(
+            p("0000:e8:04.2").with_function(0).to_string(),
+            "0000:e8:04.0"
+        );
     }
 
     #[test]
@@ -268,7 +274,13 @@ mod tests {
 
     #[test]
     fn safe_names() {
-        for ok in ["mtty", "nvidia-575", "vfio-pci-575", "mtty-2", "0000:e8:00.4"] {
+        for ok in [
+            "mtty",
+            "nvidia-575",
+            "vfio-pci-575",
+            "mtty-2",
+            "0000:e8:00.4",
+        ] {
             assert!(is_safe_name(ok), "{ok}");
         }
         for bad in ["", ".", "..", "a/b", "../x", "a b", "a;b", "$(x)", "a\nb"] {

@@ -168,7 +168,12 @@ fn parse_assign(idx: usize, body: &str) -> Option<Assign> {
             b' ' | b'\t' | b';' | b'&' | b'|' | b'\r' => break,
             _ => {
                 let s = i;
-                while i < b.len() && !matches!(b[i], b'"' | b'\'' | b' ' | b'\t' | b';' | b'&' | b'|' | b'\r') {
+                while i < b.len()
+                    && !matches!(
+                        b[i],
+                        b'"' | b'\'' | b' ' | b'\t' | b';' | b'&' | b'|' | b'\r'
+                    )
+                {
                     if b[i] == b'\\' {
                         i += 1;
                     }
@@ -401,7 +406,11 @@ fn edit_value(file: &str, body: &str, a: &Assign, op: &Op) -> Result<String, Gru
                     var: a.name.clone(),
                     reason: format!(
                         "its value mixes quoting styles and {} one of {}",
-                        if removing { "contains" } else { "sets another value for" },
+                        if removing {
+                            "contains"
+                        } else {
+                            "sets another value for"
+                        },
                         wanted.join(" ")
                     ),
                 });
@@ -450,7 +459,11 @@ fn edit_assign(file: &str, content: &str, a: &Assign, op: &Op) -> Result<String,
 
 /// Append `VAR="args"` as a new last line, keeping the file's line-ending style.
 fn append_assignment(content: &str, var: &str, args: &[&str]) -> String {
-    let eol = if content.contains("\r\n") { "\r\n" } else { "\n" };
+    let eol = if content.contains("\r\n") {
+        "\r\n"
+    } else {
+        "\n"
+    };
     let mut out = content.to_string();
     if !out.is_empty() && !out.ends_with('\n') {
         out.push_str(eol);
@@ -463,7 +476,11 @@ fn append_assignment(content: &str, var: &str, args: &[&str]) -> String {
 /// [`kargs::ensure_args`]), or append an assignment when the file has none. For a single file;
 /// use [`plan_cmdline_edit`] when drop-ins exist.
 pub fn ensure_in_file(content: &str, var: &str, wanted: &[&str]) -> Result<String, GrubEditError> {
-    match assignments(content).into_iter().rev().find(|a| a.name == var) {
+    match assignments(content)
+        .into_iter()
+        .rev()
+        .find(|a| a.name == var)
+    {
         Some(a) => edit_assign("file", content, &a, &Op::Ensure(wanted)),
         None if wanted.is_empty() => Ok(content.to_string()),
         None => Ok(append_assignment(content, var, wanted)),
@@ -677,14 +694,20 @@ GRUB_TERMINAL=console
                 r#"GRUB_CMDLINE_LINUX_DEFAULT="quiet splash intel_iommu=on iommu=pt""#.to_string()
             )]
         );
-        assert_eq!(out.len(), UBUNTU_2204.len() + " intel_iommu=on iommu=pt".len());
+        assert_eq!(
+            out.len(),
+            UBUNTU_2204.len() + " intel_iommu=on iommu=pt".len()
+        );
         assert_eq!(ensure_in_file(&out, DEFAULT_VAR, W).unwrap(), out);
         assert_eq!(remove_in_file(&out, DEFAULT_VAR, W).unwrap(), UBUNTU_2204);
     }
 
     #[test]
     fn effective_cmdline_of_ubuntu_defaults() {
-        assert_eq!(effective_cmdline(&[("/etc/default/grub", UBUNTU_2204)]), "quiet splash");
+        assert_eq!(
+            effective_cmdline(&[("/etc/default/grub", UBUNTU_2204)]),
+            "quiet splash"
+        );
         let edited = ensure_in_file(UBUNTU_2204, DEFAULT_VAR, W).unwrap();
         assert_eq!(
             effective_cmdline(&[("/etc/default/grub", &edited)]),
@@ -718,7 +741,9 @@ GRUB_TERMINAL=console
             effective_cmdline(&applied),
             "console=tty1 console=ttyS0 intel_iommu=on iommu=pt"
         );
-        assert!(plan_cmdline_edit(&applied, DEFAULT_VAR, W).unwrap().is_empty());
+        assert!(plan_cmdline_edit(&applied, DEFAULT_VAR, W)
+            .unwrap()
+            .is_empty());
     }
 
     #[test]
@@ -735,28 +760,45 @@ GRUB_TERMINAL=console
     fn self_referencing_drop_in_carries_earlier_value() {
         let main = "GRUB_CMDLINE_LINUX_DEFAULT=\"quiet iommu=soft\"\n";
         let drop = "GRUB_CMDLINE_LINUX_DEFAULT=\"$GRUB_CMDLINE_LINUX_DEFAULT console=ttyS0\"\n";
-        let files = [("/etc/default/grub", main), ("/etc/default/grub.d/60-serial.cfg", drop)];
-        assert_eq!(effective_var(&files, DEFAULT_VAR), "quiet iommu=soft console=ttyS0");
+        let files = [
+            ("/etc/default/grub", main),
+            ("/etc/default/grub.d/60-serial.cfg", drop),
+        ];
+        assert_eq!(
+            effective_var(&files, DEFAULT_VAR),
+            "quiet iommu=soft console=ttyS0"
+        );
         let plan = plan_cmdline_edit(&files, DEFAULT_VAR, W).unwrap();
         assert_eq!(plan.len(), 2);
-        assert_eq!(plan[0].after, "GRUB_CMDLINE_LINUX_DEFAULT=\"quiet iommu=pt\"\n");
+        assert_eq!(
+            plan[0].after,
+            "GRUB_CMDLINE_LINUX_DEFAULT=\"quiet iommu=pt\"\n"
+        );
         assert_eq!(
             plan[1].after,
             "GRUB_CMDLINE_LINUX_DEFAULT=\"$GRUB_CMDLINE_LINUX_DEFAULT console=ttyS0 intel_iommu=on\"\n"
         );
-        let applied = [(files[0].0, plan[0].after.as_str()), (files[1].0, plan[1].after.as_str())];
+        let applied = [
+            (files[0].0, plan[0].after.as_str()),
+            (files[1].0, plan[1].after.as_str()),
+        ];
         assert_eq!(
             effective_var(&applied, DEFAULT_VAR),
             "quiet iommu=pt console=ttyS0 intel_iommu=on"
         );
-        assert!(plan_cmdline_edit(&applied, DEFAULT_VAR, W).unwrap().is_empty());
+        assert!(plan_cmdline_edit(&applied, DEFAULT_VAR, W)
+            .unwrap()
+            .is_empty());
     }
 
     #[test]
     fn braced_self_reference_and_export() {
         let main = "GRUB_CMDLINE_LINUX_DEFAULT='quiet'\n";
         let drop = "export GRUB_CMDLINE_LINUX_DEFAULT=\"${GRUB_CMDLINE_LINUX_DEFAULT} nomodeset\" # keep\n";
-        let files = [("/etc/default/grub", main), ("/etc/default/grub.d/z.cfg", drop)];
+        let files = [
+            ("/etc/default/grub", main),
+            ("/etc/default/grub.d/z.cfg", drop),
+        ];
         assert_eq!(effective_var(&files, DEFAULT_VAR), "quiet nomodeset");
         let plan = plan_cmdline_edit(&files, DEFAULT_VAR, W).unwrap();
         assert_eq!(plan.len(), 1);
@@ -769,7 +811,12 @@ GRUB_TERMINAL=console
     #[test]
     fn quoting_styles_are_kept() {
         assert_eq!(
-            ensure_in_file("GRUB_CMDLINE_LINUX_DEFAULT='quiet splash'\n", DEFAULT_VAR, W).unwrap(),
+            ensure_in_file(
+                "GRUB_CMDLINE_LINUX_DEFAULT='quiet splash'\n",
+                DEFAULT_VAR,
+                W
+            )
+            .unwrap(),
             "GRUB_CMDLINE_LINUX_DEFAULT='quiet splash intel_iommu=on iommu=pt'\n"
         );
         // Unquoted single word: quotes are needed once there is a space.
@@ -779,12 +826,19 @@ GRUB_TERMINAL=console
         );
         // Unquoted replacement that stays one word keeps no quotes.
         assert_eq!(
-            ensure_in_file("GRUB_CMDLINE_LINUX_DEFAULT=iommu=soft\n", DEFAULT_VAR, &["iommu=pt"])
-                .unwrap(),
+            ensure_in_file(
+                "GRUB_CMDLINE_LINUX_DEFAULT=iommu=soft\n",
+                DEFAULT_VAR,
+                &["iommu=pt"]
+            )
+            .unwrap(),
             "GRUB_CMDLINE_LINUX_DEFAULT=iommu=pt\n"
         );
         // Empty values.
-        for empty in ["GRUB_CMDLINE_LINUX_DEFAULT=\n", "GRUB_CMDLINE_LINUX_DEFAULT=\"\"\n"] {
+        for empty in [
+            "GRUB_CMDLINE_LINUX_DEFAULT=\n",
+            "GRUB_CMDLINE_LINUX_DEFAULT=\"\"\n",
+        ] {
             assert_eq!(
                 ensure_in_file(empty, DEFAULT_VAR, W).unwrap(),
                 "GRUB_CMDLINE_LINUX_DEFAULT=\"intel_iommu=on iommu=pt\"\n"
@@ -799,7 +853,10 @@ GRUB_TERMINAL=console
     #[test]
     fn escaped_quotes_inside_double_quotes() {
         let l = "GRUB_CMDLINE_LINUX_DEFAULT=\"quiet acpi_osi=\\\"Windows 2015\\\"\"\n";
-        assert_eq!(read_var(l, DEFAULT_VAR).unwrap(), "quiet acpi_osi=\"Windows 2015\"");
+        assert_eq!(
+            read_var(l, DEFAULT_VAR).unwrap(),
+            "quiet acpi_osi=\"Windows 2015\""
+        );
         let out = ensure_in_file(l, DEFAULT_VAR, W).unwrap();
         assert_eq!(
             out,
@@ -829,7 +886,10 @@ GRUB_TERMINAL=console
             out,
             "GRUB_CMDLINE_LINUX_DEFAULT=\"quiet\"\nGRUB_CMDLINE_LINUX=\"intel_iommu=on iommu=pt\"\n"
         );
-        assert_eq!(effective_cmdline(&[("g", &out)]), "intel_iommu=on iommu=pt quiet");
+        assert_eq!(
+            effective_cmdline(&[("g", &out)]),
+            "intel_iommu=on iommu=pt quiet"
+        );
     }
 
     #[test]
@@ -848,7 +908,10 @@ GRUB_TERMINAL=console
             "GRUB_CMDLINE_LINUX_DEFAULT=\"intel_iommu=on iommu=pt\"\n"
         );
         // Plan with no assignment anywhere: the main file gets it.
-        let files = [("/etc/default/grub", "GRUB_TIMEOUT=5\n"), ("d/10-x.cfg", "GRUB_TIMEOUT=1\n")];
+        let files = [
+            ("/etc/default/grub", "GRUB_TIMEOUT=5\n"),
+            ("d/10-x.cfg", "GRUB_TIMEOUT=1\n"),
+        ];
         let plan = plan_cmdline_edit(&files, DEFAULT_VAR, W).unwrap();
         assert_eq!(plan.len(), 1);
         assert_eq!(plan[0].name, "/etc/default/grub");
@@ -909,8 +972,14 @@ GRUB_TERMINAL=console
     fn mixed_quoting_appends_a_segment_or_refuses() {
         let f = "GRUB_CMDLINE_LINUX_DEFAULT=\"quiet \"'splash'\n";
         let out = ensure_in_file(f, DEFAULT_VAR, W).unwrap();
-        assert_eq!(out, "GRUB_CMDLINE_LINUX_DEFAULT=\"quiet \"'splash'\" intel_iommu=on iommu=pt\"\n");
-        assert_eq!(read_var(&out, DEFAULT_VAR).unwrap(), "quiet splash intel_iommu=on iommu=pt");
+        assert_eq!(
+            out,
+            "GRUB_CMDLINE_LINUX_DEFAULT=\"quiet \"'splash'\" intel_iommu=on iommu=pt\"\n"
+        );
+        assert_eq!(
+            read_var(&out, DEFAULT_VAR).unwrap(),
+            "quiet splash intel_iommu=on iommu=pt"
+        );
         let f = "GRUB_CMDLINE_LINUX_DEFAULT=\"quiet \"'iommu=soft'\n";
         assert!(matches!(
             ensure_in_file(f, DEFAULT_VAR, W),
@@ -921,8 +990,14 @@ GRUB_TERMINAL=console
     #[test]
     fn non_cfg_files_in_grub_d_are_not_sourced() {
         let files = [
-            ("/etc/default/grub", "GRUB_CMDLINE_LINUX_DEFAULT=\"quiet\"\n"),
-            ("/etc/default/grub.d/50-x.cfg.dpkg-old", "GRUB_CMDLINE_LINUX_DEFAULT=\"old\"\n"),
+            (
+                "/etc/default/grub",
+                "GRUB_CMDLINE_LINUX_DEFAULT=\"quiet\"\n",
+            ),
+            (
+                "/etc/default/grub.d/50-x.cfg.dpkg-old",
+                "GRUB_CMDLINE_LINUX_DEFAULT=\"old\"\n",
+            ),
         ];
         assert_eq!(effective_var(&files, DEFAULT_VAR), "quiet");
         let plan = plan_cmdline_edit(&files, DEFAULT_VAR, W).unwrap();
@@ -932,13 +1007,22 @@ GRUB_TERMINAL=console
     #[test]
     fn removal_plan_touches_every_file() {
         let files = [
-            ("/etc/default/grub", "GRUB_CMDLINE_LINUX_DEFAULT=\"quiet intel_iommu=on iommu=pt\"\n"),
-            ("/etc/default/grub.d/50-cloudimg-settings.cfg", "GRUB_CMDLINE_LINUX_DEFAULT=\"console=tty1 iommu=pt\"\n"),
+            (
+                "/etc/default/grub",
+                "GRUB_CMDLINE_LINUX_DEFAULT=\"quiet intel_iommu=on iommu=pt\"\n",
+            ),
+            (
+                "/etc/default/grub.d/50-cloudimg-settings.cfg",
+                "GRUB_CMDLINE_LINUX_DEFAULT=\"console=tty1 iommu=pt\"\n",
+            ),
         ];
         let plan = plan_cmdline_removal(&files, DEFAULT_VAR, W).unwrap();
         assert_eq!(plan.len(), 2);
         assert_eq!(plan[0].after, "GRUB_CMDLINE_LINUX_DEFAULT=\"quiet\"\n");
-        assert_eq!(plan[1].after, "GRUB_CMDLINE_LINUX_DEFAULT=\"console=tty1\"\n");
+        assert_eq!(
+            plan[1].after,
+            "GRUB_CMDLINE_LINUX_DEFAULT=\"console=tty1\"\n"
+        );
     }
 
     #[test]
@@ -971,8 +1055,16 @@ GRUB_TERMINAL=console
                             .map_or((*n, *c), |e| (*n, e.after.as_str()))
                     })
                     .collect();
-                assert!(kargs::has_args(&effective_var(&applied, DEFAULT_VAR), W), "{m:?} {d:?}");
-                assert!(plan_cmdline_edit(&applied, DEFAULT_VAR, W).unwrap().is_empty(), "{m:?} {d:?}");
+                assert!(
+                    kargs::has_args(&effective_var(&applied, DEFAULT_VAR), W),
+                    "{m:?} {d:?}"
+                );
+                assert!(
+                    plan_cmdline_edit(&applied, DEFAULT_VAR, W)
+                        .unwrap()
+                        .is_empty(),
+                    "{m:?} {d:?}"
+                );
                 // Lines other than assignments of the variable are unchanged.
                 for e in &plan {
                     let keep = |s: &str| -> Vec<String> {

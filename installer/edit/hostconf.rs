@@ -117,7 +117,9 @@ struct Found {
 
 fn find(content: &str) -> Result<Option<Found>, HostConfError> {
     let ls = lines(content);
-    let keys: Vec<usize> = (0..ls.len()).filter(|&i| key_line(ls[i].0).is_some()).collect();
+    let keys: Vec<usize> = (0..ls.len())
+        .filter(|&i| key_line(ls[i].0).is_some())
+        .collect();
     let key = match keys.as_slice() {
         [] => return Ok(None),
         [k] => *k,
@@ -247,7 +249,11 @@ fn fmt_item(v: &str, q: Option<char>) -> String {
 pub fn set_pfs(content: &str, pfs: &[&str]) -> Result<String, HostConfError> {
     let want = normalize_pfs(pfs)?;
     let ls = lines(content);
-    let eol = if content.contains("\r\n") { "\r\n" } else { "\n" };
+    let eol = if content.contains("\r\n") {
+        "\r\n"
+    } else {
+        "\n"
+    };
     let Some(f) = find(content)? else {
         if want.is_empty() {
             return Ok(content.to_string());
@@ -289,7 +295,12 @@ pub fn set_pfs(content: &str, pfs: &[&str]) -> Result<String, HostConfError> {
             for (i, (b, e)) in ls.iter().enumerate() {
                 if i == f.key {
                     let items: Vec<String> = want.iter().map(|w| fmt_item(w, quote)).collect();
-                    out.push_str(&format!("{}{}{}{e}", &b[..open], items.join(", "), &b[close..]));
+                    out.push_str(&format!(
+                        "{}{}{}{e}",
+                        &b[..open],
+                        items.join(", "),
+                        &b[close..]
+                    ));
                 } else {
                     out.push_str(&format!("{b}{e}"));
                 }
@@ -447,7 +458,10 @@ mod tests {
             "x: y\nnvidia_vgpu_pfs: [e8:00.4]  # pfs\nz: 1\n"
         );
         let q = "nvidia_vgpu_pfs: [\"67:00.0\"]\n";
-        assert_eq!(set_pfs(q, &["67:00.0", "67:00.4"]).unwrap(), "nvidia_vgpu_pfs: [\"67:00.0\", \"67:00.4\"]\n");
+        assert_eq!(
+            set_pfs(q, &["67:00.0", "67:00.4"]).unwrap(),
+            "nvidia_vgpu_pfs: [\"67:00.0\", \"67:00.4\"]\n"
+        );
         assert_eq!(set_pfs(q, &[]).unwrap(), "nvidia_vgpu_pfs: []\n");
         assert_eq!(read_pfs("nvidia_vgpu_pfs: []\n").unwrap(), Some(vec![]));
     }
@@ -456,7 +470,10 @@ mod tests {
     fn quoted_block_items_keep_their_quotes() {
         let s = "nvidia_vgpu_pfs:\n- '67:00.0'\n";
         assert_eq!(read_pfs(s).unwrap().unwrap(), vec!["67:00.0"]);
-        assert_eq!(set_pfs(s, &["67:00.0", "67:00.4"]).unwrap(), "nvidia_vgpu_pfs:\n- '67:00.0'\n- '67:00.4'\n");
+        assert_eq!(
+            set_pfs(s, &["67:00.0", "67:00.4"]).unwrap(),
+            "nvidia_vgpu_pfs:\n- '67:00.0'\n- '67:00.4'\n"
+        );
     }
 
     #[test]
@@ -465,16 +482,31 @@ mod tests {
             set_pfs("region: r\n", &["e8:00.4"]).unwrap(),
             "region: r\nnvidia_vgpu_pfs:\n- e8:00.4\n"
         );
-        assert_eq!(set_pfs("region: r", &["e8:00.4"]).unwrap(), "region: r\nnvidia_vgpu_pfs:\n- e8:00.4\n");
-        assert_eq!(set_pfs("", &["e8:00.4"]).unwrap(), "nvidia_vgpu_pfs:\n- e8:00.4\n");
+        assert_eq!(
+            set_pfs("region: r", &["e8:00.4"]).unwrap(),
+            "region: r\nnvidia_vgpu_pfs:\n- e8:00.4\n"
+        );
+        assert_eq!(
+            set_pfs("", &["e8:00.4"]).unwrap(),
+            "nvidia_vgpu_pfs:\n- e8:00.4\n"
+        );
         assert_eq!(set_pfs("region: r\n", &[]).unwrap(), "region: r\n");
     }
 
     #[test]
     fn empty_key_and_empty_result() {
-        assert_eq!(set_pfs("nvidia_vgpu_pfs:\nb: 1\n", &["67:00.4"]).unwrap(), "nvidia_vgpu_pfs:\n- 67:00.4\nb: 1\n");
-        assert_eq!(set_pfs("nvidia_vgpu_pfs: ~\n", &["67:00.4"]).unwrap(), "nvidia_vgpu_pfs:\n- 67:00.4\n");
-        assert_eq!(set_pfs("nvidia_vgpu_pfs:", &["67:00.4"]).unwrap(), "nvidia_vgpu_pfs:\n- 67:00.4\n");
+        assert_eq!(
+            set_pfs("nvidia_vgpu_pfs:\nb: 1\n", &["67:00.4"]).unwrap(),
+            "nvidia_vgpu_pfs:\n- 67:00.4\nb: 1\n"
+        );
+        assert_eq!(
+            set_pfs("nvidia_vgpu_pfs: ~\n", &["67:00.4"]).unwrap(),
+            "nvidia_vgpu_pfs:\n- 67:00.4\n"
+        );
+        assert_eq!(
+            set_pfs("nvidia_vgpu_pfs:", &["67:00.4"]).unwrap(),
+            "nvidia_vgpu_pfs:\n- 67:00.4\n"
+        );
         assert_eq!(
             set_pfs("nvidia_vgpu_pfs:\n- 67:00.4\nb: 1\n", &[]).unwrap(),
             "nvidia_vgpu_pfs: []\nb: 1\n"
@@ -483,7 +515,10 @@ mod tests {
 
     #[test]
     fn scalar_value_becomes_a_list() {
-        assert_eq!(read_pfs("nvidia_vgpu_pfs: 67:00.4\n").unwrap().unwrap(), vec!["67:00.4"]);
+        assert_eq!(
+            read_pfs("nvidia_vgpu_pfs: 67:00.4\n").unwrap().unwrap(),
+            vec!["67:00.4"]
+        );
         assert_eq!(
             set_pfs("nvidia_vgpu_pfs: 67:00.4\n", &["67:00.4"]).unwrap(),
             "nvidia_vgpu_pfs:\n- 67:00.4\n"
@@ -493,9 +528,15 @@ mod tests {
     #[test]
     fn crlf_and_no_trailing_newline() {
         let s = "a: 1\r\nnvidia_vgpu_pfs:\r\n- 67:00.0\r\nb: 2\r\n";
-        assert_eq!(set_pfs(s, &["67:00.0", "67:00.4"]).unwrap(), "a: 1\r\nnvidia_vgpu_pfs:\r\n- 67:00.0\r\n- 67:00.4\r\nb: 2\r\n");
+        assert_eq!(
+            set_pfs(s, &["67:00.0", "67:00.4"]).unwrap(),
+            "a: 1\r\nnvidia_vgpu_pfs:\r\n- 67:00.0\r\n- 67:00.4\r\nb: 2\r\n"
+        );
         let s = "nvidia_vgpu_pfs:\n- 67:00.0";
-        assert_eq!(set_pfs(s, &["67:00.0", "67:00.4"]).unwrap(), "nvidia_vgpu_pfs:\n- 67:00.0\n- 67:00.4\n");
+        assert_eq!(
+            set_pfs(s, &["67:00.0", "67:00.4"]).unwrap(),
+            "nvidia_vgpu_pfs:\n- 67:00.0\n- 67:00.4\n"
+        );
     }
 
     #[test]
@@ -510,8 +551,14 @@ mod tests {
 
     #[test]
     fn bad_input_is_refused() {
-        assert!(matches!(set_pfs("", &["../x"]), Err(HostConfError::BadAddress { .. })));
-        assert!(matches!(set_pfs("", &["0001:67:00.0"]), Err(HostConfError::BadAddress { .. })));
+        assert!(matches!(
+            set_pfs("", &["../x"]),
+            Err(HostConfError::BadAddress { .. })
+        ));
+        assert!(matches!(
+            set_pfs("", &["0001:67:00.0"]),
+            Err(HostConfError::BadAddress { .. })
+        ));
         assert!(matches!(
             set_pfs("nvidia_vgpu_pfs: [67:00.0,\n 68:00.0]\n", &["67:00.0"]),
             Err(HostConfError::Unsupported { line: 1, .. })
@@ -525,7 +572,10 @@ mod tests {
     #[test]
     fn duplicates_collapse() {
         let s = "nvidia_vgpu_pfs:\n- 67:00.0\n- 0000:67:00.0\n";
-        assert_eq!(set_pfs(s, &["67:00.0"]).unwrap(), "nvidia_vgpu_pfs:\n- 67:00.0\n");
+        assert_eq!(
+            set_pfs(s, &["67:00.0"]).unwrap(),
+            "nvidia_vgpu_pfs:\n- 67:00.0\n"
+        );
     }
 
     #[test]
@@ -536,7 +586,12 @@ mod tests {
             "nvidia_vgpu_pfs: [67:00.0]\n".into(),
             "nvidia_vgpu_pfs:\n  - \"67:00.0\" # x\n\n# c\nother: 1".into(),
         ];
-        let lists: [&[&str]; 4] = [&[], &["67:00.0"], &["e8:00.4", "e8:04.0", "67:00.0"], &["e8:00.4"]];
+        let lists: [&[&str]; 4] = [
+            &[],
+            &["67:00.0"],
+            &["e8:00.4", "e8:04.0", "67:00.0"],
+            &["e8:00.4"],
+        ];
         for b in &bases {
             for l in lists {
                 let once = set_pfs(b, l).unwrap();

@@ -249,7 +249,10 @@ mod tests {
 
     #[test]
     fn appends_missing_args() {
-        assert_eq!(ensure_args("quiet splash", W), "quiet splash intel_iommu=on iommu=pt");
+        assert_eq!(
+            ensure_args("quiet splash", W),
+            "quiet splash intel_iommu=on iommu=pt"
+        );
         assert_eq!(
             ensure_args(UBUNTU, W),
             format!("{UBUNTU} intel_iommu=on iommu=pt")
@@ -285,8 +288,14 @@ mod tests {
             "intel_iommu=on quiet iommu=pt"
         );
         // `-` and `_` are the same in parameter names.
-        assert_eq!(ensure_args("intel-iommu=off quiet", W), "intel_iommu=on quiet iommu=pt");
-        assert_eq!(ensure_args("intel-iommu=on iommu=pt", W), "intel-iommu=on iommu=pt");
+        assert_eq!(
+            ensure_args("intel-iommu=off quiet", W),
+            "intel_iommu=on quiet iommu=pt"
+        );
+        assert_eq!(
+            ensure_args("intel-iommu=on iommu=pt", W),
+            "intel-iommu=on iommu=pt"
+        );
         // Flag form of the same key conflicts too.
         assert_eq!(ensure_args("iommu quiet", &["iommu=pt"]), "iommu=pt quiet");
     }
@@ -310,7 +319,10 @@ mod tests {
             ensure_args("ro quiet -- single iommu=soft", W),
             "ro quiet intel_iommu=on iommu=pt -- single iommu=soft"
         );
-        assert_eq!(ensure_args("-- single", W), "intel_iommu=on iommu=pt -- single");
+        assert_eq!(
+            ensure_args("-- single", W),
+            "intel_iommu=on iommu=pt -- single"
+        );
         assert!(!has_args("ro -- intel_iommu=on iommu=pt", W));
     }
 
@@ -348,7 +360,10 @@ mod tests {
         }
         assert_eq!(remove_args("intel_iommu=on quiet", W), "quiet");
         assert_eq!(remove_args("a iommu=pt b iommu=pt", &["iommu"]), "a b");
-        assert_eq!(remove_args("a iommu=soft b", &["iommu=pt"]), "a iommu=soft b");
+        assert_eq!(
+            remove_args("a iommu=soft b", &["iommu=pt"]),
+            "a iommu=soft b"
+        );
         assert_eq!(remove_args("iommu=pt\n", &["iommu=pt"]), "\n");
     }
 
@@ -362,9 +377,23 @@ mod tests {
     /// scale): lines built from a vocabulary of real arguments, odd spacing and quoting.
     fn sample_lines() -> Vec<String> {
         let vocab = [
-            "quiet", "splash", "iommu=soft", "iommu=pt", "intel_iommu=off", "intel-iommu=on",
-            "intel_iommu=on", "iommu", "--", "ro", "acpi_osi=\"Windows 2015\"", "vt.handoff=7",
-            "console=ttyS0,115200", "\"", "=", "a=b=c", "$GRUB_CMDLINE_LINUX_DEFAULT",
+            "quiet",
+            "splash",
+            "iommu=soft",
+            "iommu=pt",
+            "intel_iommu=off",
+            "intel-iommu=on",
+            "intel_iommu=on",
+            "iommu",
+            "--",
+            "ro",
+            "acpi_osi=\"Windows 2015\"",
+            "vt.handoff=7",
+            "console=ttyS0,115200",
+            "\"",
+            "=",
+            "a=b=c",
+            "$GRUB_CMDLINE_LINUX_DEFAULT",
         ];
         let seps = [" ", "  ", "\t", "\n", "\r\n"];
         let mut state: u64 = 0x9e3779b97f4a7c15;

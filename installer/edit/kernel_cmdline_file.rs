@@ -84,7 +84,11 @@ fn check_grubenv(entry: &str, content: &str) -> Result<(), BlsError> {
                 return Err(BlsError::GrubenvVariable {
                     entry: entry.to_string(),
                     line: n + 1,
-                    var: tok.text.trim_start_matches('$').trim_matches(['{', '}']).to_string(),
+                    var: tok
+                        .text
+                        .trim_start_matches('$')
+                        .trim_matches(['{', '}'])
+                        .to_string(),
                 });
             }
         }
@@ -102,7 +106,9 @@ pub fn ensure_bls_options(entry: &str, content: &str, wanted: &[&str]) -> Result
     }
     let ls = lines(content);
     let mut bodies: Vec<String> = ls.iter().map(|(b, _)| b.to_string()).collect();
-    let opt_lines: Vec<usize> = (0..ls.len()).filter(|&i| options_value(ls[i].0).is_some()).collect();
+    let opt_lines: Vec<usize> = (0..ls.len())
+        .filter(|&i| options_value(ls[i].0).is_some())
+        .collect();
     for &i in &opt_lines {
         let v = options_value(&bodies[i]).expect("options line");
         let new = kargs::replace_conflicts(&bodies[i][v..], wanted);
@@ -130,7 +136,11 @@ pub fn ensure_bls_options(entry: &str, content: &str, wanted: &[&str]) -> Result
         .map(|((_, e), b)| format!("{b}{e}"))
         .collect();
     if opt_lines.is_empty() && !missing.is_empty() {
-        let eol = if content.contains("\r\n") { "\r\n" } else { "\n" };
+        let eol = if content.contains("\r\n") {
+            "\r\n"
+        } else {
+            "\n"
+        };
         if !out.is_empty() && !out.ends_with('\n') {
             out.push_str(eol);
         }
@@ -174,10 +184,16 @@ grub_class rocky
     #[test]
     fn proxmox_cmdline_file() {
         let out = ensure_kernel_cmdline(PVE, W);
-        assert_eq!(out, "root=ZFS=rpool/ROOT/pve-1 boot=zfs intel_iommu=on iommu=pt\n");
+        assert_eq!(
+            out,
+            "root=ZFS=rpool/ROOT/pve-1 boot=zfs intel_iommu=on iommu=pt\n"
+        );
         assert_eq!(ensure_kernel_cmdline(&out, W), out);
         assert_eq!(remove_kernel_cmdline(&out, W), PVE);
-        assert_eq!(ensure_kernel_cmdline("quiet", &["iommu=pt"]), "quiet iommu=pt");
+        assert_eq!(
+            ensure_kernel_cmdline("quiet", &["iommu=pt"]),
+            "quiet iommu=pt"
+        );
         assert_eq!(ensure_kernel_cmdline("", W), "intel_iommu=on iommu=pt\n");
         assert_eq!(ensure_kernel_cmdline("\n", W), "intel_iommu=on iommu=pt\n");
         assert_eq!(
@@ -189,7 +205,11 @@ grub_class rocky
     #[test]
     fn rocky_bls_entry_only_options_line_changes() {
         let out = ensure_bls_options("e.conf", ROCKY, W).unwrap();
-        let diff: Vec<_> = ROCKY.lines().zip(out.lines()).filter(|(a, b)| a != b).collect();
+        let diff: Vec<_> = ROCKY
+            .lines()
+            .zip(out.lines())
+            .filter(|(a, b)| a != b)
+            .collect();
         assert_eq!(diff.len(), 1);
         assert!(diff[0].1.ends_with("rhgb quiet intel_iommu=on iommu=pt"));
         assert_eq!(ensure_bls_options("e.conf", &out, W).unwrap(), out);
@@ -202,7 +222,10 @@ grub_class rocky
         let e = "title x\noptions root=/dev/sda1 iommu=soft\noptions\tquiet\n";
         assert_eq!(bls_options(e), "root=/dev/sda1 iommu=soft quiet");
         let out = ensure_bls_options("e", e, W).unwrap();
-        assert_eq!(out, "title x\noptions root=/dev/sda1 iommu=pt\noptions\tquiet intel_iommu=on\n");
+        assert_eq!(
+            out,
+            "title x\noptions root=/dev/sda1 iommu=pt\noptions\tquiet intel_iommu=on\n"
+        );
         assert!(kargs::has_args(&bls_options(&out), W));
     }
 

@@ -50,7 +50,9 @@ pub fn parse(parent: &str, uuid: &str, content: &str) -> Result<MdevctlDef, Mdev
         .and_then(Value::as_str)
         .ok_or_else(|| err("missing string \"mdev_type\"".into()))?;
     if !is_safe_name(mdev_type) {
-        return Err(err(format!("mdev_type {mdev_type:?} is not a plain type name")));
+        return Err(err(format!(
+            "mdev_type {mdev_type:?} is not a plain type name"
+        )));
     }
     let autostart = match obj.get("start").and_then(Value::as_str) {
         Some("auto") => true,
@@ -198,17 +200,45 @@ mod tests {
             ("0000:e8:04.0", UUID, "{"),
             ("0000:e8:04.0", UUID, "[]"),
             ("0000:e8:04.0", UUID, r#"{"start":"auto"}"#),
-            ("0000:e8:04.0", UUID, r#"{"mdev_type":"../x","start":"auto"}"#),
-            ("0000:e8:04.0", UUID, r#"{"mdev_type":"nvidia-575","start":"boot"}"#),
+            (
+                "0000:e8:04.0",
+                UUID,
+                r#"{"mdev_type":"../x","start":"auto"}"#,
+            ),
+            (
+                "0000:e8:04.0",
+                UUID,
+                r#"{"mdev_type":"nvidia-575","start":"boot"}"#,
+            ),
             ("0000:e8:04.0", UUID, r#"{"mdev_type":"nvidia-575"}"#),
-            ("0000:e8:04.0", UUID, r#"{"mdev_type":"nvidia-575","start":"auto","attrs":{}}"#),
-            ("0000:e8:04.0", UUID, r#"{"mdev_type":"nvidia-575","start":"auto","attrs":[{"a":1}]}"#),
-            ("0000:e8:04.0", UUID, r#"{"mdev_type":"nvidia-575","start":"auto","attrs":[{"a":"1","b":"2"}]}"#),
-            ("0000:e8:04.0", UUID, r#"{"mdev_type":"nvidia-575","start":"auto","attrs":[{"../x":"1"}]}"#),
+            (
+                "0000:e8:04.0",
+                UUID,
+                r#"{"mdev_type":"nvidia-575","start":"auto","attrs":{}}"#,
+            ),
+            (
+                "0000:e8:04.0",
+                UUID,
+                r#"{"mdev_type":"nvidia-575","start":"auto","attrs":[{"a":1}]}"#,
+            ),
+            (
+                "0000:e8:04.0",
+                UUID,
+                r#"{"mdev_type":"nvidia-575","start":"auto","attrs":[{"a":"1","b":"2"}]}"#,
+            ),
+            (
+                "0000:e8:04.0",
+                UUID,
+                r#"{"mdev_type":"nvidia-575","start":"auto","attrs":[{"../x":"1"}]}"#,
+            ),
         ];
         for (p, u, c) in cases {
             let e = parse(p, u, c).unwrap_err();
-            assert!(e.to_string().starts_with(&format!("/etc/mdevctl.d/{p}/{u}: ")), "{e}");
+            assert!(
+                e.to_string()
+                    .starts_with(&format!("/etc/mdevctl.d/{p}/{u}: ")),
+                "{e}"
+            );
         }
     }
 }

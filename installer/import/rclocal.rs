@@ -57,7 +57,10 @@ pub struct RcLine {
 #[derive(Clone, Debug, PartialEq, Eq)]
 enum Tok {
     /// A word after quote removal; `dynamic` when it holds `$VAR`, `$(...)` or backquotes.
-    Word { text: String, dynamic: bool },
+    Word {
+        text: String,
+        dynamic: bool,
+    },
     Op(&'static str),
 }
 
@@ -214,7 +217,10 @@ fn strip_sudo(cmd: &[Tok]) -> &[Tok] {
 
 /// Where the command's output goes: the target of `>`/`>>`, or of `| [sudo] tee [-a] FILE`.
 /// Returns the words before the redirection and the target (with its `dynamic` flag).
-fn split_output(cmd: &[Tok]) -> (Vec<(&str, bool)>, Option<(&str, bool)>) {
+/// A word and whether it is computed at run time.
+type W<'a> = (&'a str, bool);
+
+fn split_output(cmd: &[Tok]) -> (Vec<W<'_>>, Option<W<'_>>) {
     let mut args = Vec::new();
     let mut i = 0;
     while i < cmd.len() {
@@ -255,7 +261,9 @@ fn classify(cmd: &[Tok]) -> Option<RcItem> {
             return skipped("sriov-manage without -e or -d".into());
         };
         if args[pos].0 == "-d" {
-            return skipped("sriov-manage -d disables virtual functions; nothing to restore".into());
+            return skipped(
+                "sriov-manage -d disables virtual functions; nothing to restore".into(),
+            );
         }
         return match args.get(pos + 1) {
             None => skipped("sriov-manage -e without a GPU address".into()),
@@ -272,9 +280,7 @@ fn classify(cmd: &[Tok]) -> Option<RcItem> {
         };
     }
     let (args, target) = split_output(cmd);
-    let Some((path, path_dynamic)) = target else {
-        return None;
-    };
+    let (path, path_dynamic) = target?;
     if !path.contains("mdev_supported_types") && !path.ends_with("/create") {
         return None;
     }
@@ -405,12 +411,20 @@ mod tests {
         assert_eq!(items[0].line, 4);
         assert_eq!(
             items[0].item,
-            vgpu("2f82ee72-3ac5-4615-9c0b-327c12e8c83d", "0000:e8:00.4", "nvidia-555")
+            vgpu(
+                "2f82ee72-3ac5-4615-9c0b-327c12e8c83d",
+                "0000:e8:00.4",
+                "nvidia-555"
+            )
         );
         assert_eq!(items[1].line, 5);
         assert_eq!(
             items[1].item,
-            vgpu("242e5ea7-90e2-4d6e-afeb-a0b9a656c108", "0000:e8:04.0", "vfio-pci-575")
+            vgpu(
+                "242e5ea7-90e2-4d6e-afeb-a0b9a656c108",
+                "0000:e8:04.0",
+                "vfio-pci-575"
+            )
         );
         assert!(items[1].text.starts_with("echo 242e5ea7"));
     }
@@ -480,10 +494,17 @@ mod tests {
             assert_eq!(items.len(), 1, "{l}");
             assert!(matches!(items[0].item, RcItem::Skipped { .. }), "{l}: {:?}", items[0]);
         }
-        let RcItem::Skipped { reason } = &parse("uuidgen > /sys/class/mdev_bus/0000:e8:04.0/mdev_supported_types/vfio-pci-575/create")[0].item else {
+        let RcItem::Skipped { reason } = &parse(
+            "uuidgen > /sys/class/mdev_bus/0000:e8:04.0/mdev_supported_types/vfio-pci-575/create",
+        )[0]
+        .item
+        else {
             unreachable!()
         };
-        assert!(reason.contains("uuidgen") && reason.contains("0000:e8:04.0"), "{reason}");
+        assert!(
+            reason.contains("uuidgen") && reason.contains("0000:e8:04.0"),
+            "{reason}"
+        );
     }
 
     #[test]
@@ -519,12 +540,25 @@ mod tests {
             target: SriovTarget::Gpu(PciAddr::parse(s).unwrap()),
         };
         assert_eq!(items[0].item, gpu("0000:e8:00.0"));
-        assert_eq!(items[1].item, RcItem::SriovEnable { target: SriovTarget::All });
+        assert_eq!(
+            items[1].item,
+            RcItem::SriovEnable {
+                target: SriovTarget::All
+            }
+        );
         assert_eq!(items[2].item, gpu("0000:67:00.0"));
         assert!(matches!(items[3].item, RcItem::Skipped { .. }));
         assert!(matches!(items[4].item, RcItem::Skipped { .. }));
-        assert_eq!(items[5].item, RcItem::SriovEnable { target: SriovTarget::All });
-        assert_eq!(items.iter().map(|i| i.line).collect::<Vec<_>>(), vec![1, 2, 3, 4, 5, 6]);
+        assert_eq!(
+            items[5].item,
+            RcItem::SriovEnable {
+                target: SriovTarget::All
+            }
+        );
+        assert_eq!(
+            items.iter().map(|i| i.line).collect::<Vec<_>>(),
+            vec![1, 2, 3, 4, 5, 6]
+        );
     }
 
     #[test]
@@ -544,7 +578,9 @@ mod tests {
                  for d in /sys/class/mdev_bus/*; do ls $d/mdev_supported_types; done\r\n";
         let items = parse(s);
         assert_eq!(items.len(), 2);
-        assert!(items.iter().all(|i| matches!(i.item, RcItem::Skipped { .. })));
+        assert!(items
+            .iter()
+            .all(|i| matches!(i.item, RcItem::Skipped { .. })));
         assert!(!items[1].text.ends_with('\r'));
     }
 
