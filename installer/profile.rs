@@ -113,18 +113,3 @@ pub struct SavedVgpu {
     pub interface: String,
 }
 
-/// Parse a profile; errors name the file, line and field.
-pub fn parse(text: &str, file: &str) -> anyhow::Result<Profile> {
-    toml::from_str::<Profile>(text).map_err(|e| {
-        let (line, col) = e
-            .span()
-            .map(|s| {
-                let before = &text[..s.start.min(text.len())];
-                let line = before.matches('\n').count() + 1;
-                let col = before.len() - before.rfind('\n').map(|i| i + 1).unwrap_or(0) + 1;
-                (line, col)
-            })
-            .unwrap_or((0, 0));
-        anyhow::anyhow!("{file}:{line}:{col}: {}", e.message())
-    })
-}

@@ -12,7 +12,7 @@ pub const RESUME_PROFILE: &str = "etc/vgpuctl/setup-profile.toml";
 pub fn load_profile(path: &std::path::Path) -> Result<Profile, Failure> {
     let text = std::fs::read_to_string(path)
         .map_err(|e| Failure::usage(format!("cannot read profile {}: {e}", path.display())))?;
-    crate::profile::parse(&text, &path.display().to_string()).map_err(Failure::usage_from)
+    Profile::parse(&text, &path.display().to_string()).map_err(Failure::usage_from)
 }
 
 pub fn run(host: &Host, args: &SetupArgs) -> Result<Exit, Failure> {
@@ -23,7 +23,7 @@ pub fn run(host: &Host, args: &SetupArgs) -> Result<Exit, Failure> {
                 Failure::usage(format!("--resume: no saved setup profile /{RESUME_PROFILE} ({e}); run setup --profile FILE"))
             })?;
             (
-                crate::profile::parse(&text, RESUME_PROFILE).map_err(Failure::usage_from)?,
+                Profile::parse(&text, RESUME_PROFILE).map_err(Failure::usage_from)?,
                 format!("/{RESUME_PROFILE}"),
             )
         }
