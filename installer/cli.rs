@@ -85,6 +85,9 @@ pub enum Command {
         /// Show what would change, change nothing.
         #[arg(long)]
         dry_run: bool,
+        /// Maximum seconds to wait for virtual functions to appear.
+        #[arg(long, default_value_t = 120, value_name = "SECS")]
+        vf_timeout: u64,
     },
     /// Write the host's live vGPUs as a profile (or as mdevctl definitions).
     Export {
@@ -203,8 +206,15 @@ pub fn run(cli: Cli) -> Result<Exit, Failure> {
     let host = open_host(&cli.global)?;
     match cli.command {
         Command::Check { json } => crate::cmd::check::run(&host, json),
-        Command::Status { json, libvirt_xml: None } => crate::cmd::inspect::status(&host, json),
+        Command::Status {
+            json,
+            libvirt_xml: None,
+        } => crate::cmd::inspect::status(&host, json),
         Command::Types { json } => crate::cmd::inspect::types(&host, json),
+        Command::Import {
+            dry_run,
+            vf_timeout,
+        } => crate::cmd::import::run(&host, dry_run, std::time::Duration::from_secs(vf_timeout)),
         Command::Setup(args) => crate::cmd::setup::run(&host, &args),
         Command::Restore { vf_timeout } => crate::cmd::restore::run(&host, vf_timeout),
         Command::Sim(SimCommand::Reboot) => {

@@ -112,4 +112,3 @@ pub struct SavedVgpu {
     /// "mdev" or "vendor-vfio".
     pub interface: String,
 }
-

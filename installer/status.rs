@@ -74,21 +74,34 @@ pub fn status(facts: &HostFacts, profile: Option<&Profile>) -> Status {
                 .collect(),
         })
         .collect();
-    let other_mdevs = all.iter().filter(|v| v.gpu.is_none()).map(|v| row(v, profile)).collect();
+    let other_mdevs = all
+        .iter()
+        .filter(|v| v.gpu.is_none())
+        .map(|v| row(v, profile))
+        .collect();
     let mut drift = Vec::new();
     if let Some(p) = profile {
         for s in &p.vgpus {
             let live = if s.interface == "vendor-vfio" {
-                all.iter().find(|v| v.interface == Interface::VendorVfio && v.parent == s.parent)
+                all.iter()
+                    .find(|v| v.interface == Interface::VendorVfio && v.parent == s.parent)
             } else {
-                all.iter().find(|v| v.uuid.as_deref() == Some(s.uuid.as_str()))
+                all.iter()
+                    .find(|v| v.uuid.as_deref() == Some(s.uuid.as_str()))
             };
             match live {
-                None => drift.push(format!("missing: {} ({} on {})", s.uuid, s.type_name, s.parent)),
-                Some(v) if !(vgpu_name::same(&v.type_name, &s.type_name) || v.type_id == s.type_id) => drift.push(format!(
-                    "wrong type: {} is {} on {}, the profile says {}",
-                    s.uuid, v.type_name, v.parent, s.type_name
+                None => drift.push(format!(
+                    "missing: {} ({} on {})",
+                    s.uuid, s.type_name, s.parent
                 )),
+                Some(v)
+                    if !(vgpu_name::same(&v.type_name, &s.type_name) || v.type_id == s.type_id) =>
+                {
+                    drift.push(format!(
+                        "wrong type: {} is {} on {}, the profile says {}",
+                        s.uuid, v.type_name, v.parent, s.type_name
+                    ))
+                }
                 Some(v) if v.parent != s.parent => drift.push(format!(
                     "moved: {} is on {}, pinned on {}",
                     s.uuid, v.parent, s.parent
@@ -111,7 +124,9 @@ pub fn status(facts: &HostFacts, profile: Option<&Profile>) -> Status {
             }
         }
         if !facts.restore_unit_enabled {
-            drift.push("vgpuctl-restore.service is not enabled: nothing will be restored at boot".into());
+            drift.push(
+                "vgpuctl-restore.service is not enabled: nothing will be restored at boot".into(),
+            );
         }
     }
     Status {
@@ -133,7 +148,12 @@ pub fn render_status(s: &Status) -> String {
         let _ = writeln!(
             out,
             "{} {}  interface {}  VFs {}/{}  vGPUs {}",
-            g.address, g.model, g.interface, g.vfs_enabled, g.vfs_total, g.vgpus.len()
+            g.address,
+            g.model,
+            g.interface,
+            g.vfs_enabled,
+            g.vfs_total,
+            g.vgpus.len()
         );
         for v in &g.vgpus {
             let _ = writeln!(
@@ -147,13 +167,27 @@ pub fn render_status(s: &Status) -> String {
         }
     }
     for v in &s.other_mdevs {
-        let _ = writeln!(out, "mdev {} {} on {}", v.uuid.as_deref().unwrap_or("-"), v.type_name, v.parent);
+        let _ = writeln!(
+            out,
+            "mdev {} {} on {}",
+            v.uuid.as_deref().unwrap_or("-"),
+            v.type_name,
+            v.parent
+        );
     }
     let _ = writeln!(
         out,
         "\nActive profile: {}; restore unit: {}",
-        if s.active_profile { "/etc/vgpuctl/profile.toml" } else { "none" },
-        if s.restore_unit_enabled { "enabled" } else { "not enabled" }
+        if s.active_profile {
+            "/etc/vgpuctl/profile.toml"
+        } else {
+            "none"
+        },
+        if s.restore_unit_enabled {
+            "enabled"
+        } else {
+            "not enabled"
+        }
     );
     if s.drift.is_empty() {
         if s.active_profile {
@@ -241,15 +275,23 @@ pub fn render_types(all: &[GpuTypes]) -> String {
             );
             continue;
         }
-        let _ = writeln!(out, "  {:<14} {:<20} {:>10} {:>5} {:>9}", "ID", "NAME", "FB", "MAX", "AVAILABLE");
+        let _ = writeln!(
+            out,
+            "  {:<14} {:<20} {:>10} {:>5} {:>9}",
+            "ID", "NAME", "FB", "MAX", "AVAILABLE"
+        );
         for t in &g.types {
             let _ = writeln!(
                 out,
                 "  {:<14} {:<20} {:>10} {:>5} {:>9}",
                 t.id,
                 vgpu_name::short(&t.name),
-                t.framebuffer_mib.map(|m| format!("{m} MiB")).unwrap_or_else(|| "?".into()),
-                t.max_instances.map(|m| m.to_string()).unwrap_or_else(|| "?".into()),
+                t.framebuffer_mib
+                    .map(|m| format!("{m} MiB"))
+                    .unwrap_or_else(|| "?".into()),
+                t.max_instances
+                    .map(|m| m.to_string())
+                    .unwrap_or_else(|| "?".into()),
                 t.available
             );
         }

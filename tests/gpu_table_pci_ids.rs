@@ -39,7 +39,10 @@ fn load() -> (String, BTreeMap<u16, Device>) {
             // "\t\t10de 129e  Quadro RTX 8000"
             let (ids, name) = rest.split_once("  ").unwrap();
             let (v, d) = ids.split_once(' ').unwrap();
-            let key = (u16::from_str_radix(v, 16).unwrap(), u16::from_str_radix(d, 16).unwrap());
+            let key = (
+                u16::from_str_radix(v, 16).unwrap(),
+                u16::from_str_radix(d, 16).unwrap(),
+            );
             if let Some(dev) = current.and_then(|c| devices.get_mut(&c)) {
                 let dev: &mut Device = dev;
                 dev.subsystems.insert(key, name.to_string());
@@ -71,15 +74,25 @@ fn norm(s: &str) -> String {
 #[test]
 fn every_model_id_exists_in_pci_ids_with_an_agreeing_name() {
     let (path, devices) = load();
-    assert!(devices.len() > 500, "{path} looks truncated: {} NVIDIA devices", devices.len());
+    assert!(
+        devices.len() > 500,
+        "{path} looks truncated: {} NVIDIA devices",
+        devices.len()
+    );
     let mut problems = Vec::new();
     for m in MODELS {
         let Some(dev) = devices.get(&m.device_id) else {
-            problems.push(format!("10de:{:04x} ({}) is not in {path}", m.device_id, m.name));
+            problems.push(format!(
+                "10de:{:04x} ({}) is not in {path}",
+                m.device_id, m.name
+            ));
             continue;
         };
         let ours = norm(m.name);
-        let theirs = match m.subsystem_id.and_then(|s| dev.subsystems.get(&(0x10de, s))) {
+        let theirs = match m
+            .subsystem_id
+            .and_then(|s| dev.subsystems.get(&(0x10de, s)))
+        {
             Some(sub) => sub.clone(),
             None => dev.name.clone(),
         };
@@ -99,7 +112,11 @@ fn every_model_id_exists_in_pci_ids_with_an_agreeing_name() {
             ));
         }
     }
-    assert!(problems.is_empty(), "GPU table disagrees with pci.ids:\n{}", problems.join("\n"));
+    assert!(
+        problems.is_empty(),
+        "GPU table disagrees with pci.ids:\n{}",
+        problems.join("\n")
+    );
 }
 
 #[test]

@@ -18,7 +18,10 @@ pub fn types(host: &Host, json: bool) -> Result<Exit, Failure> {
     let facts = crate::facts::observe(host);
     let t = crate::status::types(&facts);
     if json {
-        println!("{}", serde_json::to_string_pretty(&serde_json::json!({ "gpus": t }))?);
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&serde_json::json!({ "gpus": t }))?
+        );
     } else {
         print!("{}", crate::status::render_types(&t));
     }

@@ -34,7 +34,9 @@ pub fn run(host: &Host, args: &SetupArgs) -> Result<Exit, Failure> {
                      unattended run pass --profile FILE (see profiles/a40.toml)",
                 ));
             }
-            return Err(Failure::usage("the interactive wizard is not in this build yet: pass --profile FILE"));
+            return Err(Failure::usage(
+                "the interactive wizard is not in this build yet: pass --profile FILE",
+            ));
         }
     };
     let opts = crate::setup::Options {

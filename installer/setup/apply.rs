@@ -26,14 +26,27 @@ pub fn new_uuid() -> String {
 pub fn apply(ctx: &Ctx, step: &Step) -> Result<String> {
     let host = ctx.host;
     match &step.action {
-        Action::WriteFile { path, after, mode, .. } => {
-            host.write_file(path, after.as_bytes(), WriteOpts { mode: *mode, backup: true })?;
+        Action::WriteFile {
+            path, after, mode, ..
+        } => {
+            host.write_file(
+                path,
+                after.as_bytes(),
+                WriteOpts {
+                    mode: *mode,
+                    backup: true,
+                },
+            )?;
             Ok(format!("wrote {path}"))
         }
         Action::Run(cmd) => {
             let out = host.run(cmd)?;
             if !out.success() {
-                bail!("`{cmd}` failed with status {}:\n{}", out.status, out.tail(15));
+                bail!(
+                    "`{cmd}` failed with status {}:\n{}",
+                    out.status,
+                    out.tail(15)
+                );
             }
             Ok(format!("ran {cmd}"))
         }
@@ -45,27 +58,46 @@ pub fn apply(ctx: &Ctx, step: &Step) -> Result<String> {
         Action::InstallDriver { .. } => bail!("the driver step is not available in this build"),
         Action::EnableSriov { pf, .. } => match sriov::enable(host, pf, ctx.vf_timeout)? {
             sriov::Enabled::Already(n) => Ok(format!("{pf}: {n} VFs were already enabled")),
-            sriov::Enabled::Now { vfs, waited } => {
-                Ok(format!("{pf}: {vfs} VFs ready after {:.1} s", waited.as_secs_f64()))
-            }
+            sriov::Enabled::Now { vfs, waited } => Ok(format!(
+                "{pf}: {vfs} VFs ready after {:.1} s",
+                waited.as_secs_f64()
+            )),
         },
-        Action::CreateVgpus { gpu, type_name, count, uuids, .. } => {
-            create_vgpus(ctx, gpu, type_name, *count, uuids)
-        }
+        Action::CreateVgpus {
+            gpu,
+            type_name,
+            count,
+            uuids,
+            ..
+        } => create_vgpus(ctx, gpu, type_name, *count, uuids),
         Action::PinProfile => {
             let pins = present_pins(ctx)?;
             let active = crate::active::load(host)?;
             crate::active::save(host, &desired_active(ctx.profile, active.as_ref(), &pins))?;
-            Ok(format!("pinned {} vGPU(s) in /etc/vgpuctl/profile.toml", pins.len()))
+            Ok(format!(
+                "pinned {} vGPU(s) in /etc/vgpuctl/profile.toml",
+                pins.len()
+            ))
         }
         Action::CopyBinary { to } => {
             let exe = std::env::current_exe().context("cannot find this binary")?;
-            let bytes = std::fs::read(&exe).with_context(|| format!("cannot read {}", exe.display()))?;
-            host.write_file(to, &bytes, WriteOpts { mode: 0o755, backup: false })?;
+            let bytes =
+                std::fs::read(&exe).with_context(|| format!("cannot read {}", exe.display()))?;
+            host.write_file(
+                to,
+                &bytes,
+                WriteOpts {
+                    mode: 0o755,
+                    backup: false,
+                },
+            )?;
             Ok(format!("installed {to}"))
         }
         Action::EnableUnit { unit } => {
-            host.symlink(&format!("/{UNIT_DIR}/{unit}"), &format!("{WANTS_DIR}/{unit}"))?;
+            host.symlink(
+                &format!("/{UNIT_DIR}/{unit}"),
+                &format!("{WANTS_DIR}/{unit}"),
+            )?;
             Ok(format!("enabled {unit}"))
         }
         Action::DisableUnit { unit } => {
@@ -77,7 +109,13 @@ pub fn apply(ctx: &Ctx, step: &Step) -> Result<String> {
 }
 
 /// Place and create on one GPU, pinning after every device so an interruption loses nothing.
-fn create_vgpus(ctx: &Ctx, gpu_addr: &str, type_name: &str, count: u32, uuids: &[String]) -> Result<String> {
+fn create_vgpus(
+    ctx: &Ctx,
+    gpu_addr: &str,
+    type_name: &str,
+    count: u32,
+    uuids: &[String],
+) -> Result<String> {
     let host = ctx.host;
     let f = facts::observe(host);
     let gpu = f
@@ -88,8 +126,16 @@ fn create_vgpus(ctx: &Ctx, gpu_addr: &str, type_name: &str, count: u32, uuids: &
         bail!("{gpu_addr} shows no vGPU types yet (is SR-IOV enabled and the driver loaded?)");
     }
     let mut active = crate::active::load(host)?.unwrap_or_default();
-    let placement = place::place(gpu, &f.vgpus(), &ty, count, uuids, &active.vgpus, &mut new_uuid)
-        .map_err(anyhow::Error::msg)?;
+    let placement = place::place(
+        gpu,
+        &f.vgpus(),
+        &ty,
+        count,
+        uuids,
+        &active.vgpus,
+        &mut new_uuid,
+    )
+    .map_err(anyhow::Error::msg)?;
     let mut pins = placement.present.clone();
     active = desired_active(ctx.profile, Some(&active), &pins);
     crate::active::save(host, &active)?;
@@ -116,8 +162,16 @@ fn present_pins(ctx: &Ctx) -> Result<Vec<crate::profile::SavedVgpu>> {
     for req in &ctx.profile.gpus {
         for gpu in select::select(&f, &req.select).map_err(anyhow::Error::msg)? {
             let ty = select::resolve_type(gpu, &req.vgpu_type).map_err(anyhow::Error::msg)?;
-            let p = place::place(gpu, &f.vgpus(), &ty, req.count, &req.uuids, &active.vgpus, &mut new_uuid)
-                .map_err(anyhow::Error::msg)?;
+            let p = place::place(
+                gpu,
+                &f.vgpus(),
+                &ty,
+                req.count,
+                &req.uuids,
+                &active.vgpus,
+                &mut new_uuid,
+            )
+            .map_err(anyhow::Error::msg)?;
             pins.extend(p.present);
         }
     }

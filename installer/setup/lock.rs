@@ -41,7 +41,11 @@ pub fn acquire(host: &Host, what: &str) -> Result<Lock> {
             let _ = file.read_to_string(&mut holder);
             return Err(Busy {
                 path: format!("/{LOCK}"),
-                holder: if holder.trim().is_empty() { "unknown process".into() } else { holder.trim().to_string() },
+                holder: if holder.trim().is_empty() {
+                    "unknown process".into()
+                } else {
+                    holder.trim().to_string()
+                },
             }
             .into());
         }
@@ -49,7 +53,10 @@ pub fn acquire(host: &Host, what: &str) -> Result<Lock> {
     let mut previous = String::new();
     let _ = flock.read_to_string(&mut previous);
     if let Some(pid) = previous.split_whitespace().nth(1) {
-        tracing::warn!("took over a stale lock left by pid {pid} ({})", previous.trim());
+        tracing::warn!(
+            "took over a stale lock left by pid {pid} ({})",
+            previous.trim()
+        );
     }
     flock.set_len(0)?;
     flock.rewind()?;

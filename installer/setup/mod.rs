@@ -45,7 +45,14 @@ fn refuse_unusable(f: &HostFacts) -> Result<(), Failure> {
         } else {
             f.gpus
                 .iter()
-                .map(|g| format!("{} {}: {}", g.address, g.model.name, g.model.reason.clone().unwrap_or_default()))
+                .map(|g| {
+                    format!(
+                        "{} {}: {}",
+                        g.address,
+                        g.model.name,
+                        g.model.reason.clone().unwrap_or_default()
+                    )
+                })
                 .collect::<Vec<_>>()
                 .join("; ")
         };
@@ -73,7 +80,12 @@ fn binary_current(host: &Host) -> bool {
     a == b
 }
 
-fn inputs<'a>(host: &Host, f: &'a HostFacts, profile: &'a Profile, active: Option<&'a Profile>) -> Result<Inputs<'a>, Failure> {
+fn inputs<'a>(
+    host: &Host,
+    f: &'a HostFacts,
+    profile: &'a Profile,
+    active: Option<&'a Profile>,
+) -> Result<Inputs<'a>, Failure> {
     let (pre_reboot, reboot_reasons) = prereboot::plan(host, f, profile)?;
     Ok(Inputs {
         facts: f,
@@ -87,11 +99,16 @@ fn inputs<'a>(host: &Host, f: &'a HostFacts, profile: &'a Profile, active: Optio
     })
 }
 
-fn make_plan(host: &Host, f: &HostFacts, profile: &Profile) -> Result<(Plan, Vec<String>), Failure> {
+fn make_plan(
+    host: &Host,
+    f: &HostFacts,
+    profile: &Profile,
+) -> Result<(Plan, Vec<String>), Failure> {
     let active = crate::active::load(host)?;
     let i = inputs(host, f, profile, active.as_ref())?;
     let reasons = i.reboot_reasons.clone();
-    let plan = planner::plan(i).map_err(|e| Failure::usage(format!("{}: {e}", profile_name(profile))))?;
+    let plan =
+        planner::plan(i).map_err(|e| Failure::usage(format!("{}: {e}", profile_name(profile))))?;
     Ok((plan, reasons))
 }
 
@@ -122,7 +139,11 @@ pub fn run(host: &Host, profile: &Profile, opts: &Options) -> Result<Exit, Failu
             "setup changes the boot loader, drivers and sysfs: run it as root (sudo vgpuctl setup ...), or use --dry-run",
         ));
     }
-    let _lock = if opts.dry_run { None } else { Some(lock::acquire(host, "setup")?) };
+    let _lock = if opts.dry_run {
+        None
+    } else {
+        Some(lock::acquire(host, "setup")?)
+    };
     let mut st = state::load(host)?;
     let f = facts::observe(host);
     refuse_unusable(&f)?;
@@ -171,7 +192,11 @@ pub fn run(host: &Host, profile: &Profile, opts: &Options) -> Result<Exit, Failu
     }
     st.profile = Some(opts.profile_path.clone());
     st.finished = false;
-    let ctx = apply::Ctx { host, profile, vf_timeout: opts.vf_timeout };
+    let ctx = apply::Ctx {
+        host,
+        profile,
+        vf_timeout: opts.vf_timeout,
+    };
     let mut plan = plan;
     // Apply, re-planning once when the first plan deferred work that needed no reboot after all.
     for round in 0..2 {
@@ -189,7 +214,10 @@ pub fn run(host: &Host, profile: &Profile, opts: &Options) -> Result<Exit, Failu
                     println!("      FAILED: {e:#}");
                     failures.push(format!("{}: {e:#}", step.title));
                     // vGPU work on one GPU never blocks the others; anything else stops here.
-                    if !matches!(step.action, plan::Action::CreateVgpus { .. } | plan::Action::EnableSriov { .. }) {
+                    if !matches!(
+                        step.action,
+                        plan::Action::CreateVgpus { .. } | plan::Action::EnableSriov { .. }
+                    ) {
                         break;
                     }
                 }
@@ -227,12 +255,21 @@ fn finish(host: &Host) -> Result<Exit, Failure> {
         println!("Setup is complete.");
         Ok(Exit::Ok)
     } else {
-        Err(Failure::failed("setup finished its steps but the host differs from the profile (see Drift above)"))
+        Err(Failure::failed(
+            "setup finished its steps but the host differs from the profile (see Drift above)",
+        ))
     }
 }
 
 /// Stop at a reboot: record the boot id, then reboot (auto) or tell the operator (exit 3).
-fn checkpoint(host: &Host, st: &mut state::State, profile: &Profile, opts: &Options, reasons: Vec<String>, f: &HostFacts) -> Result<Exit, Failure> {
+fn checkpoint(
+    host: &Host,
+    st: &mut state::State,
+    profile: &Profile,
+    opts: &Options,
+    reasons: Vec<String>,
+    f: &HostFacts,
+) -> Result<Exit, Failure> {
     st.reboot_boot_id = f.boot_id.clone().or_else(|| Some("unknown".into()));
     st.reboot_reasons = reasons.clone();
     state::save(host, st)?;
@@ -252,20 +289,46 @@ fn checkpoint(host: &Host, st: &mut state::State, profile: &Profile, opts: &Opti
         }
     };
     if !auto {
-        println!("Reboot, then run the same command again: {}", rerun_hint(opts));
+        println!(
+            "Reboot, then run the same command again: {}",
+            rerun_hint(opts)
+        );
         return Ok(Exit::Reboot);
     }
     // Continue by itself after the reboot: the resume unit runs `setup --resume` once.
     let exe = std::env::current_exe().context("cannot find this binary")?;
-    host.write_file(BINARY, &std::fs::read(exe)?, WriteOpts { mode: 0o755, backup: false })?;
+    host.write_file(
+        BINARY,
+        &std::fs::read(exe)?,
+        WriteOpts {
+            mode: 0o755,
+            backup: false,
+        },
+    )?;
     let resume_profile = "etc/vgpuctl/setup-profile.toml";
-    host.write_file(resume_profile, toml::to_string_pretty(profile).context("profile")?.as_bytes(), WriteOpts::secret())?;
-    host.write_file(&format!("{UNIT_DIR}/{RESUME_UNIT}"), planner::RESUME_UNIT_TEXT.as_bytes(), WriteOpts::default())?;
-    host.symlink(&format!("/{UNIT_DIR}/{RESUME_UNIT}"), &format!("{WANTS_DIR}/{RESUME_UNIT}"))?;
+    host.write_file(
+        resume_profile,
+        toml::to_string_pretty(profile)
+            .context("profile")?
+            .as_bytes(),
+        WriteOpts::secret(),
+    )?;
+    host.write_file(
+        &format!("{UNIT_DIR}/{RESUME_UNIT}"),
+        planner::RESUME_UNIT_TEXT.as_bytes(),
+        WriteOpts::default(),
+    )?;
+    host.symlink(
+        &format!("/{UNIT_DIR}/{RESUME_UNIT}"),
+        &format!("{WANTS_DIR}/{RESUME_UNIT}"),
+    )?;
     println!("Rebooting now; vgpuctl-resume.service continues setup after the boot.");
     let out = host.run(&crate::host::Cmd::new("systemctl").arg("reboot"))?;
     if !out.success() {
-        return Err(Failure::failed(format!("`systemctl reboot` failed: {}", out.tail(5))));
+        return Err(Failure::failed(format!(
+            "`systemctl reboot` failed: {}",
+            out.tail(5)
+        )));
     }
     Ok(Exit::Reboot)
 }

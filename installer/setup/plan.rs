@@ -16,11 +16,19 @@ pub enum Action {
     },
     Run(Cmd),
     /// Write a sysfs attribute.
-    WriteAttr { path: String, value: String },
+    WriteAttr {
+        path: String,
+        value: String,
+    },
     /// Fetch, verify and install the host driver.
-    InstallDriver { source: String },
+    InstallDriver {
+        source: String,
+    },
     /// `sriov-manage -e` then wait for the VFs.
-    EnableSriov { pf: String, vfs: u32 },
+    EnableSriov {
+        pf: String,
+        vfs: u32,
+    },
     /// Place and create vGPUs on one GPU, then pin them in the active profile.
     CreateVgpus {
         gpu: String,
@@ -31,15 +39,23 @@ pub enum Action {
         uuids: Vec<String>,
     },
     /// Copy this binary to where the units run it from.
-    CopyBinary { to: String },
+    CopyBinary {
+        to: String,
+    },
     /// Enable a unit (the wants link, under the root).
-    EnableUnit { unit: String },
+    EnableUnit {
+        unit: String,
+    },
     /// Pin vGPUs in the active profile.
     PinProfile,
     /// Disable a unit.
-    DisableUnit { unit: String },
+    DisableUnit {
+        unit: String,
+    },
     /// A reboot checkpoint.
-    Reboot { reasons: Vec<String> },
+    Reboot {
+        reasons: Vec<String>,
+    },
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -138,7 +154,10 @@ impl fmt::Display for Plan {
             write!(f, "{:>3}. {}\n     {}", i + 1, s.title, s.action)?;
         }
         if !self.after_reboot.is_empty() {
-            writeln!(f, "After the reboot (planned from what the driver then shows):")?;
+            writeln!(
+                f,
+                "After the reboot (planned from what the driver then shows):"
+            )?;
             for w in &self.after_reboot {
                 writeln!(f, "     - {w}")?;
             }

@@ -94,7 +94,10 @@ pub fn plan(i: Inputs) -> Result<Plan, PlanError> {
                 .filter(|v| vgpu_name::same(&v.type_name, &ty.name))
                 .count()
                 .min(req.count as usize) as u32;
-            for v in on_gpu.iter().filter(|v| !vgpu_name::same(&v.type_name, &ty.name)) {
+            for v in on_gpu
+                .iter()
+                .filter(|v| !vgpu_name::same(&v.type_name, &ty.name))
+            {
                 plan.notes.push(format!(
                     "{} on {} has type {}: left alone (a VM may use it)",
                     v.uuid.as_deref().unwrap_or("a vGPU"),
@@ -103,7 +106,9 @@ pub fn plan(i: Inputs) -> Result<Plan, PlanError> {
                 ));
             }
             if present < req.count
-                && on_gpu.iter().any(|v| !vgpu_name::same(&v.type_name, &ty.name))
+                && on_gpu
+                    .iter()
+                    .any(|v| !vgpu_name::same(&v.type_name, &ty.name))
             {
                 return Err(err(
                     field("vgpu_type"),
@@ -119,7 +124,11 @@ pub fn plan(i: Inputs) -> Result<Plan, PlanError> {
             if !driver_ready {
                 plan.after_reboot.push(format!(
                     "{}{} x {} on {} {}",
-                    if gpu.sriov_capable() { "enable SR-IOV, then " } else { "" },
+                    if gpu.sriov_capable() {
+                        "enable SR-IOV, then "
+                    } else {
+                        ""
+                    },
                     req.count,
                     vgpu_name::short(&ty.name),
                     gpu.model.name,
@@ -227,7 +236,11 @@ pub fn plan(i: Inputs) -> Result<Plan, PlanError> {
     if !creating {
         let wanted = desired_active(i.profile, i.active, &present_pins);
         if i.active != Some(&wanted) {
-            plan.push("pin", "Pin the vGPUs in the active profile", Action::PinProfile);
+            plan.push(
+                "pin",
+                "Pin the vGPUs in the active profile",
+                Action::PinProfile,
+            );
         }
     }
     if i.resume_unit_enabled {
@@ -256,7 +269,12 @@ pub fn desired_active(profile: &Profile, active: Option<&Profile>, pins: &[Saved
     }
     // Pins on the GPUs this profile manages are replaced by what exists now.
     let managed: Vec<&str> = pins.iter().filter_map(|v| v.gpu.as_deref()).collect();
-    p.vgpus.retain(|v| !v.gpu.as_deref().map(|g| managed.contains(&g)).unwrap_or(false));
+    p.vgpus.retain(|v| {
+        !v.gpu
+            .as_deref()
+            .map(|g| managed.contains(&g))
+            .unwrap_or(false)
+    });
     crate::active::pin(&mut p, pins.iter().cloned());
     p
 }

@@ -8,7 +8,11 @@ use crate::profile::Profile;
 
 use super::plan::Plan;
 
-pub fn plan(_host: &Host, f: &HostFacts, _profile: &Profile) -> Result<(Plan, Vec<String>), Failure> {
+pub fn plan(
+    _host: &Host,
+    f: &HostFacts,
+    _profile: &Profile,
+) -> Result<(Plan, Vec<String>), Failure> {
     let mut reasons = Vec::new();
     if f.driver.installed() && f.driver.loaded_version.is_none() {
         reasons.push("the vGPU host driver is installed but not loaded".to_string());

@@ -30,7 +30,9 @@ pub struct State {
 pub fn load(host: &Host) -> Result<State> {
     match host.read(PATH) {
         Ok(t) => toml::from_str(&t).with_context(|| {
-            format!("/{PATH} is corrupt; delete it to start setup over (nothing else depends on it)")
+            format!(
+                "/{PATH} is corrupt; delete it to start setup over (nothing else depends on it)"
+            )
         }),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(State::default()),
         Err(e) => Err(e).context(format!("cannot read /{PATH}")),
@@ -38,6 +40,10 @@ pub fn load(host: &Host) -> Result<State> {
 }
 
 pub fn save(host: &Host, s: &State) -> Result<()> {
-    host.write_file(PATH, toml::to_string_pretty(s)?.as_bytes(), WriteOpts::state())?;
+    host.write_file(
+        PATH,
+        toml::to_string_pretty(s)?.as_bytes(),
+        WriteOpts::state(),
+    )?;
     Ok(())
 }

@@ -44,14 +44,24 @@ pub fn create(host: &Host, c: &Create) -> Result<()> {
     crate::fault::point("vgpu-create");
     match c.interface {
         Interface::Mdev => {
-            let dir = mdev_type_dir(host, &c.parent, &c.type_name, &c.type_id).with_context(|| {
-                format!("{} offers no type {} (mdev_supported_types)", c.parent, c.type_name)
-            })?;
+            let dir =
+                mdev_type_dir(host, &c.parent, &c.type_name, &c.type_id).with_context(|| {
+                    format!(
+                        "{} offers no type {} (mdev_supported_types)",
+                        c.parent, c.type_name
+                    )
+                })?;
             host.write_attr(&format!("{dir}/create"), &c.uuid)
-                .with_context(|| format!("creating vGPU {} ({}) on {}", c.uuid, c.type_name, c.parent))?;
+                .with_context(|| {
+                    format!("creating vGPU {} ({}) on {}", c.uuid, c.type_name, c.parent)
+                })?;
             match mdev_type_of(host, &c.uuid) {
                 Some(name) if name_matches(&name, &c.type_name) => Ok(()),
-                Some(name) => bail!("vGPU {} appeared with type {name}, not {}", c.uuid, c.type_name),
+                Some(name) => bail!(
+                    "vGPU {} appeared with type {name}, not {}",
+                    c.uuid,
+                    c.type_name
+                ),
                 None => bail!(
                     "wrote {} to {dir}/create but /sys/bus/mdev/devices/{} did not appear",
                     c.uuid,
@@ -61,8 +71,12 @@ pub fn create(host: &Host, c: &Create) -> Result<()> {
         }
         Interface::VendorVfio => {
             let path = format!("{}/current_vgpu_type", vendor_dir(&c.parent));
-            host.write_attr(&path, &c.type_id)
-                .with_context(|| format!("setting vGPU type {} ({}) on VF {}", c.type_id, c.type_name, c.parent))?;
+            host.write_attr(&path, &c.type_id).with_context(|| {
+                format!(
+                    "setting vGPU type {} ({}) on VF {}",
+                    c.type_id, c.type_name, c.parent
+                )
+            })?;
             match vendor_current(host, &c.parent) {
                 Some(id) if id == c.type_id => Ok(()),
                 other => bail!(

@@ -140,7 +140,12 @@ pub fn place(
             )
         } else {
             ty.max_instance
-                .map(|m| format!(" ({} allows at most {m} per GPU)", vgpu_name::short(&ty.name)))
+                .map(|m| {
+                    format!(
+                        " ({} allows at most {m} per GPU)",
+                        vgpu_name::short(&ty.name)
+                    )
+                })
                 .unwrap_or_default()
         };
         return Err(format!(

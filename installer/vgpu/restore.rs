@@ -271,7 +271,10 @@ fn restore_one(host: &Host, d: &SavedVgpu, claimed: &mut Vec<String>) -> Result<
                 claimed.push(vf.clone());
                 return Ok((
                     State::Created,
-                    format!("saved parent {} was gone or taken; created on {vf}", d.parent),
+                    format!(
+                        "saved parent {} was gone or taken; created on {vf}",
+                        d.parent
+                    ),
                 ));
             }
         }

@@ -6,31 +6,18 @@ use crate::vgpu_name;
 
 /// Normalize a PCI address the way the kernel writes it (`0:e8:0.0` -> `0000:e8:00.0`).
 pub fn normalize_address(s: &str) -> Option<String> {
-    let s = s.trim();
-    let (dom_bus, devfn) = s.rsplit_once(':')?;
-    let (dom, bus) = match dom_bus.split_once(':') {
-        Some((d, b)) => (d, b),
-        None => ("0", dom_bus),
-    };
-    let (dev, func) = devfn.split_once('.')?;
-    let hex = |v: &str, max: u32| {
-        (!v.is_empty() && v.len() <= 4 && v.chars().all(|c| c.is_ascii_hexdigit()))
-            .then(|| u32::from_str_radix(v, 16).ok())
-            .flatten()
-            .filter(|n| *n <= max)
-    };
-    Some(format!(
-        "{:04x}:{:02x}:{:02x}.{:x}",
-        hex(dom, 0xffff)?,
-        hex(bus, 0xff)?,
-        hex(dev, 0x1f)?,
-        hex(func, 7)?
-    ))
+    crate::pci::PciAddr::parse(s.trim())
+        .ok()
+        .map(|a| a.to_string())
 }
 
 /// The GPUs `select` names: "all" (every vGPU-capable GPU), a PCI address, or a model name.
 pub fn select<'a>(facts: &'a HostFacts, select: &str) -> Result<Vec<&'a Gpu>, String> {
-    let supported: Vec<&Gpu> = facts.gpus.iter().filter(|g| g.model.vgpu_supported).collect();
+    let supported: Vec<&Gpu> = facts
+        .gpus
+        .iter()
+        .filter(|g| g.model.vgpu_supported)
+        .collect();
     let listing = || {
         facts
             .gpus
@@ -43,7 +30,11 @@ pub fn select<'a>(facts: &'a HostFacts, select: &str) -> Result<Vec<&'a Gpu>, St
         if supported.is_empty() {
             return Err(format!(
                 "select = \"all\" but this host has no vGPU-capable GPU (GPUs: {})",
-                if facts.gpus.is_empty() { "none".to_string() } else { listing() }
+                if facts.gpus.is_empty() {
+                    "none".to_string()
+                } else {
+                    listing()
+                }
             ));
         }
         return Ok(supported);
@@ -58,18 +49,31 @@ pub fn select<'a>(facts: &'a HostFacts, select: &str) -> Result<Vec<&'a Gpu>, St
             )),
             None => Err(format!(
                 "no NVIDIA GPU at {addr} on this host (GPUs: {})",
-                if facts.gpus.is_empty() { "none".to_string() } else { listing() }
+                if facts.gpus.is_empty() {
+                    "none".to_string()
+                } else {
+                    listing()
+                }
             )),
         };
     }
     let by_model: Vec<&Gpu> = supported
         .into_iter()
-        .filter(|g| g.model.model.map(|m| models::matches_name(m, select)).unwrap_or(false))
+        .filter(|g| {
+            g.model
+                .model
+                .map(|m| models::matches_name(m, select))
+                .unwrap_or(false)
+        })
         .collect();
     if by_model.is_empty() {
         return Err(format!(
             "no vGPU-capable GPU on this host matches {select:?} (GPUs: {})",
-            if facts.gpus.is_empty() { "none".to_string() } else { listing() }
+            if facts.gpus.is_empty() {
+                "none".to_string()
+            } else {
+                listing()
+            }
         ));
     }
     Ok(by_model)
@@ -117,7 +121,8 @@ pub fn resolve_type(gpu: &Gpu, wanted: &str) -> Result<ResolvedType, String> {
         .flat_map(|p| p.types.iter().chain(p.current_type.iter()))
         .collect();
     if !live.is_empty() {
-        let by_id = id_number(wanted).and_then(|n| live.iter().find(|t| id_number(&t.id) == Some(n)));
+        let by_id =
+            id_number(wanted).and_then(|n| live.iter().find(|t| id_number(&t.id) == Some(n)));
         let found = by_id.or_else(|| live.iter().find(|t| vgpu_name::same(&t.name, wanted)));
         if let Some(t) = found {
             let parsed = vgpu_name::parse(&t.name);
@@ -183,9 +188,18 @@ mod tests {
 
     #[test]
     fn addresses_normalize() {
-        assert_eq!(normalize_address("0:e8:0.0").as_deref(), Some("0000:e8:00.0"));
-        assert_eq!(normalize_address("e8:00.0").as_deref(), Some("0000:e8:00.0"));
-        assert_eq!(normalize_address("0000:E8:04.3").as_deref(), Some("0000:e8:04.3"));
+        assert_eq!(
+            normalize_address("0:e8:0.0").as_deref(),
+            Some("0000:e8:00.0")
+        );
+        assert_eq!(
+            normalize_address("e8:00.0").as_deref(),
+            Some("0000:e8:00.0")
+        );
+        assert_eq!(
+            normalize_address("0000:E8:04.3").as_deref(),
+            Some("0000:e8:04.3")
+        );
         assert_eq!(normalize_address("0000:e8:20.0"), None);
         assert_eq!(normalize_address("0000:e8:00.8"), None);
         assert_eq!(normalize_address("../../etc:00.0"), None);
