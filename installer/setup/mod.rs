@@ -80,13 +80,25 @@ fn binary_current(host: &Host) -> bool {
     a == b
 }
 
+/// How the driver source is shown: a path, or a url without its query (a credential).
+pub fn driver_source_label(d: &crate::profile::DriverConfig) -> String {
+    match (&d.path, &d.url) {
+        (Some(p), _) => p.clone(),
+        (None, Some(u)) => {
+            u.split(['?', '#']).next().unwrap_or("").to_string() + " (query redacted)"
+        }
+        (None, None) => "nowhere".into(),
+    }
+}
+
 fn inputs<'a>(
     host: &Host,
     f: &'a HostFacts,
     profile: &'a Profile,
     active: Option<&'a Profile>,
+    done: &[String],
 ) -> Result<Inputs<'a>, Failure> {
-    let (pre_reboot, reboot_reasons) = prereboot::plan(host, f, profile)?;
+    let (pre_reboot, reboot_reasons) = prereboot::plan(host, f, profile, done)?;
     Ok(Inputs {
         facts: f,
         profile,
@@ -103,9 +115,10 @@ fn make_plan(
     host: &Host,
     f: &HostFacts,
     profile: &Profile,
+    done: &[String],
 ) -> Result<(Plan, Vec<String>), Failure> {
     let active = crate::active::load(host)?;
-    let i = inputs(host, f, profile, active.as_ref())?;
+    let i = inputs(host, f, profile, active.as_ref(), done)?;
     let reasons = i.reboot_reasons.clone();
     let plan =
         planner::plan(i).map_err(|e| Failure::usage(format!("{}: {e}", profile_name(profile))))?;
@@ -157,7 +170,7 @@ pub fn run(host: &Host, profile: &Profile, opts: &Options) -> Result<Exit, Failu
             );
             return Ok(Exit::Reboot);
         }
-        let (_, still) = prereboot::plan(host, &f, profile)?;
+        let (_, still) = prereboot::plan(host, &f, profile, &st.done)?;
         if !still.is_empty() {
             return Err(Failure::failed(format!(
                 "the host rebooted but it did not take effect: {}. Check the boot loader \
@@ -173,7 +186,7 @@ pub fn run(host: &Host, profile: &Profile, opts: &Options) -> Result<Exit, Failu
         }
     }
 
-    let (plan, reasons) = make_plan(host, &f, profile)?;
+    let (plan, reasons) = make_plan(host, &f, profile, &st.done)?;
     print!("{plan}");
     if opts.dry_run {
         println!("(dry run: nothing was changed)");
@@ -231,7 +244,7 @@ pub fn run(host: &Host, profile: &Profile, opts: &Options) -> Result<Exit, Failu
             )));
         }
         let f = facts::observe(host);
-        let (next, reasons) = make_plan(host, &f, profile)?;
+        let (next, reasons) = make_plan(host, &f, profile, &st.done)?;
         if !reasons.is_empty() {
             return checkpoint(host, &mut st, profile, opts, reasons, &f);
         }
