@@ -280,7 +280,8 @@ fn restore_one(host: &Host, d: &SavedVgpu, claimed: &mut Vec<String>) -> Result<
         }
     }
     anyhow::bail!(
-        "no parent can take it: saved parent {} is gone or full and no other free parent of {} offers {}",
+        "no parent can take it: saved parent {} is gone or full and no other free parent of {} \
+         offers {} now (in NVIDIA's default equal-size mode a GPU holds one vGPU type at a time)",
         d.parent,
         d.gpu.as_deref().unwrap_or("its device"),
         d.type_name
