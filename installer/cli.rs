@@ -206,10 +206,12 @@ pub fn run(cli: Cli) -> Result<Exit, Failure> {
     let host = open_host(&cli.global)?;
     match cli.command {
         Command::Check { json } => crate::cmd::check::run(&host, json),
-        Command::Status {
-            json,
-            libvirt_xml: None,
-        } => crate::cmd::inspect::status(&host, json),
+        Command::Status { json, libvirt_xml } => {
+            crate::cmd::inspect::status(&host, json, libvirt_xml.as_deref())
+        }
+        Command::Export { mdevctl, output } => {
+            crate::cmd::export::run(&host, mdevctl, output.as_deref())
+        }
         Command::Types { json } => crate::cmd::inspect::types(&host, json),
         Command::Import {
             dry_run,

@@ -15,6 +15,7 @@ pub mod facts;
 pub mod fault;
 pub mod host;
 pub mod import;
+pub mod integrations;
 pub mod logging;
 pub mod models;
 pub mod pci;

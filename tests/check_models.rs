@@ -13,7 +13,11 @@ fn verdict(model: &str) -> (Run, serde_json::Value) {
 }
 
 fn finding<'a>(j: &'a serde_json::Value, id: &str) -> Option<&'a serde_json::Value> {
-    j["findings"].as_array().unwrap().iter().find(|f| f["id"] == id)
+    j["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["id"] == id)
 }
 
 #[test]
@@ -45,15 +49,32 @@ fn supported_models_are_ready_fresh_and_ready() {
 fn a40x8_matches_the_seed_and_says_what_setup_will_do() {
     let (_, j) = verdict("a40x8");
     let gpus = j["gpus"].as_array().unwrap();
-    let addrs: Vec<&str> = gpus.iter().map(|g| g["address"].as_str().unwrap()).collect();
+    let addrs: Vec<&str> = gpus
+        .iter()
+        .map(|g| g["address"].as_str().unwrap())
+        .collect();
     assert_eq!(
         addrs,
-        ["0000:67:00.0", "0000:68:00.0", "0000:6a:00.0", "0000:6b:00.0", "0000:e5:00.0", "0000:e6:00.0", "0000:e7:00.0", "0000:e8:00.0"]
+        [
+            "0000:67:00.0",
+            "0000:68:00.0",
+            "0000:6a:00.0",
+            "0000:6b:00.0",
+            "0000:e5:00.0",
+            "0000:e6:00.0",
+            "0000:e7:00.0",
+            "0000:e8:00.0"
+        ]
     );
-    assert!(gpus.iter().all(|g| g["model"] == "A40" && g["device_id"] == "10de:2235"));
+    assert!(gpus
+        .iter()
+        .all(|g| g["model"] == "A40" && g["device_id"] == "10de:2235"));
     // Fresh: IOMMU off on the command line, nouveau, no driver, GPUs on vfio-pci (as the seed).
     assert_eq!(finding(&j, "iommu.cmdline").unwrap()["severity"], "warn");
-    assert!(finding(&j, "iommu.cmdline").unwrap()["fix"].as_str().unwrap().contains("GRUB"));
+    assert!(finding(&j, "iommu.cmdline").unwrap()["fix"]
+        .as_str()
+        .unwrap()
+        .contains("GRUB"));
     assert_eq!(finding(&j, "driver").unwrap()["severity"], "warn");
     assert!(finding(&j, "vfio.0000:e8:00.0").is_some());
 
@@ -106,7 +127,12 @@ fn a_root_missing_most_of_sys_is_judged_not_panicked() {
         .arg(dir.path())
         .output()
         .unwrap();
-    assert_eq!(out.status.code(), Some(1), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let j: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(j["ready"], false);
     assert!(finding(&j, "gpu.none").is_some());
@@ -115,7 +141,12 @@ fn a_root_missing_most_of_sys_is_judged_not_panicked() {
 #[test]
 fn half_way_through_setup() {
     let s = Sim::new("a40x8");
-    let r = s.run(&["setup", "--profile", repo().join("profiles/a40.toml").to_str().unwrap(), "--yes"]);
+    let r = s.run(&[
+        "setup",
+        "--profile",
+        repo().join("profiles/a40.toml").to_str().unwrap(),
+        "--yes",
+    ]);
     assert_eq!(r.code, 3, "{r:?}");
     let j = s.json(&["check", "--json"]);
     assert_eq!(j["ready"], true, "{j}");
@@ -125,7 +156,10 @@ fn half_way_through_setup() {
 
 #[test]
 fn bad_usage_exits_2() {
-    let r = std::process::Command::new(bin()).args(["check", "--bogus"]).output().unwrap();
+    let r = std::process::Command::new(bin())
+        .args(["check", "--bogus"])
+        .output()
+        .unwrap();
     assert_eq!(r.status.code(), Some(2));
     let s = Sim::new("a40x8");
     let out = std::process::Command::new(bin())
@@ -133,6 +167,10 @@ fn bad_usage_exits_2() {
         .arg(s.root())
         .output()
         .unwrap();
-    assert_eq!(out.status.code(), Some(2), "a simulated root without --simulate");
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "a simulated root without --simulate"
+    );
     assert!(String::from_utf8_lossy(&out.stderr).contains("--simulate a40x8"));
 }

@@ -11,22 +11,37 @@ fn profile(name: &str) -> std::path::PathBuf {
 fn bring_up(model: &str, prof: &str, per_gpu: usize, gpus: usize, type_short: &str) -> Sim {
     let s = Sim::new(model);
     let runs = s.setup_to_end(&profile(prof));
-    assert!(runs.len() >= 2, "{model}: a fresh host needs a reboot: {:?}", runs[0]);
+    assert!(
+        runs.len() >= 2,
+        "{model}: a fresh host needs a reboot: {:?}",
+        runs[0]
+    );
     assert_eq!(runs[0].code, 3, "{model}: {:?}", runs[0]);
     assert!(runs[0].stdout.contains("Reboot"), "{:?}", runs[0]);
     let live = s.live_vgpus();
     assert_eq!(live.len(), per_gpu * gpus, "{model}: {live:?}");
-    assert!(live.values().all(|t| t.ends_with(type_short)), "{model}: {live:?}");
+    assert!(
+        live.values().all(|t| t.ends_with(type_short)),
+        "{model}: {live:?}"
+    );
     let j = s.json(&["status", "--json"]);
     assert_eq!(j["drift"].as_array().unwrap().len(), 0, "{j}");
     assert!(s.exists("etc/systemd/system/multi-user.target.wants/vgpuctl-restore.service"));
     assert!(s.exists("usr/local/sbin/vgpuctl"));
     // The IOMMU options took effect through this host's boot loader.
     let cmdline = s.read("proc/cmdline");
-    assert!(cmdline.split_whitespace().any(|w| w == "iommu=pt"), "{model}: {cmdline}");
+    assert!(
+        cmdline.split_whitespace().any(|w| w == "iommu=pt"),
+        "{model}: {cmdline}"
+    );
     // A second run plans nothing and changes no file.
     let before = s.hash();
-    let again = s.run(&["setup", "--profile", profile(prof).to_str().unwrap(), "--yes"]);
+    let again = s.run(&[
+        "setup",
+        "--profile",
+        profile(prof).to_str().unwrap(),
+        "--yes",
+    ]);
     assert_eq!(again.code, 0, "{again:?}");
     assert!(again.stdout.contains("Nothing to do"), "{again:?}");
     assert_eq!(s.hash(), before, "{model}: the second run changed files");
@@ -36,7 +51,9 @@ fn bring_up(model: &str, prof: &str, per_gpu: usize, gpus: usize, type_short: &s
 #[test]
 fn a40x8_grub() {
     let s = bring_up("a40x8", "a40.toml", 2, 8, "A40-24Q");
-    assert!(s.read("etc/default/grub").contains("intel_iommu=on iommu=pt"));
+    assert!(s
+        .read("etc/default/grub")
+        .contains("intel_iommu=on iommu=pt"));
     assert!(s.exists("var/lib/vgpuctl/backups/etc/default/grub"));
     assert!(s.read("proc/cmdline").contains("intel_iommu=on"));
 }
@@ -77,16 +94,26 @@ fn ubuntu_cloud_image_dropin_overrides_the_default() {
     let runs = s.setup_to_end(&profile("a40.toml"));
     assert_eq!(runs.last().unwrap().code, 0);
     let dropin = s.read("etc/default/grub.d/50-cloudimg-settings.cfg");
-    assert!(dropin.contains("GRUB_CMDLINE_LINUX_DEFAULT=\"console=tty1 console=ttyS0 intel_iommu=on iommu=pt\""), "{dropin}");
+    assert!(
+        dropin.contains(
+            "GRUB_CMDLINE_LINUX_DEFAULT=\"console=tty1 console=ttyS0 intel_iommu=on iommu=pt\""
+        ),
+        "{dropin}"
+    );
     let cmdline = s.read("proc/cmdline");
-    assert!(cmdline.contains("console=ttyS0") && cmdline.contains("intel_iommu=on"), "{cmdline}");
+    assert!(
+        cmdline.contains("console=ttyS0") && cmdline.contains("intel_iommu=on"),
+        "{cmdline}"
+    );
     assert_eq!(s.live_vgpus().len(), 16);
 }
 
 #[test]
 fn reboot_auto_is_carried_through_by_the_resume_unit() {
     let s = Sim::new("a40x8");
-    let text = std::fs::read_to_string(profile("a40.toml")).unwrap().replace("reboot = \"prompt\"", "reboot = \"auto\"");
+    let text = std::fs::read_to_string(profile("a40.toml"))
+        .unwrap()
+        .replace("reboot = \"prompt\"", "reboot = \"auto\"");
     let p = profile_file(&text);
     let r = s.run(&["setup", "--profile", p.path().to_str().unwrap(), "--yes"]);
     assert_eq!(r.code, 3, "{r:?}");
@@ -100,17 +127,28 @@ fn reboot_auto_is_carried_through_by_the_resume_unit() {
         assert_eq!(rb.code, 0, "{rb:?}");
     }
     assert_eq!(s.live_vgpus().len(), 16);
-    assert!(!s.exists("etc/systemd/system/multi-user.target.wants/vgpuctl-resume.service"), "resume unit disabled itself");
+    assert!(
+        !s.exists("etc/systemd/system/multi-user.target.wants/vgpuctl-resume.service"),
+        "resume unit disabled itself"
+    );
     let st = s.read("var/lib/vgpuctl/state.toml");
     assert!(st.contains("finished = true"), "{st}");
 }
 
 #[test]
 fn unusable_hosts_are_refused_with_nothing_changed() {
-    for (model, prof, word) in [("cloud-h100", "cloud-h100.toml", "virtual machine"), ("geforce", "geforce.toml", "consumer")] {
+    for (model, prof, word) in [
+        ("cloud-h100", "cloud-h100.toml", "virtual machine"),
+        ("geforce", "geforce.toml", "consumer"),
+    ] {
         let s = Sim::new(model);
         let before = s.hash();
-        let r = s.run(&["setup", "--profile", profile(prof).to_str().unwrap(), "--yes"]);
+        let r = s.run(&[
+            "setup",
+            "--profile",
+            profile(prof).to_str().unwrap(),
+            "--yes",
+        ]);
         assert_eq!(r.code, 1, "{model}: {r:?}");
         assert!(r.stderr.contains(word), "{model}: {r:?}");
         assert!(r.stderr.contains("Nothing was changed"), "{r:?}");
@@ -141,10 +179,27 @@ fn invalid_profiles_change_nothing_and_exit_2() {
 fn dry_run_shows_every_effect_and_changes_nothing() {
     let s = Sim::new("a40x8");
     let before = s.hash();
-    let r = s.run(&["setup", "--profile", profile("a40.toml").to_str().unwrap(), "--dry-run"]);
+    let r = s.run(&[
+        "setup",
+        "--profile",
+        profile("a40.toml").to_str().unwrap(),
+        "--dry-run",
+    ]);
     assert_eq!(r.code, 0, "{r:?}");
-    for needle in ["+GRUB_CMDLINE_LINUX_DEFAULT", "update-grub", "blacklist nouveau", "update-initramfs", "unbind", "driver", "After the reboot"] {
-        assert!(r.stdout.contains(needle), "missing {needle:?} in\n{}", r.stdout);
+    for needle in [
+        "+GRUB_CMDLINE_LINUX_DEFAULT",
+        "update-grub",
+        "blacklist nouveau",
+        "update-initramfs",
+        "unbind",
+        "driver",
+        "After the reboot",
+    ] {
+        assert!(
+            r.stdout.contains(needle),
+            "missing {needle:?} in\n{}",
+            r.stdout
+        );
     }
     assert_eq!(s.hash(), before);
 }

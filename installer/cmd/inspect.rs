@@ -2,10 +2,18 @@
 use crate::exit::{Exit, Failure};
 use crate::host::Host;
 
-pub fn status(host: &Host, json: bool) -> Result<Exit, Failure> {
+pub fn status(host: &Host, json: bool, libvirt_xml: Option<&str>) -> Result<Exit, Failure> {
     let facts = crate::facts::observe(host);
     let profile = crate::active::load(host)?;
     let s = crate::status::status(&facts, profile.as_ref());
+    if let Some(only) = libvirt_xml {
+        let only = (!only.is_empty()).then_some(only);
+        print!(
+            "{}",
+            crate::integrations::libvirt_xml(&s, only).map_err(Failure::failed)?
+        );
+        return Ok(Exit::Ok);
+    }
     if json {
         println!("{}", serde_json::to_string_pretty(&s)?);
     } else {

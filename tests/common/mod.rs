@@ -35,7 +35,11 @@ impl Run {
 
 impl std::fmt::Debug for Run {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "exit {}\n--- stdout\n{}\n--- stderr\n{}", self.code, self.stdout, self.stderr)
+        write!(
+            f,
+            "exit {}\n--- stdout\n{}\n--- stderr\n{}",
+            self.code, self.stdout, self.stderr
+        )
     }
 }
 
@@ -50,8 +54,14 @@ fn to_run(o: Output) -> Run {
 impl Sim {
     /// A fresh simulated host of `model` (created by the first command).
     pub fn new(model: &str) -> Sim {
-        let dir = tempfile::Builder::new().prefix("vgpuctl-sim-").tempdir().unwrap();
-        let s = Sim { dir, model: model.to_string() };
+        let dir = tempfile::Builder::new()
+            .prefix("vgpuctl-sim-")
+            .tempdir()
+            .unwrap();
+        let s = Sim {
+            dir,
+            model: model.to_string(),
+        };
         let r = s.run(&["sim", "info"]);
         assert_eq!(r.code, 0, "creating {model}: {r:?}");
         s
@@ -63,7 +73,10 @@ impl Sim {
 
     pub fn cmd(&self) -> Command {
         let mut c = Command::new(bin());
-        c.arg("--root").arg(self.root()).arg("--simulate").arg(&self.model);
+        c.arg("--root")
+            .arg(self.root())
+            .arg("--simulate")
+            .arg(&self.model);
         c.env_remove("VGPUCTL_LOG");
         c.stdin(std::process::Stdio::null());
         c
@@ -92,7 +105,10 @@ impl Sim {
     }
 
     pub fn exists(&self, rel: &str) -> bool {
-        self.root().join(rel.trim_start_matches('/')).symlink_metadata().is_ok()
+        self.root()
+            .join(rel.trim_start_matches('/'))
+            .symlink_metadata()
+            .is_ok()
     }
 
     pub fn write(&self, rel: &str, text: &str) {
@@ -142,7 +158,10 @@ impl Sim {
 /// A hash of a directory tree: paths, modes, file contents and symlink targets.
 pub fn tree_hash(root: &Path) -> String {
     fn walk(dir: &Path, root: &Path, h: &mut Sha256) {
-        let mut entries: Vec<_> = std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().path()).collect();
+        let mut entries: Vec<_> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect();
         entries.sort();
         for p in entries {
             let rel = p.strip_prefix(root).unwrap().display().to_string();
@@ -150,7 +169,13 @@ pub fn tree_hash(root: &Path) -> String {
             h.update(rel.as_bytes());
             h.update(md.permissions().mode().to_le_bytes());
             if md.file_type().is_symlink() {
-                h.update(std::fs::read_link(&p).unwrap().display().to_string().as_bytes());
+                h.update(
+                    std::fs::read_link(&p)
+                        .unwrap()
+                        .display()
+                        .to_string()
+                        .as_bytes(),
+                );
             } else if md.is_dir() {
                 walk(&p, root, h);
             } else {
