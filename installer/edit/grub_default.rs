@@ -509,47 +509,88 @@ pub fn plan_cmdline_edit(
     var: &str,
     wanted: &[&str],
 ) -> Result<Vec<FileEdit>, GrubEditError> {
-    if files.is_empty() {
-        return Ok(Vec::new());
-    }
-    if kargs::has_args(&effective_var(files, var), wanted) {
-        return Ok(Vec::new());
-    }
-    let mut contents: Vec<String> = files.iter().map(|(_, c)| c.to_string()).collect();
-    let view = |contents: &Vec<String>| -> Vec<(String, String)> {
-        files
-            .iter()
-            .zip(contents)
-            .map(|((n, _), c)| (n.to_string(), c.clone()))
-            .collect()
-    };
-    // (file index, assignment) in sourcing order.
-    let order = sourcing_order(files);
-    let all: Vec<(usize, Assign)> = order
-        .iter()
-        .flat_map(|&fi| {
+    plan_with(files, &[var], var, wanted, &|f| effective_var(f, var))
+}
+
+/// The IOMMU step's plan: what to change so that the normal boot entry's command line
+/// ([`effective_cmdline`]: `GRUB_CMDLINE_LINUX` then `GRUB_CMDLINE_LINUX_DEFAULT`) has every
+/// `wanted` argument and no conflicting value. Conflicts are replaced wherever they come from
+/// (either variable, any file); missing arguments go to `GRUB_CMDLINE_LINUX_DEFAULT`, as
+/// Debian and Ubuntu document, unless `GRUB_CMDLINE_LINUX` already has them.
+pub fn plan_kernel_args(
+    files: &[(&str, &str)],
+    wanted: &[&str],
+) -> Result<Vec<FileEdit>, GrubEditError> {
+    plan_with(
+        files,
+        &[LINUX_VAR, DEFAULT_VAR],
+        DEFAULT_VAR,
+        wanted,
+        &|f| effective_cmdline(f),
+    )
+}
+
+/// The assignments of `var` that make its final value, last first: the last assignment, and
+/// while it refers to the variable itself, the one before it.
+fn chain(files: &[(&str, &str)], var: &str) -> Vec<(usize, Assign)> {
+    let all: Vec<(usize, Assign)> = sourcing_order(files)
+        .into_iter()
+        .flat_map(|fi| {
             assignments(files[fi].1)
                 .into_iter()
                 .filter(|a| a.name == var)
                 .map(move |a| (fi, a))
         })
         .collect();
-    let mut chain: Vec<&(usize, Assign)> = Vec::new();
-    for item in all.iter().rev() {
-        chain.push(item);
-        if item.1.unterminated || !self_refs(&item.1) {
+    let mut out = Vec::new();
+    for item in all.into_iter().rev() {
+        let stop = item.1.unterminated || !self_refs(&item.1);
+        out.push(item);
+        if stop {
             break;
         }
     }
-    // Replace conflicts in every contributing assignment (line numbers do not move).
-    for (fi, a) in &chain {
-        contents[*fi] = edit_assign(files[*fi].0, &contents[*fi], a, &Op::Replace(wanted))?;
+    out
+}
+
+/// Computes the value being ensured from (name, content) files.
+type Effective<'a> = dyn Fn(&[(&str, &str)]) -> String + 'a;
+
+fn plan_with(
+    files: &[(&str, &str)],
+    replace_vars: &[&str],
+    target_var: &str,
+    wanted: &[&str],
+    effective: &Effective<'_>,
+) -> Result<Vec<FileEdit>, GrubEditError> {
+    if files.is_empty() || kargs::has_args(&effective(files), wanted) {
+        return Ok(Vec::new());
     }
-    let eff = {
-        let v = view(&contents);
-        let refs: Vec<(&str, &str)> = v.iter().map(|(n, c)| (n.as_str(), c.as_str())).collect();
-        effective_var(&refs, var)
+    let mut contents: Vec<String> = files.iter().map(|(_, c)| c.to_string()).collect();
+    let view = |contents: &[String]| -> Vec<(String, String)> {
+        files
+            .iter()
+            .zip(contents)
+            .map(|((n, _), c)| (n.to_string(), c.clone()))
+            .collect()
     };
+    let eval_now = |contents: &[String]| -> String {
+        let v = view(contents);
+        let refs: Vec<(&str, &str)> = v.iter().map(|(n, c)| (n.as_str(), c.as_str())).collect();
+        effective(&refs)
+    };
+    // Replace conflicts in every contributing assignment. Each edit changes one line in place,
+    // so the line numbers of the other assignments stay valid; re-parse each line before use.
+    for var in replace_vars {
+        for (fi, a) in chain(files, var) {
+            let fresh = assignments(&contents[fi])
+                .into_iter()
+                .find(|b| b.line == a.line)
+                .expect("edited line is still an assignment");
+            contents[fi] = edit_assign(files[fi].0, &contents[fi], &fresh, &Op::Replace(wanted))?;
+        }
+    }
+    let eff = eval_now(&contents);
     let toks = kargs::tokens(&eff);
     let missing: Vec<&str> = wanted
         .iter()
@@ -557,24 +598,19 @@ pub fn plan_cmdline_edit(
         .cloned()
         .collect();
     if !missing.is_empty() {
-        match chain.first() {
+        let v = view(&contents);
+        let refs: Vec<(&str, &str)> = v.iter().map(|(n, c)| (n.as_str(), c.as_str())).collect();
+        match chain(&refs, target_var).first() {
             Some((fi, a)) => {
-                // Re-parse: the replacement may have moved the value's end on that line.
-                let fresh = assignments(&contents[*fi])
-                    .into_iter()
-                    .find(|b| b.line == a.line)
-                    .expect("edited line is still an assignment");
                 contents[*fi] =
-                    edit_assign(files[*fi].0, &contents[*fi], &fresh, &Op::Ensure(&missing))?;
+                    edit_assign(files[*fi].0, &contents[*fi], a, &Op::Ensure(&missing))?;
             }
-            None => contents[0] = append_assignment(&contents[0], var, &missing),
+            None => contents[0] = append_assignment(&contents[0], target_var, &missing),
         }
     }
-    let v = view(&contents);
-    let refs: Vec<(&str, &str)> = v.iter().map(|(n, c)| (n.as_str(), c.as_str())).collect();
-    if !kargs::has_args(&effective_var(&refs, var), wanted) {
+    if !kargs::has_args(&eval_now(&contents), wanted) {
         return Err(GrubEditError::NotEffective {
-            var: var.to_string(),
+            var: target_var.to_string(),
             wanted: wanted.join(" "),
             files: files.iter().map(|f| f.0).collect::<Vec<_>>().join(", "),
         });
@@ -1022,6 +1058,44 @@ GRUB_TERMINAL=console
         assert_eq!(
             plan[1].after,
             "GRUB_CMDLINE_LINUX_DEFAULT=\"console=tty1\"\n"
+        );
+    }
+
+    #[test]
+    fn kernel_args_plan_looks_at_both_variables() {
+        // Already in GRUB_CMDLINE_LINUX: nothing to do.
+        let f = "GRUB_CMDLINE_LINUX_DEFAULT=\"quiet splash\"\nGRUB_CMDLINE_LINUX=\"intel_iommu=on iommu=pt\"\n";
+        assert!(plan_kernel_args(&[("g", f)], W).unwrap().is_empty());
+        // One of them there: only the other is added, to _DEFAULT.
+        let f =
+            "GRUB_CMDLINE_LINUX_DEFAULT=\"quiet splash\"\nGRUB_CMDLINE_LINUX=\"intel_iommu=on\"\n";
+        let p = plan_kernel_args(&[("g", f)], W).unwrap();
+        assert_eq!(
+            p[0].after,
+            "GRUB_CMDLINE_LINUX_DEFAULT=\"quiet splash iommu=pt\"\nGRUB_CMDLINE_LINUX=\"intel_iommu=on\"\n"
+        );
+        // A conflict in GRUB_CMDLINE_LINUX is replaced there; nothing is duplicated.
+        let f = "GRUB_CMDLINE_LINUX_DEFAULT=\"quiet\"\nGRUB_CMDLINE_LINUX=\"iommu=soft\"\n";
+        let p = plan_kernel_args(&[("g", f)], W).unwrap();
+        assert_eq!(
+            p[0].after,
+            "GRUB_CMDLINE_LINUX_DEFAULT=\"quiet intel_iommu=on\"\nGRUB_CMDLINE_LINUX=\"iommu=pt\"\n"
+        );
+        assert_eq!(
+            effective_cmdline(&[("g", &p[0].after)]),
+            "iommu=pt quiet intel_iommu=on"
+        );
+        // Ubuntu cloud image: goes to the drop-in.
+        let files = [
+            ("/etc/default/grub", UBUNTU_2204),
+            ("/etc/default/grub.d/50-cloudimg-settings.cfg", CLOUDIMG),
+        ];
+        let p = plan_kernel_args(&files, W).unwrap();
+        assert_eq!(p.len(), 1);
+        assert_eq!(p[0].name, files[1].0);
+        assert_eq!(
+            effective_cmdline(&[files[0], (files[1].0, &p[0].after)]),
+            "console=tty1 console=ttyS0 intel_iommu=on iommu=pt"
         );
     }
 

@@ -160,6 +160,15 @@ fn find(content: &str) -> Result<Option<Found>, HostConfError> {
         }));
     }
     if !(v.is_empty() || v == "~" || v == "null") {
+        // `key: value` followed by `- item` lines is not YAML; refuse rather than guess.
+        if let Some(i) = (key + 1..ls.len()).find(|&i| !is_blank_or_comment(ls[i].0)) {
+            if item_line(ls[i].0).is_some() {
+                return Err(HostConfError::Unsupported {
+                    line: i + 1,
+                    reason: format!("{KEY} has both a value and list entries"),
+                });
+            }
+        }
         let (u, q) = unquote(v);
         return Ok(Some(Found {
             key,
@@ -185,10 +194,12 @@ fn find(content: &str) -> Result<Option<Found>, HostConfError> {
             items.push((u.to_string(), q));
             last = i;
         } else if !is_blank_or_comment(b) {
-            if b.starts_with([' ', '\t']) && last > key {
+            // An indented line that is not an entry: a continued entry, or a value written on
+            // the line after the key. Not the plain list CloudPods expects.
+            if b.starts_with([' ', '\t']) {
                 return Err(HostConfError::Unsupported {
                     line: i + 1,
-                    reason: format!("an entry of {KEY} continues on a second line"),
+                    reason: format!("{KEY} is not a plain list of addresses"),
                 });
             }
             break;
@@ -562,6 +573,10 @@ mod tests {
         assert!(matches!(
             set_pfs("nvidia_vgpu_pfs: [67:00.0,\n 68:00.0]\n", &["67:00.0"]),
             Err(HostConfError::Unsupported { line: 1, .. })
+        ));
+        assert!(matches!(
+            set_pfs("nvidia_vgpu_pfs: 67:00.4\n# c\n- 67:00.0\n", &["67:00.0"]),
+            Err(HostConfError::Unsupported { line: 3, .. })
         ));
         assert!(matches!(
             set_pfs("nvidia_vgpu_pfs: []\nnvidia_vgpu_pfs: []\n", &["67:00.0"]),
