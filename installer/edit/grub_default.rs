@@ -1099,6 +1099,79 @@ GRUB_TERMINAL=console
         );
     }
 
+    /// `/bin/sh` as the oracle: update-grub sources these files with it, so our evaluation
+    /// must agree with it on every sample and on every file our plans produce.
+    #[test]
+    fn effective_value_matches_sh() {
+        use std::process::Command;
+        if Command::new("sh").arg("-c").arg("true").status().is_err() {
+            eprintln!("no sh: skipped");
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let samples: Vec<Vec<(&str, String)>> = vec![
+            vec![("grub", UBUNTU_2204.to_string())],
+            vec![("grub", UBUNTU_2204.to_string()), ("50-cloudimg-settings.cfg", CLOUDIMG.to_string())],
+            vec![
+                ("grub", "GRUB_CMDLINE_LINUX_DEFAULT='quiet  a'\n".to_string()),
+                ("60-a.cfg", "export GRUB_CMDLINE_LINUX_DEFAULT=\"${GRUB_CMDLINE_LINUX_DEFAULT} x=\\\"y z\\\"\" # c\n".to_string()),
+                ("70-b.cfg", "GRUB_CMDLINE_LINUX_DEFAULT=$GRUB_CMDLINE_LINUX_DEFAULT\\ w\nGRUB_CMDLINE_LINUX=\"iommu=soft\"\n".to_string()),
+            ],
+            vec![("grub", "GRUB_CMDLINE_LINUX_DEFAULT=\"quiet \"'splash'$GRUB_TIMEOUT\nGRUB_TIMEOUT=5\n".to_string())],
+        ];
+        for files in samples {
+            let refs: Vec<(&str, &str)> = files.iter().map(|(n, c)| (*n, c.as_str())).collect();
+            let mut variants = vec![refs
+                .iter()
+                .map(|(n, c)| (n.to_string(), c.to_string()))
+                .collect::<Vec<_>>()];
+            for plan in [
+                plan_kernel_args(&refs, W).unwrap(),
+                plan_cmdline_edit(&refs, DEFAULT_VAR, W).unwrap(),
+            ] {
+                variants.push(
+                    refs.iter()
+                        .map(|(n, c)| {
+                            let after = plan
+                                .iter()
+                                .find(|e| e.name == *n)
+                                .map_or(*c, |e| e.after.as_str());
+                            (n.to_string(), after.to_string())
+                        })
+                        .collect(),
+                );
+            }
+            for v in variants {
+                let mut paths = Vec::new();
+                for (n, c) in &v {
+                    let p = dir.path().join(n);
+                    std::fs::write(&p, c).unwrap();
+                    paths.push(p);
+                }
+                // Source main file, then drop-ins in name order, like grub-mkconfig.
+                let script = "for f in \"$@\"; do . \"$f\"; done; printf '%s|%s' \"$GRUB_CMDLINE_LINUX\" \"$GRUB_CMDLINE_LINUX_DEFAULT\"";
+                let mut ordered: Vec<_> = paths.clone();
+                ordered[1..].sort();
+                let out = Command::new("sh")
+                    .arg("-c")
+                    .arg(script)
+                    .arg("sh")
+                    .args(&ordered)
+                    .output()
+                    .unwrap();
+                let got = String::from_utf8(out.stdout).unwrap();
+                let vr: Vec<(&str, &str)> =
+                    v.iter().map(|(n, c)| (n.as_str(), c.as_str())).collect();
+                let ours = format!(
+                    "{}|{}",
+                    effective_var(&vr, LINUX_VAR),
+                    effective_var(&vr, DEFAULT_VAR)
+                );
+                assert_eq!(ours, got, "{v:?}");
+            }
+        }
+    }
+
     #[test]
     fn invariant_plan_twice_is_plan_once() {
         let mains = [
