@@ -509,14 +509,15 @@ pub fn plan_cmdline_edit(
     var: &str,
     wanted: &[&str],
 ) -> Result<Vec<FileEdit>, GrubEditError> {
-    plan_with(files, &[var], var, wanted, &|f| effective_var(f, var))
+    plan_with(files, &[var], &[var], wanted, &|f| effective_var(f, var))
 }
 
 /// The IOMMU step's plan: what to change so that the normal boot entry's command line
 /// ([`effective_cmdline`]: `GRUB_CMDLINE_LINUX` then `GRUB_CMDLINE_LINUX_DEFAULT`) has every
 /// `wanted` argument and no conflicting value. Conflicts are replaced wherever they come from
 /// (either variable, any file); missing arguments go to `GRUB_CMDLINE_LINUX_DEFAULT`, as
-/// Debian and Ubuntu document, unless `GRUB_CMDLINE_LINUX` already has them.
+/// Debian and Ubuntu document, or to `GRUB_CMDLINE_LINUX` when only that one is assigned
+/// (RHEL-family files); a new `GRUB_CMDLINE_LINUX_DEFAULT` line when neither is.
 pub fn plan_kernel_args(
     files: &[(&str, &str)],
     wanted: &[&str],
@@ -524,7 +525,7 @@ pub fn plan_kernel_args(
     plan_with(
         files,
         &[LINUX_VAR, DEFAULT_VAR],
-        DEFAULT_VAR,
+        &[DEFAULT_VAR, LINUX_VAR],
         wanted,
         &|f| effective_cmdline(f),
     )
@@ -559,7 +560,7 @@ type Effective<'a> = dyn Fn(&[(&str, &str)]) -> String + 'a;
 fn plan_with(
     files: &[(&str, &str)],
     replace_vars: &[&str],
-    target_var: &str,
+    target_vars: &[&str],
     wanted: &[&str],
     effective: &Effective<'_>,
 ) -> Result<Vec<FileEdit>, GrubEditError> {
@@ -600,17 +601,21 @@ fn plan_with(
     if !missing.is_empty() {
         let v = view(&contents);
         let refs: Vec<(&str, &str)> = v.iter().map(|(n, c)| (n.as_str(), c.as_str())).collect();
-        match chain(&refs, target_var).first() {
+        // The first target variable that is assigned somewhere gets the missing arguments;
+        // when none is, the first one is added to the main file.
+        match target_vars
+            .iter()
+            .find_map(|v| chain(&refs, v).into_iter().next())
+        {
             Some((fi, a)) => {
-                contents[*fi] =
-                    edit_assign(files[*fi].0, &contents[*fi], a, &Op::Ensure(&missing))?;
+                contents[fi] = edit_assign(files[fi].0, &contents[fi], &a, &Op::Ensure(&missing))?;
             }
-            None => contents[0] = append_assignment(&contents[0], target_var, &missing),
+            None => contents[0] = append_assignment(&contents[0], target_vars[0], &missing),
         }
     }
     if !kargs::has_args(&eval_now(&contents), wanted) {
         return Err(GrubEditError::NotEffective {
-            var: target_var.to_string(),
+            var: target_vars[0].to_string(),
             wanted: wanted.join(" "),
             files: files.iter().map(|f| f.0).collect::<Vec<_>>().join(", "),
         });
@@ -1170,6 +1175,23 @@ GRUB_TERMINAL=console
                 assert_eq!(ours, got, "{v:?}");
             }
         }
+    }
+
+    #[test]
+    fn rhel_defaults_file_gets_args_in_grub_cmdline_linux() {
+        // Rocky Linux 9's /etc/default/grub.
+        let rocky = "GRUB_TIMEOUT=5\nGRUB_DISTRIBUTOR=\"$(sed 's, release .*$,,g' /etc/system-release)\"\nGRUB_DEFAULT=saved\nGRUB_DISABLE_SUBMENU=true\nGRUB_TERMINAL_OUTPUT=\"console\"\nGRUB_CMDLINE_LINUX=\"crashkernel=1G-4G:192M,4G-64G:256M,64G-:512M resume=/dev/mapper/rl-swap rd.lvm.lv=rl/root rd.lvm.lv=rl/swap rhgb quiet\"\nGRUB_DISABLE_RECOVERY=\"true\"\nGRUB_ENABLE_BLSCFG=true\n";
+        let p = plan_kernel_args(&[("/etc/default/grub", rocky)], W).unwrap();
+        assert_eq!(p.len(), 1);
+        let changed = changed_lines(rocky, &p[0].after);
+        assert_eq!(changed.len(), 1);
+        assert!(changed[0]
+            .1
+            .starts_with("GRUB_CMDLINE_LINUX=\"crashkernel="));
+        assert!(changed[0]
+            .1
+            .ends_with("rhgb quiet intel_iommu=on iommu=pt\""));
+        assert_eq!(p[0].after.lines().count(), rocky.lines().count());
     }
 
     #[test]
