@@ -10,10 +10,12 @@
 //! and the mdevs must exist before the agent starts. Hosts on the vendor-specific VFIO
 //! interface have no mdev parents: CloudPods cannot discover their vGPUs this way.
 //!
-//! Values are written unquoted like CloudPods' docs and the seed do (go-yaml reads `67:00.0`
-//! as a string; YAML 1.1 parsers that know base-60 numbers would not, so an existing quoted
-//! style is followed). Only the key's own lines change: every other key, comment, blank line
-//! and line ending is kept byte for byte. Block (`- 67:00.0`) and one-line flow
+//! Quoting: CloudPods' docs and the seed write entries unquoted (`- 67:00.0`), which CloudPods'
+//! Go YAML reader takes as a string; a YAML 1.1 reader such as PyYAML (Ansible) reads the same
+//! text as the base-60 number 4020.0. So a list that already has entries keeps their style,
+//! and a list vgpuctl starts is written double-quoted (`- "67:00.0"`), which every reader takes
+//! as the string. Only the key's own lines change: every other key, comment, blank line and
+//! line ending is kept byte for byte. Block (`- 67:00.0`) and one-line flow
 //! (`[67:00.0, 68:00.0]`) forms are both edited in place; a key that is absent is appended.
 
 use crate::pci::PciAddr;
@@ -275,7 +277,7 @@ pub fn set_pfs(content: &str, pfs: &[&str]) -> Result<String, HostConfError> {
         }
         out.push_str(&format!("{KEY}:{eol}"));
         for w in &want {
-            out.push_str(&format!("- {w}{eol}"));
+            out.push_str(&format!("- \"{w}\"{eol}"));
         }
         return Ok(out);
     };
@@ -292,7 +294,8 @@ pub fn set_pfs(content: &str, pfs: &[&str]) -> Result<String, HostConfError> {
     if dedup_len == have.len() && have_set == want_set && !matches!(f.form, Form::Scalar) {
         return Ok(content.to_string());
     }
-    let quote = f.items.first().and_then(|(_, q)| *q);
+    // Follow the existing entries' quoting; quote when there is nothing to follow.
+    let quote = f.items.first().map_or(Some('"'), |(_, q)| *q);
     let key_body = ls[f.key].0;
     let (_, comment) = split_comment(&key_body[f.value_at..]);
     let comment_sfx = if comment.is_empty() {
@@ -491,15 +494,15 @@ mod tests {
     fn adds_the_key_when_absent() {
         assert_eq!(
             set_pfs("region: r\n", &["e8:00.4"]).unwrap(),
-            "region: r\nnvidia_vgpu_pfs:\n- e8:00.4\n"
+            "region: r\nnvidia_vgpu_pfs:\n- \"e8:00.4\"\n"
         );
         assert_eq!(
             set_pfs("region: r", &["e8:00.4"]).unwrap(),
-            "region: r\nnvidia_vgpu_pfs:\n- e8:00.4\n"
+            "region: r\nnvidia_vgpu_pfs:\n- \"e8:00.4\"\n"
         );
         assert_eq!(
             set_pfs("", &["e8:00.4"]).unwrap(),
-            "nvidia_vgpu_pfs:\n- e8:00.4\n"
+            "nvidia_vgpu_pfs:\n- \"e8:00.4\"\n"
         );
         assert_eq!(set_pfs("region: r\n", &[]).unwrap(), "region: r\n");
     }
@@ -508,15 +511,15 @@ mod tests {
     fn empty_key_and_empty_result() {
         assert_eq!(
             set_pfs("nvidia_vgpu_pfs:\nb: 1\n", &["67:00.4"]).unwrap(),
-            "nvidia_vgpu_pfs:\n- 67:00.4\nb: 1\n"
+            "nvidia_vgpu_pfs:\n- \"67:00.4\"\nb: 1\n"
         );
         assert_eq!(
             set_pfs("nvidia_vgpu_pfs: ~\n", &["67:00.4"]).unwrap(),
-            "nvidia_vgpu_pfs:\n- 67:00.4\n"
+            "nvidia_vgpu_pfs:\n- \"67:00.4\"\n"
         );
         assert_eq!(
             set_pfs("nvidia_vgpu_pfs:", &["67:00.4"]).unwrap(),
-            "nvidia_vgpu_pfs:\n- 67:00.4\n"
+            "nvidia_vgpu_pfs:\n- \"67:00.4\"\n"
         );
         assert_eq!(
             set_pfs("nvidia_vgpu_pfs:\n- 67:00.4\nb: 1\n", &[]).unwrap(),
@@ -556,7 +559,7 @@ mod tests {
         assert_eq!(read_pfs(s).unwrap(), None);
         assert_eq!(
             set_pfs(s, &["67:00.0"]).unwrap(),
-            format!("{s}nvidia_vgpu_pfs:\n- 67:00.0\n")
+            format!("{s}nvidia_vgpu_pfs:\n- \"67:00.0\"\n")
         );
     }
 
