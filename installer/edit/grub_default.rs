@@ -472,26 +472,36 @@ fn append_assignment(content: &str, var: &str, args: &[&str]) -> String {
     out
 }
 
-/// In one file: make the last assignment of `var` contain `wanted` (see
+/// In one file (`name` is used in errors): make the last assignment of `var` contain `wanted` (see
 /// [`kargs::ensure_args`]), or append an assignment when the file has none. For a single file;
 /// use [`plan_cmdline_edit`] when drop-ins exist.
-pub fn ensure_in_file(content: &str, var: &str, wanted: &[&str]) -> Result<String, GrubEditError> {
+pub fn ensure_in_file(
+    name: &str,
+    content: &str,
+    var: &str,
+    wanted: &[&str],
+) -> Result<String, GrubEditError> {
     match assignments(content)
         .into_iter()
         .rev()
         .find(|a| a.name == var)
     {
-        Some(a) => edit_assign("file", content, &a, &Op::Ensure(wanted)),
+        Some(a) => edit_assign(name, content, &a, &Op::Ensure(wanted)),
         None if wanted.is_empty() => Ok(content.to_string()),
         None => Ok(append_assignment(content, var, wanted)),
     }
 }
 
 /// In one file: remove `remove` (see [`kargs::remove_args`]) from every assignment of `var`.
-pub fn remove_in_file(content: &str, var: &str, remove: &[&str]) -> Result<String, GrubEditError> {
+pub fn remove_in_file(
+    name: &str,
+    content: &str,
+    var: &str,
+    remove: &[&str],
+) -> Result<String, GrubEditError> {
     let mut out = content.to_string();
     for a in assignments(content).into_iter().filter(|a| a.name == var) {
-        out = edit_assign("file", &out, &a, &Op::Remove(remove))?;
+        out = edit_assign(name, &out, &a, &Op::Remove(remove))?;
     }
     Ok(out)
 }
@@ -727,7 +737,7 @@ GRUB_TERMINAL=console
 
     #[test]
     fn ubuntu_default_file_gains_args_only_on_its_line() {
-        let out = ensure_in_file(UBUNTU_2204, DEFAULT_VAR, W).unwrap();
+        let out = ensure_in_file("/etc/default/grub", UBUNTU_2204, DEFAULT_VAR, W).unwrap();
         assert_eq!(
             changed_lines(UBUNTU_2204, &out),
             vec![(
@@ -739,8 +749,14 @@ GRUB_TERMINAL=console
             out.len(),
             UBUNTU_2204.len() + " intel_iommu=on iommu=pt".len()
         );
-        assert_eq!(ensure_in_file(&out, DEFAULT_VAR, W).unwrap(), out);
-        assert_eq!(remove_in_file(&out, DEFAULT_VAR, W).unwrap(), UBUNTU_2204);
+        assert_eq!(
+            ensure_in_file("/etc/default/grub", &out, DEFAULT_VAR, W).unwrap(),
+            out
+        );
+        assert_eq!(
+            remove_in_file("/etc/default/grub", &out, DEFAULT_VAR, W).unwrap(),
+            UBUNTU_2204
+        );
     }
 
     #[test]
@@ -749,7 +765,7 @@ GRUB_TERMINAL=console
             effective_cmdline(&[("/etc/default/grub", UBUNTU_2204)]),
             "quiet splash"
         );
-        let edited = ensure_in_file(UBUNTU_2204, DEFAULT_VAR, W).unwrap();
+        let edited = ensure_in_file("/etc/default/grub", UBUNTU_2204, DEFAULT_VAR, W).unwrap();
         assert_eq!(
             effective_cmdline(&[("/etc/default/grub", &edited)]),
             "quiet splash intel_iommu=on iommu=pt"
@@ -789,7 +805,7 @@ GRUB_TERMINAL=console
 
     #[test]
     fn editing_only_the_main_file_would_not_take_effect_with_a_drop_in() {
-        let main = ensure_in_file(UBUNTU_2204, DEFAULT_VAR, W).unwrap();
+        let main = ensure_in_file("/etc/default/grub", UBUNTU_2204, DEFAULT_VAR, W).unwrap();
         let files = [
             ("/etc/default/grub", main.as_str()),
             ("/etc/default/grub.d/50-cloudimg-settings.cfg", CLOUDIMG),
@@ -853,6 +869,7 @@ GRUB_TERMINAL=console
     fn quoting_styles_are_kept() {
         assert_eq!(
             ensure_in_file(
+                "/etc/default/grub",
                 "GRUB_CMDLINE_LINUX_DEFAULT='quiet splash'\n",
                 DEFAULT_VAR,
                 W
@@ -862,12 +879,19 @@ GRUB_TERMINAL=console
         );
         // Unquoted single word: quotes are needed once there is a space.
         assert_eq!(
-            ensure_in_file("GRUB_CMDLINE_LINUX_DEFAULT=quiet\n", DEFAULT_VAR, W).unwrap(),
+            ensure_in_file(
+                "/etc/default/grub",
+                "GRUB_CMDLINE_LINUX_DEFAULT=quiet\n",
+                DEFAULT_VAR,
+                W
+            )
+            .unwrap(),
             "GRUB_CMDLINE_LINUX_DEFAULT=\"quiet intel_iommu=on iommu=pt\"\n"
         );
         // Unquoted replacement that stays one word keeps no quotes.
         assert_eq!(
             ensure_in_file(
+                "/etc/default/grub",
                 "GRUB_CMDLINE_LINUX_DEFAULT=iommu=soft\n",
                 DEFAULT_VAR,
                 &["iommu=pt"]
@@ -881,12 +905,18 @@ GRUB_TERMINAL=console
             "GRUB_CMDLINE_LINUX_DEFAULT=\"\"\n",
         ] {
             assert_eq!(
-                ensure_in_file(empty, DEFAULT_VAR, W).unwrap(),
+                ensure_in_file("/etc/default/grub", empty, DEFAULT_VAR, W).unwrap(),
                 "GRUB_CMDLINE_LINUX_DEFAULT=\"intel_iommu=on iommu=pt\"\n"
             );
         }
         assert_eq!(
-            ensure_in_file("GRUB_CMDLINE_LINUX_DEFAULT=''\n", DEFAULT_VAR, W).unwrap(),
+            ensure_in_file(
+                "/etc/default/grub",
+                "GRUB_CMDLINE_LINUX_DEFAULT=''\n",
+                DEFAULT_VAR,
+                W
+            )
+            .unwrap(),
             "GRUB_CMDLINE_LINUX_DEFAULT='intel_iommu=on iommu=pt'\n"
         );
     }
@@ -898,7 +928,7 @@ GRUB_TERMINAL=console
             read_var(l, DEFAULT_VAR).unwrap(),
             "quiet acpi_osi=\"Windows 2015\""
         );
-        let out = ensure_in_file(l, DEFAULT_VAR, W).unwrap();
+        let out = ensure_in_file("/etc/default/grub", l, DEFAULT_VAR, W).unwrap();
         assert_eq!(
             out,
             "GRUB_CMDLINE_LINUX_DEFAULT=\"quiet acpi_osi=\\\"Windows 2015\\\" intel_iommu=on iommu=pt\"\n"
@@ -912,7 +942,7 @@ GRUB_TERMINAL=console
     #[test]
     fn comments_mentioning_the_variable_are_ignored() {
         let f = "# GRUB_CMDLINE_LINUX_DEFAULT=\"iommu=soft\" was here\n#GRUB_CMDLINE_LINUX_DEFAULT=\"x\"\nGRUB_CMDLINE_LINUX_DEFAULT=\"quiet\" # GRUB_CMDLINE_LINUX_DEFAULT=\"y\"\n";
-        let out = ensure_in_file(f, DEFAULT_VAR, W).unwrap();
+        let out = ensure_in_file("/etc/default/grub", f, DEFAULT_VAR, W).unwrap();
         assert_eq!(
             out,
             "# GRUB_CMDLINE_LINUX_DEFAULT=\"iommu=soft\" was here\n#GRUB_CMDLINE_LINUX_DEFAULT=\"x\"\nGRUB_CMDLINE_LINUX_DEFAULT=\"quiet intel_iommu=on iommu=pt\" # GRUB_CMDLINE_LINUX_DEFAULT=\"y\"\n"
@@ -922,7 +952,7 @@ GRUB_TERMINAL=console
     #[test]
     fn does_not_confuse_linux_and_linux_default() {
         let f = "GRUB_CMDLINE_LINUX_DEFAULT=\"quiet\"\nGRUB_CMDLINE_LINUX=\"\"\n";
-        let out = ensure_in_file(f, LINUX_VAR, W).unwrap();
+        let out = ensure_in_file("/etc/default/grub", f, LINUX_VAR, W).unwrap();
         assert_eq!(
             out,
             "GRUB_CMDLINE_LINUX_DEFAULT=\"quiet\"\nGRUB_CMDLINE_LINUX=\"intel_iommu=on iommu=pt\"\n"
@@ -936,16 +966,16 @@ GRUB_TERMINAL=console
     #[test]
     fn adds_the_variable_when_absent() {
         assert_eq!(
-            ensure_in_file("GRUB_TIMEOUT=5\n", DEFAULT_VAR, W).unwrap(),
+            ensure_in_file("/etc/default/grub", "GRUB_TIMEOUT=5\n", DEFAULT_VAR, W).unwrap(),
             "GRUB_TIMEOUT=5\nGRUB_CMDLINE_LINUX_DEFAULT=\"intel_iommu=on iommu=pt\"\n"
         );
         // No trailing newline.
         assert_eq!(
-            ensure_in_file("GRUB_TIMEOUT=5", DEFAULT_VAR, W).unwrap(),
+            ensure_in_file("/etc/default/grub", "GRUB_TIMEOUT=5", DEFAULT_VAR, W).unwrap(),
             "GRUB_TIMEOUT=5\nGRUB_CMDLINE_LINUX_DEFAULT=\"intel_iommu=on iommu=pt\"\n"
         );
         assert_eq!(
-            ensure_in_file("", DEFAULT_VAR, W).unwrap(),
+            ensure_in_file("/etc/default/grub", "", DEFAULT_VAR, W).unwrap(),
             "GRUB_CMDLINE_LINUX_DEFAULT=\"intel_iommu=on iommu=pt\"\n"
         );
         // Plan with no assignment anywhere: the main file gets it.
@@ -962,15 +992,21 @@ GRUB_TERMINAL=console
     fn crlf_and_missing_trailing_newline() {
         let f = "GRUB_TIMEOUT=5\r\nGRUB_CMDLINE_LINUX_DEFAULT=\"quiet\"\r\n# end\r\n";
         assert_eq!(
-            ensure_in_file(f, DEFAULT_VAR, W).unwrap(),
+            ensure_in_file("/etc/default/grub", f, DEFAULT_VAR, W).unwrap(),
             "GRUB_TIMEOUT=5\r\nGRUB_CMDLINE_LINUX_DEFAULT=\"quiet intel_iommu=on iommu=pt\"\r\n# end\r\n"
         );
         assert_eq!(
-            ensure_in_file("GRUB_TIMEOUT=5\r\n", DEFAULT_VAR, W).unwrap(),
+            ensure_in_file("/etc/default/grub", "GRUB_TIMEOUT=5\r\n", DEFAULT_VAR, W).unwrap(),
             "GRUB_TIMEOUT=5\r\nGRUB_CMDLINE_LINUX_DEFAULT=\"intel_iommu=on iommu=pt\"\r\n"
         );
         assert_eq!(
-            ensure_in_file("GRUB_CMDLINE_LINUX_DEFAULT=\"quiet\"", DEFAULT_VAR, W).unwrap(),
+            ensure_in_file(
+                "/etc/default/grub",
+                "GRUB_CMDLINE_LINUX_DEFAULT=\"quiet\"",
+                DEFAULT_VAR,
+                W
+            )
+            .unwrap(),
             "GRUB_CMDLINE_LINUX_DEFAULT=\"quiet intel_iommu=on iommu=pt\""
         );
     }
@@ -979,7 +1015,7 @@ GRUB_TERMINAL=console
     fn conflicting_values_replaced_in_the_file() {
         let f = "GRUB_CMDLINE_LINUX_DEFAULT=\"intel_iommu=off quiet iommu=soft\"\n";
         assert_eq!(
-            ensure_in_file(f, DEFAULT_VAR, W).unwrap(),
+            ensure_in_file("/etc/default/grub", f, DEFAULT_VAR, W).unwrap(),
             "GRUB_CMDLINE_LINUX_DEFAULT=\"intel_iommu=on quiet iommu=pt\"\n"
         );
     }
@@ -1012,7 +1048,7 @@ GRUB_TERMINAL=console
     #[test]
     fn mixed_quoting_appends_a_segment_or_refuses() {
         let f = "GRUB_CMDLINE_LINUX_DEFAULT=\"quiet \"'splash'\n";
-        let out = ensure_in_file(f, DEFAULT_VAR, W).unwrap();
+        let out = ensure_in_file("/etc/default/grub", f, DEFAULT_VAR, W).unwrap();
         assert_eq!(
             out,
             "GRUB_CMDLINE_LINUX_DEFAULT=\"quiet \"'splash'\" intel_iommu=on iommu=pt\"\n"
@@ -1023,7 +1059,7 @@ GRUB_TERMINAL=console
         );
         let f = "GRUB_CMDLINE_LINUX_DEFAULT=\"quiet \"'iommu=soft'\n";
         assert!(matches!(
-            ensure_in_file(f, DEFAULT_VAR, W),
+            ensure_in_file("/etc/default/grub", f, DEFAULT_VAR, W),
             Err(GrubEditError::Complex { line: 1, .. })
         ));
     }

@@ -66,9 +66,17 @@ mod robustness {
             ];
             let _ = grub_default::effective_cmdline(&files);
             let _ = grub_default::plan_cmdline_removal(&files, grub_default::DEFAULT_VAR, W);
-            if let Ok(once) = grub_default::ensure_in_file(m, grub_default::DEFAULT_VAR, W) {
+            if let Ok(once) =
+                grub_default::ensure_in_file("/etc/default/grub", m, grub_default::DEFAULT_VAR, W)
+            {
                 assert_eq!(
-                    grub_default::ensure_in_file(&once, grub_default::DEFAULT_VAR, W).as_ref(),
+                    grub_default::ensure_in_file(
+                        "/etc/default/grub",
+                        &once,
+                        grub_default::DEFAULT_VAR,
+                        W
+                    )
+                    .as_ref(),
                     Ok(&once),
                     "{m:?}"
                 );
