@@ -472,26 +472,36 @@ fn append_assignment(content: &str, var: &str, args: &[&str]) -> String {
     out
 }
 
-/// In one file: make the last assignment of `var` contain `wanted` (see
+/// In one file (`name` is used in errors): make the last assignment of `var` contain `wanted` (see
 /// [`kargs::ensure_args`]), or append an assignment when the file has none. For a single file;
 /// use [`plan_cmdline_edit`] when drop-ins exist.
-pub fn ensure_in_file(content: &str, var: &str, wanted: &[&str]) -> Result<String, GrubEditError> {
+pub fn ensure_in_file(
+    name: &str,
+    content: &str,
+    var: &str,
+    wanted: &[&str],
+) -> Result<String, GrubEditError> {
     match assignments(content)
         .into_iter()
         .rev()
         .find(|a| a.name == var)
     {
-        Some(a) => edit_assign("file", content, &a, &Op::Ensure(wanted)),
+        Some(a) => edit_assign(name, content, &a, &Op::Ensure(wanted)),
         None if wanted.is_empty() => Ok(content.to_string()),
         None => Ok(append_assignment(content, var, wanted)),
     }
 }
 
 /// In one file: remove `remove` (see [`kargs::remove_args`]) from every assignment of `var`.
-pub fn remove_in_file(content: &str, var: &str, remove: &[&str]) -> Result<String, GrubEditError> {
+pub fn remove_in_file(
+    name: &str,
+    content: &str,
+    var: &str,
+    remove: &[&str],
+) -> Result<String, GrubEditError> {
     let mut out = content.to_string();
     for a in assignments(content).into_iter().filter(|a| a.name == var) {
-        out = edit_assign("file", &out, &a, &Op::Remove(remove))?;
+        out = edit_assign(name, &out, &a, &Op::Remove(remove))?;
     }
     Ok(out)
 }
@@ -509,47 +519,89 @@ pub fn plan_cmdline_edit(
     var: &str,
     wanted: &[&str],
 ) -> Result<Vec<FileEdit>, GrubEditError> {
-    if files.is_empty() {
-        return Ok(Vec::new());
-    }
-    if kargs::has_args(&effective_var(files, var), wanted) {
-        return Ok(Vec::new());
-    }
-    let mut contents: Vec<String> = files.iter().map(|(_, c)| c.to_string()).collect();
-    let view = |contents: &Vec<String>| -> Vec<(String, String)> {
-        files
-            .iter()
-            .zip(contents)
-            .map(|((n, _), c)| (n.to_string(), c.clone()))
-            .collect()
-    };
-    // (file index, assignment) in sourcing order.
-    let order = sourcing_order(files);
-    let all: Vec<(usize, Assign)> = order
-        .iter()
-        .flat_map(|&fi| {
+    plan_with(files, &[var], &[var], wanted, &|f| effective_var(f, var))
+}
+
+/// The IOMMU step's plan: what to change so that the normal boot entry's command line
+/// ([`effective_cmdline`]: `GRUB_CMDLINE_LINUX` then `GRUB_CMDLINE_LINUX_DEFAULT`) has every
+/// `wanted` argument and no conflicting value. Conflicts are replaced wherever they come from
+/// (either variable, any file); missing arguments go to `GRUB_CMDLINE_LINUX_DEFAULT`, as
+/// Debian and Ubuntu document, or to `GRUB_CMDLINE_LINUX` when only that one is assigned
+/// (RHEL-family files); a new `GRUB_CMDLINE_LINUX_DEFAULT` line when neither is.
+pub fn plan_kernel_args(
+    files: &[(&str, &str)],
+    wanted: &[&str],
+) -> Result<Vec<FileEdit>, GrubEditError> {
+    plan_with(
+        files,
+        &[LINUX_VAR, DEFAULT_VAR],
+        &[DEFAULT_VAR, LINUX_VAR],
+        wanted,
+        &|f| effective_cmdline(f),
+    )
+}
+
+/// The assignments of `var` that make its final value, last first: the last assignment, and
+/// while it refers to the variable itself, the one before it.
+fn chain(files: &[(&str, &str)], var: &str) -> Vec<(usize, Assign)> {
+    let all: Vec<(usize, Assign)> = sourcing_order(files)
+        .into_iter()
+        .flat_map(|fi| {
             assignments(files[fi].1)
                 .into_iter()
                 .filter(|a| a.name == var)
                 .map(move |a| (fi, a))
         })
         .collect();
-    let mut chain: Vec<&(usize, Assign)> = Vec::new();
-    for item in all.iter().rev() {
-        chain.push(item);
-        if item.1.unterminated || !self_refs(&item.1) {
+    let mut out = Vec::new();
+    for item in all.into_iter().rev() {
+        let stop = item.1.unterminated || !self_refs(&item.1);
+        out.push(item);
+        if stop {
             break;
         }
     }
-    // Replace conflicts in every contributing assignment (line numbers do not move).
-    for (fi, a) in &chain {
-        contents[*fi] = edit_assign(files[*fi].0, &contents[*fi], a, &Op::Replace(wanted))?;
+    out
+}
+
+/// Computes the value being ensured from (name, content) files.
+type Effective<'a> = dyn Fn(&[(&str, &str)]) -> String + 'a;
+
+fn plan_with(
+    files: &[(&str, &str)],
+    replace_vars: &[&str],
+    target_vars: &[&str],
+    wanted: &[&str],
+    effective: &Effective<'_>,
+) -> Result<Vec<FileEdit>, GrubEditError> {
+    if files.is_empty() || kargs::has_args(&effective(files), wanted) {
+        return Ok(Vec::new());
     }
-    let eff = {
-        let v = view(&contents);
-        let refs: Vec<(&str, &str)> = v.iter().map(|(n, c)| (n.as_str(), c.as_str())).collect();
-        effective_var(&refs, var)
+    let mut contents: Vec<String> = files.iter().map(|(_, c)| c.to_string()).collect();
+    let view = |contents: &[String]| -> Vec<(String, String)> {
+        files
+            .iter()
+            .zip(contents)
+            .map(|((n, _), c)| (n.to_string(), c.clone()))
+            .collect()
     };
+    let eval_now = |contents: &[String]| -> String {
+        let v = view(contents);
+        let refs: Vec<(&str, &str)> = v.iter().map(|(n, c)| (n.as_str(), c.as_str())).collect();
+        effective(&refs)
+    };
+    // Replace conflicts in every contributing assignment. Each edit changes one line in place,
+    // so the line numbers of the other assignments stay valid; re-parse each line before use.
+    for var in replace_vars {
+        for (fi, a) in chain(files, var) {
+            let fresh = assignments(&contents[fi])
+                .into_iter()
+                .find(|b| b.line == a.line)
+                .expect("edited line is still an assignment");
+            contents[fi] = edit_assign(files[fi].0, &contents[fi], &fresh, &Op::Replace(wanted))?;
+        }
+    }
+    let eff = eval_now(&contents);
     let toks = kargs::tokens(&eff);
     let missing: Vec<&str> = wanted
         .iter()
@@ -557,24 +609,23 @@ pub fn plan_cmdline_edit(
         .cloned()
         .collect();
     if !missing.is_empty() {
-        match chain.first() {
+        let v = view(&contents);
+        let refs: Vec<(&str, &str)> = v.iter().map(|(n, c)| (n.as_str(), c.as_str())).collect();
+        // The first target variable that is assigned somewhere gets the missing arguments;
+        // when none is, the first one is added to the main file.
+        match target_vars
+            .iter()
+            .find_map(|v| chain(&refs, v).into_iter().next())
+        {
             Some((fi, a)) => {
-                // Re-parse: the replacement may have moved the value's end on that line.
-                let fresh = assignments(&contents[*fi])
-                    .into_iter()
-                    .find(|b| b.line == a.line)
-                    .expect("edited line is still an assignment");
-                contents[*fi] =
-                    edit_assign(files[*fi].0, &contents[*fi], &fresh, &Op::Ensure(&missing))?;
+                contents[fi] = edit_assign(files[fi].0, &contents[fi], &a, &Op::Ensure(&missing))?;
             }
-            None => contents[0] = append_assignment(&contents[0], var, &missing),
+            None => contents[0] = append_assignment(&contents[0], target_vars[0], &missing),
         }
     }
-    let v = view(&contents);
-    let refs: Vec<(&str, &str)> = v.iter().map(|(n, c)| (n.as_str(), c.as_str())).collect();
-    if !kargs::has_args(&effective_var(&refs, var), wanted) {
+    if !kargs::has_args(&eval_now(&contents), wanted) {
         return Err(GrubEditError::NotEffective {
-            var: var.to_string(),
+            var: target_vars[0].to_string(),
             wanted: wanted.join(" "),
             files: files.iter().map(|f| f.0).collect::<Vec<_>>().join(", "),
         });
@@ -686,7 +737,7 @@ GRUB_TERMINAL=console
 
     #[test]
     fn ubuntu_default_file_gains_args_only_on_its_line() {
-        let out = ensure_in_file(UBUNTU_2204, DEFAULT_VAR, W).unwrap();
+        let out = ensure_in_file("/etc/default/grub", UBUNTU_2204, DEFAULT_VAR, W).unwrap();
         assert_eq!(
             changed_lines(UBUNTU_2204, &out),
             vec![(
@@ -698,8 +749,14 @@ GRUB_TERMINAL=console
             out.len(),
             UBUNTU_2204.len() + " intel_iommu=on iommu=pt".len()
         );
-        assert_eq!(ensure_in_file(&out, DEFAULT_VAR, W).unwrap(), out);
-        assert_eq!(remove_in_file(&out, DEFAULT_VAR, W).unwrap(), UBUNTU_2204);
+        assert_eq!(
+            ensure_in_file("/etc/default/grub", &out, DEFAULT_VAR, W).unwrap(),
+            out
+        );
+        assert_eq!(
+            remove_in_file("/etc/default/grub", &out, DEFAULT_VAR, W).unwrap(),
+            UBUNTU_2204
+        );
     }
 
     #[test]
@@ -708,7 +765,7 @@ GRUB_TERMINAL=console
             effective_cmdline(&[("/etc/default/grub", UBUNTU_2204)]),
             "quiet splash"
         );
-        let edited = ensure_in_file(UBUNTU_2204, DEFAULT_VAR, W).unwrap();
+        let edited = ensure_in_file("/etc/default/grub", UBUNTU_2204, DEFAULT_VAR, W).unwrap();
         assert_eq!(
             effective_cmdline(&[("/etc/default/grub", &edited)]),
             "quiet splash intel_iommu=on iommu=pt"
@@ -748,7 +805,7 @@ GRUB_TERMINAL=console
 
     #[test]
     fn editing_only_the_main_file_would_not_take_effect_with_a_drop_in() {
-        let main = ensure_in_file(UBUNTU_2204, DEFAULT_VAR, W).unwrap();
+        let main = ensure_in_file("/etc/default/grub", UBUNTU_2204, DEFAULT_VAR, W).unwrap();
         let files = [
             ("/etc/default/grub", main.as_str()),
             ("/etc/default/grub.d/50-cloudimg-settings.cfg", CLOUDIMG),
@@ -812,6 +869,7 @@ GRUB_TERMINAL=console
     fn quoting_styles_are_kept() {
         assert_eq!(
             ensure_in_file(
+                "/etc/default/grub",
                 "GRUB_CMDLINE_LINUX_DEFAULT='quiet splash'\n",
                 DEFAULT_VAR,
                 W
@@ -821,12 +879,19 @@ GRUB_TERMINAL=console
         );
         // Unquoted single word: quotes are needed once there is a space.
         assert_eq!(
-            ensure_in_file("GRUB_CMDLINE_LINUX_DEFAULT=quiet\n", DEFAULT_VAR, W).unwrap(),
+            ensure_in_file(
+                "/etc/default/grub",
+                "GRUB_CMDLINE_LINUX_DEFAULT=quiet\n",
+                DEFAULT_VAR,
+                W
+            )
+            .unwrap(),
             "GRUB_CMDLINE_LINUX_DEFAULT=\"quiet intel_iommu=on iommu=pt\"\n"
         );
         // Unquoted replacement that stays one word keeps no quotes.
         assert_eq!(
             ensure_in_file(
+                "/etc/default/grub",
                 "GRUB_CMDLINE_LINUX_DEFAULT=iommu=soft\n",
                 DEFAULT_VAR,
                 &["iommu=pt"]
@@ -840,12 +905,18 @@ GRUB_TERMINAL=console
             "GRUB_CMDLINE_LINUX_DEFAULT=\"\"\n",
         ] {
             assert_eq!(
-                ensure_in_file(empty, DEFAULT_VAR, W).unwrap(),
+                ensure_in_file("/etc/default/grub", empty, DEFAULT_VAR, W).unwrap(),
                 "GRUB_CMDLINE_LINUX_DEFAULT=\"intel_iommu=on iommu=pt\"\n"
             );
         }
         assert_eq!(
-            ensure_in_file("GRUB_CMDLINE_LINUX_DEFAULT=''\n", DEFAULT_VAR, W).unwrap(),
+            ensure_in_file(
+                "/etc/default/grub",
+                "GRUB_CMDLINE_LINUX_DEFAULT=''\n",
+                DEFAULT_VAR,
+                W
+            )
+            .unwrap(),
             "GRUB_CMDLINE_LINUX_DEFAULT='intel_iommu=on iommu=pt'\n"
         );
     }
@@ -857,7 +928,7 @@ GRUB_TERMINAL=console
             read_var(l, DEFAULT_VAR).unwrap(),
             "quiet acpi_osi=\"Windows 2015\""
         );
-        let out = ensure_in_file(l, DEFAULT_VAR, W).unwrap();
+        let out = ensure_in_file("/etc/default/grub", l, DEFAULT_VAR, W).unwrap();
         assert_eq!(
             out,
             "GRUB_CMDLINE_LINUX_DEFAULT=\"quiet acpi_osi=\\\"Windows 2015\\\" intel_iommu=on iommu=pt\"\n"
@@ -871,7 +942,7 @@ GRUB_TERMINAL=console
     #[test]
     fn comments_mentioning_the_variable_are_ignored() {
         let f = "# GRUB_CMDLINE_LINUX_DEFAULT=\"iommu=soft\" was here\n#GRUB_CMDLINE_LINUX_DEFAULT=\"x\"\nGRUB_CMDLINE_LINUX_DEFAULT=\"quiet\" # GRUB_CMDLINE_LINUX_DEFAULT=\"y\"\n";
-        let out = ensure_in_file(f, DEFAULT_VAR, W).unwrap();
+        let out = ensure_in_file("/etc/default/grub", f, DEFAULT_VAR, W).unwrap();
         assert_eq!(
             out,
             "# GRUB_CMDLINE_LINUX_DEFAULT=\"iommu=soft\" was here\n#GRUB_CMDLINE_LINUX_DEFAULT=\"x\"\nGRUB_CMDLINE_LINUX_DEFAULT=\"quiet intel_iommu=on iommu=pt\" # GRUB_CMDLINE_LINUX_DEFAULT=\"y\"\n"
@@ -881,7 +952,7 @@ GRUB_TERMINAL=console
     #[test]
     fn does_not_confuse_linux_and_linux_default() {
         let f = "GRUB_CMDLINE_LINUX_DEFAULT=\"quiet\"\nGRUB_CMDLINE_LINUX=\"\"\n";
-        let out = ensure_in_file(f, LINUX_VAR, W).unwrap();
+        let out = ensure_in_file("/etc/default/grub", f, LINUX_VAR, W).unwrap();
         assert_eq!(
             out,
             "GRUB_CMDLINE_LINUX_DEFAULT=\"quiet\"\nGRUB_CMDLINE_LINUX=\"intel_iommu=on iommu=pt\"\n"
@@ -895,16 +966,16 @@ GRUB_TERMINAL=console
     #[test]
     fn adds_the_variable_when_absent() {
         assert_eq!(
-            ensure_in_file("GRUB_TIMEOUT=5\n", DEFAULT_VAR, W).unwrap(),
+            ensure_in_file("/etc/default/grub", "GRUB_TIMEOUT=5\n", DEFAULT_VAR, W).unwrap(),
             "GRUB_TIMEOUT=5\nGRUB_CMDLINE_LINUX_DEFAULT=\"intel_iommu=on iommu=pt\"\n"
         );
         // No trailing newline.
         assert_eq!(
-            ensure_in_file("GRUB_TIMEOUT=5", DEFAULT_VAR, W).unwrap(),
+            ensure_in_file("/etc/default/grub", "GRUB_TIMEOUT=5", DEFAULT_VAR, W).unwrap(),
             "GRUB_TIMEOUT=5\nGRUB_CMDLINE_LINUX_DEFAULT=\"intel_iommu=on iommu=pt\"\n"
         );
         assert_eq!(
-            ensure_in_file("", DEFAULT_VAR, W).unwrap(),
+            ensure_in_file("/etc/default/grub", "", DEFAULT_VAR, W).unwrap(),
             "GRUB_CMDLINE_LINUX_DEFAULT=\"intel_iommu=on iommu=pt\"\n"
         );
         // Plan with no assignment anywhere: the main file gets it.
@@ -921,15 +992,21 @@ GRUB_TERMINAL=console
     fn crlf_and_missing_trailing_newline() {
         let f = "GRUB_TIMEOUT=5\r\nGRUB_CMDLINE_LINUX_DEFAULT=\"quiet\"\r\n# end\r\n";
         assert_eq!(
-            ensure_in_file(f, DEFAULT_VAR, W).unwrap(),
+            ensure_in_file("/etc/default/grub", f, DEFAULT_VAR, W).unwrap(),
             "GRUB_TIMEOUT=5\r\nGRUB_CMDLINE_LINUX_DEFAULT=\"quiet intel_iommu=on iommu=pt\"\r\n# end\r\n"
         );
         assert_eq!(
-            ensure_in_file("GRUB_TIMEOUT=5\r\n", DEFAULT_VAR, W).unwrap(),
+            ensure_in_file("/etc/default/grub", "GRUB_TIMEOUT=5\r\n", DEFAULT_VAR, W).unwrap(),
             "GRUB_TIMEOUT=5\r\nGRUB_CMDLINE_LINUX_DEFAULT=\"intel_iommu=on iommu=pt\"\r\n"
         );
         assert_eq!(
-            ensure_in_file("GRUB_CMDLINE_LINUX_DEFAULT=\"quiet\"", DEFAULT_VAR, W).unwrap(),
+            ensure_in_file(
+                "/etc/default/grub",
+                "GRUB_CMDLINE_LINUX_DEFAULT=\"quiet\"",
+                DEFAULT_VAR,
+                W
+            )
+            .unwrap(),
             "GRUB_CMDLINE_LINUX_DEFAULT=\"quiet intel_iommu=on iommu=pt\""
         );
     }
@@ -938,7 +1015,7 @@ GRUB_TERMINAL=console
     fn conflicting_values_replaced_in_the_file() {
         let f = "GRUB_CMDLINE_LINUX_DEFAULT=\"intel_iommu=off quiet iommu=soft\"\n";
         assert_eq!(
-            ensure_in_file(f, DEFAULT_VAR, W).unwrap(),
+            ensure_in_file("/etc/default/grub", f, DEFAULT_VAR, W).unwrap(),
             "GRUB_CMDLINE_LINUX_DEFAULT=\"intel_iommu=on quiet iommu=pt\"\n"
         );
     }
@@ -971,7 +1048,7 @@ GRUB_TERMINAL=console
     #[test]
     fn mixed_quoting_appends_a_segment_or_refuses() {
         let f = "GRUB_CMDLINE_LINUX_DEFAULT=\"quiet \"'splash'\n";
-        let out = ensure_in_file(f, DEFAULT_VAR, W).unwrap();
+        let out = ensure_in_file("/etc/default/grub", f, DEFAULT_VAR, W).unwrap();
         assert_eq!(
             out,
             "GRUB_CMDLINE_LINUX_DEFAULT=\"quiet \"'splash'\" intel_iommu=on iommu=pt\"\n"
@@ -982,7 +1059,7 @@ GRUB_TERMINAL=console
         );
         let f = "GRUB_CMDLINE_LINUX_DEFAULT=\"quiet \"'iommu=soft'\n";
         assert!(matches!(
-            ensure_in_file(f, DEFAULT_VAR, W),
+            ensure_in_file("/etc/default/grub", f, DEFAULT_VAR, W),
             Err(GrubEditError::Complex { line: 1, .. })
         ));
     }
@@ -1023,6 +1100,134 @@ GRUB_TERMINAL=console
             plan[1].after,
             "GRUB_CMDLINE_LINUX_DEFAULT=\"console=tty1\"\n"
         );
+    }
+
+    #[test]
+    fn kernel_args_plan_looks_at_both_variables() {
+        // Already in GRUB_CMDLINE_LINUX: nothing to do.
+        let f = "GRUB_CMDLINE_LINUX_DEFAULT=\"quiet splash\"\nGRUB_CMDLINE_LINUX=\"intel_iommu=on iommu=pt\"\n";
+        assert!(plan_kernel_args(&[("g", f)], W).unwrap().is_empty());
+        // One of them there: only the other is added, to _DEFAULT.
+        let f =
+            "GRUB_CMDLINE_LINUX_DEFAULT=\"quiet splash\"\nGRUB_CMDLINE_LINUX=\"intel_iommu=on\"\n";
+        let p = plan_kernel_args(&[("g", f)], W).unwrap();
+        assert_eq!(
+            p[0].after,
+            "GRUB_CMDLINE_LINUX_DEFAULT=\"quiet splash iommu=pt\"\nGRUB_CMDLINE_LINUX=\"intel_iommu=on\"\n"
+        );
+        // A conflict in GRUB_CMDLINE_LINUX is replaced there; nothing is duplicated.
+        let f = "GRUB_CMDLINE_LINUX_DEFAULT=\"quiet\"\nGRUB_CMDLINE_LINUX=\"iommu=soft\"\n";
+        let p = plan_kernel_args(&[("g", f)], W).unwrap();
+        assert_eq!(
+            p[0].after,
+            "GRUB_CMDLINE_LINUX_DEFAULT=\"quiet intel_iommu=on\"\nGRUB_CMDLINE_LINUX=\"iommu=pt\"\n"
+        );
+        assert_eq!(
+            effective_cmdline(&[("g", &p[0].after)]),
+            "iommu=pt quiet intel_iommu=on"
+        );
+        // Ubuntu cloud image: goes to the drop-in.
+        let files = [
+            ("/etc/default/grub", UBUNTU_2204),
+            ("/etc/default/grub.d/50-cloudimg-settings.cfg", CLOUDIMG),
+        ];
+        let p = plan_kernel_args(&files, W).unwrap();
+        assert_eq!(p.len(), 1);
+        assert_eq!(p[0].name, files[1].0);
+        assert_eq!(
+            effective_cmdline(&[files[0], (files[1].0, &p[0].after)]),
+            "console=tty1 console=ttyS0 intel_iommu=on iommu=pt"
+        );
+    }
+
+    /// `/bin/sh` as the oracle: update-grub sources these files with it, so our evaluation
+    /// must agree with it on every sample and on every file our plans produce.
+    #[test]
+    fn effective_value_matches_sh() {
+        use std::process::Command;
+        if Command::new("sh").arg("-c").arg("true").status().is_err() {
+            eprintln!("no sh: skipped");
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let samples: Vec<Vec<(&str, String)>> = vec![
+            vec![("grub", UBUNTU_2204.to_string())],
+            vec![("grub", UBUNTU_2204.to_string()), ("50-cloudimg-settings.cfg", CLOUDIMG.to_string())],
+            vec![
+                ("grub", "GRUB_CMDLINE_LINUX_DEFAULT='quiet  a'\n".to_string()),
+                ("60-a.cfg", "export GRUB_CMDLINE_LINUX_DEFAULT=\"${GRUB_CMDLINE_LINUX_DEFAULT} x=\\\"y z\\\"\" # c\n".to_string()),
+                ("70-b.cfg", "GRUB_CMDLINE_LINUX_DEFAULT=$GRUB_CMDLINE_LINUX_DEFAULT\\ w\nGRUB_CMDLINE_LINUX=\"iommu=soft\"\n".to_string()),
+            ],
+            vec![("grub", "GRUB_CMDLINE_LINUX_DEFAULT=\"quiet \"'splash'$GRUB_TIMEOUT\nGRUB_TIMEOUT=5\n".to_string())],
+        ];
+        for files in samples {
+            let refs: Vec<(&str, &str)> = files.iter().map(|(n, c)| (*n, c.as_str())).collect();
+            let mut variants = vec![refs
+                .iter()
+                .map(|(n, c)| (n.to_string(), c.to_string()))
+                .collect::<Vec<_>>()];
+            for plan in [
+                plan_kernel_args(&refs, W).unwrap(),
+                plan_cmdline_edit(&refs, DEFAULT_VAR, W).unwrap(),
+            ] {
+                variants.push(
+                    refs.iter()
+                        .map(|(n, c)| {
+                            let after = plan
+                                .iter()
+                                .find(|e| e.name == *n)
+                                .map_or(*c, |e| e.after.as_str());
+                            (n.to_string(), after.to_string())
+                        })
+                        .collect(),
+                );
+            }
+            for v in variants {
+                let mut paths = Vec::new();
+                for (n, c) in &v {
+                    let p = dir.path().join(n);
+                    std::fs::write(&p, c).unwrap();
+                    paths.push(p);
+                }
+                // Source main file, then drop-ins in name order, like grub-mkconfig.
+                let script = "for f in \"$@\"; do . \"$f\"; done; printf '%s|%s' \"$GRUB_CMDLINE_LINUX\" \"$GRUB_CMDLINE_LINUX_DEFAULT\"";
+                let mut ordered: Vec<_> = paths.clone();
+                ordered[1..].sort();
+                let out = Command::new("sh")
+                    .arg("-c")
+                    .arg(script)
+                    .arg("sh")
+                    .args(&ordered)
+                    .output()
+                    .unwrap();
+                let got = String::from_utf8(out.stdout).unwrap();
+                let vr: Vec<(&str, &str)> =
+                    v.iter().map(|(n, c)| (n.as_str(), c.as_str())).collect();
+                let ours = format!(
+                    "{}|{}",
+                    effective_var(&vr, LINUX_VAR),
+                    effective_var(&vr, DEFAULT_VAR)
+                );
+                assert_eq!(ours, got, "{v:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn rhel_defaults_file_gets_args_in_grub_cmdline_linux() {
+        // Rocky Linux 9's /etc/default/grub.
+        let rocky = "GRUB_TIMEOUT=5\nGRUB_DISTRIBUTOR=\"$(sed 's, release .*$,,g' /etc/system-release)\"\nGRUB_DEFAULT=saved\nGRUB_DISABLE_SUBMENU=true\nGRUB_TERMINAL_OUTPUT=\"console\"\nGRUB_CMDLINE_LINUX=\"crashkernel=1G-4G:192M,4G-64G:256M,64G-:512M resume=/dev/mapper/rl-swap rd.lvm.lv=rl/root rd.lvm.lv=rl/swap rhgb quiet\"\nGRUB_DISABLE_RECOVERY=\"true\"\nGRUB_ENABLE_BLSCFG=true\n";
+        let p = plan_kernel_args(&[("/etc/default/grub", rocky)], W).unwrap();
+        assert_eq!(p.len(), 1);
+        let changed = changed_lines(rocky, &p[0].after);
+        assert_eq!(changed.len(), 1);
+        assert!(changed[0]
+            .1
+            .starts_with("GRUB_CMDLINE_LINUX=\"crashkernel="));
+        assert!(changed[0]
+            .1
+            .ends_with("rhgb quiet intel_iommu=on iommu=pt\""));
+        assert_eq!(p[0].after.lines().count(), rocky.lines().count());
     }
 
     #[test]

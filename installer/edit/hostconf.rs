@@ -10,10 +10,12 @@
 //! and the mdevs must exist before the agent starts. Hosts on the vendor-specific VFIO
 //! interface have no mdev parents: CloudPods cannot discover their vGPUs this way.
 //!
-//! Values are written unquoted like CloudPods' docs and the seed do (go-yaml reads `67:00.0`
-//! as a string; YAML 1.1 parsers that know base-60 numbers would not, so an existing quoted
-//! style is followed). Only the key's own lines change: every other key, comment, blank line
-//! and line ending is kept byte for byte. Block (`- 67:00.0`) and one-line flow
+//! Quoting: CloudPods' docs and the seed write entries unquoted (`- 67:00.0`), which CloudPods'
+//! Go YAML reader takes as a string; a YAML 1.1 reader such as PyYAML (Ansible) reads the same
+//! text as the base-60 number 4020.0. So a list that already has entries keeps their style,
+//! and a list vgpuctl starts is written double-quoted (`- "67:00.0"`), which every reader takes
+//! as the string. Only the key's own lines change: every other key, comment, blank line and
+//! line ending is kept byte for byte. Block (`- 67:00.0`) and one-line flow
 //! (`[67:00.0, 68:00.0]`) forms are both edited in place; a key that is absent is appended.
 
 use crate::pci::PciAddr;
@@ -160,6 +162,15 @@ fn find(content: &str) -> Result<Option<Found>, HostConfError> {
         }));
     }
     if !(v.is_empty() || v == "~" || v == "null") {
+        // `key: value` followed by `- item` lines is not YAML; refuse rather than guess.
+        if let Some(i) = (key + 1..ls.len()).find(|&i| !is_blank_or_comment(ls[i].0)) {
+            if item_line(ls[i].0).is_some() {
+                return Err(HostConfError::Unsupported {
+                    line: i + 1,
+                    reason: format!("{KEY} has both a value and list entries"),
+                });
+            }
+        }
         let (u, q) = unquote(v);
         return Ok(Some(Found {
             key,
@@ -185,10 +196,12 @@ fn find(content: &str) -> Result<Option<Found>, HostConfError> {
             items.push((u.to_string(), q));
             last = i;
         } else if !is_blank_or_comment(b) {
-            if b.starts_with([' ', '\t']) && last > key {
+            // An indented line that is not an entry: a continued entry, or a value written on
+            // the line after the key. Not the plain list CloudPods expects.
+            if b.starts_with([' ', '\t']) {
                 return Err(HostConfError::Unsupported {
                     line: i + 1,
-                    reason: format!("an entry of {KEY} continues on a second line"),
+                    reason: format!("{KEY} is not a plain list of addresses"),
                 });
             }
             break;
@@ -264,7 +277,7 @@ pub fn set_pfs(content: &str, pfs: &[&str]) -> Result<String, HostConfError> {
         }
         out.push_str(&format!("{KEY}:{eol}"));
         for w in &want {
-            out.push_str(&format!("- {w}{eol}"));
+            out.push_str(&format!("- \"{w}\"{eol}"));
         }
         return Ok(out);
     };
@@ -281,7 +294,8 @@ pub fn set_pfs(content: &str, pfs: &[&str]) -> Result<String, HostConfError> {
     if dedup_len == have.len() && have_set == want_set && !matches!(f.form, Form::Scalar) {
         return Ok(content.to_string());
     }
-    let quote = f.items.first().and_then(|(_, q)| *q);
+    // Follow the existing entries' quoting; quote when there is nothing to follow.
+    let quote = f.items.first().map_or(Some('"'), |(_, q)| *q);
     let key_body = ls[f.key].0;
     let (_, comment) = split_comment(&key_body[f.value_at..]);
     let comment_sfx = if comment.is_empty() {
@@ -480,15 +494,15 @@ mod tests {
     fn adds_the_key_when_absent() {
         assert_eq!(
             set_pfs("region: r\n", &["e8:00.4"]).unwrap(),
-            "region: r\nnvidia_vgpu_pfs:\n- e8:00.4\n"
+            "region: r\nnvidia_vgpu_pfs:\n- \"e8:00.4\"\n"
         );
         assert_eq!(
             set_pfs("region: r", &["e8:00.4"]).unwrap(),
-            "region: r\nnvidia_vgpu_pfs:\n- e8:00.4\n"
+            "region: r\nnvidia_vgpu_pfs:\n- \"e8:00.4\"\n"
         );
         assert_eq!(
             set_pfs("", &["e8:00.4"]).unwrap(),
-            "nvidia_vgpu_pfs:\n- e8:00.4\n"
+            "nvidia_vgpu_pfs:\n- \"e8:00.4\"\n"
         );
         assert_eq!(set_pfs("region: r\n", &[]).unwrap(), "region: r\n");
     }
@@ -497,15 +511,15 @@ mod tests {
     fn empty_key_and_empty_result() {
         assert_eq!(
             set_pfs("nvidia_vgpu_pfs:\nb: 1\n", &["67:00.4"]).unwrap(),
-            "nvidia_vgpu_pfs:\n- 67:00.4\nb: 1\n"
+            "nvidia_vgpu_pfs:\n- \"67:00.4\"\nb: 1\n"
         );
         assert_eq!(
             set_pfs("nvidia_vgpu_pfs: ~\n", &["67:00.4"]).unwrap(),
-            "nvidia_vgpu_pfs:\n- 67:00.4\n"
+            "nvidia_vgpu_pfs:\n- \"67:00.4\"\n"
         );
         assert_eq!(
             set_pfs("nvidia_vgpu_pfs:", &["67:00.4"]).unwrap(),
-            "nvidia_vgpu_pfs:\n- 67:00.4\n"
+            "nvidia_vgpu_pfs:\n- \"67:00.4\"\n"
         );
         assert_eq!(
             set_pfs("nvidia_vgpu_pfs:\n- 67:00.4\nb: 1\n", &[]).unwrap(),
@@ -545,7 +559,7 @@ mod tests {
         assert_eq!(read_pfs(s).unwrap(), None);
         assert_eq!(
             set_pfs(s, &["67:00.0"]).unwrap(),
-            format!("{s}nvidia_vgpu_pfs:\n- 67:00.0\n")
+            format!("{s}nvidia_vgpu_pfs:\n- \"67:00.0\"\n")
         );
     }
 
@@ -562,6 +576,10 @@ mod tests {
         assert!(matches!(
             set_pfs("nvidia_vgpu_pfs: [67:00.0,\n 68:00.0]\n", &["67:00.0"]),
             Err(HostConfError::Unsupported { line: 1, .. })
+        ));
+        assert!(matches!(
+            set_pfs("nvidia_vgpu_pfs: 67:00.4\n# c\n- 67:00.0\n", &["67:00.0"]),
+            Err(HostConfError::Unsupported { line: 3, .. })
         ));
         assert!(matches!(
             set_pfs("nvidia_vgpu_pfs: []\nnvidia_vgpu_pfs: []\n", &["67:00.0"]),
