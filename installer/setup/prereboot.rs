@@ -12,7 +12,6 @@ use super::plan::{Action, Plan};
 
 pub const NOUVEAU_CONF: &str = "/etc/modprobe.d/vgpuctl-blacklist-nouveau.conf";
 const NOUVEAU_TEXT: &str = "# Written by vgpuctl: the NVIDIA vGPU host driver needs the GPUs, not nouveau.\nblacklist nouveau\noptions nouveau modeset=0\n";
-const GRUB_VAR: &str = "GRUB_CMDLINE_LINUX_DEFAULT";
 /// Ids of regeneration steps: replanned until recorded done, so a crash between editing a
 /// file and regenerating from it is caught on the next run.
 pub const REGEN_BOOT: &str = "bootcfg:regenerate";
@@ -74,7 +73,7 @@ fn iommu_steps(
                 .iter()
                 .map(|(p, c)| (p.as_str(), c.as_str()))
                 .collect();
-            let edits = grub_default::plan_cmdline_edit(&view, GRUB_VAR, wanted)
+            let edits = grub_default::plan_kernel_args(&view, wanted)
                 .map_err(|e| Failure::failed(format!("cannot edit the GRUB defaults: {e}")))?;
             let regen_pending = !edits.is_empty()
                 || (!booted_ok && grub_cfg_has(host, wanted) == Some(false))
@@ -84,7 +83,7 @@ fn iommu_steps(
             for e in edits {
                 plan.push(
                     format!("iommu:{}", e.name),
-                    format!("Add {args} to {GRUB_VAR}"),
+                    format!("Add {args} to the GRUB kernel command line"),
                     Action::WriteFile {
                         path: e.name,
                         before: Some(e.before),
