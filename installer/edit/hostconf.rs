@@ -170,6 +170,14 @@ fn find(content: &str) -> Result<Option<Found>, HostConfError> {
                     reason: format!("{KEY} has both a value and list entries"),
                 });
             }
+            // An indented line continues the value (a multi-line YAML scalar): replacing only
+            // the key's line would leave the rest behind as a broken document.
+            if ls[i].0.starts_with([' ', '\t']) {
+                return Err(HostConfError::Unsupported {
+                    line: i + 1,
+                    reason: format!("the value of {KEY} continues on this line"),
+                });
+            }
         }
         let (u, q) = unquote(v);
         return Ok(Some(Found {
@@ -593,6 +601,24 @@ mod tests {
         assert_eq!(
             set_pfs(s, &["67:00.0"]).unwrap(),
             "nvidia_vgpu_pfs:\n- 67:00.0\n"
+        );
+    }
+
+    /// Found by the `hostconf` fuzz target: a scalar value continued on an indented line was
+    /// replaced on the key's line only, leaving the continuation as an invalid document.
+    #[test]
+    fn multi_line_scalar_is_refused() {
+        let s = "nvidia_vgpu_pfs: 67:00.0\n  68:00.0\nother: 1\n";
+        assert!(matches!(
+            set_pfs(s, &["67:00.0"]),
+            Err(HostConfError::Unsupported { line: 2, .. })
+        ));
+        assert!(read_pfs(s).is_err());
+        // A comment or a new key after the scalar is fine.
+        let s = "nvidia_vgpu_pfs: 67:00.0\n# c\nother: 1\n";
+        assert_eq!(
+            set_pfs(s, &["67:00.0"]).unwrap(),
+            "nvidia_vgpu_pfs:\n- 67:00.0\n# c\nother: 1\n"
         );
     }
 

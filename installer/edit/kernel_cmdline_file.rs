@@ -128,7 +128,13 @@ pub fn ensure_bls_options(entry: &str, content: &str, wanted: &[&str]) -> Result
     if let (Some(&last), false) = (opt_lines.last(), missing.is_empty()) {
         let v = options_value(&bodies[last]).expect("options line");
         let edited = kargs::ensure_args(&bodies[last][v..], &missing);
-        bodies[last].replace_range(v.., &edited);
+        // A bare `options` keyword has no whitespace before its (empty) value yet.
+        let sep = if v == 0 || bodies[last][..v].ends_with([' ', '\t']) {
+            ""
+        } else {
+            " "
+        };
+        bodies[last].replace_range(v.., &format!("{sep}{edited}"));
     }
     let mut out: String = ls
         .iter()
@@ -166,6 +172,17 @@ mod tests {
     use super::*;
 
     const W: &[&str] = &["intel_iommu=on", "iommu=pt"];
+
+    /// Found by the `kargs` fuzz target: a bare `options` line got the arguments glued to the
+    /// keyword (`optionsintel_iommu=on`), which is no options line, so every run added another.
+    #[test]
+    fn bare_options_keyword_gets_a_separator() {
+        let once = ensure_bls_options("e.conf", "title x\noptions", W).unwrap();
+        assert_eq!(once, "title x\noptions intel_iommu=on iommu=pt");
+        assert_eq!(ensure_bls_options("e.conf", &once, W).unwrap(), once);
+        let once = ensure_bls_options("e.conf", "options\t\n", W).unwrap();
+        assert_eq!(once, "options\tintel_iommu=on iommu=pt\n");
+    }
 
     /// Proxmox VE 8 with ZFS root: /etc/kernel/cmdline as the installer writes it.
     const PVE: &str = "root=ZFS=rpool/ROOT/pve-1 boot=zfs\n";

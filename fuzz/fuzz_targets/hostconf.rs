@@ -1,0 +1,63 @@
+//! The CloudPods host.conf editor (`nvidia_vgpu_pfs`): never panics; setting a list twice ==
+//! once; reading back gives exactly the normalized list; no line other than the key and list
+//! entries changes, and their order is kept.
+//! Input: HOST.CONF NUL ADDRESSES (whitespace separated).
+#![no_main]
+
+#[path = "common.rs"]
+mod common;
+
+use libfuzzer_sys::fuzz_target;
+use vgpuctl::edit::hostconf;
+
+/// Lines that may change: the top-level key line and YAML block-list entries.
+fn keyish(l: &str) -> bool {
+    let b = l.strip_suffix('\r').unwrap_or(l);
+    if let Some(rest) = b.strip_prefix(hostconf::KEY) {
+        if rest.trim_start_matches([' ', '\t']).starts_with(':') {
+            return true;
+        }
+    }
+    let t = b.trim_start_matches(' ');
+    t.strip_prefix('-')
+        .is_some_and(|r| r.is_empty() || r.starts_with([' ', '\t']))
+}
+
+fuzz_target!(|data: &[u8]| {
+    let p = common::parts(data);
+    let content = p[0].as_str();
+    let list: Vec<&str> = p.get(1).map_or(vec![], |s| s.split_whitespace().collect());
+    let read = hostconf::read_pfs(content);
+    let Ok(want) = hostconf::normalize_pfs(&list) else {
+        assert!(hostconf::set_pfs(content, &list).is_err());
+        return;
+    };
+    let Ok(once) = hostconf::set_pfs(content, &list) else {
+        // Refused: only for files the reader also refuses.
+        assert!(read.is_err(), "set refused what read accepted: {content:?}");
+        return;
+    };
+    assert_eq!(
+        hostconf::set_pfs(&once, &list).as_ref(),
+        Ok(&once),
+        "set twice != once: {content:?} {list:?}"
+    );
+    let mut got = hostconf::read_pfs(&once)
+        .expect("our own output reads back")
+        .unwrap_or_default();
+    got.sort();
+    let mut w = want.clone();
+    w.sort();
+    assert_eq!(got, w, "{content:?} -> {once:?}");
+    let others = |s: &str| -> Vec<String> {
+        s.split('\n')
+            .filter(|l| !keyish(l))
+            .map(|l| l.strip_suffix('\r').unwrap_or(l).to_string())
+            .filter(|l| !l.is_empty())
+            .collect()
+    };
+    assert_eq!(others(content), others(&once), "{content:?} -> {once:?}");
+    if read.as_ref().is_ok_and(|r| r.is_some()) || !want.is_empty() {
+        assert!(once.contains(hostconf::KEY));
+    }
+});
