@@ -28,3 +28,4 @@ pub mod sysfs_parse;
 pub mod vgpu;
 pub mod vgpu_name;
 pub mod wait;
+pub mod wizard;

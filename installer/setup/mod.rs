@@ -20,6 +20,9 @@ use crate::profile::{Profile, RebootPolicy};
 use plan::Plan;
 use planner::{Inputs, BINARY, RESTORE_UNIT, RESUME_UNIT, UNIT_DIR, WANTS_DIR};
 
+/// The profile a run stopped at a reboot continues with (`setup --resume`, the resumed wizard).
+pub const RESUME_PROFILE: &str = "etc/vgpuctl/setup-profile.toml";
+
 pub struct Options {
     pub dry_run: bool,
     pub yes: bool,
@@ -285,6 +288,15 @@ fn checkpoint(
 ) -> Result<Exit, Failure> {
     st.reboot_boot_id = f.boot_id.clone().or_else(|| Some("unknown".into()));
     st.reboot_reasons = reasons.clone();
+    // What `setup --resume` (and the wizard, resumed) continues with. The driver is installed by
+    // now, so its section (and any link, a credential) is not kept.
+    let mut resume = profile.clone();
+    resume.driver = None;
+    host.write_file(
+        RESUME_PROFILE,
+        toml::to_string_pretty(&resume).context("profile")?.as_bytes(),
+        WriteOpts::secret(),
+    )?;
     state::save(host, st)?;
     println!("\nReboot needed: {}.", reasons.join("; "));
     let policy = profile.host.reboot;
@@ -310,31 +322,13 @@ fn checkpoint(
     }
     // Continue by itself after the reboot: the resume unit runs `setup --resume` once.
     let exe = std::env::current_exe().context("cannot find this binary")?;
-    host.write_file(
-        BINARY,
-        &std::fs::read(exe)?,
-        WriteOpts {
-            mode: 0o755,
-            backup: false,
-        },
-    )?;
-    let resume_profile = "etc/vgpuctl/setup-profile.toml";
-    host.write_file(
-        resume_profile,
-        toml::to_string_pretty(profile)
-            .context("profile")?
-            .as_bytes(),
-        WriteOpts::secret(),
-    )?;
+    host.write_file(BINARY, &std::fs::read(exe)?, WriteOpts { mode: 0o755, backup: false })?;
     host.write_file(
         &format!("{UNIT_DIR}/{RESUME_UNIT}"),
         planner::RESUME_UNIT_TEXT.as_bytes(),
         WriteOpts::default(),
     )?;
-    host.symlink(
-        &format!("/{UNIT_DIR}/{RESUME_UNIT}"),
-        &format!("{WANTS_DIR}/{RESUME_UNIT}"),
-    )?;
+    host.symlink(&format!("/{UNIT_DIR}/{RESUME_UNIT}"), &format!("{WANTS_DIR}/{RESUME_UNIT}"))?;
     println!("Rebooting now; vgpuctl-resume.service continues setup after the boot.");
     let out = host.run(&crate::host::Cmd::new("systemctl").arg("reboot"))?;
     if !out.success() {
