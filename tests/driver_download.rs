@@ -57,7 +57,10 @@ fn env_with(kernel: DriverKernel) -> Env {
 }
 
 fn unix_now() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs()
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
 }
 
 impl Env {
@@ -139,12 +142,18 @@ fn full_download_verifies_extracts_and_checks_the_run() {
         )
     );
     let pkg = e.host.path(f.package.to_str().unwrap());
-    assert_eq!(std::fs::metadata(&pkg).unwrap().permissions().mode() & 0o777, 0o755);
+    assert_eq!(
+        std::fs::metadata(&pkg).unwrap().permissions().mode() & 0o777,
+        0o755
+    );
     assert_eq!(std::fs::read(e.host.path(&e.dl(""))).unwrap(), e.zip);
     assert!(!e.exists(&e.dl(".part")) && !e.exists(&e.dl(".part.meta")));
     // Exactly one transfer of the file, and the .run's own --check ran.
     assert_eq!(e.server.served(), e.zip.len() as u64);
-    assert_eq!(e.kernel.commands(), vec![format!("/{} --check", f.package.display())]);
+    assert_eq!(
+        e.kernel.commands(),
+        vec![format!("/{} --check", f.package.display())]
+    );
     assert!(f.guest_dir.is_none());
     let out = text(&buf);
     assert!(out.contains("downloading NVIDIA-GRID-Linux-KVM"), "{out}");
@@ -164,30 +173,53 @@ fn guest_drivers_are_extracted_on_request() {
     o.guest = true;
     let f = e.fetch(&e.cfg(e.link(), Some(e.sha())), &o).unwrap();
     let g = f.guest_dir.unwrap();
-    let guest_run = e.host.path(&format!("{}/NVIDIA-Linux-x86_64-550.163.01-grid.run", g.display()));
+    let guest_run = e.host.path(&format!(
+        "{}/NVIDIA-Linux-x86_64-550.163.01-grid.run",
+        g.display()
+    ));
     assert!(guest_run.is_file());
-    assert_eq!(std::fs::metadata(guest_run).unwrap().permissions().mode() & 0o777, 0o755);
+    assert_eq!(
+        std::fs::metadata(guest_run).unwrap().permissions().mode() & 0o777,
+        0o755
+    );
 }
 
 #[test]
 fn cut_mid_body_then_a_new_run_resumes_with_only_the_rest() {
     let e = env();
     let cut = e.zip.len() as u64 * 2 / 5;
-    e.server.behave(&e.path(), Behaviour { cut_once_after: Some(cut), ..Default::default() });
+    e.server.behave(
+        &e.path(),
+        Behaviour {
+            cut_once_after: Some(cut),
+            ..Default::default()
+        },
+    );
     let (mut o, _) = opts();
     o.net.max_attempts = 1; // the first run gives up at the cut, like a killed process
     let err = e.fetch(&e.cfg(e.link(), Some(e.sha())), &o).unwrap_err();
     let gave_up = err.downcast_ref::<DownloadError>();
-    assert!(matches!(gave_up, Some(DownloadError::GaveUp { .. })), "{err:#}");
+    assert!(
+        matches!(gave_up, Some(DownloadError::GaveUp { .. })),
+        "{err:#}"
+    );
     assert!(err.to_string().contains("run again to resume"), "{err:#}");
-    assert_eq!(std::fs::metadata(e.host.path(&e.dl(".part"))).unwrap().len(), cut);
+    assert_eq!(
+        std::fs::metadata(e.host.path(&e.dl(".part")))
+            .unwrap()
+            .len(),
+        cut
+    );
     assert_eq!(e.server.served(), cut);
 
     let (o, buf) = opts();
     let f = e.fetch(&e.cfg(e.link(), Some(e.sha())), &o).unwrap();
     assert_eq!(f.sha256, e.sha());
     // The second run asked for the rest only, and the server sent exactly the file once.
-    assert_eq!(e.server.ranges().last().unwrap().as_deref(), Some(format!("bytes={cut}-").as_str()));
+    assert_eq!(
+        e.server.ranges().last().unwrap().as_deref(),
+        Some(format!("bytes={cut}-").as_str())
+    );
     assert_eq!(e.server.served(), e.zip.len() as u64);
     assert!(text(&buf).contains("resuming"), "{}", text(&buf));
 }
@@ -196,7 +228,13 @@ fn cut_mid_body_then_a_new_run_resumes_with_only_the_rest() {
 fn cut_mid_body_is_retried_and_resumed_within_one_run() {
     let e = env();
     let cut = e.zip.len() as u64 / 3;
-    e.server.behave(&e.path(), Behaviour { cut_once_after: Some(cut), ..Default::default() });
+    e.server.behave(
+        &e.path(),
+        Behaviour {
+            cut_once_after: Some(cut),
+            ..Default::default()
+        },
+    );
     let (o, buf) = opts();
     let f = e.fetch(&e.cfg(e.link(), Some(e.sha())), &o).unwrap();
     assert_eq!(f.sha256, e.sha());
@@ -209,28 +247,59 @@ fn cut_mid_body_is_retried_and_resumed_within_one_run() {
 fn a_server_ignoring_range_restarts_cleanly_from_zero() {
     let e = env();
     let cut = e.zip.len() as u64 / 2;
-    e.server.behave(&e.path(), Behaviour { cut_once_after: Some(cut), ..Default::default() });
+    e.server.behave(
+        &e.path(),
+        Behaviour {
+            cut_once_after: Some(cut),
+            ..Default::default()
+        },
+    );
     let (mut o, _) = opts();
     o.net.max_attempts = 1;
     e.fetch(&e.cfg(e.link(), Some(e.sha())), &o).unwrap_err();
-    e.server.behave(&e.path(), Behaviour { ignore_range: true, ..Default::default() });
+    e.server.behave(
+        &e.path(),
+        Behaviour {
+            ignore_range: true,
+            ..Default::default()
+        },
+    );
     let (o, buf) = opts();
     let f = e.fetch(&e.cfg(e.link(), Some(e.sha())), &o).unwrap();
     assert_eq!(f.sha256, e.sha());
     assert_eq!(std::fs::read(e.host.path(&e.dl(""))).unwrap(), e.zip);
     assert_eq!(e.server.served(), cut + e.zip.len() as u64);
-    assert!(text(&buf).contains("ignored the resume request"), "{}", text(&buf));
+    assert!(
+        text(&buf).contains("ignored the resume request"),
+        "{}",
+        text(&buf)
+    );
 }
 
 #[test]
 fn forbidden_means_expired_or_invalid_link() {
     let e = env();
-    e.server.behave(&e.path(), Behaviour { status: Some((403, "Access Denied".into())), ..Default::default() });
+    e.server.behave(
+        &e.path(),
+        Behaviour {
+            status: Some((403, "Access Denied".into())),
+            ..Default::default()
+        },
+    );
     let (o, _) = opts();
     let err = e.fetch(&e.cfg(e.link(), Some(e.sha())), &o).unwrap_err();
-    assert!(matches!(err.downcast_ref::<DownloadError>(), Some(DownloadError::Forbidden { .. })), "{err:#}");
+    assert!(
+        matches!(
+            err.downcast_ref::<DownloadError>(),
+            Some(DownloadError::Forbidden { .. })
+        ),
+        "{err:#}"
+    );
     let msg = format!("{err:#}");
-    assert!(msg.contains("403") && msg.contains("ui.licensing.nvidia.com"), "{msg}");
+    assert!(
+        msg.contains("403") && msg.contains("ui.licensing.nvidia.com"),
+        "{msg}"
+    );
     assert!(!msg.contains(HMAC), "{msg}");
     assert_eq!(e.server.requests(), 1, "a 403 is not retried");
     assert!(e.kernel.commands().is_empty());
@@ -240,9 +309,17 @@ fn forbidden_means_expired_or_invalid_link() {
 fn not_found_is_reported_without_retries() {
     let e = env();
     let (o, _) = opts();
-    let url = e.server.url("/ems/sec/vGPU17.6/NVIDIA-GRID-Linux-KVM-1.zip?autho=exp=4000000000~hmac=ab12ab12ab12ab12");
+    let url = e.server.url(
+        "/ems/sec/vGPU17.6/NVIDIA-GRID-Linux-KVM-1.zip?autho=exp=4000000000~hmac=ab12ab12ab12ab12",
+    );
     let err = e.fetch(&e.cfg(url, Some(e.sha())), &o).unwrap_err();
-    assert!(matches!(err.downcast_ref::<DownloadError>(), Some(DownloadError::NotFound { status: 404, .. })), "{err:#}");
+    assert!(
+        matches!(
+            err.downcast_ref::<DownloadError>(),
+            Some(DownloadError::NotFound { status: 404, .. })
+        ),
+        "{err:#}"
+    );
     assert!(!format!("{err:#}").contains("ab12ab12ab12ab12"));
     assert_eq!(e.server.requests(), 1);
 }
@@ -252,19 +329,36 @@ fn wrong_checksum_keeps_the_file_aside_and_installs_nothing() {
     let e = env();
     let (o, _) = opts();
     let wrong = "0".repeat(64);
-    let err = e.fetch(&e.cfg(e.link(), Some(wrong.clone())), &o).unwrap_err();
+    let err = e
+        .fetch(&e.cfg(e.link(), Some(wrong.clone())), &o)
+        .unwrap_err();
     match err.downcast_ref::<DownloadError>() {
-        Some(DownloadError::ChecksumMismatch { expected, actual, kept_as, .. }) => {
+        Some(DownloadError::ChecksumMismatch {
+            expected,
+            actual,
+            kept_as,
+            ..
+        }) => {
             assert_eq!(expected, &wrong);
             assert_eq!(actual, &e.sha());
-            assert_eq!(kept_as.as_deref(), Some(format!("/{}", e.dl(".bad")).as_str()));
+            assert_eq!(
+                kept_as.as_deref(),
+                Some(format!("/{}", e.dl(".bad")).as_str())
+            );
         }
         other => panic!("{other:?} {err:#}"),
     }
     assert_eq!(std::fs::read(e.host.path(&e.dl(".bad"))).unwrap(), e.zip);
     assert!(!e.exists(&e.dl("")) && !e.exists(&e.dl(".part")));
-    assert!(!e.exists(&format!("var/lib/vgpuctl/downloads/{}", e.zip_name.trim_end_matches(".zip"))));
-    assert!(e.kernel.commands().is_empty(), "nothing may run: {:?}", e.kernel.commands());
+    assert!(!e.exists(&format!(
+        "var/lib/vgpuctl/downloads/{}",
+        e.zip_name.trim_end_matches(".zip")
+    )));
+    assert!(
+        e.kernel.commands().is_empty(),
+        "nothing may run: {:?}",
+        e.kernel.commands()
+    );
 }
 
 #[test]
@@ -273,11 +367,23 @@ fn an_html_page_is_refused_by_content_type_and_by_its_first_bytes() {
     for ctype in ["text/html; charset=utf-8", "application/zip"] {
         let e = env();
         e.server.add(&e.path(), page.as_bytes().to_vec());
-        e.server.behave(&e.path(), Behaviour { content_type: Some(ctype.into()), ..Default::default() });
+        e.server.behave(
+            &e.path(),
+            Behaviour {
+                content_type: Some(ctype.into()),
+                ..Default::default()
+            },
+        );
         let (mut o, _) = opts();
         o.allow_unverified = true;
         let err = e.fetch(&e.cfg(e.link(), None), &o).unwrap_err();
-        assert!(matches!(err.downcast_ref::<DownloadError>(), Some(DownloadError::Html { .. })), "{ctype}: {err:#}");
+        assert!(
+            matches!(
+                err.downcast_ref::<DownloadError>(),
+                Some(DownloadError::Html { .. })
+            ),
+            "{ctype}: {err:#}"
+        );
         assert!(err.to_string().contains("HTML page"), "{err}");
         assert!(!e.exists(&e.dl("")) && !e.exists(&e.dl(".part.meta")));
         let part = e.host.path(&e.dl(".part"));
@@ -293,7 +399,13 @@ fn a_truncated_zip_is_a_clear_error() {
     let (o, _) = opts();
     let sha = hex::encode(Sha256::digest(&cut));
     let err = e.fetch(&e.cfg(e.link(), Some(sha)), &o).unwrap_err();
-    assert!(matches!(err.downcast_ref::<ExtractError>(), Some(ExtractError::Damaged { .. })), "{err:#}");
+    assert!(
+        matches!(
+            err.downcast_ref::<ExtractError>(),
+            Some(ExtractError::Damaged { .. })
+        ),
+        "{err:#}"
+    );
     assert!(err.to_string().contains("truncated or damaged"), "{err}");
     assert!(e.kernel.commands().is_empty());
 }
@@ -303,16 +415,31 @@ fn a_zip_without_host_drivers_is_a_clear_error() {
     let e = env();
     let mut w = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
     let o2 = zip::write::SimpleFileOptions::default();
-    w.start_file("Guest_Drivers/NVIDIA-Linux-x86_64-550.163.01-grid.run", o2).unwrap();
+    w.start_file("Guest_Drivers/NVIDIA-Linux-x86_64-550.163.01-grid.run", o2)
+        .unwrap();
     std::io::Write::write_all(&mut w, b"#!/bin/sh\n").unwrap();
     w.start_file("README.txt", o2).unwrap();
     let bytes = w.finish().unwrap().into_inner();
     e.server.add(&e.path(), bytes.clone());
     let (o, _) = opts();
-    let err = e.fetch(&e.cfg(e.link(), Some(hex::encode(Sha256::digest(&bytes)))), &o).unwrap_err();
-    assert!(matches!(err.downcast_ref::<ExtractError>(), Some(ExtractError::NoHostDrivers { .. })), "{err:#}");
+    let err = e
+        .fetch(
+            &e.cfg(e.link(), Some(hex::encode(Sha256::digest(&bytes)))),
+            &o,
+        )
+        .unwrap_err();
+    assert!(
+        matches!(
+            err.downcast_ref::<ExtractError>(),
+            Some(ExtractError::NoHostDrivers { .. })
+        ),
+        "{err:#}"
+    );
     let msg = err.to_string();
-    assert!(msg.contains("no Host_Drivers/") && msg.contains("Guest_Drivers/, README.txt"), "{msg}");
+    assert!(
+        msg.contains("no Host_Drivers/") && msg.contains("Guest_Drivers/, README.txt"),
+        "{msg}"
+    );
 }
 
 #[test]
@@ -320,10 +447,18 @@ fn an_expired_link_is_refused_before_any_connection() {
     let e = env();
     let st = unix_now() - 7200;
     let url = e.link_with(st, st + 3600);
-    let err = driver::validate(&e.cfg(url.clone(), Some(e.sha())), &e.host, SystemTime::now()).unwrap_err();
+    let err = driver::validate(
+        &e.cfg(url.clone(), Some(e.sha())),
+        &e.host,
+        SystemTime::now(),
+    )
+    .unwrap_err();
     assert!(matches!(err, DriverError::LinkExpired { .. }), "{err}");
     let msg = err.to_string();
-    assert!(msg.contains("expired at") && msg.contains(" UTC") && msg.contains("licensing portal"), "{msg}");
+    assert!(
+        msg.contains("expired at") && msg.contains(" UTC") && msg.contains("licensing portal"),
+        "{msg}"
+    );
     assert!(!msg.contains(HMAC));
 
     // Validated while still valid, fetched after it expired: fetch re-checks before connecting.
@@ -331,7 +466,13 @@ fn an_expired_link_is_refused_before_any_connection() {
     let src = driver::validate(&e.cfg(url, Some(e.sha())), &e.host, then).unwrap();
     let (o, _) = opts();
     let err = driver::fetch(&e.host, &src, &o).unwrap_err();
-    assert!(matches!(err.downcast_ref::<DriverError>(), Some(DriverError::LinkExpired { .. })), "{err:#}");
+    assert!(
+        matches!(
+            err.downcast_ref::<DriverError>(),
+            Some(DriverError::LinkExpired { .. })
+        ),
+        "{err:#}"
+    );
     std::thread::sleep(Duration::from_millis(50));
     assert_eq!(e.server.connections(), 0, "no connection may be made");
 }
@@ -341,14 +482,23 @@ fn a_url_without_sha256_needs_allow_unverified_and_prints_the_hash() {
     let e = env();
     let (o, _) = opts();
     let err = e.fetch(&e.cfg(e.link(), None), &o).unwrap_err();
-    assert!(matches!(err.downcast_ref::<DriverError>(), Some(DriverError::Unverified { .. })), "{err:#}");
+    assert!(
+        matches!(
+            err.downcast_ref::<DriverError>(),
+            Some(DriverError::Unverified { .. })
+        ),
+        "{err:#}"
+    );
     assert_eq!(e.server.connections(), 0);
     let (mut o, buf) = opts();
     o.allow_unverified = true;
     let f = e.fetch(&e.cfg(e.link(), None), &o).unwrap();
     assert!(!f.verified);
     let out = text(&buf);
-    assert!(out.contains("WARNING") && out.contains("WITHOUT a pinned sha256"), "{out}");
+    assert!(
+        out.contains("WARNING") && out.contains("WITHOUT a pinned sha256"),
+        "{out}"
+    );
     assert!(out.contains(&format!("sha256 = \"{}\"", e.sha())), "{out}");
 }
 

@@ -172,8 +172,9 @@ pub fn download(
         if final_path.is_file() {
             let have = super::hash_file(host, &final_rel)?;
             if have == want {
-                opts.messages
-                    .line(&format!("/{final_rel}: already downloaded, SHA-256 matches"));
+                opts.messages.line(&format!(
+                    "/{final_rel}: already downloaded, SHA-256 matches"
+                ));
                 return Ok(Downloaded {
                     rel: final_rel.into(),
                     sha256: have,
@@ -202,6 +203,7 @@ pub fn download(
 
     let client = build_client(&opts.net, url)?;
     let mut state = PartState::open(host, &part_rel, &meta_rel, &shown)?;
+    let part_shown = format!("/{part_rel}");
     let mut progress = Transfer::new(
         opts.progress,
         &opts.messages,
@@ -239,7 +241,9 @@ pub fn download(
                 last_error = why;
                 if attempts >= opts.net.max_total_attempts {
                     progress.abandon();
-                    return Err(state.gave_up(&shown, attempts, last_error).into());
+                    return Err(state
+                        .gave_up(&shown, &part_shown, attempts, last_error)
+                        .into());
                 }
                 continue;
             }
@@ -248,14 +252,20 @@ pub fn download(
             }
         }
         // Progress resets the count of consecutive failures.
-        failures = if state.written > before { 1 } else { failures + 1 };
+        failures = if state.written > before {
+            1
+        } else {
+            failures + 1
+        };
         let delay = backoff(&opts.net, failures);
         if failures >= opts.net.max_attempts
             || attempts >= opts.net.max_total_attempts
             || slept + delay > opts.net.backoff_budget
         {
             progress.abandon();
-            return Err(state.gave_up(&shown, attempts, last_error).into());
+            return Err(state
+                .gave_up(&shown, &part_shown, attempts, last_error)
+                .into());
         }
         progress.note(&format!(
             "{file_name}: {last_error}; retrying in {:.1} s (attempt {} of at most {})",
@@ -296,7 +306,9 @@ pub fn download(
 
 fn backoff(net: &NetOptions, failures: u32) -> Duration {
     let factor = 1u32 << failures.saturating_sub(1).min(16);
-    net.backoff_initial.saturating_mul(factor).min(net.backoff_max)
+    net.backoff_initial
+        .saturating_mul(factor)
+        .min(net.backoff_max)
 }
 
 fn build_client(net: &NetOptions, url: &SecretUrl) -> Result<reqwest::blocking::Client> {
@@ -320,7 +332,12 @@ fn build_client(net: &NetOptions, url: &SecretUrl) -> Result<reqwest::blocking::
         .tcp_keepalive(Duration::from_secs(30))
         .redirect(policy)
         .build()
-        .map_err(|e| anyhow::anyhow!("cannot set up the HTTP client: {}", url.scrub(&e.without_url().to_string())))
+        .map_err(|e| {
+            anyhow::anyhow!(
+                "cannot set up the HTTP client: {}",
+                url.scrub(&e.without_url().to_string())
+            )
+        })
 }
 
 /// The partial file and the hasher that covers exactly its bytes.
@@ -360,8 +377,11 @@ impl PartState {
         match meta {
             Some(m) if m.source == source => {
                 // One read of the partial bytes: a hash state cannot be saved across runs.
-                written = std::io::copy(&mut (&mut file).take(m.total.unwrap_or(u64::MAX)), &mut HashSink(&mut hasher))
-                    .with_context(|| format!("cannot read {}", path.display()))?;
+                written = std::io::copy(
+                    &mut (&mut file).take(m.total.unwrap_or(u64::MAX)),
+                    &mut HashSink(&mut hasher),
+                )
+                .with_context(|| format!("cannot read {}", path.display()))?;
                 kept_meta = m;
             }
             _ => file.set_len(0)?,
@@ -417,14 +437,14 @@ impl PartState {
         Ok(hex::encode(std::mem::take(&mut self.hasher).finalize()))
     }
 
-    fn gave_up(&mut self, url: &str, attempts: u32, last: String) -> DownloadError {
+    fn gave_up(&mut self, url: &str, part: &str, attempts: u32, last: String) -> DownloadError {
         let _ = self.flush();
         DownloadError::GaveUp {
             url: url.to_string(),
             attempts,
             last,
             have: indicatif::HumanBytes(self.written).to_string(),
-            part: self.path.display().to_string(),
+            part: part.to_string(),
         }
     }
 }
@@ -448,7 +468,9 @@ fn sync_dir(path: &std::path::Path) {
 }
 
 fn header_str(h: &HeaderMap, name: header::HeaderName) -> Option<String> {
-    h.get(name).and_then(|v| v.to_str().ok()).map(str::to_string)
+    h.get(name)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string)
 }
 
 /// `Content-Range: bytes <start>-<end>/<total|*>` -> (start, total).
@@ -479,12 +501,22 @@ fn expected_name(artifact: Artifact) -> &'static str {
 /// Is this the start of an HTML page?
 pub fn looks_like_html(start: &[u8]) -> bool {
     let s = start.strip_prefix(b"\xef\xbb\xbf").unwrap_or(start);
-    let i = s.iter().position(|b| !b.is_ascii_whitespace()).unwrap_or(s.len());
+    let i = s
+        .iter()
+        .position(|b| !b.is_ascii_whitespace())
+        .unwrap_or(s.len());
     let s = &s[i..];
     let lower: Vec<u8> = s.iter().take(16).map(u8::to_ascii_lowercase).collect();
-    [&b"<!doctype"[..], b"<html", b"<head", b"<body", b"<?xml", b"<!--"]
-        .iter()
-        .any(|p| lower.starts_with(p))
+    [
+        &b"<!doctype"[..],
+        b"<html",
+        b"<head",
+        b"<body",
+        b"<?xml",
+        b"<!--",
+    ]
+    .iter()
+    .any(|p| lower.starts_with(p))
 }
 
 /// Does the file start with the magic of what we expect?
@@ -522,10 +554,22 @@ fn classify(e: reqwest::Error, url: &SecretUrl) -> Failure {
     let chain = url.scrub(&chain);
     let lower = chain.to_ascii_lowercase();
     if lower.contains("certificate") || lower.contains("tls") || lower.contains("handshake") {
-        return Failure::Fatal(DownloadError::Tls { url: shown, detail: chain }.into());
+        return Failure::Fatal(
+            DownloadError::Tls {
+                url: shown,
+                detail: chain,
+            }
+            .into(),
+        );
     }
     if lower.contains("dns error") || lower.contains("failed to lookup address") {
-        return Failure::Fatal(DownloadError::Dns { url: shown, detail: chain }.into());
+        return Failure::Fatal(
+            DownloadError::Dns {
+                url: shown,
+                detail: chain,
+            }
+            .into(),
+        );
     }
     if lower.contains("redirect") && !is_connect {
         return Failure::Fatal(anyhow::anyhow!("{shown}: {chain}"));
@@ -598,7 +642,9 @@ fn attempt(
             }
         }
         StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => {
-            return Err(Failure::Fatal(DownloadError::Forbidden { url: shown }.into()))
+            return Err(Failure::Fatal(
+                DownloadError::Forbidden { url: shown }.into(),
+            ))
         }
         StatusCode::NOT_FOUND | StatusCode::GONE => {
             return Err(Failure::Fatal(
@@ -696,9 +742,9 @@ fn attempt(
                 return Err(read_failure(e, url));
             }
         };
-        state
-            .write(&buf[..n])
-            .map_err(|e| Failure::Fatal(anyhow::Error::new(e).context("cannot write the download")))?;
+        state.write(&buf[..n]).map_err(|e| {
+            Failure::Fatal(anyhow::Error::new(e).context("cannot write the download"))
+        })?;
         progress.inc(n as u64);
     }
     state.flush().map_err(Failure::Fatal)?;
@@ -735,8 +781,14 @@ mod tests {
         assert!(!looks_like_html(b"PK\x03\x04\x14\x00"));
         assert!(has_magic(Artifact::Zip, b"PK\x03\x04\x14\x00"));
         assert!(!has_magic(Artifact::Zip, b"<!DOCTYPE"));
-        assert!(has_magic(Artifact::Package(PackageKind::Run), b"#!/bin/sh\n"));
-        assert!(has_magic(Artifact::Package(PackageKind::Deb), b"!<arch>\ndebian-binary"));
+        assert!(has_magic(
+            Artifact::Package(PackageKind::Run),
+            b"#!/bin/sh\n"
+        ));
+        assert!(has_magic(
+            Artifact::Package(PackageKind::Deb),
+            b"!<arch>\ndebian-binary"
+        ));
         assert!(has_magic(
             Artifact::Package(PackageKind::Rpm),
             &[0xed, 0xab, 0xee, 0xdb, 3, 0]

@@ -18,9 +18,7 @@ use crate::host::Host;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ExtractError {
-    #[error(
-        "{zip} is truncated or damaged ({detail}): delete it and download or copy it again"
-    )]
+    #[error("{zip} is truncated or damaged ({detail}): delete it and download or copy it again")]
     Damaged { zip: String, detail: String },
     #[error(
         "{zip} has no Host_Drivers/ folder (it holds: {found}): this is not the \"vGPU for Linux \
@@ -142,13 +140,19 @@ pub fn extract(host: &Host, zip_rel: &Path, opts: &FetchOptions) -> Result<Extra
     let mut guest_entries = Vec::new();
     let mut top: Vec<String> = Vec::new();
     for index in 0..zip.len() {
-        let f = zip.by_index_raw(index).map_err(|e| damaged(e.to_string()))?;
+        let f = zip
+            .by_index_raw(index)
+            .map_err(|e| damaged(e.to_string()))?;
         let name = f.name().to_string();
         let Some(rel) = f.enclosed_name() else {
             continue; // `../` or absolute: never written.
         };
         let first = name.split('/').next().unwrap_or("").to_string();
-        let first = if name.contains('/') { format!("{first}/") } else { first };
+        let first = if name.contains('/') {
+            format!("{first}/")
+        } else {
+            first
+        };
         if !top.contains(&first) {
             top.push(first);
         }
@@ -156,9 +160,17 @@ pub fn extract(host: &Host, zip_rel: &Path, opts: &FetchOptions) -> Result<Extra
             continue;
         }
         if let Some(r) = under_folder(&rel, "Host_Drivers") {
-            host_entries.push(Entry { index, name: name.clone(), rel: r });
+            host_entries.push(Entry {
+                index,
+                name: name.clone(),
+                rel: r,
+            });
         } else if let Some(r) = under_folder(&rel, "Guest_Drivers") {
-            guest_entries.push(Entry { index, name, rel: r });
+            guest_entries.push(Entry {
+                index,
+                name,
+                rel: r,
+            });
         }
     }
     let has_host_folder = zip
@@ -203,8 +215,9 @@ pub fn extract(host: &Host, zip_rel: &Path, opts: &FetchOptions) -> Result<Extra
 
     let guest_dir = if opts.guest {
         if guest_entries.is_empty() {
-            opts.messages
-                .warn(&format!("{zip_shown} has no Guest_Drivers/ folder: nothing to extract for VMs"));
+            opts.messages.warn(&format!(
+                "{zip_shown} has no Guest_Drivers/ folder: nothing to extract for VMs"
+            ));
             None
         } else {
             for e in &guest_entries {
@@ -240,7 +253,9 @@ fn extract_entry(
     let dest = host.checked_path(&dest_rel.to_string_lossy())?;
     let dir = dest.parent().context("entry without a folder")?;
     std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
-    let mut f = zip.by_index(entry.index).map_err(|e| damaged(e.to_string()))?;
+    let mut f = zip
+        .by_index(entry.index)
+        .map_err(|e| damaged(e.to_string()))?;
     let mode = f.unix_mode().map(|m| m & 0o7777).unwrap_or_else(|| {
         if entry.name.ends_with(".run") {
             0o755
@@ -248,7 +263,11 @@ fn extract_entry(
             0o644
         }
     });
-    let name = dest.file_name().unwrap_or_default().to_string_lossy().into_owned();
+    let name = dest
+        .file_name()
+        .unwrap_or_default()
+        .to_string_lossy()
+        .into_owned();
     let tmp = dir.join(format!(".{name}.vgpuctl-part"));
     let mut out = File::create(&tmp).with_context(|| format!("cannot create {}", tmp.display()))?;
     let mut progress = Transfer::new(
@@ -294,7 +313,10 @@ mod tests {
             ("NVIDIA-Linux-x86_64-550.163.02-vgpu-kvm.run", "550.163.02"),
             ("nvidia-vgpu-ubuntu-550_550.163.02_amd64.deb", "550.163.02"),
             ("NVIDIA-vGPU-rhel-9.4-550.163.02.x86_64.rpm", "550.163.02"),
-            ("NVIDIA-GRID-Linux-KVM-550.163.02-550.163.01-553.74.zip", "550.163.02"),
+            (
+                "NVIDIA-GRID-Linux-KVM-550.163.02-550.163.01-553.74.zip",
+                "550.163.02",
+            ),
             ("NVIDIA-Linux-x86_64-535.247.02-vgpu-kvm.run", "535.247.02"),
             ("NVIDIA-Linux-x86_64-580.65-vgpu-kvm.run", "580.65"),
         ] {
@@ -312,11 +334,23 @@ mod tests {
             "NVIDIA-vGPU-rhel-9.3-550.163.02.x86_64.rpm",
             "NVIDIA-vGPU-rhel-9.4-550.163.02.x86_64.rpm",
         ];
-        assert_eq!(choose_host_package(&names, OsFamily::Other), Some((0, PackageKind::Run)));
-        assert_eq!(choose_host_package(&names, OsFamily::Debian), Some((1, PackageKind::Deb)));
-        assert_eq!(choose_host_package(&names, OsFamily::Rhel), Some((3, PackageKind::Rpm)));
+        assert_eq!(
+            choose_host_package(&names, OsFamily::Other),
+            Some((0, PackageKind::Run))
+        );
+        assert_eq!(
+            choose_host_package(&names, OsFamily::Debian),
+            Some((1, PackageKind::Deb))
+        );
+        assert_eq!(
+            choose_host_package(&names, OsFamily::Rhel),
+            Some((3, PackageKind::Rpm))
+        );
         let run_only = ["NVIDIA-Linux-x86_64-550.163.02-vgpu-kvm.run"];
-        assert_eq!(choose_host_package(&run_only, OsFamily::Rhel), Some((0, PackageKind::Run)));
+        assert_eq!(
+            choose_host_package(&run_only, OsFamily::Rhel),
+            Some((0, PackageKind::Run))
+        );
         assert_eq!(choose_host_package(&["README.txt"], OsFamily::Other), None);
     }
 
@@ -330,7 +364,13 @@ mod tests {
             under_folder(Path::new("top/Host_Drivers/a.run"), "Host_Drivers"),
             Some(PathBuf::from("Host_Drivers/a.run"))
         );
-        assert_eq!(under_folder(Path::new("Host_Drivers"), "Host_Drivers"), None);
-        assert_eq!(under_folder(Path::new("MyHost_Drivers/a.run"), "Host_Drivers"), None);
+        assert_eq!(
+            under_folder(Path::new("Host_Drivers"), "Host_Drivers"),
+            None
+        );
+        assert_eq!(
+            under_folder(Path::new("MyHost_Drivers/a.run"), "Host_Drivers"),
+            None
+        );
     }
 }

@@ -12,7 +12,11 @@ use crate::host::{Cmd, Host};
 use crate::profile::DriverConfig;
 
 /// Where the installer's units may land.
-pub const UNIT_DIRS: [&str; 3] = ["lib/systemd/system", "usr/lib/systemd/system", "etc/systemd/system"];
+pub const UNIT_DIRS: [&str; 3] = [
+    "lib/systemd/system",
+    "usr/lib/systemd/system",
+    "etc/systemd/system",
+];
 pub const VGPU_MGR_UNIT: &str = "nvidia-vgpu-mgr.service";
 
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
@@ -64,8 +68,7 @@ pub fn install_command(
                     (None, Some(_)) => {
                         return Err(DriverError::Field {
                             field: "signing_key",
-                            problem: "signing_cert is set but signing_key is not: give both"
-                                .into(),
+                            problem: "signing_cert is set but signing_key is not: give both".into(),
                         })
                     }
                 }
@@ -112,7 +115,10 @@ pub fn install(
     let cmd = install_command(fetched, os, secure_boot, cfg)?;
     let mut signed = false;
     if secure_boot && fetched.kind == PackageKind::Run {
-        for (field, p) in [("signing_key", &cfg.signing_key), ("signing_cert", &cfg.signing_cert)] {
+        for (field, p) in [
+            ("signing_key", &cfg.signing_key),
+            ("signing_cert", &cfg.signing_cert),
+        ] {
             let p = p.as_deref().unwrap_or_default();
             if !host.exists(p) {
                 return Err(DriverError::MissingFile {

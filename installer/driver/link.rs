@@ -72,11 +72,7 @@ fn redact_userinfo(base: &str) -> String {
     let rest = &base[scheme_end + 3..];
     let auth_end = rest.find('/').unwrap_or(rest.len());
     match rest[..auth_end].rfind('@') {
-        Some(at) => format!(
-            "{}{REDACTED}@{}",
-            &base[..scheme_end + 3],
-            &rest[at + 1..]
-        ),
+        Some(at) => format!("{}{REDACTED}@{}", &base[..scheme_end + 3], &rest[at + 1..]),
         None => base.to_string(),
     }
 }

@@ -67,7 +67,10 @@ impl PackageKind {
 #[derive(Debug, thiserror::Error)]
 pub enum DriverError {
     #[error("profile [driver] {field}: {problem}")]
-    Field { field: &'static str, problem: String },
+    Field {
+        field: &'static str,
+        problem: String,
+    },
     #[error(
         "the driver link {url} expired at {expired_at}; portal links are valid for about an \
          hour: get a fresh one from the NVIDIA licensing portal ({portal}) and put it in \
@@ -269,8 +272,8 @@ pub fn check_run(host: &Host, package: &std::path::Path) -> Result<()> {
 /// SHA-256 of a root-relative file (one read).
 pub fn hash_file(host: &Host, rel: &str) -> Result<String> {
     let path = host.checked_path(rel)?;
-    let mut f = std::fs::File::open(&path)
-        .with_context(|| format!("cannot open {}", path.display()))?;
+    let mut f =
+        std::fs::File::open(&path).with_context(|| format!("cannot open {}", path.display()))?;
     let mut h = Sha256::new();
     std::io::copy(&mut f, &mut HashWriter(&mut h))
         .with_context(|| format!("cannot read {}", path.display()))?;

@@ -53,7 +53,8 @@ impl Messages {
         self.sink.is_none() && std::io::stderr().is_terminal()
     }
     pub fn line(&self, text: &str) {
-        tracing::info!(target: "vgpuctl::driver", "{text}");
+        // Printed below; traced at debug only so a stderr subscriber does not show it twice.
+        tracing::debug!(target: "vgpuctl::driver", "{text}");
         match &self.sink {
             Some(b) => {
                 let mut b = b.lock().unwrap_or_else(|e| e.into_inner());
@@ -65,7 +66,7 @@ impl Messages {
         }
     }
     pub fn warn(&self, text: &str) {
-        tracing::warn!(target: "vgpuctl::driver", "{text}");
+        tracing::debug!(target: "vgpuctl::driver", "warning: {text}");
         let line = format!("WARNING: {text}");
         match &self.sink {
             Some(b) => {
@@ -137,7 +138,9 @@ impl Transfer {
             t.messages.line(&format!(
                 "{}: starting{}",
                 t.label,
-                total.map(|n| format!(", {}", HumanBytes(n))).unwrap_or_default()
+                total
+                    .map(|n| format!(", {}", HumanBytes(n)))
+                    .unwrap_or_default()
             ));
         }
         t
@@ -173,8 +176,12 @@ impl Transfer {
         } else if self.lines && self.last_line.elapsed() >= self.interval {
             let dt = self.last_line.elapsed().as_secs_f64();
             let rate = (self.pos - self.last_pos) as f64 / dt.max(1e-6);
-            self.messages
-                .line(&format!("{}: {}, {}/s", self.label, self.amount(), HumanBytes(rate as u64)));
+            self.messages.line(&format!(
+                "{}: {}, {}/s",
+                self.label,
+                self.amount(),
+                HumanBytes(rate as u64)
+            ));
             self.last_line = Instant::now();
             self.last_pos = self.pos;
         }
@@ -241,7 +248,10 @@ mod tests {
         let out = String::from_utf8(buf.lock().unwrap().clone()).unwrap();
         let lines: Vec<&str> = out.lines().collect();
         assert_eq!(lines.len(), 4, "{out}");
-        assert!(lines[0].starts_with("downloading x.zip: starting, 1000 B"), "{out}");
+        assert!(
+            lines[0].starts_with("downloading x.zip: starting, 1000 B"),
+            "{out}"
+        );
         assert!(lines[1].contains("250 B of 1000 B (25%)"), "{out}");
         assert!(lines[2].contains("(50%)"), "{out}");
         assert!(lines[3].contains("done, 500 B in"), "{out}");

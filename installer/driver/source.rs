@@ -77,7 +77,11 @@ fn field(field: &'static str, problem: impl Into<String>) -> DriverError {
 /// Validate the `[driver]` section. An expired portal link is refused here, before any
 /// connection, unless a verified download of the same file is already on disk (then no link is
 /// needed; `fetch` re-checks the expiry before it would connect).
-pub fn validate(cfg: &DriverConfig, host: &Host, now: SystemTime) -> Result<DriverSource, DriverError> {
+pub fn validate(
+    cfg: &DriverConfig,
+    host: &Host,
+    now: SystemTime,
+) -> Result<DriverSource, DriverError> {
     let sha256 = match &cfg.sha256 {
         None => None,
         Some(s) => Some(check_sha256(s)?),
@@ -160,7 +164,9 @@ fn validate_url(
     let file_name = link::file_name(url.expose()).ok_or_else(|| {
         field(
             "url",
-            format!("{shown} does not end in a file name (expected .../NVIDIA-GRID-Linux-KVM-....zip)"),
+            format!(
+                "{shown} does not end in a file name (expected .../NVIDIA-GRID-Linux-KVM-....zip)"
+            ),
         )
     })?;
     let artifact = Artifact::from_name(&file_name).ok_or_else(|| {
@@ -233,7 +239,12 @@ mod tests {
 
     struct NoKernel;
     impl crate::host::Kernel for NoKernel {
-        fn write_attr(&self, _: &std::path::Path, _: &std::path::Path, _: &str) -> std::io::Result<()> {
+        fn write_attr(
+            &self,
+            _: &std::path::Path,
+            _: &std::path::Path,
+            _: &str,
+        ) -> std::io::Result<()> {
             unreachable!()
         }
         fn run(&self, _: &Host, _: &crate::host::Cmd) -> anyhow::Result<crate::host::RunOutput> {
@@ -267,7 +278,10 @@ mod tests {
         let (_d, h) = host();
         let s = validate(&url_cfg(SEED), &h, at(1_750_065_000)).unwrap();
         assert_eq!(s.artifact, Artifact::Zip);
-        assert_eq!(s.file_name, "NVIDIA-GRID-Linux-KVM-550.163.02-550.163.01-553.74.zip");
+        assert_eq!(
+            s.file_name,
+            "NVIDIA-GRID-Linux-KVM-550.163.02-550.163.01-553.74.zip"
+        );
         assert!(s.describe().ends_with(".zip?<redacted>"));
         assert!(!format!("{s:?}").contains("hmac"));
     }
@@ -299,7 +313,8 @@ mod tests {
     fn field_errors_name_the_field() {
         let (_d, h) = host();
         let now = at(1_750_065_000);
-        let mut c = url_cfg("http://mirror.lan/d/NVIDIA-GRID-Linux-KVM-550.163.02-550.163.01-553.74.zip");
+        let mut c =
+            url_cfg("http://mirror.lan/d/NVIDIA-GRID-Linux-KVM-550.163.02-550.163.01-553.74.zip");
         assert!(matches!(
             validate(&c, &h, now).unwrap_err(),
             DriverError::HttpNotAllowed { .. }
@@ -315,18 +330,27 @@ mod tests {
         c.sha256 = Some(format!("{}  NVIDIA.zip", SHA.to_uppercase()));
         assert_eq!(validate(&c, &h, now).unwrap().sha256.as_deref(), Some(SHA));
 
-        let e = validate(&url_cfg("ftp://h/x.zip"), &h, now).unwrap_err().to_string();
+        let e = validate(&url_cfg("ftp://h/x.zip"), &h, now)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("[driver] url"), "{e}");
-        let e = validate(&url_cfg("https://h/download"), &h, now).unwrap_err().to_string();
+        let e = validate(&url_cfg("https://h/download"), &h, now)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("not a .zip"), "{e}");
-        let e = validate(&DriverConfig::default(), &h, now).unwrap_err().to_string();
+        let e = validate(&DriverConfig::default(), &h, now)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("neither url nor path"), "{e}");
         let both = DriverConfig {
             url: Some("https://h/x.zip".into()),
             path: Some("/root/x.zip".into()),
             ..Default::default()
         };
-        assert!(validate(&both, &h, now).unwrap_err().to_string().contains("both"));
+        assert!(validate(&both, &h, now)
+            .unwrap_err()
+            .to_string()
+            .contains("both"));
     }
 
     #[test]
@@ -339,14 +363,25 @@ mod tests {
         let e = validate(&c, &h, SystemTime::now()).unwrap_err();
         assert!(matches!(e, DriverError::MissingFile { .. }), "{e}");
         std::fs::create_dir_all(d.path().join("root")).unwrap();
-        std::fs::write(d.path().join("root/NVIDIA-Linux-x86_64-550.163.02-vgpu-kvm.run"), "#!").unwrap();
+        std::fs::write(
+            d.path()
+                .join("root/NVIDIA-Linux-x86_64-550.163.02-vgpu-kvm.run"),
+            "#!",
+        )
+        .unwrap();
         let s = validate(&c, &h, SystemTime::now()).unwrap();
         assert_eq!(s.artifact, Artifact::Package(PackageKind::Run));
-        assert_eq!(s.describe(), "/root/NVIDIA-Linux-x86_64-550.163.02-vgpu-kvm.run");
+        assert_eq!(
+            s.describe(),
+            "/root/NVIDIA-Linux-x86_64-550.163.02-vgpu-kvm.run"
+        );
         let bad = DriverConfig {
             path: Some("/root/../../etc/passwd.run".into()),
             ..Default::default()
         };
-        assert!(validate(&bad, &h, SystemTime::now()).unwrap_err().to_string().contains("[driver] path"));
+        assert!(validate(&bad, &h, SystemTime::now())
+            .unwrap_err()
+            .to_string()
+            .contains("[driver] path"));
     }
 }

@@ -91,11 +91,19 @@ impl TestServer {
     }
 
     pub fn add(&self, path: &str, body: Vec<u8>) {
-        self.state.lock().unwrap().files.insert(path.to_string(), body);
+        self.state
+            .lock()
+            .unwrap()
+            .files
+            .insert(path.to_string(), body);
     }
 
     pub fn behave(&self, path: &str, b: Behaviour) {
-        self.state.lock().unwrap().behaviour.insert(path.to_string(), b);
+        self.state
+            .lock()
+            .unwrap()
+            .behaviour
+            .insert(path.to_string(), b);
     }
 
     pub fn url(&self, path_and_query: &str) -> String {
@@ -105,7 +113,13 @@ impl TestServer {
 
     /// Range headers of the requests so far.
     pub fn ranges(&self) -> Vec<Option<String>> {
-        self.state.lock().unwrap().requests.iter().map(|r| r.1.clone()).collect()
+        self.state
+            .lock()
+            .unwrap()
+            .requests
+            .iter()
+            .map(|r| r.1.clone())
+            .collect()
     }
 
     pub fn requests(&self) -> usize {
@@ -143,7 +157,11 @@ fn serve<S: Read + Write>(stream: S, state: &Mutex<State>, body_bytes: &AtomicU6
             }
         }
     }
-    let target = request_line.split_whitespace().nth(1).unwrap_or("/").to_string();
+    let target = request_line
+        .split_whitespace()
+        .nth(1)
+        .unwrap_or("/")
+        .to_string();
     let path = target.split('?').next().unwrap_or("/").to_string();
     let (file, mut behaviour) = {
         let mut st = state.lock().unwrap();
@@ -176,9 +194,17 @@ fn serve<S: Read + Write>(stream: S, state: &Mutex<State>, body_bytes: &AtomicU6
                 Some(s) if s < data.len() => (
                     206,
                     data[s..].to_vec(),
-                    format!("Content-Range: bytes {s}-{}/{}\r\n", data.len() - 1, data.len()),
+                    format!(
+                        "Content-Range: bytes {s}-{}/{}\r\n",
+                        data.len() - 1,
+                        data.len()
+                    ),
                 ),
-                Some(_) => (416, Vec::new(), format!("Content-Range: bytes */{}\r\n", data.len())),
+                Some(_) => (
+                    416,
+                    Vec::new(),
+                    format!("Content-Range: bytes */{}\r\n", data.len()),
+                ),
                 None => (200, data, String::new()),
             }
         }
@@ -247,7 +273,9 @@ impl TestCa {
             .unwrap()
             .with_no_client_auth()
             .with_single_cert(
-                vec![rustls::pki_types::CertificateDer::from(self.cert_der.clone())],
+                vec![rustls::pki_types::CertificateDer::from(
+                    self.cert_der.clone(),
+                )],
                 rustls::pki_types::PrivateKeyDer::Pkcs8(self.key_der.clone().into()),
             )
             .unwrap();
@@ -268,7 +296,12 @@ pub struct DriverKernel {
 
 impl DriverKernel {
     pub fn commands(&self) -> Vec<String> {
-        self.runs.lock().unwrap().iter().map(|c| c.to_string()).collect()
+        self.runs
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|c| c.to_string())
+            .collect()
     }
 }
 
@@ -279,9 +312,14 @@ impl Kernel for DriverKernel {
 
     fn run(&self, host: &Host, cmd: &Cmd) -> anyhow::Result<RunOutput> {
         self.runs.lock().unwrap().push(cmd.clone());
-        let out = if cmd.name().ends_with(".run") && cmd.args.first().map(String::as_str) == Some("--check") {
+        let out = if cmd.name().ends_with(".run")
+            && cmd.args.first().map(String::as_str) == Some("--check")
+        {
             let file: PathBuf = host.path(&cmd.program);
-            let o = std::process::Command::new("sh").arg(&file).arg("--check").output()?;
+            let o = std::process::Command::new("sh")
+                .arg(&file)
+                .arg("--check")
+                .output()?;
             RunOutput {
                 status: o.status.code().unwrap_or(128),
                 stdout: String::from_utf8_lossy(&o.stdout).into(),
@@ -326,7 +364,8 @@ pub fn files_containing(root: &Path, needle: &[u8]) -> Vec<PathBuf> {
             } else if ft.is_file() {
                 let data = std::fs::read(&p).unwrap();
                 if data.windows(needle.len()).any(|w| w == needle)
-                    || p.to_string_lossy().contains(std::str::from_utf8(needle).unwrap())
+                    || p.to_string_lossy()
+                        .contains(std::str::from_utf8(needle).unwrap())
                 {
                     hits.push(p);
                 }
