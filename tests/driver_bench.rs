@@ -14,7 +14,11 @@ fn var(k: &str) -> Option<String> {
 
 fn opts() -> FetchOptions {
     FetchOptions {
-        progress: ProgressMode::Lines,
+        // VGPUCTL_BENCH_PROGRESS=auto shows the bar on a terminal (for a look in tmux).
+        progress: match var("VGPUCTL_BENCH_PROGRESS").as_deref() {
+            Some("auto") => ProgressMode::Auto,
+            _ => ProgressMode::Lines,
+        },
         messages: Messages::stderr(),
         ..Default::default()
     }
@@ -50,7 +54,10 @@ fn bench_download() {
     )
     .unwrap();
     let secs = t.elapsed().as_secs_f64();
-    println!("BENCH download_seconds={secs:.3} bytes={} sha256={}", d.transferred, d.sha256);
+    println!(
+        "BENCH download_seconds={secs:.3} bytes={} sha256={}",
+        d.transferred, d.sha256
+    );
 }
 
 /// VGPUCTL_BENCH_ROOT, VGPUCTL_BENCH_ZIP (root-relative): extract the host package, print seconds.
@@ -64,7 +71,9 @@ fn bench_extract() {
     let t = Instant::now();
     let e = driver::extract::extract(&host, std::path::Path::new(&zip), &opts()).unwrap();
     let secs = t.elapsed().as_secs_f64();
-    let size = std::fs::metadata(host.path(e.package.to_str().unwrap())).unwrap().len();
+    let size = std::fs::metadata(host.path(e.package.to_str().unwrap()))
+        .unwrap()
+        .len();
     println!("BENCH extract_seconds={secs:.3} bytes={size}");
 }
 

@@ -243,3 +243,51 @@ fn a_zip_given_by_path_is_verified_against_its_pin() {
     assert!(f.verified);
     assert_eq!(f.kind, PackageKind::Run);
 }
+
+#[test]
+fn on_debian_the_zips_deb_is_picked_with_its_mode_and_installed_with_apt() {
+    let (_d, host, k) = host_with(DriverKernel::default());
+    let zip = "root/NVIDIA-GRID-Ubuntu-KVM-550.163.02-550.163.01-553.74.zip";
+    let mut w = zip::ZipWriter::new(std::fs::File::create(host.path(zip)).unwrap());
+    let exe = zip::write::SimpleFileOptions::default().unix_permissions(0o755);
+    let doc = zip::write::SimpleFileOptions::default().unix_permissions(0o640);
+    w.start_file(
+        format!("Host_Drivers/{}", vgpuctl::sim::driver_pkg::run_name(VER)),
+        exe,
+    )
+    .unwrap();
+    std::io::Write::write_all(&mut w, &std::fs::read(host.path(RUN)).unwrap()).unwrap();
+    w.start_file(
+        "Host_Drivers/nvidia-vgpu-ubuntu-550_550.163.02_amd64.deb",
+        doc,
+    )
+    .unwrap();
+    std::io::Write::write_all(
+        &mut w,
+        b"!<arch>\ndebian-binary   1750000000  0     0     100644  4         `\n2.0\n",
+    )
+    .unwrap();
+    w.finish().unwrap();
+
+    let cfg = path_cfg(zip);
+    let src = driver::validate(&cfg, &host, SystemTime::now()).unwrap();
+    let mut o = quiet();
+    o.os = OsFamily::Debian;
+    let f = driver::fetch(&host, &src, &o).unwrap();
+    assert_eq!(f.kind, PackageKind::Deb);
+    assert_eq!(f.version, VER);
+    let mode = std::os::unix::fs::PermissionsExt::mode(
+        &std::fs::metadata(host.path(f.package.to_str().unwrap()))
+            .unwrap()
+            .permissions(),
+    );
+    assert_eq!(mode & 0o777, 0o640);
+    driver::install(&host, &f, OsFamily::Debian, false, &cfg).unwrap();
+    assert_eq!(
+        k.commands(),
+        vec![format!("apt-get install -y {}", f.package_abs())]
+    );
+    // Elsewhere the same zip gives the .run.
+    let f = driver::fetch(&host, &src, &quiet()).unwrap();
+    assert_eq!(f.kind, PackageKind::Run);
+}

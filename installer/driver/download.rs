@@ -232,6 +232,11 @@ pub fn download(
             Ok(()) => break,
             Err(Failure::Fatal(e)) => {
                 progress.abandon();
+                if state.written == 0 {
+                    // Nothing worth resuming (an HTML page, a refusal): leave no litter.
+                    let _ = host.remove_file(&part_rel);
+                    let _ = host.remove_file(&meta_rel);
+                }
                 return Err(e);
             }
             Err(Failure::Restart(why)) => {
@@ -546,14 +551,7 @@ fn classify(e: reqwest::Error, url: &SecretUrl) -> Failure {
     let is_timeout = e.is_timeout();
     let is_connect = e.is_connect();
     let e = e.without_url();
-    let mut chain = e.to_string();
-    let mut src = std::error::Error::source(&e);
-    while let Some(s) = src {
-        chain.push_str(": ");
-        chain.push_str(&s.to_string());
-        src = s.source();
-    }
-    let chain = url.scrub(&chain);
+    let chain = url.scrub(&error_chain(&e));
     let lower = chain.to_ascii_lowercase();
     if lower.contains("certificate") || lower.contains("tls") || lower.contains("handshake") {
         return Failure::Fatal(
@@ -763,9 +761,33 @@ fn attempt(
     }
 }
 
+/// An error and its sources on one line, without repeats (libraries often include the source
+/// in their own message).
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    let mut cur: Option<&dyn std::error::Error> = Some(e);
+    while let Some(err) = cur {
+        let t = err
+            .to_string()
+            .split_whitespace()
+            .collect::<Vec<_>>()
+            .join(" ");
+        if !t.is_empty() && !parts.iter().any(|p| p.contains(&t)) {
+            parts.push(t);
+        }
+        cur = err.source();
+    }
+    parts.join(": ")
+}
+
 fn read_failure(e: std::io::Error, url: &SecretUrl) -> Failure {
-    let text = url.scrub(&e.to_string());
-    if e.kind() == std::io::ErrorKind::TimedOut || text.contains("timed out") {
+    // reqwest wraps its error in the io::Error; its timeout flag and sources say what happened.
+    let timed_out = e.kind() == std::io::ErrorKind::TimedOut
+        || e.get_ref()
+            .and_then(|inner| inner.downcast_ref::<reqwest::Error>())
+            .is_some_and(reqwest::Error::is_timeout);
+    let text = url.scrub(&error_chain(&e));
+    if timed_out {
         Failure::Transient(format!("no data for too long ({text})"))
     } else {
         Failure::Transient(format!("the transfer broke off ({text})"))

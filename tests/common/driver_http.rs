@@ -19,6 +19,8 @@ use vgpuctl::host::{Cmd, Host, Kernel, RunOutput};
 pub struct Behaviour {
     /// Send only this many body bytes of the next response, then close (once).
     pub cut_once_after: Option<u64>,
+    /// Send this many body bytes of the next response, then stall (send nothing) for 3 s.
+    pub stall_once_after: Option<u64>,
     /// Answer every request with 200 and the whole file, Range or not.
     pub ignore_range: bool,
     /// Answer with this status and body instead of the file.
@@ -168,10 +170,9 @@ fn serve<S: Read + Write>(stream: S, state: &Mutex<State>, body_bytes: &AtomicU6
         st.requests.push((request_line.clone(), range.clone()));
         let b = st.behaviour.get(&path).cloned().unwrap_or_default();
         // A cut happens once.
-        if b.cut_once_after.is_some() {
-            if let Some(stored) = st.behaviour.get_mut(&path) {
-                stored.cut_once_after = None;
-            }
+        if let Some(stored) = st.behaviour.get_mut(&path) {
+            stored.cut_once_after = None;
+            stored.stall_once_after = None;
         }
         (st.files.get(&path).cloned(), b)
     };
@@ -225,7 +226,7 @@ fn serve<S: Read + Write>(stream: S, state: &Mutex<State>, body_bytes: &AtomicU6
     if stream.write_all(head.as_bytes()).is_err() {
         return;
     }
-    let send = match behaviour.cut_once_after {
+    let send = match behaviour.cut_once_after.or(behaviour.stall_once_after) {
         Some(n) => &body[..(n as usize).min(body.len())],
         None => &body[..],
     };
@@ -236,6 +237,9 @@ fn serve<S: Read + Write>(stream: S, state: &Mutex<State>, body_bytes: &AtomicU6
         body_bytes.fetch_add(chunk.len() as u64, Ordering::SeqCst);
     }
     let _ = stream.flush();
+    if behaviour.stall_once_after.is_some() {
+        std::thread::sleep(Duration::from_secs(3));
+    }
 }
 
 /// A test certificate authority and a server certificate for 127.0.0.1 and localhost.
