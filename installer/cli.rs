@@ -218,6 +218,8 @@ pub fn run(cli: Cli) -> Result<Exit, Failure> {
             vf_timeout,
         } => crate::cmd::import::run(&host, dry_run, std::time::Duration::from_secs(vf_timeout)),
         Command::Setup(args) => crate::cmd::setup::run(&host, &args),
+        Command::Driver(DriverCommand::Fetch(a)) => crate::cmd::driver::run(&host, &a, false),
+        Command::Driver(DriverCommand::Install(a)) => crate::cmd::driver::run(&host, &a, true),
         Command::Restore { vf_timeout } => crate::cmd::restore::run(&host, vf_timeout),
         Command::Sim(SimCommand::Reboot) => {
             let report =

@@ -9,6 +9,7 @@ pub mod catalog;
 pub mod check;
 pub mod cli;
 pub mod cmd;
+pub mod driver;
 pub mod edit;
 pub mod exit;
 pub mod facts;

@@ -43,13 +43,22 @@ fn summary(f: &HostFacts) -> Result<(), Failure> {
     }
     println!("Ready: {ok} check(s) pass.");
     if !todo.is_empty() {
-        println!("Setup will take care of, or you should look at:\n{}", todo.join("\n"));
+        println!(
+            "Setup will take care of, or you should look at:\n{}",
+            todo.join("\n")
+        );
     }
     if !report.ready {
-        for x in report.findings.iter().filter(|x| x.severity == check::Severity::Blocker) {
+        for x in report
+            .findings
+            .iter()
+            .filter(|x| x.severity == check::Severity::Blocker)
+        {
             println!("BLOCKED: {}\n  fix: {}", x.message, x.fix);
         }
-        return Err(Failure::failed("this host cannot be set up until the blockers above are fixed; nothing was changed"));
+        return Err(Failure::failed(
+            "this host cannot be set up until the blockers above are fixed; nothing was changed",
+        ));
     }
     println!();
     Ok(())
@@ -60,11 +69,19 @@ fn pick_gpus<'a>(f: &'a HostFacts) -> Result<Vec<&'a Gpu>, Failure> {
         .gpus
         .iter()
         .map(|g| {
-            let mem = g.memory_gib().map(|m| format!("{m} GiB")).unwrap_or_else(|| "?".into());
+            let mem = g
+                .memory_gib()
+                .map(|m| format!("{m} GiB"))
+                .unwrap_or_else(|| "?".into());
             if g.model.vgpu_supported {
                 format!("{}  {}  {mem}  vGPU: yes", g.address, g.model.name)
             } else {
-                format!("{}  {}  {mem}  cannot be used: {}", g.address, g.model.name, g.model.reason.clone().unwrap_or_default())
+                format!(
+                    "{}  {}  {mem}  cannot be used: {}",
+                    g.address,
+                    g.model.name,
+                    g.model.reason.clone().unwrap_or_default()
+                )
             }
         })
         .collect();
@@ -76,9 +93,17 @@ fn pick_gpus<'a>(f: &'a HostFacts) -> Result<Vec<&'a Gpu>, Failure> {
             .defaults(&defaults)
             .interact()
             .map_err(cancelled)?;
-        let bad: Vec<&Gpu> = chosen.iter().map(|i| &f.gpus[*i]).filter(|g| !g.model.vgpu_supported).collect();
+        let bad: Vec<&Gpu> = chosen
+            .iter()
+            .map(|i| &f.gpus[*i])
+            .filter(|g| !g.model.vgpu_supported)
+            .collect();
         if let Some(g) = bad.first() {
-            println!("{} cannot be picked: {}", g.address, g.model.reason.clone().unwrap_or_default());
+            println!(
+                "{} cannot be picked: {}",
+                g.address,
+                g.model.reason.clone().unwrap_or_default()
+            );
             continue;
         }
         if chosen.is_empty() {
@@ -103,7 +128,11 @@ fn pick_type(gpu: &Gpu, default: Option<&str>) -> Result<(String, u32, bool), Fa
     if !live.is_empty() {
         let rows: Vec<(String, select::ResolvedType)> = live
             .iter()
-            .filter_map(|t| select::resolve_type(gpu, &t.name).ok().map(|r| (t.name.clone(), r)))
+            .filter_map(|t| {
+                select::resolve_type(gpu, &t.name)
+                    .ok()
+                    .map(|r| (t.name.clone(), r))
+            })
             .collect();
         let items: Vec<String> = rows
             .iter()
@@ -154,7 +183,9 @@ fn pick_count(max: u32, default: u32) -> Result<u32, Failure> {
             if (1..=max).contains(n) {
                 Ok(())
             } else {
-                Err(format!("{n} does not fit: at most {max} of this type per GPU"))
+                Err(format!(
+                    "{n} does not fit: at most {max} of this type per GPU"
+                ))
             }
         })
         .interact_text()
@@ -164,7 +195,10 @@ fn pick_count(max: u32, default: u32) -> Result<u32, Failure> {
 fn pick_driver(host: &crate::host::Host) -> Result<DriverConfig, Failure> {
     let how = Select::with_theme(&theme())
         .with_prompt("Where is the GRID host driver (NVIDIA-GRID-Linux-KVM-....zip)?")
-        .items(&["a file on this host", "a download link from NVIDIA's licensing portal"])
+        .items(&[
+            "a file on this host",
+            "a download link from NVIDIA's licensing portal",
+        ])
         .default(0)
         .interact()
         .map_err(cancelled)?;
@@ -223,7 +257,13 @@ pub fn link_ok(u: &str) -> Result<(), String> {
     if !u.starts_with("https://") {
         return Err("the link must start with https://".into());
     }
-    crate::driver::link_check(u, std::time::SystemTime::now())
+    match crate::driver::link::portal_token(u) {
+        Some(t) if t.is_expired(std::time::SystemTime::now()) => Err(format!(
+            "this link expired at {}: get a fresh one from the licensing portal (ui.licensing.nvidia.com)",
+            crate::driver::link::utc_string(t.expires_at())
+        )),
+        _ => Ok(()),
+    }
 }
 
 fn pick_reboot() -> Result<RebootPolicy, Failure> {
@@ -237,12 +277,20 @@ fn pick_reboot() -> Result<RebootPolicy, Failure> {
         .default(0)
         .interact()
         .map_err(cancelled)?;
-    Ok([RebootPolicy::Prompt, RebootPolicy::Auto, RebootPolicy::Never][i])
+    Ok([
+        RebootPolicy::Prompt,
+        RebootPolicy::Auto,
+        RebootPolicy::Never,
+    ][i])
 }
 
 /// Ask for everything and return the profile. `resume`: a profile from before the reboot, whose
 /// only open question is the type, now that the driver lists them.
-pub fn ask(host: &crate::host::Host, f: &HostFacts, resume: Option<&Profile>) -> Result<Profile, Failure> {
+pub fn ask(
+    host: &crate::host::Host,
+    f: &HostFacts,
+    resume: Option<&Profile>,
+) -> Result<Profile, Failure> {
     if let Some(prev) = resume {
         println!("Continuing the setup you started before the reboot.");
         let mut p = prev.clone();
@@ -261,7 +309,11 @@ pub fn ask(host: &crate::host::Host, f: &HostFacts, resume: Option<&Profile>) ->
     let gpus = pick_gpus(f)?;
     let (ty, max, _) = pick_type(gpus[0], None)?;
     let count = pick_count(max, max.min(2))?;
-    let driver = if f.driver.installed() { None } else { Some(pick_driver(host)?) };
+    let driver = if f.driver.installed() {
+        None
+    } else {
+        Some(pick_driver(host)?)
+    };
     let reboot = pick_reboot()?;
     let all_supported: Vec<&Gpu> = f.gpus.iter().filter(|g| g.model.vgpu_supported).collect();
     let select = if gpus.len() == all_supported.len() {
@@ -270,11 +322,19 @@ pub fn ask(host: &crate::host::Host, f: &HostFacts, resume: Option<&Profile>) ->
         gpus.iter().map(|g| g.address.clone()).collect()
     };
     Ok(Profile {
-        host: HostPolicy { reboot, iommu: IommuPolicy::Auto },
+        host: HostPolicy {
+            reboot,
+            iommu: IommuPolicy::Auto,
+        },
         driver,
         gpus: select
             .into_iter()
-            .map(|s| GpuRequest { select: s, vgpu_type: ty.clone(), count, uuids: Vec::new() })
+            .map(|s| GpuRequest {
+                select: s,
+                vgpu_type: ty.clone(),
+                count,
+                uuids: Vec::new(),
+            })
             .collect(),
         ..Profile::default()
     })

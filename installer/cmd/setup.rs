@@ -35,7 +35,8 @@ pub fn run(host: &Host, args: &SetupArgs) -> Result<Exit, Failure> {
             }
             return run_wizard(host, args);
         }
-    };    let opts = crate::setup::Options {
+    };
+    let opts = crate::setup::Options {
         dry_run: args.dry_run,
         yes: args.yes,
         resume: args.resume,
@@ -82,7 +83,9 @@ fn run_wizard(host: &Host, args: &SetupArgs) -> Result<Exit, Failure> {
     let result = crate::setup::run(host, &profile, &opts);
     if args.save_profile.is_none() && !args.dry_run && !resumed {
         let offer = dialoguer::Confirm::new()
-            .with_prompt("Save these answers as a profile, so the next host is one unattended command?")
+            .with_prompt(
+                "Save these answers as a profile, so the next host is one unattended command?",
+            )
             .default(true)
             .interact()
             .unwrap_or(false);

@@ -83,17 +83,6 @@ fn binary_current(host: &Host) -> bool {
     a == b
 }
 
-/// How the driver source is shown: a path, or a url without its query (a credential).
-pub fn driver_source_label(d: &crate::profile::DriverConfig) -> String {
-    match (&d.path, &d.url) {
-        (Some(p), _) => p.clone(),
-        (None, Some(u)) => {
-            u.split(['?', '#']).next().unwrap_or("").to_string() + " (query redacted)"
-        }
-        (None, None) => "nowhere".into(),
-    }
-}
-
 fn inputs<'a>(
     host: &Host,
     f: &'a HostFacts,
@@ -212,6 +201,7 @@ pub fn run(host: &Host, profile: &Profile, opts: &Options) -> Result<Exit, Failu
         host,
         profile,
         vf_timeout: opts.vf_timeout,
+        allow_unverified: opts.allow_unverified,
     };
     let mut plan = plan;
     // Apply, re-planning once when the first plan deferred work that needed no reboot after all.
@@ -294,7 +284,9 @@ fn checkpoint(
     resume.driver = None;
     host.write_file(
         RESUME_PROFILE,
-        toml::to_string_pretty(&resume).context("profile")?.as_bytes(),
+        toml::to_string_pretty(&resume)
+            .context("profile")?
+            .as_bytes(),
         WriteOpts::secret(),
     )?;
     state::save(host, st)?;
@@ -322,13 +314,23 @@ fn checkpoint(
     }
     // Continue by itself after the reboot: the resume unit runs `setup --resume` once.
     let exe = std::env::current_exe().context("cannot find this binary")?;
-    host.write_file(BINARY, &std::fs::read(exe)?, WriteOpts { mode: 0o755, backup: false })?;
+    host.write_file(
+        BINARY,
+        &std::fs::read(exe)?,
+        WriteOpts {
+            mode: 0o755,
+            backup: false,
+        },
+    )?;
     host.write_file(
         &format!("{UNIT_DIR}/{RESUME_UNIT}"),
         planner::RESUME_UNIT_TEXT.as_bytes(),
         WriteOpts::default(),
     )?;
-    host.symlink(&format!("/{UNIT_DIR}/{RESUME_UNIT}"), &format!("{WANTS_DIR}/{RESUME_UNIT}"))?;
+    host.symlink(
+        &format!("/{UNIT_DIR}/{RESUME_UNIT}"),
+        &format!("{WANTS_DIR}/{RESUME_UNIT}"),
+    )?;
     println!("Rebooting now; vgpuctl-resume.service continues setup after the boot.");
     let out = host.run(&crate::host::Cmd::new("systemctl").arg("reboot"))?;
     if !out.success() {
