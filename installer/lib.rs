@@ -6,3 +6,4 @@
 pub mod fault;
 pub mod host;
 pub mod profile;
+pub mod sim;

@@ -94,7 +94,10 @@ impl Host {
     /// Make `rel` a symlink to `target` (taken literally), replacing what was there atomically.
     pub fn symlink(&self, target: &str, rel: &str) -> Result<bool> {
         let path = self.checked_path(rel)?;
-        if std::fs::read_link(&path).map(|t| t == Path::new(target)).unwrap_or(false) {
+        if std::fs::read_link(&path)
+            .map(|t| t == Path::new(target))
+            .unwrap_or(false)
+        {
             return Ok(false);
         }
         let dir = path.parent().context("symlink without parent")?;

@@ -192,7 +192,10 @@ mod tests {
         let c = Cmd::new("/usr/lib/nvidia/sriov-manage")
             .arg("-e")
             .arg("0000:e8:00.0");
-        assert_eq!(c.to_string(), "/usr/lib/nvidia/sriov-manage -e 0000:e8:00.0");
+        assert_eq!(
+            c.to_string(),
+            "/usr/lib/nvidia/sriov-manage -e 0000:e8:00.0"
+        );
         let c = Cmd::new("grubby").arg("--args=intel_iommu=on iommu=pt");
         assert_eq!(c.to_string(), "grubby '--args=intel_iommu=on iommu=pt'");
         assert_eq!(c.name(), "grubby");

@@ -69,7 +69,10 @@ impl Host {
 
     /// True when the root is the real `/` of this machine (mutations need privileges there).
     pub fn is_system_root(&self) -> bool {
-        self.root.canonicalize().map(|p| p == Path::new("/")).unwrap_or(false)
+        self.root
+            .canonicalize()
+            .map(|p| p == Path::new("/"))
+            .unwrap_or(false)
     }
 
     pub fn kernel(&self) -> &Arc<dyn Kernel> {
