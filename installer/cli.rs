@@ -228,7 +228,12 @@ pub fn run(cli: Cli) -> Result<Exit, Failure> {
             Ok(Exit::Ok)
         }
         Command::Sim(SimCommand::Info) => {
-            println!("{}", crate::sim::info(&host).map_err(Failure::from)?);
+            let st = crate::sim::state_of(&host).map_err(Failure::from)?;
+            println!("simulated host {} at {}", st.model, host.root().display());
+            println!("boots: {}, boot id {}", st.boot_count, st.boot_id);
+            for (k, v) in &st.opts {
+                println!("sim-opt {k}={v}");
+            }
             Ok(Exit::Ok)
         }
         other => Err(Failure::failed(format!(

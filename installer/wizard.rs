@@ -159,7 +159,7 @@ fn pick_type(gpu: &Gpu, default: Option<&str>) -> Result<(String, u32, bool), Fa
         let (name, r) = &rows[i];
         return Ok((vgpu_name::short(name).to_string(), fits(gpu, r), true));
     }
-    let known = crate::catalog::names(gpu.model.model.map(|m| m.type_prefix).unwrap_or(""));
+    let known = select::known_names(gpu);
     if !known.is_empty() {
         println!("Known {} types: {}", gpu.model.name, known.join(", "));
     }
