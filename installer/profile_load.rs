@@ -455,6 +455,15 @@ pub fn check(text: &str, file: &str) -> Result<Profile, Vec<ProfileError>> {
     for (i, g) in profile.gpus.iter().enumerate() {
         check_gpu(&mut cx, i, g, &mut seen);
     }
+    // PFs whose VFs restore enables: each becomes a sysfs path and a program argument.
+    for (i, pf) in profile.sriov.iter().enumerate() {
+        if let Err(e) = PciAddr::parse(pf) {
+            cx.err(
+                &[key("sriov"), Seg::Index(i)],
+                format!("{e}; give the GPU's PCI address like 0000:e8:00.0"),
+            );
+        }
+    }
     let mut seen_saved = Vec::new();
     for (i, v) in profile.vgpus.iter().enumerate() {
         check_saved(&mut cx, i, v, &mut seen_saved);
@@ -741,6 +750,17 @@ uuids = []
             e.contains("vgpus[1].uuid") && e.contains("already used at vgpus[0].uuid"),
             "{e}"
         );
+    }
+
+    /// Found by the bad-input corpus (tests/bad-inputs/sriov-entry-dotdot.toml): `sriov`
+    /// entries were not checked at all.
+    #[test]
+    fn sriov_entries_are_pci_addresses() {
+        assert!(check("sriov = [\"0000:e8:00.0\", \"e8:00.0\"]\n", "f").is_ok());
+        for bad in ["../../../etc", "0000:e8:00.0/../..", "ALL", "$(reboot)", ""] {
+            let e = one(&format!("sriov = [\"0000:e8:00.0\", {bad:?}]\n"));
+            assert!(e.contains("sriov[1]"), "{bad}: {e}");
+        }
     }
 
     #[test]

@@ -137,12 +137,28 @@ fn confirm(opts: &Options) -> Result<bool, Failure> {
         .map_err(|e| Failure::usage(format!("no answer ({e}); nothing was changed")))
 }
 
+/// Bad input and unusable hosts are refused before anything is touched, the lock file
+/// included: a read-only plan first. The real plan is made again under the lock.
+fn preflight(host: &Host, profile: &Profile) -> Result<(), Failure> {
+    let st = state::load(host)?;
+    let f = facts::observe(host);
+    refuse_unusable(&f)?;
+    let pending = st.reboot_boot_id.is_some() && st.reboot_boot_id == f.boot_id;
+    if !pending {
+        make_plan(host, &f, profile, &st.done)?;
+    }
+    Ok(())
+}
+
 /// Run setup with a validated profile.
 pub fn run(host: &Host, profile: &Profile, opts: &Options) -> Result<Exit, Failure> {
     if !opts.dry_run && host.is_system_root() && !nix::unistd::geteuid().is_root() {
         return Err(Failure::usage(
             "setup changes the boot loader, drivers and sysfs: run it as root (sudo vgpuctl setup ...), or use --dry-run",
         ));
+    }
+    if !opts.dry_run {
+        preflight(host, profile)?;
     }
     let _lock = if opts.dry_run {
         None
