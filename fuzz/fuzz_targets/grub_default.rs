@@ -34,8 +34,8 @@ fn apply<'a>(files: &[(&'a str, &'a str)], plan: &'a [FileEdit]) -> Vec<(&'a str
 /// Lines that must not change (line endings aside: appending an assignment may end a last
 /// line that had none, in the file's CRLF or LF style).
 fn untouched_lines(s: &str) -> Vec<&str> {
-    s.split('\n')
-        .map(|l| l.strip_suffix('\r').unwrap_or(l))
+    common::line_bodies(s)
+        .into_iter()
         .filter(|l| !l.is_empty() && !l.contains("GRUB_CMDLINE_LINUX"))
         .collect()
 }

@@ -50,10 +50,10 @@ fuzz_target!(|data: &[u8]| {
     w.sort();
     assert_eq!(got, w, "{content:?} -> {once:?}");
     let others = |s: &str| -> Vec<String> {
-        s.split('\n')
-            .filter(|l| !keyish(l))
-            .map(|l| l.strip_suffix('\r').unwrap_or(l).to_string())
-            .filter(|l| !l.is_empty())
+        common::line_bodies(s)
+            .into_iter()
+            .filter(|l| !keyish(l) && !l.is_empty())
+            .map(str::to_string)
             .collect()
     };
     assert_eq!(others(content), others(&once), "{content:?} -> {once:?}");

@@ -427,6 +427,18 @@ fn edit_value(file: &str, body: &str, a: &Assign, op: &Op) -> Result<String, Gru
             if missing.is_empty() {
                 raw.to_string()
             } else {
+                // An unbalanced double quote in the value would swallow what is appended.
+                let appended = format!("{concat} {}", missing.join(" "));
+                let seen = kargs::tokens(&appended);
+                if !missing.iter().all(|m| seen.iter().any(|t| t.text == *m)) {
+                    return Err(GrubEditError::Complex {
+                        file: file.to_string(),
+                        line: a.line + 1,
+                        var: a.name.clone(),
+                        reason: "its value mixes quoting styles and has an unbalanced double quote"
+                            .into(),
+                    });
+                }
                 format!("{raw}\" {}\"", missing.join(" "))
             }
         }
@@ -1228,6 +1240,22 @@ GRUB_TERMINAL=console
             .1
             .ends_with("rhgb quiet intel_iommu=on iommu=pt\""));
         assert_eq!(p[0].after.lines().count(), rocky.lines().count());
+    }
+
+    /// Found by the `grub_default` fuzz target: appending to a mixed-quoting value whose text
+    /// has an unbalanced double quote made arguments the kernel would not see as arguments, and
+    /// every run appended them again. Refused instead.
+    #[test]
+    fn mixed_quoting_with_unbalanced_quote_is_refused() {
+        let c = "GRUB_CMDLINE_LINUX_DEFAULT=\"quiet\"$EXTRA' acpi_osi=\"Windows'\n";
+        assert!(matches!(
+            ensure_in_file("grub", c, DEFAULT_VAR, W),
+            Err(GrubEditError::Complex { line: 1, .. })
+        ));
+        // Balanced: appended as before.
+        let c = "GRUB_CMDLINE_LINUX_DEFAULT=\"quiet\"$EXTRA' splash'\n";
+        let once = ensure_in_file("grub", c, DEFAULT_VAR, W).unwrap();
+        assert_eq!(ensure_in_file("grub", &once, DEFAULT_VAR, W).unwrap(), once);
     }
 
     #[test]

@@ -17,6 +17,8 @@ pub enum BlsError {
         line: usize,
         var: String,
     },
+    #[error("{entry}: the options would still not give the kernel {wanted} (an unbalanced double quote on an earlier options line swallows what follows); fix the entry by hand and run again")]
+    NotEffective { entry: String, wanted: String },
 }
 
 /// `/etc/kernel/cmdline` with `wanted` ensured. An empty (or missing: pass "") file becomes
@@ -152,6 +154,12 @@ pub fn ensure_bls_options(entry: &str, content: &str, wanted: &[&str]) -> Result
         }
         out.push_str(&format!("options {}{eol}", missing.join(" ")));
     }
+    if !kargs::has_args(&bls_options(&out), wanted) {
+        return Err(BlsError::NotEffective {
+            entry: entry.to_string(),
+            wanted: wanted.join(" "),
+        });
+    }
     Ok(out)
 }
 
@@ -172,6 +180,17 @@ mod tests {
     use super::*;
 
     const W: &[&str] = &["intel_iommu=on", "iommu=pt"];
+
+    /// Found by the `kargs` fuzz target: the options lines are joined into one command line, so
+    /// an unbalanced quote on one swallows arguments appended to a later one. Refused.
+    #[test]
+    fn unbalanced_quote_on_an_earlier_options_line_is_refused() {
+        let e = "title x\noptions root=/dev/sda1 acpi_osi=\"Windows\noptions quiet\n";
+        assert!(matches!(
+            ensure_bls_options("e.conf", e, W),
+            Err(BlsError::NotEffective { .. })
+        ));
+    }
 
     /// Found by the `kargs` fuzz target: a bare `options` line got the arguments glued to the
     /// keyword (`optionsintel_iommu=on`), which is no options line, so every run added another.
