@@ -14,8 +14,9 @@ pub fn load(host: &Host) -> Result<Option<Profile>> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(e).context(format!("cannot read /{PATH}")),
     };
-    let p: Profile = toml::from_str(&text).with_context(|| {
-        format!("/{PATH} is not a valid vgpuctl profile; fix it or restore it from a backup")
+    // The same validation as any profile: its pins become sysfs paths (parents, type ids).
+    let p = Profile::parse(&text, &format!("/{PATH}")).map_err(|e| {
+        anyhow::anyhow!("{e}: not a valid vgpuctl profile; fix it or restore it from a backup")
     })?;
     Ok(Some(p))
 }
