@@ -94,11 +94,16 @@ pub fn open(root: &Path, model: &str, opts: &[String]) -> Result<Host> {
                  directory as --root",
                 root.display()
             ),
-            Some(found) if found != model && found.trim_end_matches("-ready") != model => bail!(
-                "{} holds the simulated model {found:?}, not {model:?}: use --simulate {found} \
-                 or a new --root",
-                root.display()
-            ),
+            Some(found)
+                if found.strip_suffix("-ready").unwrap_or(&found)
+                    != model.strip_suffix("-ready").unwrap_or(model) =>
+            {
+                bail!(
+                    "{} holds the simulated model {found:?}, not {model:?}: use --simulate \
+                     {found} or a new --root",
+                    root.display()
+                )
+            }
             Some(_) => {}
         }
     }

@@ -803,3 +803,43 @@ fn timing_probe() {
     reboot(&h, &[]).unwrap();
     eprintln!("reboot {:?}", t.elapsed());
 }
+
+/// What the simulator costs in issue 3's benchmark shape (8 GPUs x 32 A40-1B, VFs late,
+/// creations slow): run with `--ignored --nocapture`.
+#[test]
+#[ignore]
+fn restore_shape_probe() {
+    let d = tmp();
+    let h = sim(&d, "a40x8-ready", &["vf_delay_ms=2000", "create_ms=20"]);
+    let t0 = std::time::Instant::now();
+    let lock = std::sync::Mutex::new(());
+    std::thread::scope(|s| {
+        for pf in models::find("a40x8").unwrap().pfs {
+            let h = h.clone();
+            let lock = &lock;
+            s.spawn(move || {
+                {
+                    let _g = lock.lock().unwrap();
+                    run(&h, "/usr/lib/nvidia/sriov-manage", &["-e", pf]);
+                }
+                let numvfs = format!("sys/bus/pci/devices/{pf}/sriov_numvfs");
+                while h.read_trim(&numvfs).as_deref() != Some("32") {
+                    std::thread::sleep(std::time::Duration::from_millis(5));
+                }
+                eprintln!("{pf}: VFs seen at {:?}", t0.elapsed());
+                let m = models::find("a40x8").unwrap();
+                for vf in m.vfs_of(pf) {
+                    let dir = m.type_dir(&vf, 555);
+                    h.write_attr(
+                        &format!("sys/class/mdev_bus/{vf}/mdev_supported_types/{dir}/create"),
+                        &uuid::Uuid::new_v4().to_string(),
+                    )
+                    .unwrap();
+                }
+                eprintln!("{pf}: done at {:?}", t0.elapsed());
+            });
+        }
+    });
+    eprintln!("restore shape: {:?} (floor 2.64s)", t0.elapsed());
+    assert_eq!(h.list("sys/bus/mdev/devices").len(), 256);
+}
