@@ -792,6 +792,8 @@ impl<'a> GpuUse<'a> {
 
 pub fn render_gpu(root: &Path, m: &Model, st: &State, pf: &str) -> Result<()> {
     let d = devdir(m, pf);
+    let over = st.overrides.get(pf).map(String::as_str).unwrap_or("(null)");
+    put(root, &format!("{d}/driver_override"), &format!("{over}\n"))?;
     render_driver_link(root, m, st, pf)?;
     render_iommu_dev(root, m, st, pf)?;
     let sriov = m.sriov_total > 0 && st.bound.get(pf).is_some_and(|d| d == "nvidia");

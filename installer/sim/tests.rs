@@ -843,3 +843,80 @@ fn restore_shape_probe() {
     eprintln!("restore shape: {:?} (floor 2.64s)", t0.elapsed());
     assert_eq!(h.list("sys/bus/mdev/devices").len(), 256);
 }
+
+#[test]
+fn pf_driver_binding_drives_sriov_files() {
+    let d = tmp();
+    let h = sim(&d, "rhel-a10-ready", &["driver_delay_ms=200"]);
+    // Right after boot udev has not bound the PF yet: no SR-IOV attributes, sriov-manage fails
+    // quietly (exit 0).
+    let pf = "sys/bus/pci/devices/0000:17:00.0";
+    if !h.exists(&format!("{pf}/driver")) {
+        assert!(!h.exists(&format!("{pf}/sriov_totalvfs")));
+        assert!(run(&h, "/usr/lib/nvidia/sriov-manage", &["-e", "ALL"]).success());
+        assert_eq!(h.read_trim(&format!("{pf}/sriov_numvfs")), None);
+    }
+    let mut n = 0;
+    while !h.exists(&format!("{pf}/sriov_totalvfs")) {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        n += 1;
+        assert!(n < 500, "driver never bound");
+    }
+    assert_eq!(
+        h.link_name(&format!("{pf}/driver")).as_deref(),
+        Some("nvidia")
+    );
+    // Direct sriov_numvfs writes act as the kernel's.
+    assert_eq!(
+        h.write_attr(&format!("{pf}/sriov_numvfs"), "33")
+            .unwrap_err()
+            .raw_os_error(),
+        Some(nix::libc::ERANGE)
+    );
+    h.write_attr(&format!("{pf}/sriov_numvfs"), "4").unwrap();
+    assert_eq!(h.list("sys/class/mdev_bus").len(), 4);
+    assert_eq!(
+        h.write_attr(&format!("{pf}/sriov_numvfs"), "8")
+            .unwrap_err()
+            .raw_os_error(),
+        Some(nix::libc::EBUSY)
+    );
+    let t = "sys/class/mdev_bus/0000:17:00.4/mdev_supported_types/nvidia-597";
+    assert_eq!(
+        h.read_trim(&format!("{t}/name")).as_deref(),
+        Some("NVIDIA A10-24Q")
+    );
+    h.write_attr(&format!("{t}/create"), &uuid::Uuid::new_v4().to_string())
+        .unwrap();
+    // Losing the PF driver takes the VFs and vGPUs with it; rebinding brings SR-IOV back.
+    h.write_attr(&format!("{pf}/driver/unbind"), "0000:17:00.0")
+        .unwrap();
+    assert!(!h.exists(&format!("{pf}/sriov_totalvfs")));
+    assert!(h.list("sys/bus/mdev/devices").is_empty());
+    assert!(!h.exists("sys/bus/pci/devices/0000:17:00.4"));
+    h.write_attr("sys/bus/pci/drivers/nvidia/bind", "0000:17:00.0")
+        .unwrap();
+    assert_eq!(
+        h.read_trim(&format!("{pf}/sriov_numvfs")).as_deref(),
+        Some("0")
+    );
+    // vfio-pci takes it only through driver_override, as the kernel's new_id/override rules.
+    h.write_attr(&format!("{pf}/driver/unbind"), "0000:17:00.0")
+        .unwrap();
+    run(&h, "modprobe", &["vfio-pci"]);
+    assert!(h
+        .write_attr("sys/bus/pci/drivers/vfio-pci/bind", "0000:17:00.0")
+        .is_err());
+    h.write_attr(&format!("{pf}/driver_override"), "vfio-pci")
+        .unwrap();
+    assert_eq!(
+        h.read_trim(&format!("{pf}/driver_override")).as_deref(),
+        Some("vfio-pci")
+    );
+    h.write_attr("sys/bus/pci/drivers_probe", "0000:17:00.0")
+        .unwrap();
+    assert_eq!(
+        h.link_name(&format!("{pf}/driver")).as_deref(),
+        Some("vfio-pci")
+    );
+}
