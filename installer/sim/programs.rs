@@ -470,17 +470,23 @@ fn wanted_by(text: &str) -> Vec<String> {
 }
 
 fn systemctl(k: &SimKernel, root: &Path, a: &[&str]) -> Result<RunOutput> {
-    let words: Vec<&str> = a
-        .iter()
-        .copied()
-        .filter(|x| {
-            !x.starts_with("--root")
-                && !matches!(
-                    *x,
-                    "-q" | "--quiet" | "--no-block" | "--no-pager" | "--system"
-                )
-        })
-        .collect();
+    // Options that do not change what the simulator does; `--root DIR` is the root itself.
+    let mut words: Vec<&str> = Vec::new();
+    let mut skip = false;
+    for x in a.iter().copied() {
+        if skip {
+            skip = false;
+        } else if x == "--root" {
+            skip = true;
+        } else if !x.starts_with("--root=")
+            && !matches!(
+                x,
+                "-q" | "--quiet" | "--no-block" | "--no-pager" | "--system"
+            )
+        {
+            words.push(x);
+        }
+    }
     let now = words.contains(&"--now");
     let words: Vec<&str> = words.into_iter().filter(|w| *w != "--now").collect();
     let Some((verb, units)) = words.split_first() else {
@@ -524,7 +530,8 @@ fn systemctl(k: &SimKernel, root: &Path, a: &[&str]) -> Result<RunOutput> {
                         .map(|d| format!("{d}/{u}"))
                         .find(|p| root.join(p).is_file())
                         .unwrap_or_default();
-                        layout::link(root, &l, &format!("/{src}"))?;
+                        // Relative (systemctl writes absolute links), so the link resolves inside the root.
+                        layout::link(root, &l, &format!("../../../../{src}"))?;
                         out.push_str(&format!("Created symlink /{l} → /{src}.\n"));
                     } else if root.join(&l).symlink_metadata().is_ok() {
                         layout::unlink(root, &l);
@@ -722,7 +729,7 @@ fn install_driver(k: &SimKernel, root: &Path, version: &str, a: &[&str]) -> Resu
     layout::link(
         root,
         &format!("etc/systemd/system/multi-user.target.wants/{u}"),
-        &format!("/usr/lib/systemd/system/{u}"),
+        &format!("../../../../usr/lib/systemd/system/{u}"),
     )?;
     k.with(|st| {
         st.driver = Some(version.to_string());

@@ -267,7 +267,8 @@ fn mdev_create_until_full_and_placement_rule() {
 fn a40_24q_is_capped_at_two_per_gpu() {
     let d = tmp();
     let h = sim(&d, "a40x8-ready", &[]);
-    run(&h, "/usr/lib/nvidia/sriov-manage", &["-e", "ALL"]);
+    run(&h, "/usr/lib/nvidia/sriov-manage", &["-e", "0000:67:00.0"]);
+    run(&h, "/usr/lib/nvidia/sriov-manage", &["-e", "0000:68:00.0"]);
     let mk = |vf: &str| {
         h.write_attr(
             &format!("sys/class/mdev_bus/{vf}/mdev_supported_types/nvidia-565/create"),
@@ -414,7 +415,7 @@ fn vf_delay_materializes_on_tick_and_vfs_never_never() {
     );
     // Options are persisted and can be cleared by a later open.
     let h2 = open(h2.root(), "a40x8-ready", &["vfs_never=".to_string()]).unwrap();
-    run(&h2, "/usr/lib/nvidia/sriov-manage", &["-e", "ALL"]);
+    run(&h2, "/usr/lib/nvidia/sriov-manage", &["-e", "0000:67:00.0"]);
     assert_eq!(
         h2.read_trim("sys/bus/pci/devices/0000:67:00.0/sriov_numvfs")
             .as_deref(),
@@ -426,7 +427,8 @@ fn vf_delay_materializes_on_tick_and_vfs_never_never() {
 fn create_fail_gives_ebusy_on_that_gpu_only() {
     let d = tmp();
     let h = sim(&d, "a40x8-ready", &["create_fail=0000:e8:00.0"]);
-    run(&h, "/usr/lib/nvidia/sriov-manage", &["-e", "ALL"]);
+    run(&h, "/usr/lib/nvidia/sriov-manage", &["-e", "0000:e8:00.0"]);
+    run(&h, "/usr/lib/nvidia/sriov-manage", &["-e", "0000:67:00.0"]);
     let e = h
         .write_attr(
             &format!("{E8}/nvidia-555/create"),
@@ -512,7 +514,7 @@ fn reboot_clears_vgpus_and_takes_cmdline_from_grub_cfg() {
 fn reboot_of_a_ready_host_drops_vfs_and_vgpus() {
     let d = tmp();
     let h = sim(&d, "a40x8-ready", &[]);
-    run(&h, "/usr/lib/nvidia/sriov-manage", &["-e", "ALL"]);
+    run(&h, "/usr/lib/nvidia/sriov-manage", &["-e", "0000:e8:00.0"]);
     h.write_attr(
         &format!("{E8}/nvidia-555/create"),
         "2f82ee72-3ac5-4615-9c0b-327c12e8c83d",
@@ -695,6 +697,11 @@ fn reboot_runs_enabled_vgpuctl_units_via_relaunch() {
     assert_eq!(
         run(&h, "systemctl", &["is-enabled", "vgpuctl-restore"]).stdout,
         "enabled\n"
+    );
+    let wants = "etc/systemd/system/multi-user.target.wants/vgpuctl-restore.service";
+    assert!(
+        h.read(wants).unwrap().contains("vgpuctl restore"),
+        "link resolves in the root"
     );
     let r = reboot(&h, &["/bin/echo".into(), "relaunched".into()]).unwrap();
     assert_eq!(r.units.len(), 1);
