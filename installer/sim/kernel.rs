@@ -412,7 +412,9 @@ impl SimKernel {
                 .filter(|u| !u.starts_with("nvidia-vgpu") || st.modules.contains("nvidia"))
                 .collect();
             // Runtime-only leftovers of the previous boot.
-            layout::rmtree(&root, "run/vgpuctl");
+            // /run is a tmpfs: nothing in it survives a boot.
+            layout::rmtree(&root, "run");
+            std::fs::create_dir_all(root.join("run"))?;
             layout::render_all(&root, m, st).map_err(to_io)?;
             Ok(st.clone())
         })?;
