@@ -68,6 +68,33 @@ impl SimKernel {
         r
     }
 
+    /// Make the files agree with the state again when a process died between the two (a crash
+    /// test killing vgpuctl while another thread was creating a vGPU). Cheap when they agree.
+    pub(crate) fn reconcile(&self) -> Result<()> {
+        self.with(|st| {
+            let listed: std::collections::BTreeSet<String> =
+                std::fs::read_dir(self.root.join("sys/bus/mdev/devices"))
+                    .into_iter()
+                    .flatten()
+                    .flatten()
+                    .map(|e| e.file_name().to_string_lossy().to_string())
+                    .collect();
+            let wanted: std::collections::BTreeSet<String> = st
+                .vgpus
+                .iter()
+                .filter(|v| !v.uuid.is_empty())
+                .map(|v| v.uuid.clone())
+                .collect();
+            if listed != wanted {
+                for pf in self.model.pfs {
+                    self.render_gpu(st, pf)?;
+                }
+            }
+            Ok(())
+        })?;
+        Ok(())
+    }
+
     pub(crate) fn opt(&self, key: &str) -> Option<String> {
         self.with(|st| Ok(st.opts.get(key).cloned())).ok().flatten()
     }

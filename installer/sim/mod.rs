@@ -109,6 +109,7 @@ pub fn open(root: &Path, model: &str, opts: &[String]) -> Result<Host> {
     }
     let root = root.canonicalize()?;
     let k = SimKernel::load(&root, spec)?;
+    k.reconcile()?;
     if !parsed.is_empty() {
         k.merge_opts(&parsed)?;
     }
@@ -207,13 +208,12 @@ fn build(
     st.iommu = iommu_active(m, &st.cmdline);
     state::save(root, &st)?;
     layout::render_all(root, m, &st)?;
-    if m.vgpu_capable() {
-        // Where an operator would put the licensed zip (the seed's file name).
-        driver_pkg::build_driver_zip(
-            &root.join("root").join(driver_pkg::zip_name(DRIVER_VERSION)),
-            DRIVER_VERSION,
-        )?;
-    }
+    // Where an operator would put the licensed zip (the seed's file name). Every model has it,
+    // so a profile naming it validates everywhere and refusals come from the hardware.
+    driver_pkg::build_driver_zip(
+        &root.join("root").join(driver_pkg::zip_name(DRIVER_VERSION)),
+        DRIVER_VERSION,
+    )?;
     if ready {
         make_ready(root, m)?;
     }

@@ -927,3 +927,16 @@ fn pf_driver_binding_drives_sriov_files() {
         Some("vfio-pci")
     );
 }
+
+#[test]
+fn reopening_repairs_files_a_crash_left_behind() {
+    let d = tmp();
+    let h = sim(&d, "a40x8-ready", &[]);
+    run(&h, "/usr/lib/nvidia/sriov-manage", &["-e", "0000:e8:00.0"]);
+    let u = "2f82ee72-3ac5-4615-9c0b-327c12e8c83d";
+    h.write_attr(&format!("{E8}/nvidia-555/create"), u).unwrap();
+    // A process died after the kernel state changed but before the files were rendered.
+    std::fs::remove_file(h.path(&format!("sys/bus/mdev/devices/{u}"))).unwrap();
+    let h = open(h.root(), "a40x8-ready", &[]).unwrap();
+    assert_eq!(h.list("sys/bus/mdev/devices"), vec![u.to_string()]);
+}
