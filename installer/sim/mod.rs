@@ -399,6 +399,19 @@ pub fn reboot(host: &Host, relaunch: &[String]) -> Result<RebootReport> {
             });
             continue;
         }
+        if !root.join(exec[0].trim_start_matches('/')).is_file() {
+            // systemd: "Failed to locate executable ...: No such file or directory" (203/EXEC).
+            report.units.push(UnitRun {
+                output: format!(
+                    "{unit}: Failed to locate executable {}: No such file or directory\n",
+                    exec[0]
+                ),
+                unit,
+                command: exec,
+                status: Some(203),
+            });
+            continue;
+        }
         if relaunch.is_empty() {
             bail!("unit {unit} runs vgpuctl but no relaunch command was given");
         }

@@ -709,6 +709,14 @@ fn reboot_runs_enabled_vgpuctl_units_via_relaunch() {
     std::fs::create_dir_all(h.path("etc/vgpuctl")).unwrap();
     std::fs::write(h.path("etc/vgpuctl/profile.toml"), "").unwrap();
     let r = reboot(&h, &["/bin/echo".into(), "relaunched".into()]).unwrap();
+    assert_eq!(
+        r.units[0].status,
+        Some(203),
+        "the binary is not in the root yet"
+    );
+    std::fs::create_dir_all(h.path("usr/local/sbin")).unwrap();
+    std::fs::write(h.path("usr/local/sbin/vgpuctl"), "binary").unwrap();
+    let r = reboot(&h, &["/bin/echo".into(), "relaunched".into()]).unwrap();
     assert_eq!(r.units[0].status, Some(0));
     assert_eq!(r.units[0].output, "relaunched restore\n");
     assert_eq!(
