@@ -214,6 +214,7 @@ impl SimKernel {
                 Event::EnableVfs { pf } => {
                     let bound = st.bound.get(&pf).is_some_and(|d| d == "nvidia");
                     if bound && st.numvfs.get(&pf).copied().unwrap_or(0) == 0 {
+                        layout::adopt_staged(&self.root, self.model, &pf, p.due_ms, st.iommu);
                         self.enable_vfs(st, &pf, self.model.sriov_total)?;
                     }
                 }
@@ -439,6 +440,7 @@ impl SimKernel {
                 .filter(|u| !u.starts_with("nvidia-vgpu") || st.modules.contains("nvidia"))
                 .collect();
             // Runtime-only leftovers of the previous boot.
+            layout::rmtree(&root, &format!("{}/staging", state::STATE_DIR));
             // /run is a tmpfs: nothing in it survives a boot.
             layout::rmtree(&root, "run");
             std::fs::create_dir_all(root.join("run"))?;

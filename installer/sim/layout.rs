@@ -835,6 +835,11 @@ pub fn render_gpu(root: &Path, m: &Model, st: &State, pf: &str) -> Result<()> {
                         .unwrap_or(0),
                 )?;
             }
+            link(
+                root,
+                &format!("sys/bus/pci/devices/{vf}"),
+                &format!("../../../devices/{}/{vf}", m.pci_root(vf)),
+            )?;
             link(root, &format!("{vd}/physfn"), &format!("../{pf}"))?;
             link(root, &format!("{d}/virtfn{i}"), &format!("../{vf}"))?;
             render_driver_link(root, m, st, vf)?;
@@ -1015,4 +1020,49 @@ pub fn default_driver(m: &Model, st: &State) -> Option<&'static str> {
 
 pub fn fresh_is_vfio(m: &Model) -> bool {
     m.fresh == FreshDriver::VfioPci
+}
+
+// ---------------------------------------------------------------------------------------------
+// Staging: VF directories built ahead of time
+
+/// Where the VFs of a pending `sriov-manage -e` (identified by its due time) are built.
+pub fn staging_rel(pf: &str, due_ms: u64) -> String {
+    format!("{}/staging/{pf}-{due_ms}", super::state::STATE_DIR)
+}
+
+/// Build, in a scratch root, the VF directories `pf` will have once its VFs appear. Runs on a
+/// background thread while the kernel "takes" `vf_delay_ms`, so that the VFs can appear with
+/// a few renames instead of thousands of file creations at their due time (a real kernel
+/// creates them in memory). `st` is a snapshot of the state when `sriov-manage` ran.
+pub fn stage_vfs(root: &Path, m: &Model, mut st: State, pf: &str, due_ms: u64) -> Result<()> {
+    let scratch = root.join(staging_rel(pf, due_ms));
+    let numa = std::fs::read_to_string(root.join(format!("{}/numa_node", devdir(m, pf))))
+        .unwrap_or_else(|_| "0\n".into());
+    put(&scratch, &format!("{}/numa_node", devdir(m, pf)), &numa)?;
+    st.vgpus.retain(|v| v.pf != pf);
+    st.numvfs.insert(pf.to_string(), m.sriov_total);
+    for vf in m.vfs_of(pf) {
+        st.bound.insert(vf, "nvidia".into());
+    }
+    render_gpu(&scratch, m, &st, pf)?;
+    std::fs::write(scratch.join(".complete"), format!("iommu={}\n", st.iommu))?;
+    Ok(())
+}
+
+/// Move staged VF directories into place when staging finished for the same IOMMU state.
+/// Returns whether it did; the caller renders the rest as usual either way.
+pub fn adopt_staged(root: &Path, m: &Model, pf: &str, due_ms: u64, iommu: bool) -> bool {
+    let scratch = root.join(staging_rel(pf, due_ms));
+    let complete = std::fs::read_to_string(scratch.join(".complete"))
+        .is_ok_and(|c| c == format!("iommu={iommu}\n"));
+    if complete {
+        for vf in m.vfs_of(pf) {
+            let rel = devdir(m, &vf);
+            if !root.join(&rel).exists() {
+                let _ = std::fs::rename(scratch.join(&rel), root.join(&rel));
+            }
+        }
+        let _ = std::fs::remove_dir_all(&scratch);
+    }
+    complete
 }

@@ -139,6 +139,7 @@ fn sriov_manage(k: &SimKernel, a: &[&str]) -> Result<RunOutput> {
         .unwrap_or(0);
     let never = k.opt("vfs_never").is_some_and(|v| v == "1");
     let mut out = String::new();
+    let mut staged = Vec::new();
     k.with(|st| {
         for pf in &pfs {
             let bound = st.bound.get(pf).is_some_and(|d| d == "nvidia");
@@ -176,14 +177,24 @@ fn sriov_manage(k: &SimKernel, a: &[&str]) -> Result<RunOutput> {
                 .iter()
                 .any(|p| matches!(&p.event, Event::EnableVfs { pf: x } if x == pf))
             {
+                let due_ms = state::now_ms() + delay;
                 st.pending.push(Pending {
-                    due_ms: state::now_ms() + delay,
+                    due_ms,
                     event: Event::EnableVfs { pf: pf.clone() },
                 });
+                staged.push((pf.clone(), due_ms, st.clone()));
             }
         }
         Ok(())
     })?;
+    for (pf, due_ms, snapshot) in staged {
+        let (root, m) = (k.root.clone(), k.model);
+        std::thread::spawn(move || {
+            if let Err(e) = layout::stage_vfs(&root, m, snapshot, &pf, due_ms) {
+                tracing::debug!(pf, error = %e, "staging VFs failed; they will be built when due");
+            }
+        });
+    }
     ok(out)
 }
 

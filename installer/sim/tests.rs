@@ -948,3 +948,82 @@ fn reopening_repairs_files_a_crash_left_behind() {
     let h = open(h.root(), "a40x8-ready", &[]).unwrap();
     assert_eq!(h.list("sys/bus/mdev/devices"), vec![u.to_string()]);
 }
+
+/// Every path under a directory with its content or link target.
+fn tree(base: &std::path::Path) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    let mut stack = vec![base.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap().flatten() {
+            let p = e.path();
+            let rel = p.strip_prefix(base).unwrap().to_string_lossy().to_string();
+            let ft = e.file_type().unwrap();
+            if ft.is_symlink() {
+                out.push((
+                    rel,
+                    format!("-> {}", std::fs::read_link(&p).unwrap().display()),
+                ));
+            } else if ft.is_dir() {
+                out.push((rel, "dir".into()));
+                stack.push(p);
+            } else {
+                out.push((rel, std::fs::read_to_string(&p).unwrap_or_default()));
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+#[test]
+fn staged_vfs_equal_vfs_built_on_the_spot() {
+    let d1 = tmp();
+    let direct = sim(&d1, "a40x8-ready", &[]);
+    run(
+        &direct,
+        "/usr/lib/nvidia/sriov-manage",
+        &["-e", "0000:e5:00.0"],
+    );
+    let d2 = tmp();
+    let staged = sim(&d2, "a40x8-ready", &["vf_delay_ms=1500"]);
+    run(
+        &staged,
+        "/usr/lib/nvidia/sriov-manage",
+        &["-e", "0000:e5:00.0"],
+    );
+    let staging = staged.path(".vgpuctl-sim/staging");
+    let mut n = 0;
+    // Wait for the background build (not required for correctness: a late one is ignored).
+    while !std::fs::read_dir(&staging)
+        .map(|rd| rd.flatten().any(|e| e.path().join(".complete").exists()))
+        .unwrap_or(false)
+        && n < 400
+    {
+        std::thread::sleep(std::time::Duration::from_millis(25));
+        n += 1;
+    }
+    while staged
+        .read_trim("sys/bus/pci/devices/0000:e5:00.0/sriov_numvfs")
+        .as_deref()
+        != Some("32")
+    {
+        std::thread::sleep(std::time::Duration::from_millis(25));
+    }
+    let a = tree(&direct.path("sys/devices/pci0000:e5"));
+    let b = tree(&staged.path("sys/devices/pci0000:e5"));
+    assert_eq!(a.len(), b.len());
+    assert_eq!(a, b);
+    assert_eq!(
+        tree(&direct.path("sys/class/mdev_bus")),
+        tree(&staged.path("sys/class/mdev_bus"))
+    );
+    assert_eq!(
+        h_numa(&staged, "0000:e5:00.4"),
+        h_numa(&staged, "0000:e5:00.0"),
+        "VFs share their PF's NUMA node"
+    );
+}
+
+fn h_numa(h: &Host, dev: &str) -> Option<String> {
+    h.read_trim(&format!("sys/bus/pci/devices/{dev}/numa_node"))
+}
