@@ -1027,3 +1027,60 @@ fn staged_vfs_equal_vfs_built_on_the_spot() {
 fn h_numa(h: &Host, dev: &str) -> Option<String> {
     h.read_trim(&format!("sys/bus/pci/devices/{dev}/numa_node"))
 }
+
+/// The seed operator's bring-up, step by step, on the fresh a40x8.
+#[test]
+fn seed_bring_up_from_fresh_a40x8() {
+    let d = tmp();
+    let h = sim(&d, "a40x8", &[]);
+    for pf in models::find("a40x8").unwrap().pfs {
+        h.write_attr(&format!("sys/bus/pci/devices/{pf}/driver/unbind"), pf)
+            .unwrap();
+    }
+    let g = h.read("etc/default/grub").unwrap();
+    let g = bootcfg::edit_assignment(&g, "GRUB_CMDLINE_LINUX_DEFAULT", |o| {
+        bootcfg::edit_args(o, "intel_iommu=on iommu=pt", "")
+    });
+    std::fs::write(h.path("etc/default/grub"), g).unwrap();
+    // The seed ran `grub-mkconfig > /boot/grub/grub.cfg`: stdout is the config.
+    let cfg = run(&h, "grub-mkconfig", &[]).stdout;
+    assert!(cfg.contains("intel_iommu=on iommu=pt"));
+    std::fs::write(h.path("boot/grub/grub.cfg"), cfg).unwrap();
+    std::fs::write(
+        h.path("etc/modprobe.d/blacklist-nouveau.conf"),
+        "blacklist nouveau\n",
+    )
+    .unwrap();
+    assert!(run(&h, "update-initramfs", &["-u"]).success());
+    // Take the .run out of the zip, check it, install it.
+    let zip = h.path(&format!("root/{}", driver_pkg::zip_name(DRIVER_VERSION)));
+    let mut z = zip::ZipArchive::new(std::fs::File::open(zip).unwrap()).unwrap();
+    let mut f = z
+        .by_name(&format!(
+            "Host_Drivers/{}",
+            driver_pkg::run_name(DRIVER_VERSION)
+        ))
+        .unwrap();
+    let mut bytes = Vec::new();
+    std::io::Read::read_to_end(&mut f, &mut bytes).unwrap();
+    std::fs::write(h.path("root/driver.run"), bytes).unwrap();
+    assert!(run(&h, "sh", &["/root/driver.run", "--check"]).success());
+    assert!(run(&h, "/root/driver.run", &["--dkms", "-s"]).success());
+    assert!(run(&h, "systemctl", &["reboot"]).success());
+    let r = reboot(&h, &[]).unwrap();
+    assert!(r.cmdline.contains("intel_iommu=on iommu=pt"));
+    assert!(!h.read("proc/modules").unwrap().contains("nouveau"));
+    assert!(h.read("proc/modules").unwrap().contains("nvidia_vgpu_vfio"));
+    assert!(!state_of(&h).unwrap().reboot_requested);
+    run(&h, "/usr/lib/nvidia/sriov-manage", &["-e", "0:e8:0.0"]);
+    h.write_attr(
+        "sys/class/mdev_bus/0000:e8:04.0/mdev_supported_types/vfio-pci-575/create",
+        "242e5ea7-90e2-4d6e-afeb-a0b9a656c108",
+    )
+    .unwrap();
+    assert_eq!(
+        h.read_trim("sys/bus/mdev/devices/242e5ea7-90e2-4d6e-afeb-a0b9a656c108/mdev_type/name")
+            .as_deref(),
+        Some("NVIDIA A40-24A")
+    );
+}
