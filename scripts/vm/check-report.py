@@ -46,6 +46,8 @@ def parse(path):
                 cur["rclocal_active"] = rest.split("=", 1)[-1]
             elif kind == "profile":
                 cur["profile"] = rest
+            elif kind == "installed":
+                cur["installed"] = rest
             elif kind == "import":
                 if rest.startswith("rc="):
                     cur["import_rc"] = rest[3:]
@@ -68,6 +70,8 @@ def check_boot(n, boot, uuids, typ):
             bad.append("vgpuctl import exited %s" % boot.get("import_rc", "(not run)"))
         if boot.get("profile") != "present":
             bad.append("/etc/vgpuctl/profile.toml absent after import")
+        if boot.get("installed") != "present":
+            bad.append("/usr/local/sbin/vgpuctl absent after import")
         if unit.get("UnitFileState") != "enabled" and boot["header"].get("mode") != "negative":
             bad.append("vgpuctl-restore.service is %s after import, not enabled"
                        % unit.get("UnitFileState", "?"))

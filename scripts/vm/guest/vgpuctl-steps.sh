@@ -1,4 +1,4 @@
-# shellcheck shell=bash
+# shellcheck shell=bash disable=SC2034  # the variables are used by vmtest-report
 # ===== VGPUCTL CONTRACT (guest side) ========================================================
 # The only place in the guest that calls vgpuctl. Sourced by vmtest-report. The host side's
 # counterpart is the "VGPUCTL CONTRACT" block in scripts/vm-test (which binary is installed).
@@ -17,4 +17,5 @@ vmtest_migrate() {
 # only reads its results: the unit's state, /run/vgpuctl/restore.json and sysfs.
 VMTEST_RESTORE_JSON=/run/vgpuctl/restore.json
 VMTEST_PROFILE=/etc/vgpuctl/profile.toml
+VMTEST_INSTALLED=/usr/local/sbin/vgpuctl
 # ============================================================================================
