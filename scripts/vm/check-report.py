@@ -53,7 +53,7 @@ def parse(path):
                     cur["import_rc"] = rest[3:]
             elif kind == "restore-json":
                 cur["restore_json"] = rest
-            if kind in ("import-log", "journal", "negative", "dmesg", "timing"):
+            if kind in ("import-log", "status", "journal", "negative", "dmesg", "timing"):
                 cur["logs"].append(kind + ": " + rest)
     return boots
 

@@ -13,6 +13,10 @@ VMTEST_VGPUCTL=/opt/vgpuctl/vgpuctl
 vmtest_migrate() {
     "$VMTEST_VGPUCTL" import </dev/null
 }
+# Every boot, for the record only (not judged: the verdict reads sysfs directly).
+vmtest_status() {
+    "$VMTEST_INSTALLED" status --json </dev/null
+}
 # Every boot the restore itself is run by systemd alone (vgpuctl-restore.service); the harness
 # only reads its results: the unit's state, /run/vgpuctl/restore.json and sysfs.
 VMTEST_RESTORE_JSON=/run/vgpuctl/restore.json
