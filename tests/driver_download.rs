@@ -221,7 +221,11 @@ fn cut_mid_body_then_a_new_run_resumes_with_only_the_rest() {
         Some(format!("bytes={cut}-").as_str())
     );
     assert_eq!(e.server.served(), e.zip.len() as u64);
-    assert!(text(&buf).contains("resuming"), "{}", text(&buf));
+    assert!(
+        text(&buf).contains("asking the server for the rest"),
+        "{}",
+        text(&buf)
+    );
 }
 
 #[test]

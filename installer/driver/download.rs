@@ -212,11 +212,10 @@ pub fn download(
     );
     if state.written > 0 {
         progress.note(&format!(
-            "resuming {file_name} at {} (hashing the partial file once)",
+            "{file_name}: {} already on disk (hashed once); asking the server for the rest",
             indicatif::HumanBytes(state.written)
         ));
     }
-    progress.reset(state.written, state.meta.total);
 
     let mut failures = 0u32;
     let mut attempts = 0u32;
