@@ -1,10 +1,32 @@
 //! vgpuctl: bring up NVIDIA vGPU on KVM hosts and keep it up across reboots.
 //!
 //! The pipeline is observe -> plan -> show -> apply -> record (see README.md):
-//! [`host`] is the only way to touch the host, [`facts`] observes it, [`check`] judges it.
+//! [`host`] is the only way to touch the host, [`facts`] observes it, [`check`] judges it,
+//! [`setup`] plans and applies, [`vgpu`] creates and restores, [`sim`] plays a host for tests.
 
+pub mod active;
+pub mod catalog;
+pub mod check;
+pub mod cli;
+pub mod cmd;
 pub mod driver;
+pub mod edit;
+pub mod exit;
+pub mod facts;
 pub mod fault;
 pub mod host;
+pub mod import;
+pub mod integrations;
+pub mod logging;
+pub mod models;
+pub mod pci;
 pub mod profile;
+pub mod profile_load;
+pub mod setup;
 pub mod sim;
+pub mod status;
+pub mod sysfs_parse;
+pub mod vgpu;
+pub mod vgpu_name;
+pub mod wait;
+pub mod wizard;

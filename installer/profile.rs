@@ -14,6 +14,10 @@ pub struct Profile {
     pub driver: Option<DriverConfig>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub gpus: Vec<GpuRequest>,
+    /// PFs whose virtual functions `restore` enables at every boot even when no pinned vGPU sits
+    /// on them (imported `sriov-manage -e` lines).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub sriov: Vec<String>,
     /// vGPUs pinned by setup or import: what `restore` recreates at every boot.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub vgpus: Vec<SavedVgpu>,

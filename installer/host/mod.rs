@@ -156,6 +156,12 @@ impl Host {
             .map(|s| s.to_string())
     }
 
+    /// A symlink's target as stored (not resolved).
+    pub fn read_link(&self, rel: &str) -> Option<PathBuf> {
+        self.tick();
+        std::fs::read_link(self.checked_path(rel).ok()?).ok()
+    }
+
     /// Write a kernel attribute (sysfs). The kernel decides what happens.
     pub fn write_attr(&self, rel: &str, value: &str) -> io::Result<()> {
         let path = clean_rel(rel)?;

@@ -1,0 +1,451 @@
+//! `vgpuctl check`: judge the observed host. Pure: findings from [`HostFacts`], no I/O.
+
+use serde::Serialize;
+
+use crate::facts::{BootLoader, CpuVendor, HostFacts, Interface};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Severity {
+    Ok,
+    Warn,
+    Blocker,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct Finding {
+    pub id: String,
+    pub severity: Severity,
+    pub message: String,
+    /// The `vgpuctl setup` step that will do it, or the manual action. Empty when ok.
+    pub fix: String,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct GpuSummary {
+    pub address: String,
+    pub model: String,
+    pub device_id: String,
+    pub vgpu_supported: bool,
+    pub reason: Option<String>,
+    pub memory_gib: Option<u32>,
+    pub driver: Option<String>,
+    pub interface: String,
+    pub vfs_enabled: u32,
+    pub vfs_total: u32,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct Report {
+    pub ready: bool,
+    pub gpus: Vec<GpuSummary>,
+    pub findings: Vec<Finding>,
+}
+
+impl Report {
+    pub fn blockers(&self) -> usize {
+        self.findings
+            .iter()
+            .filter(|f| f.severity == Severity::Blocker)
+            .count()
+    }
+}
+
+struct Findings(Vec<Finding>);
+
+impl Findings {
+    fn ok(&mut self, id: &str, message: impl Into<String>) {
+        self.push(id, Severity::Ok, message, "");
+    }
+    fn warn(&mut self, id: &str, message: impl Into<String>, fix: impl Into<String>) {
+        self.push(id, Severity::Warn, message, fix);
+    }
+    fn block(&mut self, id: &str, message: impl Into<String>, fix: impl Into<String>) {
+        self.push(id, Severity::Blocker, message, fix);
+    }
+    fn push(
+        &mut self,
+        id: &str,
+        severity: Severity,
+        message: impl Into<String>,
+        fix: impl Into<String>,
+    ) {
+        self.0.push(Finding {
+            id: id.to_string(),
+            severity,
+            message: message.into(),
+            fix: fix.into(),
+        });
+    }
+}
+
+/// The kernel arguments the IOMMU needs on this CPU.
+pub fn iommu_args(cpu: CpuVendor) -> &'static [&'static str] {
+    match cpu {
+        CpuVendor::Intel => &["intel_iommu=on", "iommu=pt"],
+        _ => &["iommu=pt"],
+    }
+}
+
+pub fn cmdline_has(cmdline: &str, arg: &str) -> bool {
+    cmdline.split_whitespace().any(|w| w == arg)
+}
+
+pub fn check(f: &HostFacts) -> Report {
+    let mut out = Findings(Vec::new());
+    let gpus: Vec<GpuSummary> = f
+        .gpus
+        .iter()
+        .map(|g| GpuSummary {
+            address: g.address.clone(),
+            model: g.model.name.clone(),
+            device_id: g.device_hex(),
+            vgpu_supported: g.model.vgpu_supported,
+            reason: g.model.reason.clone(),
+            memory_gib: g.memory_gib(),
+            driver: g.driver.clone(),
+            interface: g.interface.as_str().to_string(),
+            vfs_enabled: g.sriov_numvfs.unwrap_or(0),
+            vfs_total: g.sriov_totalvfs.unwrap_or(0),
+        })
+        .collect();
+    let supported: Vec<_> = f.gpus.iter().filter(|g| g.model.vgpu_supported).collect();
+
+    // GPUs.
+    if f.gpus.is_empty() {
+        out.block(
+            "gpu.none",
+            "no NVIDIA GPU found under /sys/bus/pci/devices",
+            "install an NVIDIA data-centre GPU that supports vGPU; check `lspci -nn | grep -i nvidia` \
+             and that the card is seated and powered",
+        );
+    }
+    for g in &f.gpus {
+        let id = format!("gpu.{}", g.address);
+        if g.model.vgpu_supported {
+            out.ok(
+                &id,
+                format!(
+                    "{} {} ({}) supports vGPU",
+                    g.address,
+                    g.model.name,
+                    g.device_hex()
+                ),
+            );
+        } else {
+            let reason = g.model.reason.clone().unwrap_or_default();
+            if supported.is_empty() {
+                out.block(&id, format!("{} {}: {reason}", g.address, g.model.name),
+                    "vGPU needs a GPU on NVIDIA's support list (docs.nvidia.com/vgpu/gpus-supported-by-vgpu.html)");
+            } else {
+                out.warn(
+                    &id,
+                    format!("{} {}: {reason}", g.address, g.model.name),
+                    "setup leaves this GPU alone",
+                );
+            }
+        }
+    }
+
+    // A VM guest cannot be a vGPU host.
+    if f.is_vm {
+        let what = f
+            .dmi_vendor
+            .as_deref()
+            .map(|v| format!(" ({v})"))
+            .unwrap_or_default();
+        let gpu_note = if f.gpus.is_empty() {
+            ""
+        } else {
+            " with a passed-through GPU"
+        };
+        out.block(
+            "host.vm",
+            format!("this machine is a virtual machine{what}{gpu_note}: the CPU reports the `hypervisor` flag"),
+            "run vgpuctl on the bare-metal KVM host; inside this VM install NVIDIA's guest or \
+             data-centre driver instead (a cloud GPU instance is already a pass-through GPU)",
+        );
+    } else if !f.cpu_virt && !f.gpus.is_empty() {
+        out.warn(
+            "cpu.virt",
+            "the CPU does not advertise hardware virtualization (vmx/svm)",
+            "enable Intel VT-x / AMD-V (SVM) in the firmware setup",
+        );
+    }
+
+    // IOMMU: firmware table, kernel command line, active.
+    let vendor = match f.cpu_vendor {
+        CpuVendor::Intel => "VT-d",
+        CpuVendor::Amd => "AMD-Vi (IOMMU)",
+        CpuVendor::Other => "the IOMMU",
+    };
+    match &f.firmware_iommu {
+        Some(t) => out.ok(
+            "iommu.firmware",
+            format!("firmware publishes an IOMMU (ACPI {t} table)"),
+        ),
+        None if !f.is_vm => out.block(
+            "iommu.firmware",
+            "the firmware publishes no IOMMU (no ACPI DMAR or IVRS table)",
+            format!(
+                "enable {vendor} in the firmware (BIOS/UEFI) setup; for SR-IOV GPUs also enable \
+                 SR-IOV and \"Above 4G decoding\"; then run vgpuctl check again"
+            ),
+        ),
+        None => {}
+    }
+    let wanted = iommu_args(f.cpu_vendor);
+    let missing: Vec<&str> = wanted
+        .iter()
+        .copied()
+        .filter(|a| !cmdline_has(&f.cmdline, a))
+        .collect();
+    if missing.is_empty() {
+        out.ok(
+            "iommu.cmdline",
+            format!("kernel command line has {}", wanted.join(" ")),
+        );
+    } else if !f.is_vm {
+        out.warn(
+            "iommu.cmdline",
+            format!("kernel command line lacks {}", missing.join(" ")),
+            format!(
+                "`vgpuctl setup` adds it through {} (then a reboot)",
+                f.boot.describe()
+            ),
+        );
+    }
+    if f.iommu_active {
+        out.ok(
+            "iommu.active",
+            "IOMMU is active (/sys/kernel/iommu_groups is populated)",
+        );
+    } else if !f.is_vm && f.firmware_iommu.is_some() {
+        out.warn(
+            "iommu.active",
+            "IOMMU is not active yet (/sys/kernel/iommu_groups is empty)",
+            "`vgpuctl setup` fixes the kernel command line; it takes effect after the reboot setup asks for",
+        );
+    }
+    if f.boot == BootLoader::Unknown && !f.is_vm && !missing.is_empty() {
+        out.warn(
+            "boot.loader",
+            "no supported boot loader configuration found (GRUB, grubby/BLS, /etc/kernel/cmdline)",
+            format!("add `{}` to the kernel command line by hand, reboot, and set iommu = \"skip\" in the profile", wanted.join(" ")),
+        );
+    }
+
+    // Secure Boot.
+    if f.secure_boot == Some(true) {
+        out.warn(
+            "secure_boot",
+            "Secure Boot is on: the driver's kernel modules must be signed with an enrolled key",
+            "give signing_key and signing_cert in the profile's [driver] section (enrol the \
+             certificate with `mokutil --import`), or disable Secure Boot",
+        );
+    }
+
+    // nouveau and vfio-pci.
+    if f.modules.nouveau {
+        out.warn(
+            "nouveau",
+            "the nouveau driver is loaded and would claim the GPUs",
+            "`vgpuctl setup` blacklists nouveau and rebuilds the initramfs",
+        );
+    } else if !f.gpus.is_empty() && f.nouveau_blacklisted {
+        out.ok("nouveau", "nouveau is blacklisted");
+    }
+    for g in supported
+        .iter()
+        .filter(|g| g.driver.as_deref() == Some("vfio-pci"))
+    {
+        out.warn(
+            &format!("vfio.{}", g.address),
+            format!(
+                "{} is bound to vfio-pci (passed through), not to the NVIDIA driver",
+                g.address
+            ),
+            "`vgpuctl setup` unbinds it before installing the driver",
+        );
+    }
+
+    // Host driver and services.
+    let d = &f.driver;
+    if !f.is_vm {
+        match (&d.loaded_version, d.installed()) {
+            (Some(v), true) => out.ok("driver", format!("NVIDIA vGPU host driver {v} is loaded")),
+            (None, true) => out.warn(
+                "driver",
+                "the NVIDIA vGPU host driver is installed but not loaded",
+                "reboot (setup's reboot checkpoint), then run setup again",
+            ),
+            (Some(v), false) => out.warn(
+                "driver",
+                format!("NVIDIA driver {v} is loaded but it is not the vGPU host (vgpu-kvm) driver"),
+                "`vgpuctl setup` installs the GRID host driver from the profile's [driver]",
+            ),
+            (None, false) if !supported.is_empty() => out.warn(
+                "driver",
+                "the NVIDIA vGPU host driver is not installed",
+                "`vgpuctl setup` installs it from the profile's [driver] (a licensed url or a local file)",
+            ),
+            (None, false) => {}
+        }
+        if d.loaded_version.is_some() && d.installed() {
+            match d.vgpu_mgr_active {
+                Some(true) => out.ok("vgpu_mgr", "nvidia-vgpu-mgr.service is running"),
+                Some(false) => out.warn(
+                    "vgpu_mgr",
+                    "nvidia-vgpu-mgr.service is not running",
+                    "`systemctl enable --now nvidia-vgpu-mgr.service`; see `journalctl -u nvidia-vgpu-mgr`",
+                ),
+                None => {}
+            }
+            if supported.iter().any(|g| g.sriov_capable()) && !d.sriov_manage {
+                out.warn(
+                    "sriov_manage",
+                    "/usr/lib/nvidia/sriov-manage is missing",
+                    "reinstall the vGPU host driver",
+                );
+            }
+        }
+    }
+
+    // SR-IOV and vGPUs.
+    for g in supported.iter().filter(|g| g.sriov_capable()) {
+        let (n, t) = (g.sriov_numvfs.unwrap_or(0), g.sriov_totalvfs.unwrap_or(0));
+        if t > 0 && n == t {
+            out.ok(
+                &format!("sriov.{}", g.address),
+                format!("{} has {n}/{t} VFs enabled", g.address),
+            );
+        } else if d.loaded_version.is_some() {
+            out.warn(
+                &format!("sriov.{}", g.address),
+                format!("{} has {n}/{t} virtual functions enabled", g.address),
+                "`vgpuctl setup` (and the restore unit at every boot) runs sriov-manage -e",
+            );
+        }
+        if g.interface != Interface::None {
+            let used = f
+                .vgpus()
+                .iter()
+                .filter(|v| v.gpu.as_deref() == Some(&g.address))
+                .count();
+            out.ok(
+                &format!("vgpus.{}", g.address),
+                format!(
+                    "{} uses the {} interface, {used} vGPU(s)",
+                    g.address,
+                    g.interface.as_str()
+                ),
+            );
+        }
+    }
+
+    // Persistence.
+    if !f.rc_local.is_empty() {
+        out.warn(
+            "rc_local",
+            format!(
+                "/etc/rc.local has {} line(s) creating vGPUs or VFs by hand (e.g. line {})",
+                f.rc_local.len(),
+                f.rc_local[0].line
+            ),
+            "`vgpuctl import` moves them into the restore unit and comments them out",
+        );
+    }
+    if f.active_profile {
+        if f.restore_unit_enabled {
+            out.ok("restore_unit", "vgpuctl-restore.service is enabled");
+        } else {
+            out.warn(
+                "restore_unit",
+                "an active profile exists but vgpuctl-restore.service is not enabled: vGPUs will be gone after a reboot",
+                "`vgpuctl setup --profile /etc/vgpuctl/profile.toml` re-installs and enables it",
+            );
+        }
+    }
+
+    let findings = out.0;
+    let ready = !findings.iter().any(|f| f.severity == Severity::Blocker);
+    Report {
+        ready,
+        gpus,
+        findings,
+    }
+}
+
+/// The human form of a report.
+pub fn render(report: &Report, facts: &HostFacts) -> String {
+    use std::fmt::Write;
+    let mut s = String::new();
+    let sim = if facts.simulated { " (simulated)" } else { "" };
+    let _ = writeln!(
+        s,
+        "Host {}{sim}: {}, kernel {}, {}",
+        facts.root,
+        if facts.os.pretty_name.is_empty() {
+            "unknown OS"
+        } else {
+            &facts.os.pretty_name
+        },
+        facts.kernel_release.as_deref().unwrap_or("?"),
+        facts.boot.describe()
+    );
+    if report.gpus.is_empty() {
+        let _ = writeln!(s, "\nGPUs: none");
+    } else {
+        let _ = writeln!(s, "\nGPUs");
+        let _ = writeln!(
+            s,
+            "  {:<14} {:<22} {:<10} {:>6}  {:<5} {:<10} {:<11} VFs",
+            "ADDRESS", "MODEL", "ID", "MEMORY", "VGPU", "DRIVER", "INTERFACE"
+        );
+        for g in &report.gpus {
+            let _ = writeln!(
+                s,
+                "  {:<14} {:<22} {:<10} {:>6}  {:<5} {:<10} {:<11} {}/{}",
+                g.address,
+                g.model,
+                g.device_id,
+                g.memory_gib
+                    .map(|m| format!("{m} GiB"))
+                    .unwrap_or_else(|| "?".into()),
+                if g.vgpu_supported { "yes" } else { "no" },
+                g.driver.as_deref().unwrap_or("-"),
+                g.interface,
+                g.vfs_enabled,
+                g.vfs_total
+            );
+        }
+    }
+    let _ = writeln!(s, "\nFindings");
+    for f in &report.findings {
+        let tag = match f.severity {
+            Severity::Ok => "ok     ",
+            Severity::Warn => "WARN   ",
+            Severity::Blocker => "BLOCKER",
+        };
+        let _ = writeln!(s, "  {tag} {}", f.message);
+        if !f.fix.is_empty() {
+            let _ = writeln!(s, "          fix: {}", f.fix);
+        }
+    }
+    let warns = report
+        .findings
+        .iter()
+        .filter(|f| f.severity == Severity::Warn)
+        .count();
+    let _ = writeln!(s);
+    if report.ready {
+        let _ = writeln!(s, "Verdict: ready for `vgpuctl setup` ({warns} item(s) setup will take care of or you should look at)");
+    } else {
+        let _ = writeln!(
+            s,
+            "Verdict: BLOCKED: {} blocker(s) must be fixed before `vgpuctl setup` can run",
+            report.blockers()
+        );
+    }
+    s
+}

@@ -1,0 +1,37 @@
+//! Read-only commands: status, types.
+use crate::exit::{Exit, Failure};
+use crate::host::Host;
+
+pub fn status(host: &Host, json: bool, libvirt_xml: Option<&str>) -> Result<Exit, Failure> {
+    let facts = crate::facts::observe(host);
+    let profile = crate::active::load(host)?;
+    let s = crate::status::status(&facts, profile.as_ref());
+    if let Some(only) = libvirt_xml {
+        let only = (!only.is_empty()).then_some(only);
+        print!(
+            "{}",
+            crate::integrations::libvirt_xml(&s, only).map_err(Failure::failed)?
+        );
+        return Ok(Exit::Ok);
+    }
+    if json {
+        println!("{}", serde_json::to_string_pretty(&s)?);
+    } else {
+        print!("{}", crate::status::render_status(&s));
+    }
+    Ok(Exit::Ok)
+}
+
+pub fn types(host: &Host, json: bool) -> Result<Exit, Failure> {
+    let facts = crate::facts::observe(host);
+    let t = crate::status::types(&facts);
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&serde_json::json!({ "gpus": t }))?
+        );
+    } else {
+        print!("{}", crate::status::render_types(&t));
+    }
+    Ok(Exit::Ok)
+}

@@ -1,0 +1,26 @@
+use std::time::Duration;
+
+use crate::exit::{Exit, Failure};
+use crate::host::Host;
+
+pub fn run(host: &Host, vf_timeout: u64) -> Result<Exit, Failure> {
+    let Some(profile) = crate::active::load(host)? else {
+        println!(
+            "vgpuctl restore: no active profile (/etc/vgpuctl/profile.toml): nothing to restore"
+        );
+        return Ok(Exit::Ok);
+    };
+    let report = crate::vgpu::restore::restore(host, &profile, Duration::from_secs(vf_timeout))?;
+    for d in report.devices.iter().filter(|d| !d.reason.is_empty()) {
+        eprintln!(
+            "vgpuctl restore: {} ({} on {}): {:?}: {}",
+            d.uuid, d.type_name, d.parent, d.state, d.reason
+        );
+    }
+    for s in report.sriov.iter().filter(|s| !s.ok) {
+        eprintln!("vgpuctl restore: SR-IOV on {}: {}", s.pf, s.reason);
+    }
+    // One summary line: what the journal shows for the unit.
+    println!("{}", report.summary());
+    Ok(if report.ok { Exit::Ok } else { Exit::Failed })
+}

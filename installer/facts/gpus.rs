@@ -1,0 +1,134 @@
+//! NVIDIA PCI functions under `sys/bus/pci/devices`.
+
+use std::collections::BTreeSet;
+
+use serde::Serialize;
+
+use super::vgpus::{self, Interface, Parent};
+use crate::host::Host;
+use crate::models::{self, Identified};
+use crate::sysfs_parse::parse_hex_u32;
+
+pub const NVIDIA: u32 = 0x10de;
+pub const PCI_DEVICES: &str = "sys/bus/pci/devices";
+
+/// A physical NVIDIA GPU (a PF, never a VF).
+#[derive(Clone, Debug, Serialize)]
+pub struct Gpu {
+    pub address: String,
+    pub device_id: u16,
+    pub subsystem_vendor: Option<u16>,
+    pub subsystem_id: Option<u16>,
+    pub class: Option<u32>,
+    pub driver: Option<String>,
+    pub iommu_group: Option<String>,
+    pub numa_node: Option<i32>,
+    pub sriov_totalvfs: Option<u32>,
+    pub sriov_numvfs: Option<u32>,
+    pub vfs: Vec<Vf>,
+    pub model: Identified,
+    /// The kernel interface its vGPUs use, as far as can be seen now.
+    pub interface: Interface,
+    /// Every device that can hold its vGPUs: the PF (pre-Ampere mdev) or its VFs.
+    pub parents: Vec<Parent>,
+}
+
+impl Gpu {
+    pub fn sriov_capable(&self) -> bool {
+        self.sriov_totalvfs.unwrap_or(0) > 0 || self.model.model.map(|m| m.sriov()).unwrap_or(false)
+    }
+    pub fn device_hex(&self) -> String {
+        format!("10de:{:04x}", self.device_id)
+    }
+    pub fn memory_gib(&self) -> Option<u32> {
+        self.model.model.map(|m| m.memory_gib)
+    }
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct Vf {
+    pub address: String,
+    pub driver: Option<String>,
+}
+
+fn dev(addr: &str, attr: &str) -> String {
+    format!("{PCI_DEVICES}/{addr}/{attr}")
+}
+
+fn read_hex(host: &Host, addr: &str, attr: &str) -> Option<u32> {
+    host.read_trim(&dev(addr, attr))
+        .and_then(|s| parse_hex_u32(&s))
+}
+
+/// Sorted `virtfnN` links of a PF, in N order.
+pub fn virtfns(host: &Host, pf: &str) -> Vec<String> {
+    let mut links: Vec<(u32, String)> = host
+        .list(&format!("{PCI_DEVICES}/{pf}"))
+        .into_iter()
+        .filter_map(|n| {
+            let idx = n.strip_prefix("virtfn")?.parse::<u32>().ok()?;
+            let vf = host.link_name(&dev(pf, &n))?;
+            Some((idx, vf))
+        })
+        .collect();
+    links.sort();
+    links.into_iter().map(|(_, vf)| vf).collect()
+}
+
+pub fn observe(host: &Host, in_use: &BTreeSet<String>) -> Vec<Gpu> {
+    let mut gpus = Vec::new();
+    for addr in host.list(PCI_DEVICES) {
+        if read_hex(host, &addr, "vendor") != Some(NVIDIA) {
+            continue;
+        }
+        let class = read_hex(host, &addr, "class");
+        // Display (0x03xxxx) functions only: a GPU's HDMI audio function is not a GPU.
+        if class.map(|c| c >> 16 != 0x03).unwrap_or(false) {
+            continue;
+        }
+        // A VF is a parent of vGPUs, listed under its PF, not a GPU of its own.
+        if host.exists(&dev(&addr, "physfn")) {
+            continue;
+        }
+        let Some(device_id) = read_hex(host, &addr, "device").map(|d| d as u16) else {
+            continue;
+        };
+        let subsystem_id = read_hex(host, &addr, "subsystem_device").map(|d| d as u16);
+        let vfs: Vec<Vf> = virtfns(host, &addr)
+            .into_iter()
+            .map(|vf| Vf {
+                driver: host.link_name(&dev(&vf, "driver")),
+                address: vf,
+            })
+            .collect();
+        let parents = vgpus::observe_parents(host, &addr, &vfs, in_use);
+        let interface = parents
+            .iter()
+            .map(|p| p.interface)
+            .find(|i| *i != Interface::None)
+            .unwrap_or(Interface::None);
+        gpus.push(Gpu {
+            device_id,
+            subsystem_vendor: read_hex(host, &addr, "subsystem_vendor").map(|d| d as u16),
+            subsystem_id,
+            class,
+            driver: host.link_name(&dev(&addr, "driver")),
+            iommu_group: host.link_name(&dev(&addr, "iommu_group")),
+            numa_node: host
+                .read_trim(&dev(&addr, "numa_node"))
+                .and_then(|s| s.parse().ok()),
+            sriov_totalvfs: host
+                .read_trim(&dev(&addr, "sriov_totalvfs"))
+                .and_then(|s| s.parse().ok()),
+            sriov_numvfs: host
+                .read_trim(&dev(&addr, "sriov_numvfs"))
+                .and_then(|s| s.parse().ok()),
+            vfs,
+            model: models::identify(device_id, subsystem_id),
+            interface,
+            parents,
+            address: addr,
+        });
+    }
+    gpus
+}

@@ -1,0 +1,238 @@
+//! vGPU parents, types and devices, on both kernel interfaces:
+//! mdev (`mdev_supported_types/<dir>/{name,description,available_instances,create}`) and NVIDIA's
+//! vendor-specific VFIO (`<VF>/nvidia/{creatable_vgpu_types,current_vgpu_type}`).
+
+use std::collections::BTreeSet;
+
+use serde::Serialize;
+
+use super::gpus::{Gpu, Vf, PCI_DEVICES};
+use crate::host::Host;
+use crate::sysfs_parse::{parse_creatable, parse_description, TypeDescription};
+
+pub const MDEV_BUS: &str = "sys/class/mdev_bus";
+pub const MDEV_DEVICES: &str = "sys/bus/mdev/devices";
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Interface {
+    Mdev,
+    VendorVfio,
+    None,
+}
+
+impl Interface {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Interface::Mdev => "mdev",
+            Interface::VendorVfio => "vendor-vfio",
+            Interface::None => "none",
+        }
+    }
+}
+
+/// A vGPU type as one parent offers it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct VgpuType {
+    /// mdev: the type directory name (`nvidia-565`, or `vfio-pci-575` as the seed saw);
+    /// vendor VFIO: the numeric id (`1145`).
+    pub id: String,
+    /// As the kernel reports it: `NVIDIA A40-24Q`.
+    pub name: String,
+    pub description: TypeDescription,
+    /// How many more of this type this parent can take now.
+    pub available: u32,
+}
+
+/// A device that can hold vGPUs: a VF, a pre-Ampere PF, or any mdev parent.
+#[derive(Clone, Debug, Serialize)]
+pub struct Parent {
+    pub address: String,
+    pub interface: Interface,
+    pub types: Vec<VgpuType>,
+    /// Vendor VFIO only: the type set on this VF (`current_vgpu_type` != 0).
+    pub current_type: Option<VgpuType>,
+    /// A VM holds the VF's VFIO group open (vendor VFIO).
+    pub in_use: bool,
+}
+
+/// One existing vGPU.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Vgpu {
+    /// mdev UUID; vendor-VFIO devices have none in the kernel.
+    pub uuid: Option<String>,
+    pub parent: String,
+    pub gpu: Option<String>,
+    pub type_id: String,
+    pub type_name: String,
+    pub interface: Interface,
+    /// A process (QEMU) holds its VFIO group open.
+    pub in_use: bool,
+}
+
+/// The sysfs directory holding a parent's mdev types, if it has one.
+pub fn mdev_types_dir(host: &Host, parent: &str) -> Option<String> {
+    let via_bus = format!("{MDEV_BUS}/{parent}/mdev_supported_types");
+    if host.is_dir(&via_bus) {
+        return Some(via_bus);
+    }
+    let via_pci = format!("{PCI_DEVICES}/{parent}/mdev_supported_types");
+    host.is_dir(&via_pci).then_some(via_pci)
+}
+
+pub fn read_mdev_types(host: &Host, types_dir: &str) -> Vec<VgpuType> {
+    host.list(types_dir)
+        .into_iter()
+        .filter_map(|dir| {
+            let base = format!("{types_dir}/{dir}");
+            let name = host.read_trim(&format!("{base}/name"))?;
+            Some(VgpuType {
+                description: host
+                    .read(&format!("{base}/description"))
+                    .map(|d| parse_description(&d))
+                    .unwrap_or_default(),
+                available: host
+                    .read_trim(&format!("{base}/available_instances"))
+                    .and_then(|s| s.parse().ok())
+                    .unwrap_or(0),
+                id: dir,
+                name,
+            })
+        })
+        .collect()
+}
+
+pub fn vendor_dir(vf: &str) -> String {
+    format!("{PCI_DEVICES}/{vf}/nvidia")
+}
+
+/// Read one parent. `None` when it exposes no vGPU interface (yet).
+pub fn read_parent(host: &Host, address: &str, in_use: &BTreeSet<String>) -> Option<Parent> {
+    if let Some(dir) = mdev_types_dir(host, address) {
+        return Some(Parent {
+            address: address.to_string(),
+            interface: Interface::Mdev,
+            types: read_mdev_types(host, &dir),
+            current_type: None,
+            in_use: false,
+        });
+    }
+    let vdir = vendor_dir(address);
+    let creatable = host.read(&format!("{vdir}/creatable_vgpu_types")).ok()?;
+    let types: Vec<VgpuType> = parse_creatable(&creatable)
+        .into_iter()
+        .map(|t| VgpuType {
+            id: t.id.to_string(),
+            name: t.name,
+            description: TypeDescription::default(),
+            available: 1,
+        })
+        .collect();
+    let current = host
+        .read_trim(&format!("{vdir}/current_vgpu_type"))
+        .and_then(|s| s.parse::<u32>().ok())
+        .filter(|id| *id != 0)
+        .map(|id| VgpuType {
+            id: id.to_string(),
+            name: String::new(),
+            description: TypeDescription::default(),
+            available: 0,
+        });
+    let group = host.link_name(&format!("{PCI_DEVICES}/{address}/iommu_group"));
+    Some(Parent {
+        address: address.to_string(),
+        interface: Interface::VendorVfio,
+        types,
+        current_type: current,
+        in_use: group.map(|g| in_use.contains(&g)).unwrap_or(false),
+    })
+}
+
+pub fn observe_parents(
+    host: &Host,
+    pf: &str,
+    vfs: &[Vf],
+    in_use: &BTreeSet<String>,
+) -> Vec<Parent> {
+    let mut parents: Vec<Parent> = std::iter::once(pf)
+        .chain(vfs.iter().map(|v| v.address.as_str()))
+        .filter_map(|a| read_parent(host, a, in_use))
+        .collect();
+    // A used VF lists no creatable types, so its type's name comes from a sibling that still
+    // offers it (equal-size mode keeps one type per GPU), else it stays the bare id.
+    let known: Vec<(String, String)> = parents
+        .iter()
+        .flat_map(|p| p.types.iter().map(|t| (t.id.clone(), t.name.clone())))
+        .collect();
+    for p in &mut parents {
+        if let Some(cur) = &mut p.current_type {
+            cur.name = known
+                .iter()
+                .find(|(id, _)| *id == cur.id)
+                .map(|(_, n)| n.clone())
+                .or_else(|| crate::vgpu_name::name_for_id(&cur.id))
+                .unwrap_or_else(|| format!("vGPU type {}", cur.id));
+        }
+    }
+    parents
+}
+
+/// Every mdev device under `sys/bus/mdev/devices`, whatever its parent (NVIDIA or not).
+pub fn observe_mdevs(host: &Host, gpus: &[Gpu], in_use: &BTreeSet<String>) -> Vec<Vgpu> {
+    host.list(MDEV_DEVICES)
+        .into_iter()
+        .map(|uuid| {
+            let base = format!("{MDEV_DEVICES}/{uuid}");
+            // The device lives under its parent: .../<parent>/<uuid>.
+            let parent = host
+                .read_link(&base)
+                .and_then(|t| {
+                    t.parent()
+                        .and_then(|p| p.file_name())
+                        .map(|n| n.to_string_lossy().into_owned())
+                })
+                .unwrap_or_default();
+            let type_id = host
+                .link_name(&format!("{base}/mdev_type"))
+                .unwrap_or_default();
+            let type_name = host
+                .read_trim(&format!("{base}/mdev_type/name"))
+                .unwrap_or_else(|| type_id.clone());
+            let gpu = gpus
+                .iter()
+                .find(|g| g.address == parent || g.vfs.iter().any(|v| v.address == parent))
+                .map(|g| g.address.clone());
+            let group = host.link_name(&format!("{base}/iommu_group"));
+            Vgpu {
+                in_use: group.map(|g| in_use.contains(&g)).unwrap_or(false),
+                uuid: Some(uuid),
+                parent,
+                gpu,
+                type_id,
+                type_name,
+                interface: Interface::Mdev,
+            }
+        })
+        .collect()
+}
+
+/// IOMMU group numbers whose `/dev/vfio/N` some process (QEMU) holds open.
+pub fn vfio_groups_in_use(host: &Host) -> BTreeSet<String> {
+    let mut groups = BTreeSet::new();
+    for pid in host.list("proc") {
+        if !pid.bytes().all(|b| b.is_ascii_digit()) {
+            continue;
+        }
+        for fd in host.list(&format!("proc/{pid}/fd")) {
+            if let Some(t) = host.read_link(&format!("proc/{pid}/fd/{fd}")) {
+                if let Ok(rest) = t.strip_prefix("/dev/vfio") {
+                    let g = rest.to_string_lossy().into_owned();
+                    if !g.is_empty() && g != "vfio" {
+                        groups.insert(g);
+                    }
+                }
+            }
+        }
+    }
+    groups
+}

@@ -1,0 +1,144 @@
+//! Where the vGPUs go next: libvirt `<hostdev>` elements, mdevctl definitions, and a profile
+//! captured from the live host. Pure functions of facts and the active profile.
+
+use crate::facts::{HostFacts, Interface};
+use crate::import::mdevctl::{self, MdevctlDef};
+use crate::pci::PciAddr;
+use crate::profile::{GpuRequest, HostPolicy, Profile, SavedVgpu};
+use crate::status::Status;
+use crate::vgpu_name;
+
+/// The libvirt `<hostdev>` for one vGPU: the mdev form with its UUID, or, on NVIDIA's
+/// vendor-specific VFIO interface, the VF itself as a PCI device (libvirt must not rebind it:
+/// managed='no').
+pub fn hostdev_xml(uuid: Option<&str>, parent: &str, interface: Interface) -> Option<String> {
+    match interface {
+        Interface::Mdev => Some(format!(
+            "<hostdev mode='subsystem' type='mdev' model='vfio-pci' managed='no'>\n  <source>\n    <address uuid='{}'/>\n  </source>\n</hostdev>\n",
+            uuid?
+        )),
+        Interface::VendorVfio => {
+            let a = PciAddr::parse(parent).ok()?;
+            Some(format!(
+                "<hostdev mode='subsystem' type='pci' managed='no'>\n  <source>\n    <address domain='0x{:04x}' bus='0x{:02x}' slot='0x{:02x}' function='0x{:x}'/>\n  </source>\n</hostdev>\n",
+                a.domain, a.bus, a.device, a.function
+            ))
+        }
+        Interface::None => None,
+    }
+}
+
+/// `<hostdev>` elements for every vGPU in a status (or only `only`), each after an XML comment
+/// naming it.
+pub fn libvirt_xml(status: &Status, only: Option<&str>) -> Result<String, String> {
+    let mut out = String::new();
+    let rows = status
+        .gpus
+        .iter()
+        .flat_map(|g| g.vgpus.iter().map(move |v| (g.interface.as_str(), v)))
+        .chain(status.other_mdevs.iter().map(|v| ("mdev", v)));
+    for (iface, v) in rows {
+        if only.is_some_and(|u| v.uuid.as_deref() != Some(u)) {
+            continue;
+        }
+        let interface = if iface == "vendor-vfio" {
+            Interface::VendorVfio
+        } else {
+            Interface::Mdev
+        };
+        if let Some(x) = hostdev_xml(v.uuid.as_deref(), &v.parent, interface) {
+            out.push_str(&format!(
+                "<!-- {} {} on {} -->\n{x}",
+                v.uuid.as_deref().unwrap_or("vGPU"),
+                vgpu_name::short(&v.type_name),
+                v.parent
+            ));
+        }
+    }
+    if out.is_empty() {
+        return Err(match only {
+            Some(u) => format!("no vGPU with UUID {u} on this host (see `vgpuctl status`)"),
+            None => "no vGPUs on this host".into(),
+        });
+    }
+    Ok(out)
+}
+
+/// mdevctl definitions for the pinned mdev vGPUs, started manually (our unit starts them at the
+/// right time: mdevctl's udev autostart fires before NVIDIA's types are ready).
+pub fn mdevctl_defs(profile: &Profile) -> Vec<MdevctlDef> {
+    profile
+        .vgpus
+        .iter()
+        .filter(|v| v.interface == "mdev")
+        .map(|v| MdevctlDef {
+            parent: v.parent.clone(),
+            uuid: v.uuid.clone(),
+            mdev_type: v.type_id.clone(),
+            autostart: false,
+            attrs: Vec::new(),
+        })
+        .collect()
+}
+
+pub fn render_mdevctl(def: &MdevctlDef) -> (String, String) {
+    (mdevctl::def_path(def), mdevctl::render(def))
+}
+
+/// The live host as a profile setup accepts: one `[[gpus]]` per GPU that has vGPUs (its type,
+/// its count, its UUIDs), plus the pins, so a hand-made host can be captured and replayed.
+pub fn export_profile(facts: &HostFacts, active: Option<&Profile>) -> Profile {
+    let all = facts.vgpus();
+    let mut p = Profile {
+        host: active
+            .map(|a| a.host.clone())
+            .unwrap_or_else(HostPolicy::default),
+        ..Profile::default()
+    };
+    for g in &facts.gpus {
+        let on: Vec<_> = all
+            .iter()
+            .filter(|v| v.gpu.as_deref() == Some(g.address.as_str()))
+            .collect();
+        let Some(first) = on.first() else { continue };
+        let type_name = vgpu_name::short(&first.type_name).to_string();
+        let same: Vec<_> = on
+            .iter()
+            .filter(|v| vgpu_name::same(&v.type_name, &type_name))
+            .collect();
+        let pin_uuid = |v: &crate::facts::Vgpu| {
+            v.uuid.clone().or_else(|| {
+                active.and_then(|a| {
+                    a.vgpus
+                        .iter()
+                        .find(|s| s.parent == v.parent)
+                        .map(|s| s.uuid.clone())
+                })
+            })
+        };
+        let uuids: Vec<String> = same.iter().filter_map(|v| pin_uuid(v)).collect();
+        p.gpus.push(GpuRequest {
+            select: g.address.clone(),
+            vgpu_type: type_name,
+            count: same.len() as u32,
+            uuids: if uuids.len() == same.len() {
+                uuids.clone()
+            } else {
+                Vec::new()
+            },
+        });
+        for v in same {
+            if let Some(uuid) = pin_uuid(v) {
+                p.vgpus.push(SavedVgpu {
+                    uuid,
+                    type_id: v.type_id.clone(),
+                    type_name: v.type_name.clone(),
+                    parent: v.parent.clone(),
+                    gpu: Some(g.address.clone()),
+                    interface: v.interface.as_str().to_string(),
+                });
+            }
+        }
+    }
+    p
+}

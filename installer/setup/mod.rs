@@ -1,0 +1,347 @@
+//! `vgpuctl setup`: observe -> plan -> show -> apply -> record, across the reboot it needs.
+
+pub mod apply;
+pub mod lock;
+pub mod plan;
+pub mod planner;
+pub mod prereboot;
+pub mod state;
+
+use std::io::IsTerminal;
+use std::time::Duration;
+
+use anyhow::Context;
+
+use crate::exit::{Exit, Failure};
+use crate::facts::{self, HostFacts};
+use crate::host::{Host, WriteOpts};
+use crate::profile::{Profile, RebootPolicy};
+
+use plan::Plan;
+use planner::{Inputs, BINARY, RESTORE_UNIT, RESUME_UNIT, UNIT_DIR, WANTS_DIR};
+
+/// The profile a run stopped at a reboot continues with (`setup --resume`, the resumed wizard).
+pub const RESUME_PROFILE: &str = "etc/vgpuctl/setup-profile.toml";
+
+pub struct Options {
+    pub dry_run: bool,
+    pub yes: bool,
+    pub resume: bool,
+    pub allow_unverified: bool,
+    pub vf_timeout: Duration,
+    /// Where the profile came from (for messages and the resume unit).
+    pub profile_path: String,
+}
+
+/// Refuse a host that can never be a vGPU host, before any change.
+fn refuse_unusable(f: &HostFacts) -> Result<(), Failure> {
+    if f.is_vm {
+        return Err(Failure::failed(
+            "this machine is a virtual machine (CPU flag `hypervisor`): vGPU host software runs on \
+             the bare-metal KVM host, not inside a guest. Nothing was changed. Run `vgpuctl check` \
+             for details.",
+        ));
+    }
+    if !f.gpus.iter().any(|g| g.model.vgpu_supported) {
+        let what = if f.gpus.is_empty() {
+            "no NVIDIA GPU".to_string()
+        } else {
+            f.gpus
+                .iter()
+                .map(|g| {
+                    format!(
+                        "{} {}: {}",
+                        g.address,
+                        g.model.name,
+                        g.model.reason.clone().unwrap_or_default()
+                    )
+                })
+                .collect::<Vec<_>>()
+                .join("; ")
+        };
+        return Err(Failure::failed(format!(
+            "this host has no GPU that supports vGPU ({what}). Nothing was changed."
+        )));
+    }
+    if f.firmware_iommu.is_none() {
+        return Err(Failure::failed(
+            "the firmware publishes no IOMMU (no ACPI DMAR or IVRS table): enable VT-d (Intel) or \
+             AMD-Vi (AMD), and for SR-IOV GPUs SR-IOV and Above 4G decoding, in the firmware \
+             setup. Nothing was changed.",
+        ));
+    }
+    Ok(())
+}
+
+fn binary_current(host: &Host) -> bool {
+    let Ok(exe) = std::env::current_exe() else {
+        return false;
+    };
+    let (Ok(a), Ok(b)) = (std::fs::read(&exe), host.read_bytes(BINARY)) else {
+        return false;
+    };
+    a == b
+}
+
+fn inputs<'a>(
+    host: &Host,
+    f: &'a HostFacts,
+    profile: &'a Profile,
+    active: Option<&'a Profile>,
+    done: &[String],
+) -> Result<Inputs<'a>, Failure> {
+    let (pre_reboot, reboot_reasons) = prereboot::plan(host, f, profile, done)?;
+    Ok(Inputs {
+        facts: f,
+        profile,
+        active,
+        restore_unit: host.read(&format!("{UNIT_DIR}/{RESTORE_UNIT}")).ok(),
+        resume_unit_enabled: host.exists(&format!("{WANTS_DIR}/{RESUME_UNIT}")),
+        binary_current: binary_current(host),
+        pre_reboot,
+        reboot_reasons,
+    })
+}
+
+fn make_plan(
+    host: &Host,
+    f: &HostFacts,
+    profile: &Profile,
+    done: &[String],
+) -> Result<(Plan, Vec<String>), Failure> {
+    let active = crate::active::load(host)?;
+    let i = inputs(host, f, profile, active.as_ref(), done)?;
+    let reasons = i.reboot_reasons.clone();
+    let plan =
+        planner::plan(i).map_err(|e| Failure::usage(format!("{}: {e}", profile_name(profile))))?;
+    Ok((plan, reasons))
+}
+
+fn profile_name(_p: &Profile) -> &'static str {
+    "profile"
+}
+
+fn confirm(opts: &Options) -> Result<bool, Failure> {
+    if opts.yes {
+        return Ok(true);
+    }
+    if !std::io::stdin().is_terminal() {
+        return Err(Failure::usage(
+            "setup needs confirmation: pass --yes to apply without a terminal (or --dry-run to only look)",
+        ));
+    }
+    dialoguer::Confirm::new()
+        .with_prompt("Apply this plan?")
+        .default(false)
+        .interact()
+        .map_err(|e| Failure::usage(format!("no answer ({e}); nothing was changed")))
+}
+
+/// Run setup with a validated profile.
+pub fn run(host: &Host, profile: &Profile, opts: &Options) -> Result<Exit, Failure> {
+    if !opts.dry_run && host.is_system_root() && !nix::unistd::geteuid().is_root() {
+        return Err(Failure::usage(
+            "setup changes the boot loader, drivers and sysfs: run it as root (sudo vgpuctl setup ...), or use --dry-run",
+        ));
+    }
+    let _lock = if opts.dry_run {
+        None
+    } else {
+        Some(lock::acquire(host, "setup")?)
+    };
+    let mut st = state::load(host)?;
+    let f = facts::observe(host);
+    refuse_unusable(&f)?;
+
+    // The reboot checkpoint: has the reboot happened?
+    if let Some(at) = st.reboot_boot_id.clone() {
+        if f.boot_id.as_deref() == Some(at.as_str()) {
+            println!(
+                "A reboot is still pending ({}). Reboot, then run the same command again.",
+                st.reboot_reasons.join("; ")
+            );
+            return Ok(Exit::Reboot);
+        }
+        let (_, still) = prereboot::plan(host, &f, profile, &st.done)?;
+        if !still.is_empty() {
+            return Err(Failure::failed(format!(
+                "the host rebooted but it did not take effect: {}. Check the boot loader \
+                 configuration and `dmesg`; then run setup again.",
+                still.join("; ")
+            )));
+        }
+        println!("Resuming after the reboot (boot id changed).");
+        if !opts.dry_run {
+            st.reboot_boot_id = None;
+            st.reboot_reasons.clear();
+            state::save(host, &st)?;
+        }
+    }
+
+    let (plan, reasons) = make_plan(host, &f, profile, &st.done)?;
+    print!("{plan}");
+    if opts.dry_run {
+        println!("(dry run: nothing was changed)");
+        return Ok(Exit::Ok);
+    }
+    if plan.is_empty() && reasons.is_empty() {
+        if !st.finished {
+            st.finished = true;
+            state::save(host, &st)?;
+        }
+        return finish(host);
+    }
+    if !plan.is_empty() && !confirm(opts)? {
+        println!("Nothing was changed.");
+        return Ok(Exit::Failed);
+    }
+    st.profile = Some(opts.profile_path.clone());
+    st.finished = false;
+    let ctx = apply::Ctx {
+        host,
+        profile,
+        vf_timeout: opts.vf_timeout,
+        allow_unverified: opts.allow_unverified,
+    };
+    let mut plan = plan;
+    // Apply, re-planning once when the first plan deferred work that needed no reboot after all.
+    for round in 0..2 {
+        let mut failures = Vec::new();
+        for (i, step) in plan.steps.iter().enumerate() {
+            crate::fault::point("step");
+            println!("[{}/{}] {}", i + 1, plan.steps.len(), step.title);
+            match apply::apply(&ctx, step) {
+                Ok(msg) => {
+                    println!("      ok: {msg}");
+                    st.done.push(step.id.clone());
+                    state::save(host, &st)?;
+                }
+                Err(e) => {
+                    println!("      FAILED: {e:#}");
+                    failures.push(format!("{}: {e:#}", step.title));
+                    // vGPU work on one GPU never blocks the others; anything else stops here.
+                    if !matches!(
+                        step.action,
+                        plan::Action::CreateVgpus { .. } | plan::Action::EnableSriov { .. }
+                    ) {
+                        break;
+                    }
+                }
+            }
+        }
+        if !failures.is_empty() {
+            state::save(host, &st)?;
+            return Err(Failure::failed(format!(
+                "setup stopped: {}. Fix it and run the same command again; finished steps are not redone.",
+                failures.join("; ")
+            )));
+        }
+        let f = facts::observe(host);
+        let (next, reasons) = make_plan(host, &f, profile, &st.done)?;
+        if !reasons.is_empty() {
+            return checkpoint(host, &mut st, profile, opts, reasons, &f);
+        }
+        if next.is_empty() || round == 1 {
+            break;
+        }
+        print!("{next}");
+        plan = next;
+    }
+    st.finished = true;
+    state::save(host, &st)?;
+    finish(host)
+}
+
+fn finish(host: &Host) -> Result<Exit, Failure> {
+    let f = facts::observe(host);
+    let active = crate::active::load(host)?;
+    let s = crate::status::status(&f, active.as_ref());
+    print!("\n{}", crate::status::render_status(&s));
+    if s.drift.is_empty() {
+        println!("Setup is complete.");
+        Ok(Exit::Ok)
+    } else {
+        Err(Failure::failed(
+            "setup finished its steps but the host differs from the profile (see Drift above)",
+        ))
+    }
+}
+
+/// Stop at a reboot: record the boot id, then reboot (auto) or tell the operator (exit 3).
+fn checkpoint(
+    host: &Host,
+    st: &mut state::State,
+    profile: &Profile,
+    opts: &Options,
+    reasons: Vec<String>,
+    f: &HostFacts,
+) -> Result<Exit, Failure> {
+    st.reboot_boot_id = f.boot_id.clone().or_else(|| Some("unknown".into()));
+    st.reboot_reasons = reasons.clone();
+    // What `setup --resume` (and the wizard, resumed) continues with. The driver is installed by
+    // now, so its section (and any link, a credential) is not kept.
+    let mut resume = profile.clone();
+    resume.driver = None;
+    host.write_file(
+        RESUME_PROFILE,
+        toml::to_string_pretty(&resume)
+            .context("profile")?
+            .as_bytes(),
+        WriteOpts::secret(),
+    )?;
+    state::save(host, st)?;
+    println!("\nReboot needed: {}.", reasons.join("; "));
+    let policy = profile.host.reboot;
+    let auto = match policy {
+        RebootPolicy::Auto => true,
+        RebootPolicy::Never => false,
+        RebootPolicy::Prompt => {
+            !opts.yes
+                && std::io::stdin().is_terminal()
+                && dialoguer::Confirm::new()
+                    .with_prompt("Reboot now?")
+                    .default(false)
+                    .interact()
+                    .unwrap_or(false)
+        }
+    };
+    if !auto {
+        println!(
+            "Reboot, then run the same command again: {}",
+            rerun_hint(opts)
+        );
+        return Ok(Exit::Reboot);
+    }
+    // Continue by itself after the reboot: the resume unit runs `setup --resume` once.
+    let exe = std::env::current_exe().context("cannot find this binary")?;
+    host.write_file(
+        BINARY,
+        &std::fs::read(exe)?,
+        WriteOpts {
+            mode: 0o755,
+            backup: false,
+        },
+    )?;
+    host.write_file(
+        &format!("{UNIT_DIR}/{RESUME_UNIT}"),
+        planner::RESUME_UNIT_TEXT.as_bytes(),
+        WriteOpts::default(),
+    )?;
+    host.symlink(
+        &format!("/{UNIT_DIR}/{RESUME_UNIT}"),
+        &format!("{WANTS_DIR}/{RESUME_UNIT}"),
+    )?;
+    println!("Rebooting now; vgpuctl-resume.service continues setup after the boot.");
+    let out = host.run(&crate::host::Cmd::new("systemctl").arg("reboot"))?;
+    if !out.success() {
+        return Err(Failure::failed(format!(
+            "`systemctl reboot` failed: {}",
+            out.tail(5)
+        )));
+    }
+    Ok(Exit::Reboot)
+}
+
+fn rerun_hint(opts: &Options) -> String {
+    format!("vgpuctl setup --profile {} --yes", opts.profile_path)
+}

@@ -1,0 +1,170 @@
+//! The plan: an ordered list of steps, each plain data, computed by a pure function of the facts
+//! and the profile. Its Display is the dry run. A step already satisfied is not planned.
+
+use std::fmt;
+
+use crate::host::Cmd;
+
+#[derive(Clone, Debug, PartialEq)]
+pub enum Action {
+    /// Write a whole file (diff shown against `before`).
+    WriteFile {
+        path: String,
+        before: Option<String>,
+        after: String,
+        mode: u32,
+    },
+    Run(Cmd),
+    /// Write a sysfs attribute.
+    WriteAttr {
+        path: String,
+        value: String,
+    },
+    /// Fetch, verify and install the host driver.
+    InstallDriver {
+        source: String,
+    },
+    /// `sriov-manage -e` then wait for the VFs.
+    EnableSriov {
+        pf: String,
+        vfs: u32,
+    },
+    /// Place and create vGPUs on one GPU, then pin them in the active profile.
+    CreateVgpus {
+        gpu: String,
+        model: String,
+        type_name: String,
+        count: u32,
+        present: u32,
+        uuids: Vec<String>,
+    },
+    /// Copy this binary to where the units run it from.
+    CopyBinary {
+        to: String,
+    },
+    /// Enable a unit (the wants link, under the root).
+    EnableUnit {
+        unit: String,
+    },
+    /// Pin vGPUs in the active profile.
+    PinProfile,
+    /// Disable a unit.
+    DisableUnit {
+        unit: String,
+    },
+    /// A reboot checkpoint.
+    Reboot {
+        reasons: Vec<String>,
+    },
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Step {
+    /// Stable id, recorded in the state file.
+    pub id: String,
+    pub title: String,
+    pub action: Action,
+}
+
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Plan {
+    pub steps: Vec<Step>,
+    /// Work that can only be planned after the reboot (shown, not executed now).
+    pub after_reboot: Vec<String>,
+    /// Notes for the operator (devices left alone, skipped GPUs).
+    pub notes: Vec<String>,
+}
+
+impl Plan {
+    pub fn is_empty(&self) -> bool {
+        self.steps.is_empty()
+    }
+    pub fn push(&mut self, id: impl Into<String>, title: impl Into<String>, action: Action) {
+        self.steps.push(Step {
+            id: id.into(),
+            title: title.into(),
+            action,
+        });
+    }
+}
+
+/// A unified diff of two texts, a few lines of context.
+pub fn diff(path: &str, before: Option<&str>, after: &str) -> String {
+    let before = before.unwrap_or("");
+    similar::TextDiff::from_lines(before, after)
+        .unified_diff()
+        .context_radius(2)
+        .header(&format!("a{path}"), &format!("b{path}"))
+        .to_string()
+}
+
+impl fmt::Display for Action {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Action::WriteFile { path, before, after, mode } => {
+                let what = if before.is_some() { "edit" } else { "create" };
+                writeln!(f, "{what} {path} (mode {mode:o}):")?;
+                for line in diff(path, before.as_deref(), after).lines() {
+                    writeln!(f, "      {line}")?;
+                }
+                Ok(())
+            }
+            Action::Run(cmd) => writeln!(f, "run: {cmd}"),
+            Action::WriteAttr { path, value } => writeln!(f, "write {value:?} to {path}"),
+            Action::InstallDriver { source } => writeln!(
+                f,
+                "fetch and verify the host driver from {source}, extract the host package, check it, install it"
+            ),
+            Action::EnableSriov { pf, vfs } => writeln!(
+                f,
+                "run: /usr/lib/nvidia/sriov-manage -e {pf}; wait until {vfs} VFs and their vGPU types appear"
+            ),
+            Action::CreateVgpus { gpu, model, type_name, count, present, uuids } => {
+                let fixed = if uuids.is_empty() {
+                    String::new()
+                } else {
+                    format!(" (UUIDs {})", uuids.join(", "))
+                };
+                writeln!(
+                    f,
+                    "create {} x {type_name} on {model} {gpu} ({present} of {count} present){fixed}; pin them in /etc/vgpuctl/profile.toml",
+                    count - present
+                )
+            }
+            Action::CopyBinary { to } => writeln!(f, "copy this vgpuctl binary to {to}"),
+            Action::EnableUnit { unit } => writeln!(
+                f,
+                "enable {unit}: link /etc/systemd/system/multi-user.target.wants/{unit}"
+            ),
+            Action::DisableUnit { unit } => writeln!(f, "disable {unit}"),
+            Action::PinProfile => writeln!(f, "write the active profile /etc/vgpuctl/profile.toml"),
+            Action::Reboot { reasons } => {
+                writeln!(f, "REBOOT (checkpoint): {}", reasons.join("; "))
+            }
+        }
+    }
+}
+
+impl fmt::Display for Plan {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.steps.is_empty() && self.after_reboot.is_empty() {
+            writeln!(f, "Nothing to do: the host already matches the profile.")?;
+        }
+        for (i, s) in self.steps.iter().enumerate() {
+            write!(f, "{:>3}. {}\n     {}", i + 1, s.title, s.action)?;
+        }
+        if !self.after_reboot.is_empty() {
+            writeln!(
+                f,
+                "After the reboot (planned from what the driver then shows):"
+            )?;
+            for w in &self.after_reboot {
+                writeln!(f, "     - {w}")?;
+            }
+        }
+        for n in &self.notes {
+            writeln!(f, "note: {n}")?;
+        }
+        Ok(())
+    }
+}

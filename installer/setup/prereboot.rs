@@ -1,0 +1,264 @@
+//! Steps before the reboot: IOMMU on the kernel command line (for the host's boot loader),
+//! nouveau, vfio-pci, the driver. Also: why a reboot is (still) needed, judged from the facts.
+
+use crate::edit::{grub_default, kargs, kernel_cmdline_file};
+use crate::exit::Failure;
+use crate::facts::{BootLoader, CpuVendor, HostFacts};
+use crate::host::{Cmd, Host};
+use crate::profile::{IommuPolicy, Profile};
+use crate::vgpu::select;
+
+use super::plan::{Action, Plan};
+
+pub const NOUVEAU_CONF: &str = "/etc/modprobe.d/vgpuctl-blacklist-nouveau.conf";
+const NOUVEAU_TEXT: &str = "# Written by vgpuctl: the NVIDIA vGPU host driver needs the GPUs, not nouveau.\nblacklist nouveau\noptions nouveau modeset=0\n";
+/// Ids of regeneration steps: replanned until recorded done, so a crash between editing a
+/// file and regenerating from it is caught on the next run.
+pub const REGEN_BOOT: &str = "bootcfg:regenerate";
+pub const REGEN_INITRAMFS: &str = "initramfs";
+
+pub fn wanted_args(f: &HostFacts) -> &'static [&'static str] {
+    kargs::iommu_args(f.cpu_vendor == CpuVendor::Intel)
+}
+
+fn read(host: &Host, rel: &str) -> Option<String> {
+    host.read(rel).ok()
+}
+
+/// The files GRUB's defaults come from, main file first, as (path, content).
+fn grub_files(host: &Host, dropins: &[String]) -> Vec<(String, String)> {
+    std::iter::once("/etc/default/grub".to_string())
+        .chain(dropins.iter().cloned())
+        .filter_map(|p| read(host, &p).map(|c| (p, c)))
+        .collect()
+}
+
+/// Does a generated grub.cfg give every `linux` line the arguments? (None: no grub.cfg.)
+fn grub_cfg_has(host: &Host, wanted: &[&str]) -> Option<bool> {
+    let cfg = ["boot/grub/grub.cfg", "boot/grub2/grub.cfg"]
+        .iter()
+        .find_map(|p| read(host, p))?;
+    let linux: Vec<&str> = cfg
+        .lines()
+        .map(str::trim_start)
+        .filter(|l| l.starts_with("linux"))
+        .collect();
+    Some(!linux.is_empty() && linux.iter().all(|l| kargs::has_args(l, wanted)))
+}
+
+fn bls_entries(host: &Host) -> Vec<(String, String)> {
+    host.list("boot/loader/entries")
+        .into_iter()
+        .filter(|n| n.ends_with(".conf"))
+        .filter_map(|n| {
+            let p = format!("/boot/loader/entries/{n}");
+            read(host, &p).map(|c| (p, c))
+        })
+        .collect()
+}
+
+fn iommu_steps(
+    host: &Host,
+    f: &HostFacts,
+    done: &[String],
+    plan: &mut Plan,
+) -> Result<(), Failure> {
+    let wanted = wanted_args(f);
+    let args = wanted.join(" ");
+    let booted_ok = kargs::has_args(&f.cmdline, wanted);
+    match &f.boot {
+        BootLoader::DebianGrub { dropins } => {
+            let files = grub_files(host, dropins);
+            let view: Vec<(&str, &str)> = files
+                .iter()
+                .map(|(p, c)| (p.as_str(), c.as_str()))
+                .collect();
+            let edits = grub_default::plan_kernel_args(&view, wanted)
+                .map_err(|e| Failure::failed(format!("cannot edit the GRUB defaults: {e}")))?;
+            let regen_pending = !edits.is_empty()
+                || (!booted_ok && grub_cfg_has(host, wanted) == Some(false))
+                || (!booted_ok
+                    && !done.iter().any(|d| d == REGEN_BOOT)
+                    && grub_cfg_has(host, wanted).is_none());
+            for e in edits {
+                plan.push(
+                    format!("iommu:{}", e.name),
+                    format!("Add {args} to the GRUB kernel command line"),
+                    Action::WriteFile {
+                        path: e.name,
+                        before: Some(e.before),
+                        after: e.after,
+                        mode: 0o644,
+                    },
+                );
+            }
+            if regen_pending {
+                plan.push(
+                    REGEN_BOOT,
+                    "Regenerate grub.cfg",
+                    Action::Run(Cmd::new("update-grub")),
+                );
+            }
+        }
+        BootLoader::Grubby => {
+            let entries = bls_entries(host);
+            let all_have = !entries.is_empty()
+                && entries
+                    .iter()
+                    .all(|(_, c)| kargs::has_args(&kernel_cmdline_file::bls_options(c), wanted));
+            if !all_have {
+                plan.push(
+                    "iommu:grubby",
+                    format!("Add {args} to every boot entry"),
+                    Action::Run(
+                        Cmd::new("grubby")
+                            .arg("--update-kernel=ALL")
+                            .arg(format!("--args={args}")),
+                    ),
+                );
+            }
+        }
+        BootLoader::KernelCmdline { proxmox } => {
+            let before = read(host, "etc/kernel/cmdline").unwrap_or_default();
+            let after = kernel_cmdline_file::ensure_kernel_cmdline(&before, wanted);
+            let changed = after != before;
+            if changed {
+                plan.push(
+                    "iommu:kernel-cmdline",
+                    format!("Add {args} to /etc/kernel/cmdline"),
+                    Action::WriteFile {
+                        path: "/etc/kernel/cmdline".into(),
+                        before: Some(before),
+                        after,
+                        mode: 0o644,
+                    },
+                );
+            }
+            if changed || (!booted_ok && !done.iter().any(|d| d == REGEN_BOOT)) {
+                let cmd = if *proxmox {
+                    Cmd::new("proxmox-boot-tool").arg("refresh")
+                } else {
+                    let kver = f.kernel_release.clone().unwrap_or_default();
+                    Cmd::new("kernel-install")
+                        .arg("add")
+                        .arg(&kver)
+                        .arg(format!("/lib/modules/{kver}/vmlinuz"))
+                };
+                plan.push(
+                    REGEN_BOOT,
+                    "Copy the kernel command line to the boot entries",
+                    Action::Run(cmd),
+                );
+            }
+        }
+        BootLoader::Unknown => {
+            if !booted_ok {
+                return Err(Failure::failed(format!(
+                    "no supported boot loader configuration found (GRUB, grubby/BLS, /etc/kernel/cmdline): \
+                     add `{args}` to the kernel command line yourself, reboot, and set iommu = \"skip\" in \
+                     the profile's [host]. Nothing was changed."
+                )));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The pre-reboot steps, and the reasons a reboot is needed now (empty: none).
+pub fn plan(
+    host: &Host,
+    f: &HostFacts,
+    profile: &Profile,
+    done: &[String],
+) -> Result<(Plan, Vec<String>), Failure> {
+    let mut plan = Plan::default();
+    let mut reasons = Vec::new();
+    if profile.host.iommu == IommuPolicy::Auto {
+        iommu_steps(host, f, done, &mut plan)?;
+        let wanted = wanted_args(f);
+        if !kargs::has_args(&f.cmdline, wanted) {
+            reasons.push(format!(
+                "the running kernel's command line lacks {}",
+                wanted.join(" ")
+            ));
+        }
+    }
+
+    // nouveau must not claim the GPUs at the next boot.
+    let ours = host.exists(NOUVEAU_CONF);
+    if f.modules.nouveau && !f.nouveau_blacklisted {
+        plan.push(
+            "nouveau:blacklist",
+            "Blacklist nouveau",
+            Action::WriteFile {
+                path: NOUVEAU_CONF.into(),
+                before: None,
+                after: NOUVEAU_TEXT.into(),
+                mode: 0o644,
+            },
+        );
+    }
+    if f.modules.nouveau
+        && (!f.nouveau_blacklisted || (ours && !done.iter().any(|d| d == REGEN_INITRAMFS)))
+    {
+        let cmd = if host.exists("usr/sbin/update-initramfs")
+            || f.os.family == crate::facts::OsFamily::Debian
+        {
+            Cmd::new("update-initramfs").arg("-u")
+        } else {
+            Cmd::new("dracut").arg("-f")
+        };
+        plan.push(
+            REGEN_INITRAMFS,
+            "Rebuild the initramfs without nouveau",
+            Action::Run(cmd),
+        );
+    }
+    if f.modules.nouveau {
+        reasons.push("nouveau is loaded until the reboot".into());
+    }
+
+    // Selected GPUs passed through to vfio-pci are given back.
+    for req in &profile.gpus {
+        if let Ok(gpus) = select::select(f, &req.select) {
+            for g in gpus
+                .into_iter()
+                .filter(|g| g.driver.as_deref() == Some("vfio-pci"))
+            {
+                plan.push(
+                    format!("unbind:{}", g.address),
+                    format!("Unbind {} from vfio-pci", g.address),
+                    Action::WriteAttr {
+                        path: format!("/sys/bus/pci/devices/{}/driver/unbind", g.address),
+                        value: g.address.clone(),
+                    },
+                );
+            }
+        }
+    }
+
+    // The host driver.
+    if !f.driver.installed() {
+        match &profile.driver {
+            Some(d) => {
+                // Bad input (missing file, expired link, http) is refused before any change.
+                let src = crate::driver::validate(d, host, std::time::SystemTime::now())
+                    .map_err(Failure::usage_from)?;
+                plan.push(
+                    "driver",
+                    "Install the NVIDIA vGPU host driver",
+                    Action::InstallDriver { source: src.describe() },
+                )
+            }
+            None => {
+                return Err(Failure::usage(
+                    "[driver]: the vGPU host driver is not installed and the profile has no [driver] \
+                     section: add `path = \"/root/NVIDIA-GRID-Linux-KVM-....zip\"` or a licensed `url`",
+                ))
+            }
+        }
+    } else if f.driver.loaded_version.is_none() {
+        reasons.push("the vGPU host driver is installed but not loaded".into());
+    }
+    Ok((plan, reasons))
+}

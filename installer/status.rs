@@ -1,0 +1,299 @@
+//! `vgpuctl status` and `vgpuctl types`: what is there now, and how it differs from the active
+//! profile. Pure functions of facts and the profile.
+
+use serde::Serialize;
+
+use crate::facts::{HostFacts, Interface, Vgpu};
+use crate::profile::Profile;
+use crate::vgpu_name;
+
+#[derive(Clone, Debug, Serialize)]
+pub struct VgpuRow {
+    pub uuid: Option<String>,
+    #[serde(rename = "type")]
+    pub type_name: String,
+    pub type_id: String,
+    pub parent: String,
+    pub in_use: bool,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct GpuStatus {
+    pub address: String,
+    pub model: String,
+    pub interface: String,
+    pub vfs_enabled: u32,
+    pub vfs_total: u32,
+    pub vgpus: Vec<VgpuRow>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct Status {
+    pub gpus: Vec<GpuStatus>,
+    /// mdev devices whose parent is not an NVIDIA GPU (any mdev parent counts).
+    pub other_mdevs: Vec<VgpuRow>,
+    pub active_profile: bool,
+    pub restore_unit_enabled: bool,
+    pub drift: Vec<String>,
+}
+
+fn row(v: &Vgpu, profile: Option<&Profile>) -> VgpuRow {
+    // A vendor-VFIO vGPU has no UUID in the kernel: ours is the pin of that VF.
+    let uuid = v.uuid.clone().or_else(|| {
+        profile.and_then(|p| {
+            p.vgpus
+                .iter()
+                .find(|s| s.parent == v.parent && s.interface == "vendor-vfio")
+                .map(|s| s.uuid.clone())
+        })
+    });
+    VgpuRow {
+        uuid,
+        type_name: v.type_name.clone(),
+        type_id: v.type_id.clone(),
+        parent: v.parent.clone(),
+        in_use: v.in_use,
+    }
+}
+
+pub fn status(facts: &HostFacts, profile: Option<&Profile>) -> Status {
+    let all = facts.vgpus();
+    let gpus = facts
+        .gpus
+        .iter()
+        .map(|g| GpuStatus {
+            address: g.address.clone(),
+            model: g.model.name.clone(),
+            interface: g.interface.as_str().to_string(),
+            vfs_enabled: g.sriov_numvfs.unwrap_or(0),
+            vfs_total: g.sriov_totalvfs.unwrap_or(0),
+            vgpus: all
+                .iter()
+                .filter(|v| v.gpu.as_deref() == Some(g.address.as_str()))
+                .map(|v| row(v, profile))
+                .collect(),
+        })
+        .collect();
+    let other_mdevs = all
+        .iter()
+        .filter(|v| v.gpu.is_none())
+        .map(|v| row(v, profile))
+        .collect();
+    let mut drift = Vec::new();
+    if let Some(p) = profile {
+        for s in &p.vgpus {
+            let live = if s.interface == "vendor-vfio" {
+                all.iter()
+                    .find(|v| v.interface == Interface::VendorVfio && v.parent == s.parent)
+            } else {
+                all.iter()
+                    .find(|v| v.uuid.as_deref() == Some(s.uuid.as_str()))
+            };
+            match live {
+                None => drift.push(format!(
+                    "missing: {} ({} on {})",
+                    s.uuid, s.type_name, s.parent
+                )),
+                Some(v)
+                    if !(vgpu_name::same(&v.type_name, &s.type_name) || v.type_id == s.type_id) =>
+                {
+                    drift.push(format!(
+                        "wrong type: {} is {} on {}, the profile says {}",
+                        s.uuid, v.type_name, v.parent, s.type_name
+                    ))
+                }
+                Some(v) if v.parent != s.parent => drift.push(format!(
+                    "moved: {} is on {}, pinned on {}",
+                    s.uuid, v.parent, s.parent
+                )),
+                Some(_) => {}
+            }
+        }
+        for v in &all {
+            let pinned = p.vgpus.iter().any(|s| match &v.uuid {
+                Some(u) => &s.uuid == u,
+                None => s.parent == v.parent,
+            });
+            if !pinned {
+                drift.push(format!(
+                    "not in the profile: {} ({} on {})",
+                    v.uuid.as_deref().unwrap_or("vGPU"),
+                    v.type_name,
+                    v.parent
+                ));
+            }
+        }
+        if !facts.restore_unit_enabled {
+            drift.push(
+                "vgpuctl-restore.service is not enabled: nothing will be restored at boot".into(),
+            );
+        }
+    }
+    Status {
+        gpus,
+        other_mdevs,
+        active_profile: profile.is_some(),
+        restore_unit_enabled: facts.restore_unit_enabled,
+        drift,
+    }
+}
+
+pub fn render_status(s: &Status) -> String {
+    use std::fmt::Write;
+    let mut out = String::new();
+    if s.gpus.is_empty() {
+        let _ = writeln!(out, "No NVIDIA GPU.");
+    }
+    for g in &s.gpus {
+        let _ = writeln!(
+            out,
+            "{} {}  interface {}  VFs {}/{}  vGPUs {}",
+            g.address,
+            g.model,
+            g.interface,
+            g.vfs_enabled,
+            g.vfs_total,
+            g.vgpus.len()
+        );
+        for v in &g.vgpus {
+            let _ = writeln!(
+                out,
+                "  {:<36}  {:<18} on {}{}",
+                v.uuid.as_deref().unwrap_or("-"),
+                vgpu_name::short(&v.type_name),
+                v.parent,
+                if v.in_use { "  (in use by a VM)" } else { "" }
+            );
+        }
+    }
+    for v in &s.other_mdevs {
+        let _ = writeln!(
+            out,
+            "mdev {} {} on {}",
+            v.uuid.as_deref().unwrap_or("-"),
+            v.type_name,
+            v.parent
+        );
+    }
+    let _ = writeln!(
+        out,
+        "\nActive profile: {}; restore unit: {}",
+        if s.active_profile {
+            "/etc/vgpuctl/profile.toml"
+        } else {
+            "none"
+        },
+        if s.restore_unit_enabled {
+            "enabled"
+        } else {
+            "not enabled"
+        }
+    );
+    if s.drift.is_empty() {
+        if s.active_profile {
+            let _ = writeln!(out, "No drift: every pinned vGPU is present.");
+        }
+    } else {
+        let _ = writeln!(out, "Drift:");
+        for d in &s.drift {
+            let _ = writeln!(out, "  {d}");
+        }
+    }
+    out
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct TypeRow {
+    pub id: String,
+    pub name: String,
+    pub framebuffer_mib: Option<u64>,
+    pub max_instances: Option<u32>,
+    pub available: u32,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct GpuTypes {
+    pub address: String,
+    pub model: String,
+    pub interface: String,
+    pub types: Vec<TypeRow>,
+}
+
+/// Per GPU, the types its parents offer, aggregated: available = how many more fit now.
+pub fn types(facts: &HostFacts) -> Vec<GpuTypes> {
+    facts
+        .gpus
+        .iter()
+        .map(|g| {
+            let mut rows: Vec<TypeRow> = Vec::new();
+            for p in &g.parents {
+                for t in &p.types {
+                    let fb = t
+                        .description
+                        .framebuffer_mib
+                        .or_else(|| vgpu_name::parse(&t.name).map(|n| n.framebuffer_mib));
+                    let max = t.description.max_instance.or_else(|| {
+                        crate::vgpu::select::known_type(g, &t.name).map(|k| k.max_instance)
+                    });
+                    match rows.iter_mut().find(|r| r.name == t.name) {
+                        Some(r) => r.available += t.available,
+                        None => rows.push(TypeRow {
+                            id: t.id.clone(),
+                            name: t.name.clone(),
+                            framebuffer_mib: fb,
+                            max_instances: max,
+                            available: t.available,
+                        }),
+                    }
+                }
+            }
+            for r in &mut rows {
+                if let Some(m) = r.max_instances {
+                    r.available = r.available.min(m);
+                }
+            }
+            GpuTypes {
+                address: g.address.clone(),
+                model: g.model.name.clone(),
+                interface: g.interface.as_str().to_string(),
+                types: rows,
+            }
+        })
+        .collect()
+}
+
+pub fn render_types(all: &[GpuTypes]) -> String {
+    use std::fmt::Write;
+    let mut out = String::new();
+    for g in all {
+        let _ = writeln!(out, "{} {} ({})", g.address, g.model, g.interface);
+        if g.types.is_empty() {
+            let _ = writeln!(
+                out,
+                "  no vGPU types visible yet (driver not loaded, or SR-IOV not enabled: `vgpuctl setup` does both)"
+            );
+            continue;
+        }
+        let _ = writeln!(
+            out,
+            "  {:<14} {:<20} {:>10} {:>5} {:>9}",
+            "ID", "NAME", "FB", "MAX", "AVAILABLE"
+        );
+        for t in &g.types {
+            let _ = writeln!(
+                out,
+                "  {:<14} {:<20} {:>10} {:>5} {:>9}",
+                t.id,
+                vgpu_name::short(&t.name),
+                t.framebuffer_mib
+                    .map(|m| format!("{m} MiB"))
+                    .unwrap_or_else(|| "?".into()),
+                t.max_instances
+                    .map(|m| m.to_string())
+                    .unwrap_or_else(|| "?".into()),
+                t.available
+            );
+        }
+    }
+    out
+}

@@ -1,0 +1,97 @@
+//! Creating one vGPU and checking that it really exists, on either kernel interface.
+
+use anyhow::{bail, Context, Result};
+
+use crate::facts::vgpus::{mdev_types_dir, read_mdev_types, vendor_dir, MDEV_DEVICES};
+use crate::facts::Interface;
+use crate::host::Host;
+use crate::vgpu_name;
+
+use super::place::Create;
+
+/// The type directory on `parent` whose `name` is `type_name` (never matched by directory prefix:
+/// the seed saw `vfio-pci-575` where `nvidia-575` was expected); else `type_id` if it exists.
+pub fn mdev_type_dir(host: &Host, parent: &str, type_name: &str, type_id: &str) -> Option<String> {
+    let dir = mdev_types_dir(host, parent)?;
+    let types = read_mdev_types(host, &dir);
+    let t = types
+        .iter()
+        .find(|t| !type_name.is_empty() && vgpu_name::same(&t.name, type_name))
+        .or_else(|| types.iter().find(|t| t.id == type_id))?;
+    Some(format!("{dir}/{}", t.id))
+}
+
+/// Is the mdev `uuid` present, and with which type name?
+pub fn mdev_type_of(host: &Host, uuid: &str) -> Option<String> {
+    let base = format!("{MDEV_DEVICES}/{uuid}");
+    if !host.exists(&base) {
+        return None;
+    }
+    Some(
+        host.read_trim(&format!("{base}/mdev_type/name"))
+            .or_else(|| host.link_name(&format!("{base}/mdev_type")))
+            .unwrap_or_default(),
+    )
+}
+
+/// The type id set on a vendor-VFIO VF (None when free or not a vendor-VFIO VF).
+pub fn vendor_current(host: &Host, vf: &str) -> Option<String> {
+    host.read_trim(&format!("{}/current_vgpu_type", vendor_dir(vf)))
+        .filter(|s| s != "0" && !s.is_empty())
+}
+
+pub fn create(host: &Host, c: &Create) -> Result<()> {
+    crate::fault::point("vgpu-create");
+    match c.interface {
+        Interface::Mdev => {
+            let dir =
+                mdev_type_dir(host, &c.parent, &c.type_name, &c.type_id).with_context(|| {
+                    format!(
+                        "{} offers no type {} (mdev_supported_types)",
+                        c.parent, c.type_name
+                    )
+                })?;
+            host.write_attr(&format!("{dir}/create"), &c.uuid)
+                .with_context(|| {
+                    format!("creating vGPU {} ({}) on {}", c.uuid, c.type_name, c.parent)
+                })?;
+            match mdev_type_of(host, &c.uuid) {
+                Some(name) if name_matches(&name, &c.type_name) => Ok(()),
+                Some(name) => bail!(
+                    "vGPU {} appeared with type {name}, not {}",
+                    c.uuid,
+                    c.type_name
+                ),
+                None => bail!(
+                    "wrote {} to {dir}/create but /sys/bus/mdev/devices/{} did not appear",
+                    c.uuid,
+                    c.uuid
+                ),
+            }
+        }
+        Interface::VendorVfio => {
+            let path = format!("{}/current_vgpu_type", vendor_dir(&c.parent));
+            host.write_attr(&path, &c.type_id).with_context(|| {
+                format!(
+                    "setting vGPU type {} ({}) on VF {}",
+                    c.type_id, c.type_name, c.parent
+                )
+            })?;
+            match vendor_current(host, &c.parent) {
+                Some(id) if id == c.type_id => Ok(()),
+                other => bail!(
+                    "VF {} reads current_vgpu_type {} after writing {}",
+                    c.parent,
+                    other.unwrap_or_else(|| "0".into()),
+                    c.type_id
+                ),
+            }
+        }
+        Interface::None => bail!("{} exposes no vGPU interface", c.parent),
+    }
+}
+
+/// Type names compare without the vendor prefix; a generic mdev type may only have its dir name.
+pub fn name_matches(actual: &str, wanted: &str) -> bool {
+    vgpu_name::same(actual, wanted) || actual == wanted
+}

@@ -1,0 +1,195 @@
+//! Placement: which parent gets which vGPU, computed from facts before anything is written. Pure.
+
+use crate::facts::{Gpu, Interface, Vgpu};
+use crate::profile::SavedVgpu;
+use crate::vgpu_name;
+
+use super::select::ResolvedType;
+
+/// One vGPU to create.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Create {
+    pub gpu: String,
+    pub parent: String,
+    /// Type directory (mdev) or numeric id (vendor VFIO) on that parent.
+    pub type_id: String,
+    pub type_name: String,
+    pub uuid: String,
+    pub interface: Interface,
+}
+
+impl Create {
+    pub fn saved(&self) -> SavedVgpu {
+        SavedVgpu {
+            uuid: self.uuid.clone(),
+            type_id: self.type_id.clone(),
+            type_name: self.type_name.clone(),
+            parent: self.parent.clone(),
+            gpu: Some(self.gpu.clone()),
+            interface: self.interface.as_str().to_string(),
+        }
+    }
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Placement {
+    pub create: Vec<Create>,
+    /// Already there with the right type: success, pinned as they are.
+    pub present: Vec<SavedVgpu>,
+    /// Devices of another type, reported and left alone (a VM may hold them).
+    pub foreign: Vec<String>,
+}
+
+/// Place `count` vGPUs of type `ty` on `gpu`. `existing` are the host's vGPUs; `pinned` the active
+/// profile's pins (their UUIDs are reused so a re-run recreates the same devices); `uuids` the
+/// profile's fixed UUIDs, used first and in order; `fresh` makes new UUIDs.
+pub fn place(
+    gpu: &Gpu,
+    existing: &[Vgpu],
+    ty: &ResolvedType,
+    count: u32,
+    uuids: &[String],
+    pinned: &[SavedVgpu],
+    fresh: &mut dyn FnMut() -> String,
+) -> Result<Placement, String> {
+    let mut out = Placement::default();
+    let on_gpu: Vec<&Vgpu> = existing
+        .iter()
+        .filter(|v| v.gpu.as_deref() == Some(gpu.address.as_str()))
+        .collect();
+    let (same, other): (Vec<&Vgpu>, Vec<&Vgpu>) = on_gpu
+        .iter()
+        .partition(|v| vgpu_name::same(&v.type_name, &ty.name));
+    for v in &other {
+        out.foreign.push(format!(
+            "{} on {} has type {} (not {}): left alone",
+            v.uuid.as_deref().unwrap_or("vGPU"),
+            v.parent,
+            v.type_name,
+            ty.name
+        ));
+    }
+    // An explicit UUID that exists with another type is a conflict the operator must resolve.
+    for u in uuids {
+        if let Some(v) = other.iter().find(|v| v.uuid.as_deref() == Some(u.as_str())) {
+            return Err(format!(
+                "vGPU {u} already exists on {} with type {}, not {}; it is left alone (remove it \
+                 yourself if no VM uses it)",
+                v.parent, v.type_name, ty.name
+            ));
+        }
+    }
+    // Existing devices of the right type count toward `count`. A vendor-VFIO device has no UUID
+    // in the kernel: its name is the pin for that VF, if any.
+    let mut taken_uuids: Vec<String> = Vec::new();
+    for v in same.iter().take(count as usize) {
+        let uuid = v
+            .uuid
+            .clone()
+            .or_else(|| {
+                pinned
+                    .iter()
+                    .find(|p| p.parent == v.parent)
+                    .map(|p| p.uuid.clone())
+            })
+            .unwrap_or_else(&mut *fresh);
+        taken_uuids.push(uuid.clone());
+        out.present.push(SavedVgpu {
+            uuid,
+            type_id: v.type_id.clone(),
+            type_name: v.type_name.clone(),
+            parent: v.parent.clone(),
+            gpu: Some(gpu.address.clone()),
+            interface: v.interface.as_str().to_string(),
+        });
+    }
+    let needed = (count as usize).saturating_sub(out.present.len());
+    if needed == 0 {
+        return Ok(out);
+    }
+
+    // Free slots for this type: a VF holds one vGPU; a pre-Ampere PF holds `available` more.
+    let occupied: Vec<&str> = on_gpu.iter().map(|v| v.parent.as_str()).collect();
+    let mut slots: Vec<(String, String, Interface)> = Vec::new();
+    for p in &gpu.parents {
+        let Some(t) = p
+            .types
+            .iter()
+            .find(|t| vgpu_name::same(&t.name, &ty.name) && t.available > 0)
+        else {
+            continue;
+        };
+        let is_vf = p.address != gpu.address;
+        if is_vf && (occupied.contains(&p.address.as_str()) || p.current_type.is_some()) {
+            continue;
+        }
+        let n = if is_vf { 1 } else { t.available as usize };
+        for _ in 0..n {
+            slots.push((p.address.clone(), t.id.clone(), p.interface));
+        }
+    }
+    if let Some(max) = ty.max_instance {
+        let room = (max as usize).saturating_sub(same.len());
+        slots.truncate(room);
+    }
+    if slots.len() < needed {
+        let why = if !other.is_empty() {
+            format!(
+                " (in NVIDIA's default equal-size mode a GPU holds one type at a time and it already has {})",
+                other[0].type_name
+            )
+        } else {
+            ty.max_instance
+                .map(|m| {
+                    format!(
+                        " ({} allows at most {m} per GPU)",
+                        vgpu_name::short(&ty.name)
+                    )
+                })
+                .unwrap_or_default()
+        };
+        return Err(format!(
+            "{} {} cannot take {needed} more {} vGPU(s): only {} fit{why}",
+            gpu.model.name,
+            gpu.address,
+            vgpu_name::short(&ty.name),
+            slots.len()
+        ));
+    }
+    // UUIDs: the profile's fixed ones first, then pins of this GPU and type not present, then new.
+    let mut reuse = uuids
+        .iter()
+        .cloned()
+        .chain(
+            pinned
+                .iter()
+                .filter(|p| {
+                    p.gpu.as_deref() == Some(gpu.address.as_str())
+                        && vgpu_name::same(&p.type_name, &ty.name)
+                })
+                .map(|p| p.uuid.clone()),
+        )
+        .filter(|u| !taken_uuids.contains(u))
+        .collect::<Vec<_>>()
+        .into_iter();
+    let mut used = taken_uuids;
+    for (parent, type_id, interface) in slots.into_iter().take(needed) {
+        let uuid = loop {
+            match reuse.next() {
+                Some(u) if used.contains(&u) => continue,
+                Some(u) => break u,
+                None => break fresh(),
+            }
+        };
+        used.push(uuid.clone());
+        out.create.push(Create {
+            gpu: gpu.address.clone(),
+            parent,
+            type_id,
+            type_name: ty.name.clone(),
+            uuid,
+            interface,
+        });
+    }
+    Ok(out)
+}

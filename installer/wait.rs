@@ -1,0 +1,48 @@
+//! Readiness polling instead of fixed sleeps: check often at first, then back off a little,
+//! and give up at a deadline.
+
+use std::time::{Duration, Instant};
+
+/// Poll `ready` until it returns Some or `timeout` passes. The interval starts at 2 ms and grows
+/// to at most 25 ms, so a condition that becomes true is seen within ~25 ms.
+pub fn until<T>(timeout: Duration, mut ready: impl FnMut() -> Option<T>) -> Option<T> {
+    let start = Instant::now();
+    let mut interval = Duration::from_millis(2);
+    loop {
+        if let Some(v) = ready() {
+            return Some(v);
+        }
+        let elapsed = start.elapsed();
+        if elapsed >= timeout {
+            return None;
+        }
+        std::thread::sleep(interval.min(timeout - elapsed));
+        interval = (interval * 3 / 2).min(Duration::from_millis(25));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn returns_as_soon_as_ready() {
+        let mut n = 0;
+        let v = until(Duration::from_secs(5), || {
+            n += 1;
+            (n == 3).then_some(n)
+        });
+        assert_eq!(v, Some(3));
+    }
+
+    #[test]
+    fn gives_up_at_the_deadline() {
+        let mut calls = 0;
+        let v: Option<()> = until(Duration::from_millis(30), || {
+            calls += 1;
+            None
+        });
+        assert!(v.is_none());
+        assert!(calls >= 2);
+    }
+}
