@@ -53,7 +53,8 @@ fn the_copied_zip_is_fetched_checked_and_installed_on_the_a40_host() {
     let i = driver::install(&host, &f, OsFamily::Debian, false, &cfg).unwrap();
     // Merged /usr: /lib is /usr/lib on Ubuntu 22.04, either name proves it.
     assert!(
-        i.unit.ends_with("lib/systemd/system/nvidia-vgpu-mgr.service"),
+        i.unit
+            .ends_with("lib/systemd/system/nvidia-vgpu-mgr.service"),
         "{}",
         i.unit
     );
