@@ -9,8 +9,9 @@
 //! Last-Modified, sent as `If-Range`) and the total size, so a changed file restarts from zero.
 
 use std::fs::{File, OpenOptions};
-use std::io::{BufWriter, Read, Seek, SeekFrom, Write};
+use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::PathBuf;
+use std::sync::mpsc::{channel, sync_channel, Receiver, SyncSender};
 use std::time::{Duration, SystemTime};
 
 use anyhow::{Context, Result};
@@ -212,11 +213,10 @@ pub fn download(
     );
     if state.written > 0 {
         progress.note(&format!(
-            "resuming {file_name} at {} (hashing the partial file once)",
+            "{file_name}: {} already on disk (hashed once); asking the server for the rest",
             indicatif::HumanBytes(state.written)
         ));
     }
-    progress.reset(state.written, state.meta.total);
 
     let mut failures = 0u32;
     let mut attempts = 0u32;
@@ -349,15 +349,16 @@ fn build_client(net: &NetOptions, url: &SecretUrl) -> Result<reqwest::blocking::
 struct PartState {
     path: PathBuf,
     meta_path: PathBuf,
-    file: BufWriter<File>,
-    hasher: Sha256,
+    file: File,
+    hash: HashThread,
     written: u64,
     meta: PartMeta,
-    /// Size from the first response's headers, to detect a short body.
+    /// The redacted url, kept in the sidecar to recognise the same download.
     source: String,
 }
 
-const WRITE_BUF: usize = 1 << 20;
+/// Bytes read from the body before one write(2) and one hand-over to the hasher.
+const CHUNK: usize = 256 * 1024;
 
 impl PartState {
     fn open(host: &Host, part_rel: &str, meta_rel: &str, source: &str) -> Result<PartState> {
@@ -396,25 +397,21 @@ impl PartState {
         Ok(PartState {
             path,
             meta_path,
-            file: BufWriter::with_capacity(WRITE_BUF, file),
-            hasher,
+            file,
+            hash: HashThread::spawn(hasher),
             written,
             meta: kept_meta,
             source: source.to_string(),
         })
     }
 
-    fn write(&mut self, chunk: &[u8]) -> std::io::Result<()> {
-        self.hasher.update(chunk);
-        self.file.write_all(chunk)?;
-        self.written += chunk.len() as u64;
-        Ok(())
-    }
-
-    fn flush(&mut self) -> Result<()> {
+    /// Write a buffer, then hand it to the hasher (which hands it back for reuse).
+    fn write(&mut self, buf: Vec<u8>) -> Result<()> {
         self.file
-            .flush()
-            .with_context(|| format!("cannot write {}", self.path.display()))
+            .write_all(&buf)
+            .with_context(|| format!("cannot write {}", self.path.display()))?;
+        self.written += buf.len() as u64;
+        self.hash.feed(buf)
     }
 
     fn save_meta(&self) -> Result<()> {
@@ -423,11 +420,9 @@ impl PartState {
     }
 
     fn restart(&mut self) -> Result<()> {
-        self.flush()?;
-        let f = self.file.get_mut();
-        f.set_len(0)?;
-        f.seek(SeekFrom::Start(0))?;
-        self.hasher = Sha256::new();
+        self.file.set_len(0)?;
+        self.file.seek(SeekFrom::Start(0))?;
+        self.hash.reset()?;
         self.written = 0;
         self.meta = PartMeta {
             source: self.source.clone(),
@@ -440,18 +435,104 @@ impl PartState {
         // No fsync of the data: a file torn by a power cut is caught when it is reused (its
         // SHA-256 is checked again) and by the `.run`'s own --check; fsyncing 400+ MB would
         // cost seconds on every download for nothing.
-        self.flush()?;
-        Ok(hex::encode(std::mem::take(&mut self.hasher).finalize()))
+        Ok(hex::encode(self.hash.finish()?))
     }
 
-    fn gave_up(&mut self, url: &str, part: &str, attempts: u32, last: String) -> DownloadError {
-        let _ = self.flush();
+    fn gave_up(&self, url: &str, part: &str, attempts: u32, last: String) -> DownloadError {
         DownloadError::GaveUp {
             url: url.to_string(),
             attempts,
             last,
             have: indicatif::HumanBytes(self.written).to_string(),
             part: part.to_string(),
+        }
+    }
+}
+
+/// SHA-256 on a thread of its own, fed the buffers just written, in order. The hash costs about
+/// as much CPU as receiving the bytes; on its own thread it runs beside the network and the
+/// page-cache copy instead of after them. Buffers come back for reuse, so memory stays at a
+/// few chunks whatever the file size.
+struct HashThread {
+    tx: Option<SyncSender<HashMsg>>,
+    back: Receiver<Vec<u8>>,
+    handle: Option<std::thread::JoinHandle<Sha256>>,
+}
+
+enum HashMsg {
+    Data(Vec<u8>),
+    Reset,
+}
+
+impl HashThread {
+    fn spawn(initial: Sha256) -> HashThread {
+        let (tx, rx) = sync_channel::<HashMsg>(4);
+        let (back_tx, back) = channel();
+        let handle = std::thread::Builder::new()
+            .name("vgpuctl-sha256".into())
+            .spawn(move || {
+                let mut h = initial;
+                for m in rx {
+                    match m {
+                        HashMsg::Data(buf) => {
+                            h.update(&buf);
+                            let _ = back_tx.send(buf);
+                        }
+                        HashMsg::Reset => h = Sha256::new(),
+                    }
+                }
+                h
+            })
+            .expect("spawn the hashing thread");
+        HashThread {
+            tx: Some(tx),
+            back,
+            handle: Some(handle),
+        }
+    }
+
+    /// An empty buffer of `CHUNK` bytes, reused when the hasher has given one back.
+    fn buffer(&self) -> Vec<u8> {
+        let mut b = self
+            .back
+            .try_recv()
+            .unwrap_or_else(|_| Vec::with_capacity(CHUNK));
+        b.resize(CHUNK, 0);
+        b
+    }
+
+    fn send(&self, m: HashMsg) -> Result<()> {
+        self.tx
+            .as_ref()
+            .and_then(|tx| tx.send(m).ok())
+            .context("the hashing thread stopped")
+    }
+
+    fn feed(&self, buf: Vec<u8>) -> Result<()> {
+        self.send(HashMsg::Data(buf))
+    }
+
+    fn reset(&self) -> Result<()> {
+        self.send(HashMsg::Reset)
+    }
+
+    fn finish(&mut self) -> Result<[u8; 32]> {
+        self.tx = None;
+        let h = self
+            .handle
+            .take()
+            .context("hash already finished")?
+            .join()
+            .map_err(|_| anyhow::anyhow!("the hashing thread panicked"))?;
+        Ok(h.finalize().into())
+    }
+}
+
+impl Drop for HashThread {
+    fn drop(&mut self) {
+        self.tx = None;
+        if let Some(h) = self.handle.take() {
+            let _ = h.join();
         }
     }
 }
@@ -700,17 +781,17 @@ fn attempt(
     progress.reset(state.written, total);
 
     let mut body = resp;
-    let mut buf = vec![0u8; 256 * 1024];
     // The first bytes of the file decide HTML / wrong content before anything is kept.
     if state.written == 0 {
         let mut head = Vec::with_capacity(64);
+        let mut tmp = [0u8; 64];
         while head.len() < 64 {
-            let n = match body.read(&mut buf[..64 - head.len()]) {
+            let n = match body.read(&mut tmp[..64 - head.len()]) {
                 Ok(0) => break,
                 Ok(n) => n,
                 Err(e) => return Err(read_failure(e, url)),
             };
-            head.extend_from_slice(&buf[..n]);
+            head.extend_from_slice(&tmp[..n]);
         }
         if looks_like_html(&head) || !has_magic(artifact, &head) {
             state.restart().map_err(Failure::Fatal)?;
@@ -730,24 +811,42 @@ fn attempt(
             };
             return Err(Failure::Fatal(err.into()));
         }
-        state.write(&head).map_err(|e| Failure::Fatal(e.into()))?;
-        progress.inc(head.len() as u64);
+        let n = head.len() as u64;
+        state.write(head).map_err(Failure::Fatal)?;
+        progress.inc(n);
     }
     loop {
-        let n = match body.read(&mut buf) {
-            Ok(0) => break,
-            Ok(n) => n,
-            Err(e) => {
-                state.flush().map_err(Failure::Fatal)?;
-                return Err(read_failure(e, url));
+        // Fill a whole chunk (the body arrives in small pieces), then one write and one
+        // hand-over to the hasher. Bytes read before an error are still kept.
+        let mut buf = state.hash.buffer();
+        let mut filled = 0;
+        let mut end = None;
+        while filled < CHUNK {
+            match body.read(&mut buf[filled..]) {
+                Ok(0) => {
+                    end = Some(Ok(()));
+                    break;
+                }
+                Ok(n) => {
+                    filled += n;
+                    progress.inc(n as u64);
+                }
+                Err(e) => {
+                    end = Some(Err(read_failure(e, url)));
+                    break;
+                }
             }
-        };
-        state.write(&buf[..n]).map_err(|e| {
-            Failure::Fatal(anyhow::Error::new(e).context("cannot write the download"))
-        })?;
-        progress.inc(n as u64);
+        }
+        buf.truncate(filled);
+        if filled > 0 {
+            state.write(buf).map_err(Failure::Fatal)?;
+        }
+        match end {
+            None => continue,
+            Some(Ok(())) => break,
+            Some(Err(f)) => return Err(f),
+        }
     }
-    state.flush().map_err(Failure::Fatal)?;
     match total {
         Some(t) if state.written < t => Err(Failure::Transient(format!(
             "the connection closed after {} of {} bytes",

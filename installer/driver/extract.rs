@@ -276,6 +276,7 @@ fn extract_entry(
         &format!("extracting {name}"),
         Some(f.size()),
     );
+    progress.reset(0, Some(f.size()));
     let mut buf = vec![0u8; COPY_BUF];
     let result: Result<()> = (|| {
         loop {

@@ -93,6 +93,9 @@ pub struct Transfer {
     start_pos: u64,
     last_line: Instant,
     last_pos: u64,
+    /// The "starting" line was printed (line mode prints it at the first reset, when the
+    /// size is known from the response headers).
+    announced: bool,
 }
 
 /// How often a plain progress line is printed.
@@ -121,7 +124,7 @@ impl Transfer {
             pb
         });
         let now = Instant::now();
-        let t = Transfer {
+        Transfer {
             label: label.to_string(),
             total,
             pos: 0,
@@ -133,17 +136,8 @@ impl Transfer {
             start_pos: 0,
             last_line: now,
             last_pos: 0,
-        };
-        if t.lines {
-            t.messages.line(&format!(
-                "{}: starting{}",
-                t.label,
-                total
-                    .map(|n| format!(", {}", HumanBytes(n)))
-                    .unwrap_or_default()
-            ));
+            announced: false,
         }
-        t
     }
 
     /// Shorter line interval (tests).
@@ -155,17 +149,30 @@ impl Transfer {
     /// (Re)start at `pos` of `total` (a resume starts past zero, a restart at zero).
     pub fn reset(&mut self, pos: u64, total: Option<u64>) {
         self.pos = pos;
-        self.total = total;
+        self.total = total.or(self.total);
         self.start_pos = pos;
         self.last_pos = pos;
         self.started = Instant::now();
         self.last_line = self.started;
         if let Some(b) = &self.bar {
-            if let Some(t) = total {
+            if let Some(t) = self.total {
                 b.set_length(t);
             }
             b.reset();
             b.set_position(pos);
+        }
+        if self.lines && !self.announced {
+            self.announced = true;
+            let size = self
+                .total
+                .map(|n| format!(", {}", HumanBytes(n)))
+                .unwrap_or_default();
+            let text = if pos > 0 {
+                format!("{}: resuming at {}", self.label, self.amount())
+            } else {
+                format!("{}: starting{size}", self.label)
+            };
+            self.messages.line(&text);
         }
     }
 
@@ -240,8 +247,9 @@ mod tests {
     #[test]
     fn lines_mode_prints_start_periodic_and_end_lines() {
         let (m, buf) = Messages::buffer();
-        let mut t = Transfer::new(ProgressMode::Auto, &m, "downloading x.zip", Some(1000))
+        let mut t = Transfer::new(ProgressMode::Auto, &m, "downloading x.zip", None)
             .with_interval(Duration::ZERO);
+        t.reset(0, Some(1000));
         t.inc(250);
         t.inc(250);
         t.finish("done");

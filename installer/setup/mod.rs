@@ -137,46 +137,29 @@ fn confirm(opts: &Options) -> Result<bool, Failure> {
         .map_err(|e| Failure::usage(format!("no answer ({e}); nothing was changed")))
 }
 
-/// Bad input and unusable hosts are refused before anything is touched, the lock file
-/// included: a read-only plan first. The real plan is made again under the lock.
-fn preflight(host: &Host, profile: &Profile) -> Result<(), Failure> {
-    let st = state::load(host)?;
-    let f = facts::observe(host);
-    refuse_unusable(&f)?;
-    let pending = st.reboot_boot_id.is_some() && st.reboot_boot_id == f.boot_id;
-    if !pending {
-        make_plan(host, &f, profile, &st.done)?;
-    }
-    Ok(())
+enum Decision {
+    Stop(Exit),
+    Go {
+        plan: Plan,
+        reasons: Vec<String>,
+        /// The reboot of a checkpoint happened since the last run.
+        resumed: bool,
+    },
 }
 
-/// Run setup with a validated profile.
-pub fn run(host: &Host, profile: &Profile, opts: &Options) -> Result<Exit, Failure> {
-    if !opts.dry_run && host.is_system_root() && !nix::unistd::geteuid().is_root() {
-        return Err(Failure::usage(
-            "setup changes the boot loader, drivers and sysfs: run it as root (sudo vgpuctl setup ...), or use --dry-run",
-        ));
-    }
-    if !opts.dry_run {
-        preflight(host, profile)?;
-    }
-    let _lock = if opts.dry_run {
-        None
-    } else {
-        Some(lock::acquire(host, "setup")?)
-    };
-    let mut st = state::load(host)?;
+/// Observe and plan; read-only.
+fn decide(host: &Host, profile: &Profile, st: &state::State) -> Result<Decision, Failure> {
     let f = facts::observe(host);
     refuse_unusable(&f)?;
-
+    let mut resumed = false;
     // The reboot checkpoint: has the reboot happened?
-    if let Some(at) = st.reboot_boot_id.clone() {
-        if f.boot_id.as_deref() == Some(at.as_str()) {
+    if let Some(at) = st.reboot_boot_id.as_deref() {
+        if f.boot_id.as_deref() == Some(at) {
             println!(
                 "A reboot is still pending ({}). Reboot, then run the same command again.",
                 st.reboot_reasons.join("; ")
             );
-            return Ok(Exit::Reboot);
+            return Ok(Decision::Stop(Exit::Reboot));
         }
         let (_, still) = prereboot::plan(host, &f, profile, &st.done)?;
         if !still.is_empty() {
@@ -186,19 +169,59 @@ pub fn run(host: &Host, profile: &Profile, opts: &Options) -> Result<Exit, Failu
                 still.join("; ")
             )));
         }
-        println!("Resuming after the reboot (boot id changed).");
-        if !opts.dry_run {
-            st.reboot_boot_id = None;
-            st.reboot_reasons.clear();
-            state::save(host, &st)?;
-        }
+        resumed = true;
     }
-
     let (plan, reasons) = make_plan(host, &f, profile, &st.done)?;
+    Ok(Decision::Go {
+        plan,
+        reasons,
+        resumed,
+    })
+}
+
+/// Run setup with a validated profile.
+pub fn run(host: &Host, profile: &Profile, opts: &Options) -> Result<Exit, Failure> {
+    if !opts.dry_run && host.is_system_root() && !nix::unistd::geteuid().is_root() {
+        return Err(Failure::usage(
+            "setup changes the boot loader, drivers and sysfs: run it as root (sudo vgpuctl setup ...), or use --dry-run",
+        ));
+    }
+    // Decide without touching anything: bad input and "nothing to do" change no file (not even
+    // the lock). Only a plan that will be applied takes the lock, and is then made again under it.
+    let st = state::load(host)?;
+    let (plan, reasons, resumed) = match decide(host, profile, &st)? {
+        Decision::Stop(code) => return Ok(code),
+        Decision::Go {
+            plan,
+            reasons,
+            resumed,
+        } => (plan, reasons, resumed),
+    };
+    if resumed {
+        println!("Resuming after the reboot (boot id changed).");
+    }
     print!("{plan}");
     if opts.dry_run {
         println!("(dry run: nothing was changed)");
         return Ok(Exit::Ok);
+    }
+    if plan.is_empty() && reasons.is_empty() && !resumed && st.finished {
+        return finish(host);
+    }
+    if !plan.is_empty() && !confirm(opts)? {
+        println!("Nothing was changed.");
+        return Ok(Exit::Failed);
+    }
+    let _lock = lock::acquire(host, "setup")?;
+    let mut st = state::load(host)?;
+    let (plan, reasons) = match decide(host, profile, &st)? {
+        Decision::Stop(code) => return Ok(code),
+        Decision::Go { plan, reasons, .. } => (plan, reasons),
+    };
+    if st.reboot_boot_id.is_some() {
+        st.reboot_boot_id = None;
+        st.reboot_reasons.clear();
+        state::save(host, &st)?;
     }
     if plan.is_empty() && reasons.is_empty() {
         if !st.finished {
@@ -206,10 +229,6 @@ pub fn run(host: &Host, profile: &Profile, opts: &Options) -> Result<Exit, Failu
             state::save(host, &st)?;
         }
         return finish(host);
-    }
-    if !plan.is_empty() && !confirm(opts)? {
-        println!("Nothing was changed.");
-        return Ok(Exit::Failed);
     }
     st.profile = Some(opts.profile_path.clone());
     st.finished = false;

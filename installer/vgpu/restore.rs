@@ -260,7 +260,7 @@ fn restore_one(host: &Host, d: &SavedVgpu, claimed: &mut Vec<String>) -> Result<
     // The saved parent first, if it can take it.
     if parent_free(host, d, &d.parent, claimed) {
         create::create(host, &on(&d.parent))?;
-        claimed.push(d.parent.clone());
+        claim(claimed, d, &d.parent);
         return Ok((State::Created, String::new()));
     }
     // Else any free VF of the same GPU.
@@ -268,7 +268,7 @@ fn restore_one(host: &Host, d: &SavedVgpu, claimed: &mut Vec<String>) -> Result<
         for vf in virtfns(host, gpu) {
             if vf != d.parent && parent_free(host, d, &vf, claimed) {
                 create::create(host, &on(&vf))?;
-                claimed.push(vf.clone());
+                claim(claimed, d, &vf);
                 return Ok((
                     State::Created,
                     format!(
@@ -286,6 +286,14 @@ fn restore_one(host: &Host, d: &SavedVgpu, claimed: &mut Vec<String>) -> Result<
         d.gpu.as_deref().unwrap_or("its device"),
         d.type_name
     )
+}
+
+/// A vendor-VFIO VF holds one vGPU and shows no UUID, so a VF used by one pin is taken for the
+/// others. mdev parents say themselves how many more they take (a pre-Ampere PF takes many).
+fn claim(claimed: &mut Vec<String>, d: &SavedVgpu, parent: &str) {
+    if interface_of(d) == Interface::VendorVfio {
+        claimed.push(parent.to_string());
+    }
 }
 
 /// Can `parent` take device `d` now?

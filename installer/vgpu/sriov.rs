@@ -13,6 +13,10 @@ use crate::wait;
 
 pub const SRIOV_MANAGE: &str = "/usr/lib/nvidia/sriov-manage";
 
+/// How long one `sriov-manage -e` gets before it is run again (VFs that never come are given up
+/// on at the caller's timeout).
+const RETRY_AFTER: Duration = Duration::from_secs(5);
+
 /// Runs of sriov-manage are serialized: concurrent runs were seen to race.
 static SRIOV_MANAGE_LOCK: Mutex<()> = Mutex::new(());
 
@@ -88,20 +92,25 @@ pub fn enable(host: &Host, pf: &str, timeout: Duration) -> Result<Enabled> {
     if vfs_ready(host, pf, total, nvidia) {
         return Ok(Enabled::Already(total));
     }
-    for attempt in 0..2 {
+    // Retried within the bound: right after a driver binds, enabling can fail (EIO was seen on a
+    // real kernel at boot), and a failed run can leave the PF without its driver.
+    let mut attempt = 0;
+    while start.elapsed() < timeout {
+        attempt += 1;
         let out = {
             let _serial = SRIOV_MANAGE_LOCK.lock().unwrap_or_else(|e| e.into_inner());
             host.run(&Cmd::new(SRIOV_MANAGE).arg("-e").arg(pf))?
         };
         if !out.success() {
-            tracing::warn!(pf, status = out.status, output = %out.tail(3), "sriov-manage failed");
+            tracing::warn!(pf, attempt, status = out.status, output = %out.tail(3), "sriov-manage failed");
         }
         let remaining = timeout.saturating_sub(start.elapsed());
-        let ready = wait::until(remaining, || {
+        let window = remaining.min(RETRY_AFTER);
+        let ready = wait::until(window, || {
             if vfs_ready(host, pf, total, nvidia) {
                 return Some(true);
             }
-            // A failed enable can leave the PF without its driver: stop waiting and retry.
+            // numvfs still 0 and no driver: stop waiting and retry.
             (nvidia && driver(host, pf).is_none()).then_some(false)
         });
         match ready {
@@ -111,11 +120,19 @@ pub fn enable(host: &Host, pf: &str, timeout: Duration) -> Result<Enabled> {
                     waited: start.elapsed(),
                 })
             }
-            Some(false) if attempt == 0 => {
-                rebind_nvidia(host, pf);
-                continue;
+            Some(false) => rebind_nvidia(host, pf),
+            // VFs on their way (some, not all): keep waiting rather than re-running.
+            None if read_u32(host, &attr(pf, "sriov_numvfs")).unwrap_or(0) > 0 => {
+                let rest = timeout.saturating_sub(start.elapsed());
+                if wait::until(rest, || vfs_ready(host, pf, total, nvidia).then_some(())).is_some()
+                {
+                    return Ok(Enabled::Now {
+                        vfs: total,
+                        waited: start.elapsed(),
+                    });
+                }
             }
-            _ => break,
+            None => {}
         }
     }
     let now = read_u32(host, &attr(pf, "sriov_numvfs")).unwrap_or(0);
