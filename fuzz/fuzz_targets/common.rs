@@ -45,14 +45,13 @@ pub fn key_of(arg: &str) -> String {
     arg.split('=').next().unwrap_or("").replace('-', "_")
 }
 
-/// Lines without their terminators (`\r\n` or `\n`); an editor that appends may terminate a
-/// last line that had none, which is not a change of that line.
+/// Lines without their terminators (`\n`, and a CR before it or at the very end); an editor
+/// that appends may terminate a last line that had none, which is not a change of that line.
 pub fn line_bodies(s: &str) -> Vec<&str> {
     s.split_inclusive('\n')
         .map(|l| {
-            l.strip_suffix("\r\n")
-                .or_else(|| l.strip_suffix('\n'))
-                .unwrap_or(l)
+            let l = l.strip_suffix('\n').unwrap_or(l);
+            l.strip_suffix('\r').unwrap_or(l)
         })
         .collect()
 }
