@@ -24,7 +24,14 @@ fn second_mutating_run_refuses_while_reads_still_work() {
     // Slow vGPU creation (5 vGPUs x 1 s) keeps the first run inside its lock.
     let mut first = s.cmd();
     first
-        .args(["--sim-opt", "create_ms=1000", "setup", "--profile", pstr, "--yes"])
+        .args([
+            "--sim-opt",
+            "create_ms=1000",
+            "setup",
+            "--profile",
+            pstr,
+            "--yes",
+        ])
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped());
     let child = first.spawn().unwrap();

@@ -77,7 +77,12 @@ impl Host {
     /// One setup run; `kill_at` arms the fault hook, `count` logs the points passed.
     fn setup(&self, kill_at: Option<usize>, count: Option<&Path>) -> (End, String) {
         let mut c = self.sim.cmd();
-        c.args(["setup", "--profile", self.profile.to_str().unwrap(), "--yes"]);
+        c.args([
+            "setup",
+            "--profile",
+            self.profile.to_str().unwrap(),
+            "--yes",
+        ]);
         if let Some(n) = kill_at {
             c.env("VGPUCTL_FAULT_KILL_AT", n.to_string());
         }
@@ -240,10 +245,7 @@ fn snapshot(h: &Host) -> Snapshot {
         }
     }
     vgpus.sort();
-    Snapshot {
-        files: map,
-        vgpus,
-    }
+    Snapshot { files: map, vgpus }
 }
 
 fn sha(b: &[u8]) -> String {

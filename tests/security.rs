@@ -187,7 +187,10 @@ fn shell_metacharacters_in_rc_local_are_inert() {
     assert!(!canary.exists(), "import ran a command: {r:?}");
     assert!(r.code == 0 || r.code == 1, "{r:?}");
     // The dynamic line is reported, not imported.
-    assert!(r.all().contains("computed at boot") || r.all().contains("not"), "{r:?}");
+    assert!(
+        r.all().contains("computed at boot") || r.all().contains("not"),
+        "{r:?}"
+    );
     let rb = s.run(&["sim", "reboot"]);
     assert_eq!(rb.code, 0, "{rb:?}");
     assert!(!canary.exists(), "the restore unit ran a command");
@@ -198,12 +201,18 @@ fn shell_metacharacters_in_rc_local_are_inert() {
 fn active_profile_paths_are_validated() {
     let s = Sim::new("a40x8-ready");
     for (field, pin) in [
-        ("vgpus[0].parent", "parent = \"../../../../etc\"\ntype_id = \"nvidia-566\""),
+        (
+            "vgpus[0].parent",
+            "parent = \"../../../../etc\"\ntype_id = \"nvidia-566\"",
+        ),
         (
             "vgpus[0].type_id",
             "parent = \"0000:e8:00.4\"\ntype_id = \"../../../../../etc\"",
         ),
-        ("vgpus[0].gpu", "parent = \"0000:e8:00.4\"\ntype_id = \"nvidia-566\"\ngpu = \"0000:e8:00.0/../..\""),
+        (
+            "vgpus[0].gpu",
+            "parent = \"0000:e8:00.4\"\ntype_id = \"nvidia-566\"\ngpu = \"0000:e8:00.0/../..\"",
+        ),
     ] {
         s.write(
             "etc/vgpuctl/profile.toml",
@@ -218,7 +227,11 @@ fn active_profile_paths_are_validated() {
         assert_eq!(s.hash(), before, "{field}: restore changed the host");
     }
     // Paths from a profile or sysfs that try to leave the root never reach the file system.
-    for bad in ["sys/bus/pci/devices/../../../etc/shadow", "/../etc", "a/../../b"] {
+    for bad in [
+        "sys/bus/pci/devices/../../../etc/shadow",
+        "/../etc",
+        "a/../../b",
+    ] {
         assert!(vgpuctl::host::clean_rel(bad).is_err(), "{bad}");
     }
 }
@@ -248,12 +261,7 @@ fn credential_files_are_private() {
     h.write_file("etc/vgpuctl/k", b"x", vgpuctl::host::WriteOpts::secret())
         .unwrap();
     assert_eq!(
-        s.root()
-            .join("etc/vgpuctl/k")
-            .metadata()
-            .unwrap()
-            .mode()
-            & 0o777,
+        s.root().join("etc/vgpuctl/k").metadata().unwrap().mode() & 0o777,
         0o600
     );
 }

@@ -59,7 +59,10 @@ fuzz_target!(|data: &[u8]| {
 
     if let Ok(plan) = grub_default::plan_kernel_args(&files, wanted) {
         for e in &plan {
-            let orig = files.iter().find(|(n, _)| *n == e.name).expect("edit of a known file");
+            let orig = files
+                .iter()
+                .find(|(n, _)| *n == e.name)
+                .expect("edit of a known file");
             assert_eq!(e.before, orig.1);
             assert_ne!(e.before, e.after, "empty edit planned for {}", e.name);
             assert_eq!(
@@ -89,7 +92,10 @@ fuzz_target!(|data: &[u8]| {
     for var in [grub_default::DEFAULT_VAR, grub_default::LINUX_VAR] {
         if let Ok(plan) = grub_default::plan_cmdline_edit(&files, var, wanted) {
             let applied = apply(&files, &plan);
-            assert!(kargs::has_args(&grub_default::effective_var(&applied, var), wanted));
+            assert!(kargs::has_args(
+                &grub_default::effective_var(&applied, var),
+                wanted
+            ));
             assert_eq!(
                 grub_default::plan_cmdline_edit(&applied, var, wanted),
                 Ok(vec![]),

@@ -19,8 +19,15 @@ fuzz_target!(|data: &[u8]| {
     let keys: Vec<String> = w.iter().map(|a| common::key_of(a)).collect();
 
     let once = kargs::ensure_args(line, &w);
-    assert_eq!(kargs::ensure_args(&once, &w), once, "ensure not idempotent: {line:?}");
-    assert!(kargs::has_args(&once, &w), "{line:?} -> {once:?} lacks {w:?}");
+    assert_eq!(
+        kargs::ensure_args(&once, &w),
+        once,
+        "ensure not idempotent: {line:?}"
+    );
+    assert!(
+        kargs::has_args(&once, &w),
+        "{line:?} -> {once:?} lacks {w:?}"
+    );
     let others = |s: &str| -> Vec<String> {
         kargs::tokens(s)
             .iter()

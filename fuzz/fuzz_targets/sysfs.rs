@@ -30,7 +30,11 @@ fn render_description(d: &TypeDescription) -> String {
 fuzz_target!(|data: &[u8]| {
     let t = String::from_utf8_lossy(data);
     let d = sysfs_parse::parse_description(&t);
-    assert_eq!(sysfs_parse::parse_description(&render_description(&d)), d, "{t:?}");
+    assert_eq!(
+        sysfs_parse::parse_description(&render_description(&d)),
+        d,
+        "{t:?}"
+    );
 
     let c = sysfs_parse::parse_creatable(&t);
     let rendered: String = std::iter::once("ID    : vGPU Name\n".to_string())
@@ -42,7 +46,9 @@ fuzz_target!(|data: &[u8]| {
     }
 
     let m = sysfs_parse::parse_modules(&t);
-    assert!(m.iter().all(|n| !n.is_empty() && !n.contains(char::is_whitespace)));
+    assert!(m
+        .iter()
+        .all(|n| !n.is_empty() && !n.contains(char::is_whitespace)));
     let _ = sysfs_parse::parse_os_release(&t);
     let _ = sysfs_parse::parse_hex_u32(&t);
     if let Some(v) = sysfs_parse::parse_nvidia_version(&t) {
