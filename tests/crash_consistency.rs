@@ -8,8 +8,9 @@
 //!
 //! Cost: a post-reboot run observes the whole simulated sysfs after every step, so the profile
 //! configures two of the eight GPUs (one with fixed UUIDs, one with generated ones); the other
-//! six stay as the seed left them. `VGPUCTL_CRASH_KILLS=N` bounds the kill points (default 30,
-//! `all` for every point); the test prints how many it injected and how many converged.
+//! six stay as the seed left them. Kills: every step boundary and vGPU creation, plus
+//! `VGPUCTL_CRASH_WRITES` points inside file writes (default 12, `all` for every one), plus two
+//! power cuts; the test prints how many it injected and how many converged.
 
 mod common;
 use common::*;
@@ -328,9 +329,10 @@ struct Kill {
     power_cut: bool,
 }
 
-/// Every step boundary and vGPU creation, plus write points spread evenly, up to `max`.
-fn choose(runs: &[Vec<String>], max: usize) -> Vec<Kill> {
-    let mut boundaries = Vec::new();
+/// Every step boundary and vGPU creation, plus `writes` points inside file writes spread evenly
+/// over the runs (`None`: all of them).
+fn choose(runs: &[Vec<String>], writes_wanted: Option<usize>) -> Vec<Kill> {
+    let mut out = Vec::new();
     let mut writes = Vec::new();
     for (r, pts) in runs.iter().enumerate() {
         for (i, label) in pts.iter().enumerate() {
@@ -340,31 +342,27 @@ fn choose(runs: &[Vec<String>], max: usize) -> Vec<Kill> {
                 power_cut: false,
             };
             if label == "step" || label == "vgpu-create" {
-                boundaries.push(k);
+                out.push(k);
             } else {
                 writes.push(k);
             }
         }
     }
-    let mut out = boundaries;
-    out.truncate(max);
-    let room = max.saturating_sub(out.len());
-    if room > 0 && !writes.is_empty() {
-        let stride = (writes.len() as f64 / room as f64).max(1.0);
-        let mut x = 0.0;
-        while (x as usize) < writes.len() && out.len() < max {
-            out.push(writes[x as usize]);
-            x += stride;
-        }
+    let n = writes_wanted.unwrap_or(writes.len()).min(writes.len());
+    if n > 0 {
+        let stride = writes.len() as f64 / n as f64;
+        out.extend((0..n).map(|i| writes[(i as f64 * stride) as usize]));
     }
     out
 }
 
-fn budget() -> usize {
-    match std::env::var("VGPUCTL_CRASH_KILLS").as_deref() {
-        Ok("all") => usize::MAX,
-        Ok(n) => n.parse().expect("VGPUCTL_CRASH_KILLS: a number or all"),
-        Err(_) => 30,
+/// `VGPUCTL_CRASH_WRITES`: how many in-write points to kill at besides every step boundary
+/// (default 12; `all`).
+fn write_budget() -> Option<usize> {
+    match std::env::var("VGPUCTL_CRASH_WRITES").as_deref() {
+        Ok("all") => None,
+        Ok(n) => Some(n.parse().expect("VGPUCTL_CRASH_WRITES: a number or all")),
+        Err(_) => Some(12),
     }
 }
 
@@ -432,7 +430,7 @@ fn killed_setup_converges_to_the_uninterrupted_result() {
     }
 
     let total: usize = runs.iter().map(Vec::len).sum();
-    let mut kills = choose(&runs, budget());
+    let mut kills = choose(&runs, write_budget());
     // Power cuts: in the middle of the pre-reboot run and of the vGPU creation.
     let mid_run0 = runs[0].len() / 2;
     let last = runs.len() - 1;
