@@ -45,13 +45,11 @@ pub fn key_of(arg: &str) -> String {
     arg.split('=').next().unwrap_or("").replace('-', "_")
 }
 
-/// Lines without their terminators (`\n`, and a CR before it or at the very end); an editor
-/// that appends may terminate a last line that had none, which is not a change of that line.
+/// Lines without their terminators (`\n` and any CRs before it or at the very end); an editor
+/// that appends may terminate a last line that had none (turning a stray CR into a CRLF),
+/// which is not a change of that line.
 pub fn line_bodies(s: &str) -> Vec<&str> {
     s.split_inclusive('\n')
-        .map(|l| {
-            let l = l.strip_suffix('\n').unwrap_or(l);
-            l.strip_suffix('\r').unwrap_or(l)
-        })
+        .map(|l| l.strip_suffix('\n').unwrap_or(l).trim_end_matches('\r'))
         .collect()
 }
