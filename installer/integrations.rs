@@ -93,6 +93,7 @@ pub fn export_profile(facts: &HostFacts, active: Option<&Profile>) -> Profile {
         host: active
             .map(|a| a.host.clone())
             .unwrap_or_else(HostPolicy::default),
+        cloudpods: active.and_then(|a| a.cloudpods.clone()),
         ..Profile::default()
     };
     for g in &facts.gpus {
