@@ -218,6 +218,8 @@ pub fn run(cli: Cli) -> Result<Exit, Failure> {
             vf_timeout,
         } => crate::cmd::import::run(&host, dry_run, std::time::Duration::from_secs(vf_timeout)),
         Command::Setup(args) => crate::cmd::setup::run(&host, &args),
+        Command::Driver(DriverCommand::Fetch(a)) => crate::cmd::driver::run(&host, &a, false),
+        Command::Driver(DriverCommand::Install(a)) => crate::cmd::driver::run(&host, &a, true),
         Command::Restore { vf_timeout } => crate::cmd::restore::run(&host, vf_timeout),
         Command::Sim(SimCommand::Reboot) => {
             let report =
@@ -226,7 +228,12 @@ pub fn run(cli: Cli) -> Result<Exit, Failure> {
             Ok(Exit::Ok)
         }
         Command::Sim(SimCommand::Info) => {
-            println!("{}", crate::sim::info(&host).map_err(Failure::from)?);
+            let st = crate::sim::state_of(&host).map_err(Failure::from)?;
+            println!("simulated host {} at {}", st.model, host.root().display());
+            println!("boots: {}, boot id {}", st.boot_count, st.boot_id);
+            for (k, v) in &st.opts {
+                println!("sim-opt {k}={v}");
+            }
             Ok(Exit::Ok)
         }
         other => Err(Failure::failed(format!(

@@ -233,8 +233,7 @@ pub fn types(facts: &HostFacts) -> Vec<GpuTypes> {
                         .framebuffer_mib
                         .or_else(|| vgpu_name::parse(&t.name).map(|n| n.framebuffer_mib));
                     let max = t.description.max_instance.or_else(|| {
-                        let prefix = g.model.model.map(|m| m.type_prefix)?;
-                        crate::catalog::lookup(prefix, &t.name).map(|k| k.max_instances)
+                        crate::vgpu::select::known_type(g, &t.name).map(|k| k.max_instance)
                     });
                     match rows.iter_mut().find(|r| r.name == t.name) {
                         Some(r) => r.available += t.available,

@@ -64,7 +64,8 @@ pub fn series_meaning(series: char) -> &'static str {
 /// The name of a vendor-VFIO type id when no sysfs file names it (a VF whose type is set lists
 /// nothing creatable): from the embedded catalog of known types.
 pub fn name_for_id(id: &str) -> Option<String> {
-    crate::catalog::name_for_id(id)
+    let n: u32 = id.parse().ok()?;
+    crate::catalog::by_id(n).map(|(_, t)| t.name.clone())
 }
 
 #[cfg(test)]

@@ -210,6 +210,7 @@ pub fn run(host: &Host, dry_run: bool, vf_timeout: Duration) -> Result<Exit, Fai
         host,
         profile: &active,
         vf_timeout,
+        allow_unverified: false,
     };
     let mut steps = vec![Action::CopyBinary {
         to: planner::BINARY.into(),

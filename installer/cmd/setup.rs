@@ -6,8 +6,7 @@ use crate::exit::{Exit, Failure};
 use crate::host::Host;
 use crate::profile::Profile;
 
-/// Where `setup` keeps the profile of a run that continues after an automatic reboot.
-pub const RESUME_PROFILE: &str = "etc/vgpuctl/setup-profile.toml";
+use crate::setup::RESUME_PROFILE;
 
 pub fn load_profile(path: &std::path::Path) -> Result<Profile, Failure> {
     let text = std::fs::read_to_string(path)
@@ -34,9 +33,7 @@ pub fn run(host: &Host, args: &SetupArgs) -> Result<Exit, Failure> {
                      unattended run pass --profile FILE (see profiles/a40.toml)",
                 ));
             }
-            return Err(Failure::usage(
-                "the interactive wizard is not in this build yet: pass --profile FILE",
-            ));
+            return run_wizard(host, args);
         }
     };
     let opts = crate::setup::Options {
@@ -48,4 +45,58 @@ pub fn run(host: &Host, args: &SetupArgs) -> Result<Exit, Failure> {
         profile_path,
     };
     crate::setup::run(host, &profile, &opts)
+}
+
+fn run_wizard(host: &Host, args: &SetupArgs) -> Result<Exit, Failure> {
+    let facts = crate::facts::observe(host);
+    let st = crate::setup::state::load(host)?;
+    // After the reboot checkpoint, ask only what is still open.
+    let previous = if st.reboot_boot_id.is_some() && !st.finished {
+        host.read(RESUME_PROFILE)
+            .ok()
+            .and_then(|t| Profile::parse(&t, RESUME_PROFILE).ok())
+    } else {
+        None
+    };
+    let resumed = previous.is_some();
+    let profile = if resumed && st.reboot_boot_id.as_deref() == facts.boot_id.as_deref() {
+        // Not rebooted yet: nothing to ask; setup says the reboot is pending.
+        previous.unwrap()
+    } else {
+        crate::wizard::ask(host, &facts, previous.as_ref())?
+    };
+    if let Some(path) = &args.save_profile {
+        crate::wizard::save(path, &profile, true)?;
+    }
+    let opts = crate::setup::Options {
+        dry_run: args.dry_run,
+        yes: args.yes,
+        resume: resumed,
+        allow_unverified: args.allow_unverified,
+        vf_timeout: Duration::from_secs(args.vf_timeout),
+        profile_path: args
+            .save_profile
+            .as_ref()
+            .map(|p| p.display().to_string())
+            .unwrap_or_else(|| "FILE".into()),
+    };
+    let result = crate::setup::run(host, &profile, &opts);
+    if args.save_profile.is_none() && !args.dry_run && !resumed {
+        let offer = dialoguer::Confirm::new()
+            .with_prompt(
+                "Save these answers as a profile, so the next host is one unattended command?",
+            )
+            .default(true)
+            .interact()
+            .unwrap_or(false);
+        if offer {
+            let path: String = dialoguer::Input::new()
+                .with_prompt("Profile file")
+                .default("vgpuctl-profile.toml".into())
+                .interact_text()
+                .map_err(|e| Failure::usage(format!("no answer: {e}")))?;
+            crate::wizard::save(std::path::Path::new(&path), &profile, true)?;
+        }
+    }
+    result
 }

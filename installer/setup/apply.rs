@@ -17,6 +17,7 @@ pub struct Ctx<'a> {
     pub host: &'a Host,
     pub profile: &'a Profile,
     pub vf_timeout: Duration,
+    pub allow_unverified: bool,
 }
 
 pub fn new_uuid() -> String {
@@ -55,7 +56,15 @@ pub fn apply(ctx: &Ctx, step: &Step) -> Result<String> {
                 .with_context(|| format!("writing {value:?} to {path}"))?;
             Ok(format!("wrote {value} to {path}"))
         }
-        Action::InstallDriver { .. } => bail!("the driver step is not available in this build"),
+        Action::InstallDriver { .. } => {
+            let cfg = ctx
+                .profile
+                .driver
+                .as_ref()
+                .context("the profile has no [driver] section")?;
+            crate::cmd::driver::fetch_and_install(host, cfg, ctx.allow_unverified, false, true)
+                .map_err(|f| f.error)
+        }
         Action::EnableSriov { pf, .. } => match sriov::enable(host, pf, ctx.vf_timeout)? {
             sriov::Enabled::Already(n) => Ok(format!("{pf}: {n} VFs were already enabled")),
             sriov::Enabled::Now { vfs, waited } => Ok(format!(

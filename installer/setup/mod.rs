@@ -20,6 +20,9 @@ use crate::profile::{Profile, RebootPolicy};
 use plan::Plan;
 use planner::{Inputs, BINARY, RESTORE_UNIT, RESUME_UNIT, UNIT_DIR, WANTS_DIR};
 
+/// The profile a run stopped at a reboot continues with (`setup --resume`, the resumed wizard).
+pub const RESUME_PROFILE: &str = "etc/vgpuctl/setup-profile.toml";
+
 pub struct Options {
     pub dry_run: bool,
     pub yes: bool,
@@ -78,17 +81,6 @@ fn binary_current(host: &Host) -> bool {
         return false;
     };
     a == b
-}
-
-/// How the driver source is shown: a path, or a url without its query (a credential).
-pub fn driver_source_label(d: &crate::profile::DriverConfig) -> String {
-    match (&d.path, &d.url) {
-        (Some(p), _) => p.clone(),
-        (None, Some(u)) => {
-            u.split(['?', '#']).next().unwrap_or("").to_string() + " (query redacted)"
-        }
-        (None, None) => "nowhere".into(),
-    }
 }
 
 fn inputs<'a>(
@@ -209,6 +201,7 @@ pub fn run(host: &Host, profile: &Profile, opts: &Options) -> Result<Exit, Failu
         host,
         profile,
         vf_timeout: opts.vf_timeout,
+        allow_unverified: opts.allow_unverified,
     };
     let mut plan = plan;
     // Apply, re-planning once when the first plan deferred work that needed no reboot after all.
@@ -293,6 +286,17 @@ fn checkpoint(
 ) -> Result<Exit, Failure> {
     st.reboot_boot_id = f.boot_id.clone().or_else(|| Some("unknown".into()));
     st.reboot_reasons = reasons.clone();
+    // What `setup --resume` (and the wizard, resumed) continues with. The driver is installed by
+    // now, so its section (and any link, a credential) is not kept.
+    let mut resume = profile.clone();
+    resume.driver = None;
+    host.write_file(
+        RESUME_PROFILE,
+        toml::to_string_pretty(&resume)
+            .context("profile")?
+            .as_bytes(),
+        WriteOpts::secret(),
+    )?;
     state::save(host, st)?;
     println!("\nReboot needed: {}.", reasons.join("; "));
     let policy = profile.host.reboot;
@@ -325,14 +329,6 @@ fn checkpoint(
             mode: 0o755,
             backup: false,
         },
-    )?;
-    let resume_profile = "etc/vgpuctl/setup-profile.toml";
-    host.write_file(
-        resume_profile,
-        toml::to_string_pretty(profile)
-            .context("profile")?
-            .as_bytes(),
-        WriteOpts::secret(),
     )?;
     host.write_file(
         &format!("{UNIT_DIR}/{RESUME_UNIT}"),

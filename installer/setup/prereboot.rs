@@ -240,11 +240,16 @@ pub fn plan(
     // The host driver.
     if !f.driver.installed() {
         match &profile.driver {
-            Some(d) => plan.push(
-                "driver",
-                "Install the NVIDIA vGPU host driver",
-                Action::InstallDriver { source: crate::setup::driver_source_label(d) },
-            ),
+            Some(d) => {
+                // Bad input (missing file, expired link, http) is refused before any change.
+                let src = crate::driver::validate(d, host, std::time::SystemTime::now())
+                    .map_err(Failure::usage_from)?;
+                plan.push(
+                    "driver",
+                    "Install the NVIDIA vGPU host driver",
+                    Action::InstallDriver { source: src.describe() },
+                )
+            }
             None => {
                 return Err(Failure::usage(
                     "[driver]: the vGPU host driver is not installed and the profile has no [driver] \

@@ -150,16 +150,15 @@ pub fn resolve_type(gpu: &Gpu, wanted: &str) -> Result<ResolvedType, String> {
             names.join(", ")
         ));
     }
-    let prefix = gpu.model.model.map(|m| m.type_prefix).unwrap_or("");
-    match crate::catalog::lookup(prefix, wanted) {
+    match known_type(gpu, wanted) {
         Some(t) => Ok(ResolvedType {
-            name: t.name,
-            framebuffer_mib: Some(t.framebuffer_mib),
-            max_instance: Some(t.max_instances),
+            name: t.name.clone(),
+            framebuffer_mib: Some(t.framebuffer_mib as u64),
+            max_instance: Some(t.max_instance),
             live: false,
         }),
         None => {
-            let known = crate::catalog::names(prefix);
+            let known = known_names(gpu);
             Err(if known.is_empty() {
                 format!(
                     "cannot check vGPU type {wanted:?} for {} before its driver is loaded: no \
@@ -178,8 +177,37 @@ pub fn resolve_type(gpu: &Gpu, wanted: &str) -> Result<ResolvedType, String> {
 }
 
 fn catalog_max(gpu: &Gpu, name: &str) -> Option<u32> {
-    let prefix = gpu.model.model.map(|m| m.type_prefix)?;
-    crate::catalog::lookup(prefix, name).map(|t| t.max_instances)
+    known_type(gpu, name).map(|t| t.max_instance)
+}
+
+/// The embedded catalog's key for a GPU: its type prefix ("A40"), else its name's first word
+/// ("H100" for "H100 SXM5 80GB").
+fn catalog_types(gpu: &Gpu) -> &'static [crate::catalog::TypeSpec] {
+    let Some(m) = gpu.model.model else {
+        return &[];
+    };
+    let by_prefix = crate::catalog::types_for(m.type_prefix);
+    if !by_prefix.is_empty() {
+        return by_prefix;
+    }
+    crate::catalog::types_for(m.name.split_whitespace().next().unwrap_or(""))
+}
+
+/// A type of this GPU's model from the embedded catalog, by name or id.
+pub fn known_type(gpu: &Gpu, wanted: &str) -> Option<&'static crate::catalog::TypeSpec> {
+    let types = catalog_types(gpu);
+    let n = id_number(wanted);
+    types
+        .iter()
+        .find(|t| vgpu_name::same(&t.name, wanted) || Some(t.id) == n)
+}
+
+/// The short names of this GPU's known types ("A40-1B", ...).
+pub fn known_names(gpu: &Gpu) -> Vec<String> {
+    catalog_types(gpu)
+        .iter()
+        .map(|t| vgpu_name::short(&t.name).to_string())
+        .collect()
 }
 
 #[cfg(test)]

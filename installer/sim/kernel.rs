@@ -1,0 +1,563 @@
+//! [`SimKernel`]: answers sysfs writes as the kernel and the NVIDIA driver would.
+
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use anyhow::Result;
+
+use super::layout::{self, devdir, pf_of};
+use super::models::{FreshDriver, Iface, Model};
+use super::state::{self, Event, Pending, State, Vgpu};
+use crate::catalog;
+use crate::host::{Cmd, Host, Kernel, RunOutput};
+
+pub struct SimKernel {
+    pub(crate) root: PathBuf,
+    pub(crate) model: &'static Model,
+    inner: Mutex<Inner>,
+}
+
+struct Inner {
+    st: State,
+    stamp: Option<(std::time::SystemTime, u64, u64)>,
+}
+
+fn errno(code: i32, why: &str) -> io::Error {
+    tracing::debug!(errno = code, why, "simulated sysfs write refused");
+    io::Error::from_raw_os_error(code)
+}
+
+fn to_io(e: anyhow::Error) -> io::Error {
+    io::Error::other(format!("{e:#}"))
+}
+
+use nix::libc;
+
+impl SimKernel {
+    pub fn load(root: &Path, model: &'static Model) -> Result<SimKernel> {
+        let st = state::load(root)?;
+        Ok(SimKernel {
+            root: root.to_path_buf(),
+            model,
+            inner: Mutex::new(Inner {
+                st,
+                stamp: state::stamp(root),
+            }),
+        })
+    }
+
+    /// Run `f` on the current state (reloaded when another process changed it) and save it
+    /// when it changed. Never sleep inside.
+    pub(crate) fn with<R>(&self, f: impl FnOnce(&mut State) -> io::Result<R>) -> io::Result<R> {
+        let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        let now = state::stamp(&self.root);
+        if now != inner.stamp {
+            if let Ok(st) = state::load(&self.root) {
+                inner.st = st;
+            }
+            inner.stamp = now;
+        }
+        let before = inner.st.clone();
+        let r = f(&mut inner.st);
+        if inner.st != before {
+            state::save(&self.root, &inner.st).map_err(to_io)?;
+            inner.stamp = state::stamp(&self.root);
+        }
+        r
+    }
+
+    pub(crate) fn opt(&self, key: &str) -> Option<String> {
+        self.with(|st| Ok(st.opts.get(key).cloned())).ok().flatten()
+    }
+
+    fn opt_ms(&self, key: &str) -> u64 {
+        self.opt(key).and_then(|v| v.parse().ok()).unwrap_or(0)
+    }
+
+    pub(crate) fn merge_opts(&self, opts: &[(String, String)]) -> Result<()> {
+        self.with(|st| {
+            for (k, v) in opts {
+                if v.is_empty() {
+                    st.opts.remove(k);
+                } else {
+                    st.opts.insert(k.clone(), v.clone());
+                }
+            }
+            layout::render_globals(&self.root, self.model, st).map_err(to_io)
+        })?;
+        Ok(())
+    }
+
+    pub(crate) fn set_service(&self, unit: &str, active: bool) -> Result<()> {
+        self.with(|st| {
+            if active {
+                st.active_services.insert(unit.to_string());
+            } else {
+                st.active_services.remove(unit);
+            }
+            Ok(())
+        })?;
+        Ok(())
+    }
+
+    pub(crate) fn render_gpu(&self, st: &State, pf: &str) -> io::Result<()> {
+        layout::render_gpu(&self.root, self.model, st, pf).map_err(to_io)
+    }
+
+    // -----------------------------------------------------------------------------------------
+    // Driver binding
+
+    /// Bind `dev` to `driver` when the driver can take it.
+    pub(crate) fn bind(&self, st: &mut State, dev: &str, driver: &str) -> io::Result<()> {
+        let m = self.model;
+        let Some(pf) = pf_of(m, dev) else {
+            return Err(errno(libc::ENODEV, "not a GPU function"));
+        };
+        if st.bound.contains_key(dev) {
+            return Err(errno(libc::EBUSY, "already bound"));
+        }
+        if !st.modules.contains(layout::module_of(driver)) {
+            return Err(errno(libc::ENOENT, "driver not loaded"));
+        }
+        let ok = match driver {
+            "nvidia" => m.vgpu_capable() || st.datacenter_driver.is_some(),
+            "nouveau" => dev == pf,
+            "vfio-pci" => st.overrides.get(dev).is_some_and(|o| o == "vfio-pci"),
+            _ => false,
+        };
+        if !ok {
+            return Err(errno(libc::ENODEV, "driver does not claim the device"));
+        }
+        st.bound.insert(dev.to_string(), driver.to_string());
+        self.render_gpu(st, pf)
+    }
+
+    pub(crate) fn unbind(&self, st: &mut State, dev: &str, driver: Option<&str>) -> io::Result<()> {
+        let m = self.model;
+        let Some(pf) = pf_of(m, dev) else {
+            return Err(errno(libc::ENODEV, "not a GPU function"));
+        };
+        match (st.bound.get(dev), driver) {
+            (None, _) => return Err(errno(libc::ENODEV, "not bound")),
+            (Some(b), Some(d)) if b != d => return Err(errno(libc::ENODEV, "bound elsewhere")),
+            _ => {}
+        }
+        st.bound.remove(dev);
+        if dev == pf {
+            // The PF's driver owned SR-IOV: its VFs and their vGPUs go with it.
+            self.drop_vfs(st, pf);
+        }
+        st.vgpus.retain(|v| v.parent != dev);
+        self.render_gpu(st, pf)
+    }
+
+    fn drop_vfs(&self, st: &mut State, pf: &str) {
+        st.numvfs.remove(pf);
+        for vf in self.model.vfs_of(pf) {
+            st.bound.remove(&vf);
+        }
+        st.vgpus.retain(|v| v.pf != pf || v.parent == pf);
+        st.pending
+            .retain(|p| !matches!(&p.event, Event::EnableVfs { pf: x } if x == pf));
+    }
+
+    pub(crate) fn enable_vfs(&self, st: &mut State, pf: &str, n: u32) -> io::Result<()> {
+        st.numvfs.insert(pf.to_string(), n);
+        for vf in self.model.vfs_of(pf).into_iter().take(n as usize) {
+            if st.modules.contains("nvidia") {
+                st.bound.insert(vf, "nvidia".into());
+            }
+        }
+        self.render_gpu(st, pf)
+    }
+
+    /// Materialize pending events whose time has come.
+    fn materialize(&self, st: &mut State) -> io::Result<()> {
+        let now = state::now_ms();
+        if !st.pending.iter().any(|p| p.due_ms <= now) {
+            return Ok(());
+        }
+        let (due, later): (Vec<Pending>, Vec<Pending>) =
+            st.pending.drain(..).partition(|p| p.due_ms <= now);
+        st.pending = later;
+        for p in due {
+            match p.event {
+                Event::EnableVfs { pf } => {
+                    let bound = st.bound.get(&pf).is_some_and(|d| d == "nvidia");
+                    if bound && st.numvfs.get(&pf).copied().unwrap_or(0) == 0 {
+                        self.enable_vfs(st, &pf, self.model.sriov_total)?;
+                    }
+                }
+                Event::Bind { dev, driver } => {
+                    let _ = self.bind(st, &dev, &driver);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    // -----------------------------------------------------------------------------------------
+    // vGPUs
+
+    fn create_fail(&self, st: &State, parent: &str, pf: &str) -> bool {
+        st.opts
+            .get("create_fail")
+            .is_some_and(|v| v.split(',').map(str::trim).any(|a| a == parent || a == pf))
+    }
+
+    /// Create a vGPU of `type_id` on `parent` (mdev `create` or vendor `current_vgpu_type`).
+    fn create(&self, parent: &str, type_id: u32, uuid: &str) -> io::Result<()> {
+        let ms = self.opt_ms("create_ms");
+        if ms > 0 {
+            std::thread::sleep(Duration::from_millis(ms));
+        }
+        let m = self.model;
+        self.with(|st| {
+            self.materialize(st)?;
+            let pf = pf_of(m, parent).ok_or_else(|| errno(libc::ENODEV, "no such parent"))?;
+            if !layout::parents(m, st, pf).iter().any(|p| p == parent) {
+                return Err(errno(libc::ENODEV, "not a vGPU parent now"));
+            }
+            let t = catalog::find(m.gpu, &type_id.to_string())
+                .ok_or_else(|| errno(libc::EINVAL, "unknown type"))?;
+            if !uuid.is_empty() && st.vgpus.iter().any(|v| v.uuid == uuid) {
+                return Err(errno(libc::EEXIST, "uuid exists"));
+            }
+            if self.create_fail(st, parent, pf) {
+                return Err(errno(libc::EBUSY, "create_fail"));
+            }
+            if layout::available(m, st, pf, parent, t) == 0 {
+                let full = st.vgpus.iter().filter(|v| v.pf == pf).count() as u32 >= t.max_instance;
+                let placement = st.vgpus.iter().any(|v| v.pf == pf && v.type_id != t.id);
+                return Err(if full && !placement {
+                    errno(libc::EDQUOT, "type full on this GPU")
+                } else {
+                    errno(
+                        libc::EINVAL,
+                        "placement: parent used or GPU holds another type",
+                    )
+                });
+            }
+            let before = st.clone();
+            let v = Vgpu {
+                uuid: uuid.to_string(),
+                parent: parent.to_string(),
+                pf: pf.to_string(),
+                type_id,
+            };
+            if !uuid.is_empty() {
+                layout::render_mdev_device(&self.root, m, &v).map_err(to_io)?;
+            }
+            st.vgpus.push(v);
+            self.sync_types(&before, st, pf)
+        })
+    }
+
+    fn remove(&self, parent: &str, uuid: Option<&str>) -> io::Result<()> {
+        let m = self.model;
+        self.with(|st| {
+            let pf = pf_of(m, parent).ok_or_else(|| errno(libc::ENODEV, "no such parent"))?;
+            let before = st.clone();
+            let n = st.vgpus.len();
+            st.vgpus
+                .retain(|v| !(v.parent == parent && uuid.is_none_or(|u| v.uuid == u)));
+            if st.vgpus.len() == n {
+                return Err(errno(libc::ENODEV, "no such vGPU"));
+            }
+            if let Some(u) = uuid {
+                let pd = devdir(m, parent);
+                layout::rmtree(&self.root, &format!("{pd}/{u}"));
+                layout::unlink(&self.root, &format!("sys/bus/mdev/devices/{u}"));
+                for d in std::fs::read_dir(self.root.join(format!("{pd}/mdev_supported_types")))
+                    .into_iter()
+                    .flatten()
+                    .flatten()
+                {
+                    let _ = std::fs::remove_file(d.path().join("devices").join(u));
+                }
+            }
+            self.sync_types(&before, st, pf)
+        })
+    }
+
+    /// Rewrite only the availability files whose value changed between two states (keeps a
+    /// create on a 256-VF host cheap).
+    fn sync_types(&self, before: &State, after: &State, pf: &str) -> io::Result<()> {
+        let m = self.model;
+        let types = catalog::types_for(m.gpu);
+        for p in layout::parents(m, after, pf) {
+            let pd = devdir(m, &p);
+            match m.iface {
+                Iface::Mdev => {
+                    for t in types {
+                        let (a, b) = (
+                            layout::available(m, before, pf, &p, t),
+                            layout::available(m, after, pf, &p, t),
+                        );
+                        if a != b {
+                            let f = format!(
+                                "{pd}/mdev_supported_types/{}/available_instances",
+                                m.type_dir(&p, t.id)
+                            );
+                            layout::put(&self.root, &f, &format!("{b}\n")).map_err(to_io)?;
+                        }
+                    }
+                }
+                Iface::VendorVfio => {
+                    let changed = types.iter().any(|t| {
+                        layout::available(m, before, pf, &p, t)
+                            != layout::available(m, after, pf, &p, t)
+                    }) || before.vgpus.iter().any(|v| v.parent == p)
+                        != after.vgpus.iter().any(|v| v.parent == p);
+                    if changed {
+                        layout::render_types(&self.root, m, after, pf).map_err(to_io)?;
+                        return Ok(());
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    // -----------------------------------------------------------------------------------------
+    // Boot
+
+    /// A boot: new boot id, cmdline from the boot loader, modules and drivers as the boot leaves
+    /// them, no VFs, no vGPUs, enabled services active. Returns the new state.
+    pub(crate) fn boot(&self) -> Result<State> {
+        let m = self.model;
+        let root = self.root.clone();
+        let st = self.with(|st| {
+            st.boot_count += 1;
+            st.boot_id = uuid::Uuid::new_v4().to_string();
+            st.cmdline = layout::boot_cmdline(&root, m);
+            st.reboot_requested = false;
+            st.pending.clear();
+            st.vgpus.clear();
+            st.numvfs.clear();
+            st.bound.clear();
+            st.overrides.clear();
+            st.iommu = super::iommu_active(m, &st.cmdline);
+            st.modules = super::base_modules(m);
+            let cmd_blacklist = st.cmdline.split_whitespace().any(|w| {
+                w == "modprobe.blacklist=nouveau"
+                    || w == "rd.driver.blacklist=nouveau"
+                    || w == "nouveau.modeset=0"
+            });
+            let nouveau_blocked = cmd_blacklist
+                || (super::programs::nouveau_blacklisted(&root) && st.initramfs_blacklists_nouveau);
+            let nvidia_installed = root
+                .join(format!("lib/modules/{}/updates/dkms/nvidia.ko", m.os.kver))
+                .exists();
+            let gpu_driver = if nvidia_installed {
+                st.modules.insert("nvidia".into());
+                if st.driver.is_some() && m.iface == Iface::Mdev {
+                    st.modules.extend(
+                        [
+                            "nvidia_vgpu_vfio",
+                            "mdev",
+                            "vfio_pci_core",
+                            "vfio",
+                            "vfio_iommu_type1",
+                        ]
+                        .map(String::from),
+                    );
+                }
+                if m.vgpu_capable() || st.datacenter_driver.is_some() {
+                    Some("nvidia")
+                } else {
+                    None
+                }
+            } else if !nouveau_blocked {
+                st.modules
+                    .extend(["nouveau", "drm_kms_helper", "drm"].map(String::from));
+                Some("nouveau")
+            } else {
+                None
+            };
+            if !nouveau_blocked && nvidia_installed && m.fresh != FreshDriver::Nouveau {
+                // nouveau still loads (it just finds no free GPU) unless blacklisted.
+            }
+            let delay = st
+                .opts
+                .get("driver_delay_ms")
+                .and_then(|v| v.parse::<u64>().ok())
+                .unwrap_or(0);
+            if let Some(d) = gpu_driver {
+                for pf in m.pfs {
+                    if delay > 0 {
+                        st.pending.push(Pending {
+                            due_ms: state::now_ms() + delay,
+                            event: Event::Bind {
+                                dev: pf.to_string(),
+                                driver: d.to_string(),
+                            },
+                        });
+                    } else {
+                        st.bound.insert(pf.to_string(), d.to_string());
+                    }
+                }
+            }
+            // Services: the enabled ones that are not vgpuctl's (those run via relaunch).
+            st.active_services = super::programs::enabled_units(&root)
+                .into_iter()
+                .filter(|u| {
+                    !super::programs::enabled_vgpuctl_units(&root)
+                        .iter()
+                        .any(|(n, _, _)| n == u)
+                })
+                .filter(|u| !u.starts_with("nvidia-vgpu") || st.modules.contains("nvidia"))
+                .collect();
+            // Runtime-only leftovers of the previous boot.
+            layout::rmtree(&root, "run/vgpuctl");
+            layout::render_all(&root, m, st).map_err(to_io)?;
+            Ok(st.clone())
+        })?;
+        Ok(st)
+    }
+}
+
+impl Kernel for SimKernel {
+    fn is_simulated(&self) -> bool {
+        true
+    }
+
+    fn tick(&self, _root: &Path) {
+        let _ = self.with(|st| self.materialize(st));
+    }
+
+    fn write_attr(&self, root: &Path, rel: &Path, value: &str) -> io::Result<()> {
+        self.tick(root);
+        let abs = root.join(rel);
+        if !abs.exists() {
+            // sysfs cannot create files.
+            return Err(errno(libc::ENOENT, "no such attribute"));
+        }
+        let canon = abs.canonicalize()?;
+        let croot = root.canonicalize()?;
+        let crel = canon
+            .strip_prefix(&croot)
+            .map_err(|_| errno(libc::EACCES, "outside the root"))?
+            .to_string_lossy()
+            .to_string();
+        let parts: Vec<&str> = crel.split('/').collect();
+        let v = value.trim();
+        let m = self.model;
+        let n = parts.len();
+        let last = parts[n - 1];
+        let parent_of = |i: usize| parts.get(n.wrapping_sub(i)).copied().unwrap_or("");
+        match (parts.as_slice(), last) {
+            (["sys", "bus", "pci", "drivers", d, "unbind"], _) => {
+                let d = d.to_string();
+                self.with(|st| self.unbind(st, v, Some(&d)))
+            }
+            (["sys", "bus", "pci", "drivers", d, "bind"], _) => {
+                let d = d.to_string();
+                self.with(|st| self.bind(st, v, &d))
+            }
+            (["sys", "bus", "pci", "drivers_probe"], _) => self.with(|st| {
+                if st.bound.contains_key(v) {
+                    return Ok(());
+                }
+                let driver = st
+                    .overrides
+                    .get(v)
+                    .cloned()
+                    .or_else(|| layout::default_driver(m, st).map(String::from));
+                match driver {
+                    Some(d) => self.bind(st, v, &d).or(Ok(())),
+                    None => Ok(()),
+                }
+            }),
+            (_, "driver_override") if parts[0] == "sys" => {
+                let dev = parent_of(2).to_string();
+                self.with(|st| {
+                    if v.is_empty() {
+                        st.overrides.remove(&dev);
+                    } else {
+                        st.overrides.insert(dev.clone(), v.to_string());
+                    }
+                    let shown = if v.is_empty() { "(null)" } else { v };
+                    layout::put(root, &crel, &format!("{shown}\n")).map_err(to_io)
+                })
+            }
+            (_, "sriov_numvfs") => {
+                let pf = parent_of(2).to_string();
+                let want: u32 = v.parse().map_err(|_| errno(libc::EINVAL, "not a number"))?;
+                self.with(|st| {
+                    let cur = st.numvfs.get(&pf).copied().unwrap_or(0);
+                    if want > m.sriov_total {
+                        return Err(errno(libc::ERANGE, "more than sriov_totalvfs"));
+                    }
+                    if want == cur {
+                        return Ok(());
+                    }
+                    if cur > 0 && want > 0 {
+                        return Err(errno(libc::EBUSY, "disable VFs first"));
+                    }
+                    if want == 0 {
+                        self.drop_vfs(st, &pf);
+                        self.render_gpu(st, &pf)
+                    } else {
+                        self.enable_vfs(st, &pf, want)
+                    }
+                })
+            }
+            (_, "create") if parent_of(3) == "mdev_supported_types" => {
+                let parent = parent_of(4).to_string();
+                let dir = parent_of(2);
+                let id: u32 = dir
+                    .rsplit('-')
+                    .next()
+                    .and_then(|s| s.parse().ok())
+                    .ok_or_else(|| errno(libc::EINVAL, "bad type dir"))?;
+                let u = uuid::Uuid::parse_str(v).map_err(|_| errno(libc::EINVAL, "bad uuid"))?;
+                // The kernel keeps the canonical lower-case hyphenated form.
+                self.create(&parent, id, &u.hyphenated().to_string())
+            }
+            (_, "remove") if uuid::Uuid::parse_str(parent_of(2)).is_ok() => {
+                if v != "1" {
+                    return Err(errno(libc::EINVAL, "write 1 to remove"));
+                }
+                let u = parent_of(2).to_string();
+                self.remove(parent_of(3), Some(&u))
+            }
+            (_, "current_vgpu_type") if parent_of(2) == "nvidia" => {
+                let vf = parent_of(3).to_string();
+                let id: u32 = v
+                    .parse()
+                    .map_err(|_| errno(libc::EINVAL, "not a type id"))?;
+                if id == 0 {
+                    return match self.remove(&vf, None) {
+                        Err(e) if e.raw_os_error() == Some(libc::ENODEV) => Ok(()),
+                        r => r,
+                    };
+                }
+                let busy = self.with(|st| Ok(st.vgpus.iter().any(|x| x.parent == vf)))?;
+                if busy {
+                    return Err(errno(libc::EBUSY, "VF already holds a vGPU"));
+                }
+                self.create(&vf, id, "")
+            }
+            _ => {
+                use std::io::Write;
+                let mut f = std::fs::OpenOptions::new()
+                    .write(true)
+                    .truncate(true)
+                    .open(&canon)?;
+                f.write_all(value.as_bytes())
+            }
+        }
+    }
+
+    fn run(&self, host: &Host, cmd: &Cmd) -> anyhow::Result<RunOutput> {
+        self.tick(host.root());
+        let out = super::programs::run(self, host, cmd)?;
+        if let Some(log) = &cmd.log_to {
+            crate::host::kernel::append_log(host, log, cmd, &out)?;
+        }
+        Ok(out)
+    }
+}

@@ -1,0 +1,973 @@
+//! Files of the simulated root, rendered from the model and the state: the static parts (OS,
+//! boot loader, PCI config space) at build time, the dynamic parts (drivers, VFs, mdev types,
+//! vGPUs, /proc) whenever the state changes. Layouts follow real sysfs/procfs; every symlink is
+//! relative so it resolves inside the root.
+
+use std::collections::BTreeMap;
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+
+use anyhow::Result;
+
+use super::bootcfg;
+use super::models::{Boot, Cpu, FreshDriver, Iface, Model};
+use super::state::State;
+use crate::catalog::{self, TypeSpec};
+
+pub const SECURE_BOOT_VAR: &str =
+    "sys/firmware/efi/efivars/SecureBoot-8be4df61-93ca-11d2-aa0d-00e098032b8c";
+pub const ROOT_UUID: &str = "3f1b6e0c-9d4e-4a8b-b1c2-5d7e8f9a0b1c";
+pub const MACHINE_ID: &str = "8d3f0c6a1b2e4f5a9c7d6e5f4a3b2c1d";
+pub const ESP_UUID: &str = "6A1F-3C2B";
+pub const HOST_BRIDGE: &str = "0000:00:00.0";
+
+/// Write a file only when its content differs (keeps re-renders cheap).
+pub fn put(root: &Path, rel: &str, content: &str) -> Result<()> {
+    put_mode(root, rel, content, 0o644)
+}
+
+pub fn put_mode(root: &Path, rel: &str, content: &str, mode: u32) -> Result<()> {
+    let p = root.join(rel);
+    if std::fs::read(&p)
+        .map(|c| c == content.as_bytes())
+        .unwrap_or(false)
+    {
+        return Ok(());
+    }
+    if let Some(d) = p.parent() {
+        std::fs::create_dir_all(d)?;
+    }
+    // sysfs attributes are written in place; a write-only file (0200) must stay writable to us.
+    std::fs::write(&p, content)?;
+    std::fs::set_permissions(&p, std::fs::Permissions::from_mode(mode))?;
+    Ok(())
+}
+
+/// Create a file known not to exist yet (one open, one write).
+fn fresh_file(root: &Path, rel: &str, content: &str, mode: u32) -> Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(mode)
+        .open(root.join(rel))?;
+    f.write_all(content.as_bytes())?;
+    Ok(())
+}
+
+pub fn link(root: &Path, rel: &str, target: &str) -> Result<()> {
+    let p = root.join(rel);
+    if std::fs::read_link(&p)
+        .map(|t| t == Path::new(target))
+        .unwrap_or(false)
+    {
+        return Ok(());
+    }
+    if let Some(d) = p.parent() {
+        std::fs::create_dir_all(d)?;
+    }
+    let _ = std::fs::remove_file(&p);
+    std::os::unix::fs::symlink(target, &p)?;
+    Ok(())
+}
+
+pub fn unlink(root: &Path, rel: &str) {
+    let _ = std::fs::remove_file(root.join(rel));
+}
+
+pub fn rmtree(root: &Path, rel: &str) {
+    let _ = std::fs::remove_dir_all(root.join(rel));
+}
+
+pub fn devdir(m: &Model, addr: &str) -> String {
+    format!("sys/devices/{}/{addr}", m.pci_root(addr))
+}
+
+/// Stable IOMMU group numbers: host bridge 0, PF k at 10+33k, its VF i at 11+33k+i.
+pub fn iommu_group(m: &Model, addr: &str) -> u32 {
+    for (k, pf) in m.pfs.iter().enumerate() {
+        let base = 10 + 33 * k as u32;
+        if addr == *pf {
+            return base;
+        }
+        if let Some(i) = m.vfs_of(pf).iter().position(|v| v == addr) {
+            return base + 1 + i as u32;
+        }
+    }
+    0
+}
+
+pub fn pf_of(m: &Model, dev: &str) -> Option<&'static str> {
+    m.pfs
+        .iter()
+        .find(|pf| **pf == dev || m.vfs_of(pf).iter().any(|v| v == dev))
+        .copied()
+}
+
+fn driver_module(driver: &str) -> &str {
+    match driver {
+        "vfio-pci" => "vfio_pci",
+        d => d,
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Static build
+
+pub fn build_static(root: &Path, m: &Model, st: &State) -> Result<()> {
+    // merged /usr, as on every model's OS release
+    std::fs::create_dir_all(root.join("usr/lib"))?;
+    std::fs::create_dir_all(root.join("usr/bin"))?;
+    std::fs::create_dir_all(root.join("usr/sbin"))?;
+    link(root, "lib", "usr/lib")?;
+    link(root, "bin", "usr/bin")?;
+    link(root, "sbin", "usr/sbin")?;
+    for d in [
+        "etc/modprobe.d",
+        "etc/systemd/system/multi-user.target.wants",
+        "usr/lib/systemd/system",
+        "usr/lib/modprobe.d",
+        "root",
+        "run",
+        "var/lib",
+        "var/log",
+        "tmp",
+    ] {
+        std::fs::create_dir_all(root.join(d))?;
+    }
+    put(root, "etc/os-release", m.os.os_release)?;
+    put(root, "etc/hostname", &format!("sim-{}\n", m.name))?;
+    put(root, "etc/machine-id", &format!("{MACHINE_ID}\n"))?;
+    put(
+        root,
+        "proc/sys/kernel/osrelease",
+        &format!("{}\n", m.os.kver),
+    )?;
+    put(root, "proc/cpuinfo", &cpuinfo(m))?;
+    put(
+        root,
+        &format!("boot/vmlinuz-{}", m.os.kver),
+        "simulated kernel image\n",
+    )?;
+    let stub = |p: &str| {
+        put_mode(root, p, "#!/bin/sh\n# vgpuctl simulator stub: the simulated kernel answers runs of this program\nexit 0\n", 0o755)
+    };
+    for p in [
+        "usr/bin/systemctl",
+        "usr/sbin/modprobe",
+        "usr/bin/uname",
+        "usr/bin/lspci",
+    ] {
+        stub(p)?;
+    }
+    if m.os.debian {
+        stub("usr/sbin/update-initramfs")?;
+        stub("usr/bin/apt-get")?;
+        stub("usr/bin/dpkg")?;
+        put(
+            root,
+            &format!("boot/initrd.img-{}", m.os.kver),
+            "simulated initramfs\n",
+        )?;
+    } else {
+        stub("usr/bin/dracut")?;
+        stub("usr/bin/dnf")?;
+        stub("usr/bin/rpm")?;
+        put(
+            root,
+            "etc/redhat-release",
+            "Rocky Linux release 9.4 (Blue Onyx)\n",
+        )?;
+        put(
+            root,
+            "etc/system-release",
+            "Rocky Linux release 9.4 (Blue Onyx)\n",
+        )?;
+        put(
+            root,
+            &format!("boot/initramfs-{}.img", m.os.kver),
+            "simulated initramfs\n",
+        )?;
+    }
+    if let Some(vendor) = m.vm {
+        put(root, "sys/class/dmi/id/sys_vendor", &format!("{vendor}\n"))?;
+        put(root, "sys/class/dmi/id/product_name", "p5.48xlarge\n")?;
+    } else {
+        put(root, "sys/class/dmi/id/sys_vendor", "Supermicro\n")?;
+        put(root, "sys/class/dmi/id/product_name", "SYS-4029GP-TRT\n")?;
+    }
+    if m.firmware_iommu {
+        let table = if m.cpu == Cpu::Intel { "DMAR" } else { "IVRS" };
+        put(
+            root,
+            &format!("sys/firmware/acpi/tables/{table}"),
+            "simulated ACPI table\n",
+        )?;
+    }
+    std::fs::create_dir_all(root.join("sys/firmware/acpi/tables"))?;
+    build_boot(root, m)?;
+    // PCI: a non-NVIDIA host bridge, then the GPUs' config space.
+    let (hb_vendor, hb_device) = match m.cpu {
+        Cpu::Intel => ("0x8086", "0x09a2"),
+        Cpu::Amd => ("0x1022", "0x1480"),
+    };
+    pci_static(
+        root,
+        m,
+        HOST_BRIDGE,
+        hb_vendor,
+        hb_device,
+        "0x0000",
+        "0x0000",
+        "0x060000",
+        0,
+    )?;
+    for (k, pf) in m.pfs.iter().enumerate() {
+        let numa = if m.vm.is_some() {
+            -1
+        } else if m.pfs.len() > 1 && k >= m.pfs.len() / 2 {
+            1
+        } else {
+            0
+        };
+        pci_static(
+            root,
+            m,
+            pf,
+            "0x10de",
+            &format!("0x{:04x}", m.device),
+            "0x10de",
+            &format!("0x{:04x}", m.subsystem_device),
+            &format!("0x{:06x}", m.class),
+            numa,
+        )?;
+    }
+    let _ = st;
+    Ok(())
+}
+
+#[allow(clippy::too_many_arguments)]
+fn pci_static(
+    root: &Path,
+    m: &Model,
+    addr: &str,
+    vendor: &str,
+    device: &str,
+    sv: &str,
+    sd: &str,
+    class: &str,
+    numa: i32,
+) -> Result<()> {
+    let d = devdir(m, addr);
+    std::fs::create_dir_all(root.join(&d))?;
+    for (f, c, mode) in [
+        ("vendor", format!("{vendor}\n"), 0o444),
+        ("device", format!("{device}\n"), 0o444),
+        ("subsystem_vendor", format!("{sv}\n"), 0o444),
+        ("subsystem_device", format!("{sd}\n"), 0o444),
+        ("class", format!("{class}\n"), 0o444),
+        ("numa_node", format!("{numa}\n"), 0o644),
+        ("driver_override", "(null)\n".to_string(), 0o644),
+        ("remove", String::new(), 0o200),
+    ] {
+        fresh_file(root, &format!("{d}/{f}"), &c, mode)?;
+    }
+    link(
+        root,
+        &format!("sys/bus/pci/devices/{addr}"),
+        &format!("../../../devices/{}/{addr}", m.pci_root(addr)),
+    )
+}
+
+fn build_boot(root: &Path, m: &Model) -> Result<()> {
+    let stub = |p: &str| {
+        put_mode(
+            root,
+            p,
+            "#!/bin/sh\n# vgpuctl simulator stub\nexit 0\n",
+            0o755,
+        )
+    };
+    match m.boot {
+        Boot::Grub | Boot::SystemdBoot => {
+            let (default, linux) = if m.os.proxmox {
+                ("quiet", "root=ZFS=rpool/ROOT/pve-1 boot=zfs")
+            } else if m.vm.is_some() {
+                (
+                    "console=tty1 console=ttyS0 nvme_core.io_timeout=4294967295",
+                    "",
+                )
+            } else {
+                ("quiet splash", "")
+            };
+            put(
+                root,
+                "etc/default/grub",
+                &debian_grub_defaults(m, default, linux),
+            )?;
+            std::fs::create_dir_all(root.join("etc/default/grub.d"))?;
+            stub("usr/sbin/update-grub")?;
+            stub("usr/sbin/grub-mkconfig")?;
+            regenerate_grub_cfg(root, m)?;
+            if m.os.proxmox {
+                put(
+                    root,
+                    "etc/kernel/cmdline",
+                    "root=ZFS=rpool/ROOT/pve-1 boot=zfs\n",
+                )?;
+                put(
+                    root,
+                    "etc/kernel/proxmox-boot-uuids",
+                    &format!("{ESP_UUID}\n"),
+                )?;
+                stub("usr/sbin/proxmox-boot-tool")?;
+                stub("usr/bin/kernel-install")?;
+                stub("usr/bin/pveversion")?;
+                std::fs::create_dir_all(root.join("etc/pve/nodes/sim"))?;
+                put(root, "etc/pve/.version", "{\"version\": 1}\n")?;
+                proxmox_refresh(root, m)?;
+            }
+        }
+        Boot::Bls => {
+            let args = "crashkernel=1G-4G:192M,4G-64G:256M,64G-:512M resume=/dev/mapper/rl-swap \
+                        rd.lvm.lv=rl/root rd.lvm.lv=rl/swap rhgb quiet";
+            put(
+                root,
+                "etc/default/grub",
+                &format!(
+                    "GRUB_TIMEOUT=5\nGRUB_DISTRIBUTOR=\"$(sed 's, release .*$,,g' /etc/system-release)\"\n\
+                     GRUB_DEFAULT=saved\nGRUB_DISABLE_SUBMENU=true\nGRUB_TERMINAL_OUTPUT=\"console\"\n\
+                     GRUB_CMDLINE_LINUX=\"{args}\"\nGRUB_DISABLE_RECOVERY=\"true\"\nGRUB_ENABLE_BLSCFG=true\n"
+                ),
+            )?;
+            let kver = m.os.kver;
+            for (id, title, ver) in [
+                (
+                    kver.to_string(),
+                    format!("Rocky Linux ({kver}) 9.4 (Blue Onyx)"),
+                    kver.to_string(),
+                ),
+                (
+                    "0-rescue".to_string(),
+                    "Rocky Linux (0-rescue-8d3f0c6a1b2e4f5a9c7d6e5f4a3b2c1d) 9.4 (Blue Onyx)"
+                        .to_string(),
+                    "0-rescue-8d3f0c6a1b2e4f5a9c7d6e5f4a3b2c1d".to_string(),
+                ),
+            ] {
+                put(
+                    root,
+                    &format!("boot/loader/entries/{MACHINE_ID}-{id}.conf"),
+                    &format!(
+                        "title {title}\nversion {ver}\nlinux /vmlinuz-{ver}\ninitrd /initramfs-{ver}.img $tuned_initrd\n\
+                         options root=/dev/mapper/rl-root ro {args} $tuned_params\ngrub_users $grub_users\n\
+                         grub_arg --unrestricted\ngrub_class rocky\n"
+                    ),
+                )?;
+            }
+            put(
+                root,
+                "boot/grub2/grubenv",
+                &format!("# GRUB Environment Block\nsaved_entry={MACHINE_ID}-{kver}\n"),
+            )?;
+            stub("usr/sbin/grubby")?;
+            stub("usr/sbin/grub2-mkconfig")?;
+        }
+    }
+    Ok(())
+}
+
+fn debian_grub_defaults(m: &Model, default: &str, linux: &str) -> String {
+    let distributor = if m.os.proxmox {
+        "\"Proxmox VE\"".to_string()
+    } else {
+        "`( . /etc/os-release; echo ${NAME:-Ubuntu} ) 2>/dev/null || echo Ubuntu`".to_string()
+    };
+    format!(
+        "# If you change this file, run 'update-grub' afterwards to update\n# /boot/grub/grub.cfg.\n\
+         # For full documentation of the options in this file, see:\n#   info -f grub -n 'Simple configuration'\n\n\
+         GRUB_DEFAULT=0\nGRUB_TIMEOUT_STYLE=hidden\nGRUB_TIMEOUT=0\nGRUB_DISTRIBUTOR={distributor}\n\
+         GRUB_CMDLINE_LINUX_DEFAULT=\"{default}\"\nGRUB_CMDLINE_LINUX=\"{linux}\"\n\n\
+         # If your computer has multiple operating systems installed, then you\n\
+         # probably want to run os-prober. However, if your computer is a host\n\
+         # for guest OSes installed via LVM or raw disk devices, running\n\
+         # os-prober can destroy them.\n#GRUB_DISABLE_OS_PROBER=false\n\n\
+         # Uncomment to enable BadRAM filtering, modify to suit your needs\n\
+         #GRUB_BADRAM=\"0x01234567,0xfefefefe,0x89abcdef,0xefefefef\"\n\n\
+         # Uncomment to disable graphical terminal\n#GRUB_TERMINAL=console\n\n\
+         # Uncomment if you don't want GRUB to pass \"root=UUID=xxx\" parameter to Linux\n\
+         #GRUB_DISABLE_LINUX_UUID=true\n"
+    )
+}
+
+/// The GRUB defaults after sourcing `/etc/default/grub` then `grub.d/*.cfg` in order.
+pub fn grub_vars(root: &Path) -> BTreeMap<String, String> {
+    let mut vars = BTreeMap::new();
+    if let Ok(t) = std::fs::read_to_string(root.join("etc/default/grub")) {
+        bootcfg::source_assignments(&t, &mut vars);
+    }
+    let mut dropins: Vec<_> = std::fs::read_dir(root.join("etc/default/grub.d"))
+        .map(|rd| rd.filter_map(|e| e.ok()).map(|e| e.path()).collect())
+        .unwrap_or_default();
+    dropins.sort();
+    for p in dropins {
+        if p.extension().is_some_and(|e| e == "cfg") {
+            if let Ok(t) = std::fs::read_to_string(&p) {
+                bootcfg::source_assignments(&t, &mut vars);
+            }
+        }
+    }
+    vars
+}
+
+pub fn regenerate_grub_cfg(root: &Path, m: &Model) -> Result<String> {
+    let cfg = bootcfg::render_grub_cfg(m.os.distributor, m.os.kver, ROOT_UUID, &grub_vars(root));
+    put(root, "boot/grub/grub.cfg", &cfg)?;
+    Ok(cfg)
+}
+
+fn esp_entry_rel(m: &Model) -> String {
+    format!(
+        "{}/esp/{ESP_UUID}/loader/entries/proxmox-{}.conf",
+        super::state::STATE_DIR,
+        m.os.kver
+    )
+}
+
+/// `proxmox-boot-tool refresh`: copy /etc/kernel/cmdline into the ESP's loader entry. The ESP
+/// is not mounted on a running Proxmox host, so the simulator keeps it in its own directory.
+pub fn proxmox_refresh(root: &Path, m: &Model) -> Result<()> {
+    let cmdline = std::fs::read_to_string(root.join("etc/kernel/cmdline")).unwrap_or_default();
+    let k = m.os.kver;
+    put(
+        root,
+        &esp_entry_rel(m),
+        &format!(
+            "title    Proxmox Virtual Environment\nversion  {k}\noptions  {}\n\
+             linux    /EFI/proxmox/{k}/vmlinuz-{k}\ninitrd   /EFI/proxmox/{k}/initrd.img-{k}\n",
+            cmdline.trim()
+        ),
+    )
+}
+
+/// What the boot firmware will put on /proc/cmdline at the next boot.
+pub fn boot_cmdline(root: &Path, m: &Model) -> String {
+    let read = |rel: &str| std::fs::read_to_string(root.join(rel)).unwrap_or_default();
+    let line = match m.boot {
+        Boot::Grub => bootcfg::cmdline_from_grub_cfg(&read("boot/grub/grub.cfg")),
+        Boot::Bls => bootcfg::cmdline_from_bls(
+            &read(&format!(
+                "boot/loader/entries/{MACHINE_ID}-{}.conf",
+                m.os.kver
+            )),
+            "(hd0,gpt2)",
+        ),
+        Boot::SystemdBoot => {
+            let e = read(&esp_entry_rel(m));
+            let k = m.os.kver;
+            bootcfg::bls_field(&e, "options")
+                .map(|o| format!("initrd=\\EFI\\proxmox\\{k}\\initrd.img-{k} {o}"))
+        }
+    };
+    line.unwrap_or_else(|| format!("BOOT_IMAGE=/boot/vmlinuz-{} ro", m.os.kver))
+}
+
+fn cpuinfo(m: &Model) -> String {
+    let (vendor, family, model, name, virt) = match m.cpu {
+        Cpu::Intel => (
+            "GenuineIntel",
+            6,
+            106,
+            "Intel(R) Xeon(R) Gold 6330 CPU @ 2.00GHz",
+            "vmx",
+        ),
+        Cpu::Amd => (
+            "AuthenticAMD",
+            25,
+            17,
+            "AMD EPYC 9354 32-Core Processor",
+            "svm",
+        ),
+    };
+    let hv = if m.vm.is_some() { " hypervisor" } else { "" };
+    // A guest sees no vmx/svm unless nested virtualization is on.
+    let virt = if m.vm.is_some() { "" } else { virt };
+    let mut out = String::new();
+    for p in 0..4 {
+        out.push_str(&format!(
+            "processor\t: {p}\nvendor_id\t: {vendor}\ncpu family\t: {family}\nmodel\t\t: {model}\n\
+             model name\t: {name}\nstepping\t: 6\nmicrocode\t: 0xd0003a5\ncpu MHz\t\t: 2000.000\n\
+             cache size\t: 43008 KB\nphysical id\t: 0\nsiblings\t: 4\ncore id\t\t: {p}\ncpu cores\t: 4\n\
+             apicid\t\t: {p}\ninitial apicid\t: {p}\nfpu\t\t: yes\nfpu_exception\t: yes\ncpuid level\t: 27\n\
+             wp\t\t: yes\nflags\t\t: fpu vme de pse tsc msr pae mce cx8 apic sep mtrr pge mca cmov pat \
+             pse36 clflush mmx fxsr sse sse2 ss ht syscall nx pdpe1gb rdtscp lm constant_tsc rep_good \
+             nopl xtopology nonstop_tsc cpuid pni pclmulqdq {virt} ssse3 fma cx16 pcid sse4_1 sse4_2 \
+             x2apic movbe popcnt aes xsave avx f16c rdrand{hv} lahf_lm abm 3dnowprefetch avx2 smep \
+             bmi2 erms avx512f avx512dq rdseed adx smap\nbogomips\t: 4000.00\nclflush size\t: 64\n\
+             cache_alignment\t: 64\naddress sizes\t: 46 bits physical, 57 bits virtual\npower management:\n\n"
+        ));
+    }
+    out.replace("  ", " ")
+}
+
+// ---------------------------------------------------------------------------------------------
+// Dynamic rendering
+
+/// Everything that depends on the state: /proc, module files, driver dirs, IOMMU, every GPU.
+pub fn render_all(root: &Path, m: &Model, st: &State) -> Result<()> {
+    render_globals(root, m, st)?;
+    render_iommu_dev(root, m, st, HOST_BRIDGE)?;
+    for pf in m.pfs {
+        render_gpu(root, m, st, pf)?;
+    }
+    Ok(())
+}
+
+pub fn render_globals(root: &Path, m: &Model, st: &State) -> Result<()> {
+    put(root, "proc/cmdline", &format!("{}\n", st.cmdline))?;
+    put(
+        root,
+        "proc/sys/kernel/random/boot_id",
+        &format!("{}\n", st.boot_id),
+    )?;
+    put(root, "proc/modules", &proc_modules(st))?;
+    let sb = st.opts.get("secure_boot").is_some_and(|v| v == "1");
+    std::fs::create_dir_all(root.join("sys/firmware/efi/efivars"))?;
+    std::fs::write(root.join(SECURE_BOOT_VAR), [6u8, 0, 0, 0, sb as u8])?;
+    // Loaded-driver version files.
+    let version = if st.modules.contains("nvidia") {
+        st.driver.clone().or_else(|| st.datacenter_driver.clone())
+    } else {
+        None
+    };
+    match version {
+        Some(v) => {
+            put(
+                root,
+                "proc/driver/nvidia/version",
+                &format!(
+                    "NVRM version: NVIDIA UNIX x86_64 Kernel Module  {v}  Tue Mar 18 12:01:33 UTC 2025\n\
+                     GCC version:  gcc version 12.3.0 (Ubuntu 12.3.0-1ubuntu1~22.04)\n"
+                ),
+            )?;
+            put(root, "sys/module/nvidia/version", &format!("{v}\n"))?;
+        }
+        None => {
+            rmtree(root, "proc/driver/nvidia");
+            rmtree(root, "sys/module/nvidia");
+        }
+    }
+    for module in ["nouveau", "vfio_pci", "nvidia_vgpu_vfio", "mdev"] {
+        if st.modules.contains(module) {
+            std::fs::create_dir_all(root.join(format!("sys/module/{module}")))?;
+        } else {
+            rmtree(root, &format!("sys/module/{module}"));
+        }
+    }
+    for (driver, module) in [
+        ("nvidia", "nvidia"),
+        ("nouveau", "nouveau"),
+        ("vfio-pci", "vfio_pci"),
+    ] {
+        let d = format!("sys/bus/pci/drivers/{driver}");
+        if st.modules.contains(module) {
+            for f in ["bind", "unbind", "new_id", "remove_id"] {
+                put_mode(root, &format!("{d}/{f}"), "", 0o200)?;
+            }
+        } else {
+            rmtree(root, &d);
+        }
+    }
+    put_mode(root, "sys/bus/pci/drivers_probe", "", 0o200)?;
+    put_mode(root, "sys/bus/pci/rescan", "", 0o200)?;
+    let mdev = m.iface == Iface::Mdev && st.modules.contains("nvidia_vgpu_vfio");
+    if mdev {
+        std::fs::create_dir_all(root.join("sys/class/mdev_bus"))?;
+        std::fs::create_dir_all(root.join("sys/bus/mdev/devices"))?;
+    } else {
+        rmtree(root, "sys/class/mdev_bus");
+        rmtree(root, "sys/bus/mdev");
+    }
+    let iommu_name = if m.cpu == Cpu::Intel {
+        "dmar0"
+    } else {
+        "ivhd0"
+    };
+    if st.iommu {
+        std::fs::create_dir_all(root.join(format!("sys/devices/virtual/iommu/{iommu_name}")))?;
+        link(
+            root,
+            &format!("sys/class/iommu/{iommu_name}"),
+            &format!("../../devices/virtual/iommu/{iommu_name}"),
+        )?;
+    } else {
+        rmtree(root, "sys/class/iommu");
+        rmtree(root, "sys/devices/virtual/iommu");
+        rmtree(root, "sys/kernel/iommu_groups");
+    }
+    std::fs::create_dir_all(root.join("sys/class/iommu"))?;
+    std::fs::create_dir_all(root.join("sys/kernel/iommu_groups"))?;
+    Ok(())
+}
+
+fn proc_modules(st: &State) -> String {
+    // (name, size, taint) in load order, with who uses whom, as the kernel prints them.
+    const TABLE: &[(&str, u64, &str)] = &[
+        ("nvidia_vgpu_vfio", 57344, " (OE)"),
+        ("nvidia", 56807424, " (POE)"),
+        ("nouveau", 2355200, ""),
+        ("vfio_pci", 16384, ""),
+        ("vfio_pci_core", 94208, ""),
+        ("mdev", 20480, ""),
+        ("vfio_iommu_type1", 49152, ""),
+        ("vfio", 57344, ""),
+        ("kvm_intel", 487424, ""),
+        ("kvm", 1409024, ""),
+        ("drm_kms_helper", 311296, ""),
+        ("drm", 622592, ""),
+    ];
+    let users = |name: &str| -> Vec<&str> {
+        let deps: &[(&str, &[&str])] = &[
+            ("nvidia", &["nvidia_vgpu_vfio"]),
+            ("mdev", &["nvidia_vgpu_vfio"]),
+            ("vfio_pci_core", &["nvidia_vgpu_vfio", "vfio_pci"]),
+            (
+                "vfio",
+                &["nvidia_vgpu_vfio", "vfio_pci_core", "vfio_iommu_type1"],
+            ),
+            ("kvm", &["kvm_intel"]),
+            ("drm_kms_helper", &["nouveau"]),
+            ("drm", &["nouveau", "drm_kms_helper"]),
+        ];
+        deps.iter()
+            .find(|(n, _)| *n == name)
+            .map(|(_, u)| {
+                u.iter()
+                    .copied()
+                    .filter(|u| st.modules.contains(*u))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let mut out = String::new();
+    for (name, size, taint) in TABLE {
+        if !st.modules.contains(*name) {
+            continue;
+        }
+        let u = users(name);
+        let used = if u.is_empty() {
+            "-".to_string()
+        } else {
+            format!("{},", u.join(","))
+        };
+        out.push_str(&format!(
+            "{name} {size} {} {used} Live 0x0000000000000000{taint}\n",
+            u.len()
+        ));
+    }
+    out
+}
+
+fn render_iommu_dev(root: &Path, m: &Model, st: &State, addr: &str) -> Result<()> {
+    let d = devdir(m, addr);
+    let g = iommu_group(m, addr);
+    if st.iommu {
+        link(
+            root,
+            &format!("{d}/iommu_group"),
+            &format!("../../../kernel/iommu_groups/{g}"),
+        )?;
+        link(
+            root,
+            &format!("sys/kernel/iommu_groups/{g}/devices/{addr}"),
+            &format!("../../../../devices/{}/{addr}", m.pci_root(addr)),
+        )?;
+        put(
+            root,
+            &format!("sys/kernel/iommu_groups/{g}/type"),
+            "identity\n",
+        )?;
+    } else {
+        unlink(root, &format!("{d}/iommu_group"));
+        rmtree(root, &format!("sys/kernel/iommu_groups/{g}"));
+    }
+    Ok(())
+}
+
+fn render_driver_link(root: &Path, m: &Model, st: &State, addr: &str) -> Result<()> {
+    let d = devdir(m, addr);
+    match st.bound.get(addr) {
+        Some(drv) => link(
+            root,
+            &format!("{d}/driver"),
+            &format!("../../../bus/pci/drivers/{drv}"),
+        ),
+        None => {
+            unlink(root, &format!("{d}/driver"));
+            Ok(())
+        }
+    }
+}
+
+/// The vGPU driver is loaded and owns this device (its types can show).
+pub fn vgpu_ready(m: &Model, st: &State, dev: &str) -> bool {
+    m.vgpu_capable()
+        && st.driver.is_some()
+        && st.modules.contains("nvidia")
+        && st.bound.get(dev).is_some_and(|d| d == "nvidia")
+        && (m.iface == Iface::VendorVfio || st.modules.contains("nvidia_vgpu_vfio"))
+}
+
+/// The parents that can hold vGPUs on this GPU now: its VFs (SR-IOV) or the PF itself.
+pub fn parents(m: &Model, st: &State, pf: &str) -> Vec<String> {
+    let list = if m.sriov_total > 0 {
+        let n = st.numvfs.get(pf).copied().unwrap_or(0) as usize;
+        m.vfs_of(pf).into_iter().take(n).collect()
+    } else {
+        vec![pf.to_string()]
+    };
+    list.into_iter().filter(|p| vgpu_ready(m, st, p)).collect()
+}
+
+/// `available_instances` of a type on a parent, under NVIDIA's equal-size placement rule.
+pub fn available(m: &Model, st: &State, pf: &str, parent: &str, t: &TypeSpec) -> u32 {
+    let on_gpu: Vec<_> = st.vgpus.iter().filter(|v| v.pf == pf).collect();
+    if on_gpu.iter().any(|v| v.type_id != t.id) {
+        return 0;
+    }
+    let left = t.max_instance.saturating_sub(on_gpu.len() as u32);
+    if m.sriov_total > 0 {
+        if st.vgpus.iter().any(|v| v.parent == parent) {
+            0
+        } else {
+            left.min(1)
+        }
+    } else {
+        left
+    }
+}
+
+pub fn render_gpu(root: &Path, m: &Model, st: &State, pf: &str) -> Result<()> {
+    let d = devdir(m, pf);
+    render_driver_link(root, m, st, pf)?;
+    render_iommu_dev(root, m, st, pf)?;
+    let sriov = m.sriov_total > 0 && st.bound.get(pf).is_some_and(|d| d == "nvidia");
+    let numvfs = if sriov {
+        st.numvfs.get(pf).copied().unwrap_or(0)
+    } else {
+        0
+    };
+    if sriov {
+        put(
+            root,
+            &format!("{d}/sriov_totalvfs"),
+            &format!("{}\n", m.sriov_total),
+        )?;
+        put(root, &format!("{d}/sriov_numvfs"), &format!("{numvfs}\n"))?;
+        put(root, &format!("{d}/sriov_drivers_autoprobe"), "1\n")?;
+    } else {
+        for f in ["sriov_totalvfs", "sriov_numvfs", "sriov_drivers_autoprobe"] {
+            unlink(root, &format!("{d}/{f}"));
+        }
+    }
+    // VFs: present ones rendered, the rest removed.
+    for (i, vf) in m.vfs_of(pf).iter().enumerate() {
+        let vd = devdir(m, vf);
+        if (i as u32) < numvfs {
+            if !root.join(&vd).exists() {
+                pci_static(
+                    root,
+                    m,
+                    vf,
+                    "0x10de",
+                    &format!("0x{:04x}", m.device),
+                    "0x10de",
+                    &format!("0x{:04x}", m.subsystem_device),
+                    &format!("0x{:06x}", m.class),
+                    std::fs::read_to_string(root.join(format!("{d}/numa_node")))
+                        .ok()
+                        .and_then(|s| s.trim().parse().ok())
+                        .unwrap_or(0),
+                )?;
+            }
+            link(root, &format!("{vd}/physfn"), &format!("../{pf}"))?;
+            link(root, &format!("{d}/virtfn{i}"), &format!("../{vf}"))?;
+            render_driver_link(root, m, st, vf)?;
+            render_iommu_dev(root, m, st, vf)?;
+        } else {
+            unlink(root, &format!("{d}/virtfn{i}"));
+            unlink(root, &format!("sys/bus/pci/devices/{vf}"));
+            let g = iommu_group(m, vf);
+            rmtree(root, &format!("sys/kernel/iommu_groups/{g}"));
+            unlink(root, &format!("sys/class/mdev_bus/{vf}"));
+            rmtree(root, &vd);
+        }
+    }
+    render_types(root, m, st, pf)?;
+    prune_dangling(root, "sys/bus/mdev/devices");
+    Ok(())
+}
+
+/// Remove symlinks whose target is gone (an mdev device whose VF disappeared).
+fn prune_dangling(root: &Path, rel: &str) {
+    for e in std::fs::read_dir(root.join(rel))
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
+        if !e.path().exists() {
+            let _ = std::fs::remove_file(e.path());
+        }
+    }
+}
+
+/// mdev type directories / vendor-VFIO files and vGPU devices of one GPU, from the state.
+pub fn render_types(root: &Path, m: &Model, st: &State, pf: &str) -> Result<()> {
+    let types = catalog::types_for(m.gpu);
+    let mut candidates: Vec<String> = m.vfs_of(pf);
+    candidates.push(pf.to_string());
+    let ready = parents(m, st, pf);
+    for p in &candidates {
+        let pd = devdir(m, p);
+        if !root.join(&pd).exists() {
+            continue;
+        }
+        let is_parent = ready.contains(p);
+        // mdev
+        if is_parent && m.iface == Iface::Mdev {
+            link(
+                root,
+                &format!("sys/class/mdev_bus/{p}"),
+                &format!("../../devices/{}/{p}", m.pci_root(p)),
+            )?;
+            for t in types {
+                let td = format!("{pd}/mdev_supported_types/{}", m.type_dir(p, t.id));
+                if !root.join(&td).exists() {
+                    // New type directory: plain creates, no compare (VF enable writes thousands).
+                    std::fs::create_dir_all(root.join(format!("{td}/devices")))?;
+                    let avail = format!("{}\n", available(m, st, pf, p, t));
+                    for (f, c, mode) in [
+                        ("name", format!("{}\n", t.name), 0o444),
+                        ("description", format!("{}\n", t.description()), 0o444),
+                        ("device_api", "vfio-pci\n".to_string(), 0o444),
+                        ("available_instances", avail, 0o644),
+                        ("create", String::new(), 0o200),
+                    ] {
+                        fresh_file(root, &format!("{td}/{f}"), &c, mode)?;
+                    }
+                    continue;
+                }
+                put(root, &format!("{td}/name"), &format!("{}\n", t.name))?;
+                put(
+                    root,
+                    &format!("{td}/description"),
+                    &format!("{}\n", t.description()),
+                )?;
+                put(root, &format!("{td}/device_api"), "vfio-pci\n")?;
+                put(
+                    root,
+                    &format!("{td}/available_instances"),
+                    &format!("{}\n", available(m, st, pf, p, t)),
+                )?;
+                put_mode(root, &format!("{td}/create"), "", 0o200)?;
+                std::fs::create_dir_all(root.join(format!("{td}/devices")))?;
+            }
+        } else {
+            unlink(root, &format!("sys/class/mdev_bus/{p}"));
+            rmtree(root, &format!("{pd}/mdev_supported_types"));
+        }
+        // vendor-specific VFIO
+        if is_parent && m.iface == Iface::VendorVfio && p != pf {
+            let current = st
+                .vgpus
+                .iter()
+                .find(|v| v.parent == *p)
+                .map(|v| v.type_id)
+                .unwrap_or(0);
+            let mut list = String::from("ID    : vGPU Name\n");
+            for t in types {
+                if available(m, st, pf, p, t) > 0 {
+                    list.push_str(&format!("{:<6}: {}\n", t.id, t.name));
+                }
+            }
+            put(root, &format!("{pd}/nvidia/creatable_vgpu_types"), &list)?;
+            put(
+                root,
+                &format!("{pd}/nvidia/current_vgpu_type"),
+                &format!("{current}\n"),
+            )?;
+            put(root, &format!("{pd}/nvidia/vgpu_params"), "\n")?;
+            put(root, &format!("{pd}/nvidia/gpu_instance_id"), "\n")?;
+            put(root, &format!("{pd}/nvidia/placement_id"), "\n")?;
+        } else {
+            rmtree(root, &format!("{pd}/nvidia"));
+        }
+        // mdev devices: keep those in the state, remove the rest.
+        let wanted: Vec<&super::state::Vgpu> = st
+            .vgpus
+            .iter()
+            .filter(|v| v.parent == *p && !v.uuid.is_empty())
+            .collect();
+        if let Ok(rd) = std::fs::read_dir(root.join(&pd)) {
+            for e in rd.flatten() {
+                let name = e.file_name().to_string_lossy().to_string();
+                if uuid::Uuid::parse_str(&name).is_ok() && !wanted.iter().any(|v| v.uuid == name) {
+                    rmtree(root, &format!("{pd}/{name}"));
+                    unlink(root, &format!("sys/bus/mdev/devices/{name}"));
+                }
+            }
+        }
+        for v in wanted {
+            render_mdev_device(root, m, v)?;
+        }
+    }
+    Ok(())
+}
+
+pub fn render_mdev_device(root: &Path, m: &Model, v: &super::state::Vgpu) -> Result<()> {
+    let pd = devdir(m, &v.parent);
+    let dir = m.type_dir(&v.parent, v.type_id);
+    let u = &v.uuid;
+    link(
+        root,
+        &format!("{pd}/{u}/mdev_type"),
+        &format!("../mdev_supported_types/{dir}"),
+    )?;
+    put_mode(root, &format!("{pd}/{u}/remove"), "", 0o200)?;
+    link(
+        root,
+        &format!("{pd}/mdev_supported_types/{dir}/devices/{u}"),
+        &format!("../../../{u}"),
+    )?;
+    link(
+        root,
+        &format!("sys/bus/mdev/devices/{u}"),
+        &format!(
+            "../../../devices/{}/{}/{u}",
+            m.pci_root(&v.parent),
+            v.parent
+        ),
+    )?;
+    Ok(())
+}
+
+/// Module name of a driver (for the "is it loaded" question).
+pub fn module_of(driver: &str) -> &str {
+    driver_module(driver)
+}
+
+/// The driver that probing binds to an NVIDIA function now (no override).
+pub fn default_driver(m: &Model, st: &State) -> Option<&'static str> {
+    if st.modules.contains("nvidia") && (m.vgpu_capable() || st.datacenter_driver.is_some()) {
+        Some("nvidia")
+    } else if st.modules.contains("nouveau") {
+        Some("nouveau")
+    } else {
+        None
+    }
+}
+
+pub fn fresh_is_vfio(m: &Model) -> bool {
+    m.fresh == FreshDriver::VfioPci
+}

@@ -1,0 +1,111 @@
+//! The simulated machine's persistent state (`<root>/.vgpuctl-sim/state.json`): what the kernel
+//! and the NVIDIA stack hold in memory on a real host. The sysfs/procfs files under the root are
+//! rendered from it, so every vgpuctl process that opens the root sees the same machine.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use anyhow::{Context, Result};
+use serde::{Deserialize, Serialize};
+
+pub const STATE_DIR: &str = ".vgpuctl-sim";
+pub const STATE_FILE: &str = ".vgpuctl-sim/state.json";
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct State {
+    /// As built: "a40x8" or "a40x8-ready".
+    pub model: String,
+    pub opts: BTreeMap<String, String>,
+    pub boot_count: u32,
+    pub boot_id: String,
+    pub cmdline: String,
+    pub pending: Vec<Pending>,
+    pub active_services: BTreeSet<String>,
+    pub reboot_requested: bool,
+    /// Loaded kernel modules (names as in /proc/modules).
+    pub modules: BTreeSet<String>,
+    /// Installed vgpu-kvm host driver version (files on disk; loaded only after a reboot).
+    pub driver: Option<String>,
+    /// Installed datacenter driver (cloud GPU instance).
+    pub datacenter_driver: Option<String>,
+    /// The initramfs was last rebuilt while nouveau was blacklisted in modprobe.d.
+    pub initramfs_blacklists_nouveau: bool,
+    /// The IOMMU is active this boot (groups exist).
+    pub iommu: bool,
+    /// PCI device -> bound driver name (PFs and VFs).
+    pub bound: BTreeMap<String, String>,
+    pub overrides: BTreeMap<String, String>,
+    /// PF -> number of enabled VFs.
+    pub numvfs: BTreeMap<String, u32>,
+    pub vgpus: Vec<Vgpu>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Vgpu {
+    /// The mdev UUID; empty on vendor-specific VFIO (the kernel has none).
+    pub uuid: String,
+    pub parent: String,
+    pub pf: String,
+    pub type_id: u32,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Pending {
+    /// Wall-clock milliseconds since the epoch (shared by every process on the root).
+    pub due_ms: u64,
+    pub event: Event,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Event {
+    /// `sriov-manage -e` finishing: the PF's VFs appear.
+    EnableVfs { pf: String },
+    /// udev binding a driver to a device some time after boot.
+    Bind { dev: String, driver: String },
+}
+
+pub fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// A change stamp of the state file, to reload only when another process wrote it.
+pub fn stamp(root: &Path) -> Option<(SystemTime, u64, u64)> {
+    let m = std::fs::metadata(root.join(STATE_FILE)).ok()?;
+    use std::os::unix::fs::MetadataExt;
+    Some((m.modified().ok()?, m.len(), m.ino()))
+}
+
+pub fn load(root: &Path) -> Result<State> {
+    let p = root.join(STATE_FILE);
+    let text =
+        std::fs::read_to_string(&p).with_context(|| format!("cannot read {}", p.display()))?;
+    serde_json::from_str(&text).with_context(|| format!("{} is not a simulator state", p.display()))
+}
+
+/// Atomic (temp file + rename). Deliberately not `host::files::write_atomic`: that one passes
+/// fault-injection points, and a crash test must crash vgpuctl, not the simulated kernel's
+/// memory (which survives a process crash on a real host).
+pub fn save(root: &Path, st: &State) -> Result<()> {
+    let p = root.join(STATE_FILE);
+    let text = serde_json::to_string_pretty(st)?;
+    write_replace(&p, text.as_bytes())
+}
+
+pub fn write_replace(path: &Path, bytes: &[u8]) -> Result<()> {
+    let dir: PathBuf = path.parent().context("no parent")?.to_path_buf();
+    std::fs::create_dir_all(&dir)?;
+    let mut tmp = tempfile::Builder::new()
+        .prefix(".sim-")
+        .tempfile_in(&dir)
+        .with_context(|| format!("cannot write in {}", dir.display()))?;
+    tmp.write_all(bytes)?;
+    tmp.persist(path).map_err(|e| e.error)?;
+    Ok(())
+}

@@ -1,0 +1,805 @@
+//! The simulator against the real layouts and behaviours it must play.
+
+use super::*;
+use crate::host::Cmd;
+
+fn tmp() -> tempfile::TempDir {
+    tempfile::tempdir().unwrap()
+}
+
+fn sim(dir: &tempfile::TempDir, model: &str, opts: &[&str]) -> Host {
+    let opts: Vec<String> = opts.iter().map(|s| s.to_string()).collect();
+    open(&dir.path().join("root"), model, &opts).unwrap()
+}
+
+fn run(h: &Host, prog: &str, args: &[&str]) -> crate::host::RunOutput {
+    h.run(&Cmd::new(prog).args(args.iter().copied())).unwrap()
+}
+
+const E8: &str = "sys/class/mdev_bus/0000:e8:00.4/mdev_supported_types";
+
+#[test]
+fn every_model_builds_fresh_and_ready() {
+    for m in MODELS {
+        for name in [m.to_string(), format!("{m}-ready")] {
+            let d = tmp();
+            let h = sim(&d, &name, &[]);
+            assert_eq!(detect(h.root()).as_deref(), Some(name.as_str()));
+            assert!(h
+                .read_trim("etc/os-release")
+                .unwrap()
+                .contains("VERSION_ID"));
+            assert!(
+                h.read_trim("proc/cmdline")
+                    .unwrap()
+                    .starts_with("BOOT_IMAGE=")
+                    || m == &"proxmox-l4"
+            );
+            assert_eq!(
+                h.read_trim("proc/sys/kernel/random/boot_id").unwrap().len(),
+                36
+            );
+            let gpus: Vec<String> = h
+                .list("sys/bus/pci/devices")
+                .into_iter()
+                .filter(|a| {
+                    h.read_trim(&format!("sys/bus/pci/devices/{a}/vendor"))
+                        .as_deref()
+                        == Some("0x10de")
+                })
+                .collect();
+            assert!(!gpus.is_empty(), "{name}");
+            assert!(h.exists("sys/bus/pci/devices/0000:00:00.0/vendor"));
+            let sb = h.read_bytes(layout::SECURE_BOOT_VAR).unwrap();
+            assert_eq!(sb, vec![6, 0, 0, 0, 0]);
+            if name.ends_with("-ready") && !matches!(*m, "cloud-h100" | "geforce") {
+                let first = &gpus[0];
+                assert_eq!(
+                    h.link_name(&format!("sys/bus/pci/devices/{first}/driver"))
+                        .as_deref(),
+                    Some("nvidia"),
+                    "{name}"
+                );
+                assert!(h.read_trim("proc/modules").unwrap().contains("nvidia "));
+                assert!(
+                    !h.read_trim("proc/modules").unwrap().contains("nouveau"),
+                    "{name}"
+                );
+                assert!(
+                    h.exists(&format!("sys/bus/pci/devices/{first}/iommu_group")),
+                    "{name}"
+                );
+                assert!(h.exists("usr/lib/nvidia/sriov-manage"));
+                assert_eq!(
+                    h.read_trim("sys/module/nvidia/version").as_deref(),
+                    Some(DRIVER_VERSION)
+                );
+                assert!(
+                    h.exists("etc/systemd/system/multi-user.target.wants/nvidia-vgpu-mgr.service")
+                );
+                let active = run(&h, "systemctl", &["is-active", "nvidia-vgpu-mgr"]);
+                assert_eq!(active.stdout, "active\n", "{name}");
+                assert!(h.list("sys/bus/mdev/devices").is_empty());
+            }
+        }
+    }
+}
+
+#[test]
+fn a40x8_fresh_looks_like_the_seed_host() {
+    let d = tmp();
+    let h = sim(&d, "a40x8", &[]);
+    let pf = "sys/bus/pci/devices/0000:e8:00.0";
+    assert_eq!(
+        h.read_trim(&format!("{pf}/device")).as_deref(),
+        Some("0x2235")
+    );
+    assert_eq!(
+        h.read_trim(&format!("{pf}/subsystem_device")).as_deref(),
+        Some("0x145a")
+    );
+    assert_eq!(
+        h.read_trim(&format!("{pf}/class")).as_deref(),
+        Some("0x030200")
+    );
+    assert_eq!(
+        h.link_name(&format!("{pf}/driver")).as_deref(),
+        Some("vfio-pci")
+    );
+    assert!(
+        !h.exists(&format!("{pf}/iommu_group")),
+        "Intel without intel_iommu=on"
+    );
+    assert!(h.exists("sys/firmware/acpi/tables/DMAR"));
+    assert!(h
+        .read_trim("proc/cpuinfo")
+        .unwrap()
+        .contains("GenuineIntel"));
+    assert!(h.read_trim("proc/modules").unwrap().contains("nouveau"));
+    assert!(h
+        .read_trim("etc/default/grub")
+        .unwrap()
+        .contains("GRUB_CMDLINE_LINUX_DEFAULT=\"quiet splash\""));
+    assert!(h.exists(&format!("root/{}", driver_pkg::zip_name(DRIVER_VERSION))));
+    // The seed's unbind line works.
+    h.write_attr(&format!("{pf}/driver/unbind"), "0000:e8:00.0")
+        .unwrap();
+    assert!(!h.exists(&format!("{pf}/driver")));
+    // sysfs cannot create files
+    let e = h.write_attr(&format!("{pf}/nonexistent"), "1").unwrap_err();
+    assert_eq!(e.raw_os_error(), Some(nix::libc::ENOENT));
+}
+
+#[test]
+fn mdev_create_until_full_and_placement_rule() {
+    let d = tmp();
+    let h = sim(&d, "a40x8-ready", &[]);
+    assert!(h.list("sys/class/mdev_bus").is_empty());
+    assert_eq!(
+        h.read_trim("sys/bus/pci/devices/0000:e8:00.0/sriov_totalvfs")
+            .as_deref(),
+        Some("32")
+    );
+    assert_eq!(
+        h.read_trim("sys/bus/pci/devices/0000:e8:00.0/sriov_numvfs")
+            .as_deref(),
+        Some("0")
+    );
+    let out = run(&h, "/usr/lib/nvidia/sriov-manage", &["-e", "0:e8:0.0"]);
+    assert!(out.success());
+    assert_eq!(
+        h.read_trim("sys/bus/pci/devices/0000:e8:00.0/sriov_numvfs")
+            .as_deref(),
+        Some("32")
+    );
+    let parents = h.list("sys/class/mdev_bus");
+    assert_eq!(parents.len(), 32);
+    assert_eq!(parents[0], "0000:e8:00.4");
+    assert_eq!(parents[31], "0000:e8:04.3");
+    assert_eq!(
+        h.link_name("sys/bus/pci/devices/0000:e8:00.4/physfn")
+            .as_deref(),
+        Some("0000:e8:00.0")
+    );
+    assert_eq!(
+        h.link_name("sys/bus/pci/devices/0000:e8:00.0/virtfn31")
+            .as_deref(),
+        Some("0000:e8:04.3")
+    );
+    // The seed's listing.
+    assert_eq!(h.list(E8).len(), 22);
+    assert_eq!(
+        h.read_trim(&format!("{E8}/nvidia-555/name")).as_deref(),
+        Some("NVIDIA A40-1B")
+    );
+    assert_eq!(
+        h.read_trim(&format!("{E8}/nvidia-555/description")).as_deref(),
+        Some("num_heads=4, frl_config=45, framebuffer=1024M, max_resolution=5120x2880, max_instance=32")
+    );
+    assert_eq!(
+        h.read_trim(&format!("{E8}/nvidia-555/available_instances"))
+            .as_deref(),
+        Some("1")
+    );
+    assert!(h.exists("sys/class/mdev_bus/0000:e8:04.0/mdev_supported_types/vfio-pci-575/create"));
+    // The seed's first vGPU.
+    let u1 = "2f82ee72-3ac5-4615-9c0b-327c12e8c83d";
+    h.write_attr(&format!("{E8}/nvidia-555/create"), u1)
+        .unwrap();
+    assert_eq!(
+        h.list(&format!("{E8}/nvidia-555/devices")),
+        vec![u1.to_string()]
+    );
+    assert_eq!(
+        h.link_name(&format!("sys/bus/mdev/devices/{u1}/mdev_type"))
+            .as_deref(),
+        Some("nvidia-555")
+    );
+    for t in h.list(E8) {
+        assert_eq!(
+            h.read_trim(&format!("{E8}/{t}/available_instances"))
+                .as_deref(),
+            Some("0"),
+            "{t}"
+        );
+    }
+    // Same VF again: EINVAL; other type elsewhere on this GPU: placement says no.
+    let e = h
+        .write_attr(
+            &format!("{E8}/nvidia-555/create"),
+            &uuid::Uuid::new_v4().to_string(),
+        )
+        .unwrap_err();
+    assert_eq!(e.raw_os_error(), Some(nix::libc::EINVAL));
+    let other = "sys/class/mdev_bus/0000:e8:04.0/mdev_supported_types/vfio-pci-575";
+    assert_eq!(
+        h.read_trim(&format!("{other}/available_instances"))
+            .as_deref(),
+        Some("0")
+    );
+    assert!(h
+        .write_attr(
+            &format!("{other}/create"),
+            &uuid::Uuid::new_v4().to_string()
+        )
+        .is_err());
+    let same = "sys/class/mdev_bus/0000:e8:04.0/mdev_supported_types/vfio-pci-555";
+    assert_eq!(
+        h.read_trim(&format!("{same}/available_instances"))
+            .as_deref(),
+        Some("1")
+    );
+    // Bad UUID.
+    let e = h
+        .write_attr(&format!("{same}/create"), "not-a-uuid")
+        .unwrap_err();
+    assert_eq!(e.raw_os_error(), Some(nix::libc::EINVAL));
+    // Fill the GPU: 32 x A40-1B.
+    for p in parents.iter().skip(1) {
+        let t = format!(
+            "sys/class/mdev_bus/{p}/mdev_supported_types/{}/create",
+            if p.contains(":04.") {
+                "vfio-pci-555"
+            } else {
+                "nvidia-555"
+            }
+        );
+        h.write_attr(&t, &uuid::Uuid::new_v4().to_string()).unwrap();
+    }
+    assert_eq!(h.list("sys/bus/mdev/devices").len(), 32);
+    // Remove one: its VF offers A40-1B again, still not other types.
+    h.write_attr(&format!("sys/bus/mdev/devices/{u1}/remove"), "1")
+        .unwrap();
+    assert_eq!(
+        h.read_trim(&format!("{E8}/nvidia-555/available_instances"))
+            .as_deref(),
+        Some("1")
+    );
+    assert_eq!(
+        h.read_trim(&format!("{E8}/nvidia-565/available_instances"))
+            .as_deref(),
+        Some("0")
+    );
+    assert!(!h.exists(&format!("sys/bus/mdev/devices/{u1}")));
+}
+
+#[test]
+fn a40_24q_is_capped_at_two_per_gpu() {
+    let d = tmp();
+    let h = sim(&d, "a40x8-ready", &[]);
+    run(&h, "/usr/lib/nvidia/sriov-manage", &["-e", "ALL"]);
+    let mk = |vf: &str| {
+        h.write_attr(
+            &format!("sys/class/mdev_bus/{vf}/mdev_supported_types/nvidia-565/create"),
+            &uuid::Uuid::new_v4().to_string(),
+        )
+    };
+    mk("0000:67:00.4").unwrap();
+    mk("0000:67:00.5").unwrap();
+    assert_eq!(
+        h.read_trim(
+            "sys/class/mdev_bus/0000:67:00.6/mdev_supported_types/nvidia-565/available_instances"
+        )
+        .as_deref(),
+        Some("0")
+    );
+    assert_eq!(
+        mk("0000:67:00.6").unwrap_err().raw_os_error(),
+        Some(nix::libc::EDQUOT)
+    );
+    // Another GPU is independent.
+    mk("0000:68:00.4").unwrap();
+}
+
+#[test]
+fn t4_pf_holds_many_vgpus() {
+    let d = tmp();
+    let h = sim(&d, "t4x2-ready", &[]);
+    assert!(!h.exists("sys/bus/pci/devices/0000:3b:00.0/sriov_totalvfs"));
+    let out = run(&h, "/usr/lib/nvidia/sriov-manage", &["-e", "ALL"]);
+    assert!(out.success(), "exit 0 like 17.x");
+    let t = "sys/class/mdev_bus/0000:3b:00.0/mdev_supported_types/nvidia-231";
+    assert_eq!(
+        h.read_trim(&format!("{t}/name")).as_deref(),
+        Some("GRID T4-2Q")
+    );
+    assert_eq!(
+        h.read_trim(&format!("{t}/available_instances")).as_deref(),
+        Some("8")
+    );
+    h.write_attr(&format!("{t}/create"), &uuid::Uuid::new_v4().to_string())
+        .unwrap();
+    h.write_attr(&format!("{t}/create"), &uuid::Uuid::new_v4().to_string())
+        .unwrap();
+    assert_eq!(
+        h.read_trim(&format!("{t}/available_instances")).as_deref(),
+        Some("6")
+    );
+    assert_eq!(
+        h.read_trim(
+            "sys/class/mdev_bus/0000:3b:00.0/mdev_supported_types/nvidia-222/available_instances"
+        )
+        .as_deref(),
+        Some("0")
+    );
+}
+
+#[test]
+fn vendor_vfio_on_l40s() {
+    let d = tmp();
+    let h = sim(&d, "l40s-vfio-ready", &[]);
+    assert!(!h.exists("sys/class/mdev_bus"));
+    assert!(h.exists("sys/firmware/acpi/tables/IVRS"));
+    assert!(h.exists("sys/class/iommu/ivhd0"));
+    run(&h, "/usr/lib/nvidia/sriov-manage", &["-e", "0000:01:00.0"]);
+    let vf = "sys/bus/pci/devices/0000:01:00.4";
+    assert_eq!(
+        h.link_name(&format!("{vf}/driver")).as_deref(),
+        Some("nvidia")
+    );
+    let list = h
+        .read(&format!("{vf}/nvidia/creatable_vgpu_types"))
+        .unwrap();
+    assert!(
+        list.starts_with("ID    : vGPU Name\n1145  : NVIDIA L40S-1B\n"),
+        "{list}"
+    );
+    assert!(list.contains("1147  : NVIDIA L40S-1Q\n"));
+    assert_eq!(
+        h.read_trim(&format!("{vf}/nvidia/current_vgpu_type"))
+            .as_deref(),
+        Some("0")
+    );
+    h.write_attr(&format!("{vf}/nvidia/current_vgpu_type"), "1147")
+        .unwrap();
+    assert_eq!(
+        h.read_trim(&format!("{vf}/nvidia/current_vgpu_type"))
+            .as_deref(),
+        Some("1147")
+    );
+    assert_eq!(
+        h.read(&format!("{vf}/nvidia/creatable_vgpu_types"))
+            .unwrap(),
+        "ID    : vGPU Name\n"
+    );
+    let next = h
+        .read("sys/bus/pci/devices/0000:01:00.5/nvidia/creatable_vgpu_types")
+        .unwrap();
+    assert_eq!(next, "ID    : vGPU Name\n1147  : NVIDIA L40S-1Q\n");
+    assert_eq!(
+        h.write_attr(&format!("{vf}/nvidia/current_vgpu_type"), "1147")
+            .unwrap_err()
+            .raw_os_error(),
+        Some(nix::libc::EBUSY)
+    );
+    h.write_attr(&format!("{vf}/nvidia/current_vgpu_type"), "0")
+        .unwrap();
+    assert!(h
+        .read(&format!("{vf}/nvidia/creatable_vgpu_types"))
+        .unwrap()
+        .contains("1145"));
+}
+
+#[test]
+fn vf_delay_materializes_on_tick_and_vfs_never_never() {
+    let d = tmp();
+    let h = sim(&d, "a40x8-ready", &["vf_delay_ms=300"]);
+    let out = run(&h, "/usr/lib/nvidia/sriov-manage", &["-e", "0000:67:00.0"]);
+    assert!(out.success());
+    assert_eq!(
+        h.read_trim("sys/bus/pci/devices/0000:67:00.0/sriov_numvfs")
+            .as_deref(),
+        Some("0")
+    );
+    assert!(!state_of(&h).unwrap().pending.is_empty());
+    let mut waited = 0;
+    while h
+        .read_trim("sys/bus/pci/devices/0000:67:00.0/sriov_numvfs")
+        .as_deref()
+        != Some("32")
+    {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        waited += 1;
+        assert!(waited < 500, "VFs never appeared");
+    }
+    assert_eq!(h.list("sys/class/mdev_bus").len(), 32);
+
+    let d2 = tmp();
+    let h2 = sim(&d2, "a40x8-ready", &["vfs_never=1"]);
+    assert!(run(&h2, "/usr/lib/nvidia/sriov-manage", &["-e", "ALL"]).success());
+    assert_eq!(
+        h2.read_trim("sys/bus/pci/devices/0000:67:00.0/sriov_numvfs")
+            .as_deref(),
+        Some("0")
+    );
+    // Options are persisted and can be cleared by a later open.
+    let h2 = open(h2.root(), "a40x8-ready", &["vfs_never=".to_string()]).unwrap();
+    run(&h2, "/usr/lib/nvidia/sriov-manage", &["-e", "ALL"]);
+    assert_eq!(
+        h2.read_trim("sys/bus/pci/devices/0000:67:00.0/sriov_numvfs")
+            .as_deref(),
+        Some("32")
+    );
+}
+
+#[test]
+fn create_fail_gives_ebusy_on_that_gpu_only() {
+    let d = tmp();
+    let h = sim(&d, "a40x8-ready", &["create_fail=0000:e8:00.0"]);
+    run(&h, "/usr/lib/nvidia/sriov-manage", &["-e", "ALL"]);
+    let e = h
+        .write_attr(
+            &format!("{E8}/nvidia-555/create"),
+            &uuid::Uuid::new_v4().to_string(),
+        )
+        .unwrap_err();
+    assert_eq!(e.raw_os_error(), Some(nix::libc::EBUSY));
+    h.write_attr(
+        "sys/class/mdev_bus/0000:67:00.4/mdev_supported_types/nvidia-555/create",
+        &uuid::Uuid::new_v4().to_string(),
+    )
+    .unwrap();
+}
+
+#[test]
+fn opts_are_validated() {
+    let d = tmp();
+    let e = open(&d.path().join("r"), "a40x8", &["bogus=1".into()])
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("vf_delay_ms") && e.contains("bogus"), "{e}");
+    let e = open(&d.path().join("r"), "nope", &[])
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("a40x8"), "{e}");
+    sim(&d, "t4x2", &[]);
+    let e = open(&d.path().join("root"), "a40x8", &[])
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("t4x2") && e.contains("a40x8"), "{e}");
+    std::fs::create_dir_all(d.path().join("other/x")).unwrap();
+    assert!(open(&d.path().join("other"), "a40x8", &[]).is_err());
+}
+
+#[test]
+fn reboot_clears_vgpus_and_takes_cmdline_from_grub_cfg() {
+    let d = tmp();
+    let h = sim(&d, "a40x8", &[]);
+    let id0 = h.read_trim("proc/sys/kernel/random/boot_id").unwrap();
+    // Edit the defaults without update-grub: no effect at the next boot.
+    let g = h
+        .read("etc/default/grub")
+        .unwrap()
+        .replace("quiet splash", "quiet splash intel_iommu=on iommu=pt");
+    std::fs::write(h.path("etc/default/grub"), g).unwrap();
+    let r = reboot(&h, &[]).unwrap();
+    assert!(!r.cmdline.contains("intel_iommu=on"));
+    assert_ne!(h.read_trim("proc/sys/kernel/random/boot_id").unwrap(), id0);
+    // vfio-pci binding was run-time only; nouveau owns the GPU after a boot.
+    assert_eq!(
+        h.link_name("sys/bus/pci/devices/0000:e8:00.0/driver")
+            .as_deref(),
+        Some("nouveau")
+    );
+    assert!(run(&h, "update-grub", &[]).success());
+    let r = reboot(&h, &[]).unwrap();
+    assert!(
+        r.cmdline.contains("quiet splash intel_iommu=on iommu=pt"),
+        "{}",
+        r.cmdline
+    );
+    assert_eq!(h.read_trim("proc/cmdline").unwrap(), r.cmdline);
+    assert!(h.exists("sys/bus/pci/devices/0000:e8:00.0/iommu_group"));
+    assert!(h.exists("sys/class/iommu/dmar0"));
+
+    // A drop-in overrides the defaults, as a shell sourcing them would.
+    std::fs::create_dir_all(h.path("etc/default/grub.d")).unwrap();
+    std::fs::write(
+        h.path("etc/default/grub.d/50-cloudimg-settings.cfg"),
+        "GRUB_CMDLINE_LINUX_DEFAULT=\"console=ttyS0\"\n",
+    )
+    .unwrap();
+    run(&h, "grub-mkconfig", &["-o", "/boot/grub/grub.cfg"]);
+    let r = reboot(&h, &[]).unwrap();
+    assert!(
+        r.cmdline.contains("console=ttyS0") && !r.cmdline.contains("intel_iommu"),
+        "{}",
+        r.cmdline
+    );
+}
+
+#[test]
+fn reboot_of_a_ready_host_drops_vfs_and_vgpus() {
+    let d = tmp();
+    let h = sim(&d, "a40x8-ready", &[]);
+    run(&h, "/usr/lib/nvidia/sriov-manage", &["-e", "ALL"]);
+    h.write_attr(
+        &format!("{E8}/nvidia-555/create"),
+        "2f82ee72-3ac5-4615-9c0b-327c12e8c83d",
+    )
+    .unwrap();
+    reboot(&h, &[]).unwrap();
+    assert!(h.list("sys/class/mdev_bus").is_empty());
+    assert!(h.list("sys/bus/mdev/devices").is_empty());
+    assert!(!h.exists("sys/bus/pci/devices/0000:e8:00.4"));
+    assert_eq!(
+        h.read_trim("sys/bus/pci/devices/0000:e8:00.0/sriov_numvfs")
+            .as_deref(),
+        Some("0")
+    );
+    assert_eq!(
+        h.link_name("sys/bus/pci/devices/0000:e8:00.0/driver")
+            .as_deref(),
+        Some("nvidia")
+    );
+}
+
+#[test]
+fn nouveau_needs_blacklist_and_initramfs_rebuild() {
+    let d = tmp();
+    let h = sim(&d, "geforce", &[]);
+    std::fs::write(
+        h.path("etc/modprobe.d/blacklist-nouveau.conf"),
+        "blacklist nouveau\noptions nouveau modeset=0\n",
+    )
+    .unwrap();
+    reboot(&h, &[]).unwrap();
+    assert!(
+        h.read_trim("proc/modules").unwrap().contains("nouveau"),
+        "initramfs not rebuilt"
+    );
+    assert!(run(&h, "update-initramfs", &["-u"]).success());
+    reboot(&h, &[]).unwrap();
+    assert!(!h.read_trim("proc/modules").unwrap().contains("nouveau"));
+    assert!(!h.exists("sys/bus/pci/devices/0000:01:00.0/driver"));
+}
+
+#[test]
+fn grubby_and_proxmox_boot_tool() {
+    let d = tmp();
+    let h = sim(&d, "rhel-a10", &[]);
+    assert_eq!(
+        run(&h, "update-grub", &[]).status,
+        127,
+        "no update-grub on RHEL"
+    );
+    assert!(run(
+        &h,
+        "grubby",
+        &["--update-kernel=ALL", "--args=intel_iommu=on iommu=pt"]
+    )
+    .success());
+    assert!(h
+        .read("etc/default/grub")
+        .unwrap()
+        .contains("rhgb quiet intel_iommu=on iommu=pt\""));
+    let info = run(&h, "grubby", &["--info=ALL"]).stdout;
+    assert!(info.contains("intel_iommu=on iommu=pt"), "{info}");
+    let r = reboot(&h, &[]).unwrap();
+    assert!(
+        r.cmdline
+            .starts_with("BOOT_IMAGE=(hd0,gpt2)/vmlinuz-5.14.0"),
+        "{}",
+        r.cmdline
+    );
+    assert!(
+        r.cmdline.ends_with("rhgb quiet intel_iommu=on iommu=pt"),
+        "{}",
+        r.cmdline
+    );
+
+    let d = tmp();
+    let h = sim(&d, "proxmox-l4", &[]);
+    assert!(h.exists("usr/bin/pveversion") && h.exists("etc/pve"));
+    std::fs::write(
+        h.path("etc/kernel/cmdline"),
+        "root=ZFS=rpool/ROOT/pve-1 boot=zfs intel_iommu=on\n",
+    )
+    .unwrap();
+    // update-grub does not change what systemd-boot boots.
+    run(&h, "update-grub", &[]);
+    assert!(!reboot(&h, &[]).unwrap().cmdline.contains("intel_iommu"));
+    assert!(run(&h, "proxmox-boot-tool", &["refresh"]).success());
+    let r = reboot(&h, &[]).unwrap();
+    assert!(
+        r.cmdline
+            .ends_with("root=ZFS=rpool/ROOT/pve-1 boot=zfs intel_iommu=on"),
+        "{}",
+        r.cmdline
+    );
+}
+
+#[test]
+fn driver_install_takes_effect_after_reboot_and_checks_the_archive() {
+    let d = tmp();
+    let h = sim(&d, "l40s-vfio", &[]);
+    let zip = format!("root/{}", driver_pkg::zip_name(DRIVER_VERSION));
+    assert!(h.exists(&zip));
+    let run_file = format!("root/{}", driver_pkg::run_name(DRIVER_VERSION));
+    driver_pkg::build_run(&h.path(&run_file), DRIVER_VERSION).unwrap();
+    let chk = run(&h, &format!("/{run_file}"), &["--check"]);
+    assert!(chk.success() && chk.stdout.contains("OK"));
+    let mut bytes = std::fs::read(h.path(&run_file)).unwrap();
+    let n = bytes.len();
+    bytes[n - 10] ^= 1;
+    std::fs::write(h.path("root/bad.run"), &bytes).unwrap();
+    assert!(!run(&h, "/root/bad.run", &["--check"]).success());
+    assert!(!run(&h, "/root/bad.run", &["--dkms", "-s"]).success());
+    let inst = h
+        .run(
+            &Cmd::new(format!("/{run_file}"))
+                .args(["--dkms", "-s"])
+                .log_to("var/log/vgpuctl/driver-install.log"),
+        )
+        .unwrap();
+    assert!(inst.success(), "{}", inst.tail(5));
+    assert!(h
+        .read("var/log/vgpuctl/driver-install.log")
+        .unwrap()
+        .contains("is now complete"));
+    assert!(h.exists("usr/lib/systemd/system/nvidia-vgpu-mgr.service"));
+    assert!(
+        !h.exists("proc/driver/nvidia/version"),
+        "loaded only after a reboot"
+    );
+    assert_eq!(
+        run(&h, "sriov-manage", &["-e", "ALL"]).status,
+        127,
+        "not on PATH"
+    );
+    reboot(&h, &[]).unwrap();
+    assert!(h
+        .read_trim("proc/driver/nvidia/version")
+        .unwrap()
+        .contains(DRIVER_VERSION));
+    assert_eq!(
+        run(&h, "systemctl", &["is-active", "nvidia-vgpu-mgr.service"]).stdout,
+        "active\n"
+    );
+    assert!(run(&h, "nvidia-smi", &["-q"]).stdout.contains("Host VGPU"));
+}
+
+#[test]
+fn secure_boot_refuses_unsigned_install() {
+    let d = tmp();
+    let h = sim(&d, "a40x8", &["secure_boot=1"]);
+    assert_eq!(h.read_bytes(layout::SECURE_BOOT_VAR).unwrap()[4], 1);
+    let run_file = "root/d.run";
+    driver_pkg::build_run(&h.path(run_file), DRIVER_VERSION).unwrap();
+    let out = run(&h, "/root/d.run", &["--dkms", "-s"]);
+    assert!(!out.success() && out.stderr.contains("Secure boot"));
+    let out = run(
+        &h,
+        "/root/d.run",
+        &[
+            "--dkms",
+            "-s",
+            "--module-signing-secret-key=/root/k.key",
+            "--module-signing-public-key=/root/k.der",
+        ],
+    );
+    assert!(out.success());
+}
+
+#[test]
+fn reboot_runs_enabled_vgpuctl_units_via_relaunch() {
+    let d = tmp();
+    let h = sim(&d, "a40x8-ready", &[]);
+    let unit = "[Unit]\nDescription=restore\nConditionPathExists=/etc/vgpuctl/profile.toml\n[Service]\nType=oneshot\n\
+                ExecStart=/usr/local/sbin/vgpuctl restore\n[Install]\nWantedBy=multi-user.target\n";
+    std::fs::create_dir_all(h.path("etc/systemd/system")).unwrap();
+    std::fs::write(h.path("etc/systemd/system/vgpuctl-restore.service"), unit).unwrap();
+    // Not enabled: nothing runs.
+    assert!(reboot(&h, &["/bin/echo".into()]).unwrap().units.is_empty());
+    assert!(run(&h, "systemctl", &["enable", "vgpuctl-restore.service"]).success());
+    assert_eq!(
+        run(&h, "systemctl", &["is-enabled", "vgpuctl-restore"]).stdout,
+        "enabled\n"
+    );
+    let r = reboot(&h, &["/bin/echo".into(), "relaunched".into()]).unwrap();
+    assert_eq!(r.units.len(), 1);
+    assert_eq!(r.units[0].status, None, "condition not met");
+    std::fs::create_dir_all(h.path("etc/vgpuctl")).unwrap();
+    std::fs::write(h.path("etc/vgpuctl/profile.toml"), "").unwrap();
+    let r = reboot(&h, &["/bin/echo".into(), "relaunched".into()]).unwrap();
+    assert_eq!(r.units[0].status, Some(0));
+    assert_eq!(r.units[0].output, "relaunched restore\n");
+    assert_eq!(
+        run(&h, "systemctl", &["is-active", "vgpuctl-restore"]).stdout,
+        "active\n"
+    );
+    assert!(run(&h, "systemctl", &["disable", "vgpuctl-restore"]).success());
+    assert!(reboot(&h, &["/bin/echo".into()]).unwrap().units.is_empty());
+    // systemctl reboot only records the request.
+    assert!(run(&h, "systemctl", &["reboot"]).success());
+    assert!(state_of(&h).unwrap().reboot_requested);
+}
+
+#[test]
+fn state_is_shared_between_host_handles() {
+    let d = tmp();
+    let h1 = sim(&d, "a40x8-ready", &[]);
+    let h2 = open(h1.root(), "a40x8-ready", &[]).unwrap();
+    run(&h1, "/usr/lib/nvidia/sriov-manage", &["-e", "0000:e8:00.0"]);
+    h2.write_attr(
+        &format!("{E8}/nvidia-555/create"),
+        "2f82ee72-3ac5-4615-9c0b-327c12e8c83d",
+    )
+    .unwrap();
+    assert_eq!(state_of(&h1).unwrap().vgpus.len(), 1);
+    let e = h1
+        .write_attr(
+            &format!("{E8}/nvidia-555/create"),
+            "242e5ea7-90e2-4d6e-afeb-a0b9a656c108",
+        )
+        .unwrap_err();
+    assert_eq!(e.raw_os_error(), Some(nix::libc::EINVAL));
+}
+
+#[test]
+fn cloud_h100_is_a_guest_with_a_passthrough_gpu() {
+    let d = tmp();
+    let h = sim(&d, "cloud-h100", &[]);
+    assert!(h.read("proc/cpuinfo").unwrap().contains(" hypervisor"));
+    assert_eq!(
+        h.read_trim("sys/class/dmi/id/sys_vendor").as_deref(),
+        Some("Amazon EC2")
+    );
+    assert!(
+        !h.exists("sys/firmware/acpi/tables/DMAR") && !h.exists("sys/firmware/acpi/tables/IVRS")
+    );
+    let pf = "sys/bus/pci/devices/0000:00:1e.0";
+    assert_eq!(
+        h.read_trim(&format!("{pf}/device")).as_deref(),
+        Some("0x2330")
+    );
+    assert_eq!(
+        h.link_name(&format!("{pf}/driver")).as_deref(),
+        Some("nvidia")
+    );
+    assert!(h
+        .read_trim("proc/driver/nvidia/version")
+        .unwrap()
+        .contains("550.127.08"));
+    assert!(run(&h, "nvidia-smi", &["-q"])
+        .stdout
+        .contains("Pass-Through"));
+    assert!(!h.exists("usr/lib/nvidia/sriov-manage"));
+}
+
+#[test]
+#[ignore]
+fn timing_probe() {
+    let d = tmp();
+    let t = std::time::Instant::now();
+    let h = sim(&d, "a40x8-ready", &[]);
+    eprintln!("build ready {:?}", t.elapsed());
+    let t = std::time::Instant::now();
+    run(&h, "/usr/lib/nvidia/sriov-manage", &["-e", "0000:e8:00.0"]);
+    eprintln!("enable 1 gpu {:?}", t.elapsed());
+    let t = std::time::Instant::now();
+    run(&h, "/usr/lib/nvidia/sriov-manage", &["-e", "ALL"]);
+    eprintln!("enable 7 gpus {:?}", t.elapsed());
+    let t = std::time::Instant::now();
+    for _ in 0..32 {
+        let _ = h.read("sys/bus/pci/devices/0000:e8:00.0/sriov_numvfs");
+    }
+    eprintln!("32 reads {:?}", t.elapsed());
+    let t = std::time::Instant::now();
+    h.write_attr(
+        &format!("{E8}/nvidia-555/create"),
+        "2f82ee72-3ac5-4615-9c0b-327c12e8c83d",
+    )
+    .unwrap();
+    eprintln!("create {:?}", t.elapsed());
+    let t = std::time::Instant::now();
+    h.write_attr(
+        "sys/class/mdev_bus/0000:e8:00.5/mdev_supported_types/nvidia-555/create",
+        "242e5ea7-90e2-4d6e-afeb-a0b9a656c108",
+    )
+    .unwrap();
+    eprintln!("create 2 {:?}", t.elapsed());
+    let t = std::time::Instant::now();
+    reboot(&h, &[]).unwrap();
+    eprintln!("reboot {:?}", t.elapsed());
+}
