@@ -33,12 +33,12 @@ pub fn restart_cmd() -> Cmd {
 /// What host.conf should list, and what the operator must know about what it cannot list.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Wanted {
-    /// `bb:dd.f`, in the order of the pins, without duplicates.
+    /// `bb:dd.f`, sorted, without duplicates.
     pub pfs: Vec<String>,
     pub warnings: Vec<String>,
 }
 
-/// The mdev parents of the pinned vGPUs in CloudPods' `bb:dd.f` form. Pure.
+/// The mdev parents of the pinned vGPUs in CloudPods' `bb:dd.f` form, in PCI order. Pure.
 pub fn wanted(profile: &Profile) -> Wanted {
     let mut w = Wanted::default();
     let mut vendor_vfio = Vec::new();
@@ -61,6 +61,8 @@ pub fn wanted(profile: &Profile) -> Wanted {
             w.pfs.push(short);
         }
     }
+    // PCI order (fixed-width lower-case hex sorts as text): stable whatever order pins came in.
+    w.pfs.sort();
     if !vendor_vfio.is_empty() {
         w.warnings.push(format!(
             "{} vGPU(s) use NVIDIA's vendor-specific VFIO interface (VF {}): CloudPods finds \
