@@ -76,7 +76,12 @@ fn mdev_hostdevs_are_accepted_by_libvirt() {
     let dir = tempfile::tempdir().unwrap();
 
     // All of them in one guest, vgpuctl's comments included.
-    let (code, dump) = define(&virsh, dir.path(), "vgpu-all", &domain("vgpu-all", &r.stdout));
+    let (code, dump) = define(
+        &virsh,
+        dir.path(),
+        "vgpu-all",
+        &domain("vgpu-all", &r.stdout),
+    );
     assert_eq!(code, 0, "libvirt rejected:\n{}\n{dump}", r.stdout);
     for (uuid, _) in &live {
         assert!(
@@ -92,7 +97,12 @@ fn mdev_hostdevs_are_accepted_by_libvirt() {
     let one = s.run(&["status", "--libvirt-xml", uuid]);
     assert_eq!(one.code, 0, "{one:?}");
     assert_eq!(hostdevs(&one.stdout).len(), 1, "{one:?}");
-    let (code, dump) = define(&virsh, dir.path(), "vgpu-one", &domain("vgpu-one", &one.stdout));
+    let (code, dump) = define(
+        &virsh,
+        dir.path(),
+        "vgpu-one",
+        &domain("vgpu-one", &one.stdout),
+    );
     assert_eq!(code, 0, "{dump}");
     assert!(dump.contains(uuid.as_str()), "{dump}");
 
@@ -102,7 +112,11 @@ fn mdev_hostdevs_are_accepted_by_libvirt() {
         let (code, out) = define(&virsh, dir.path(), "vgpu-bad", &domain("vgpu-bad", &bad));
         assert_ne!(code, 0, "libvirt accepted a broken element:\n{bad}\n{out}");
     }
-    let missing = s.run(&["status", "--libvirt-xml", "00000000-0000-4000-8000-000000000000"]);
+    let missing = s.run(&[
+        "status",
+        "--libvirt-xml",
+        "00000000-0000-4000-8000-000000000000",
+    ]);
     assert_eq!(missing.code, 1, "{missing:?}");
 }
 
@@ -123,7 +137,11 @@ fn vendor_vfio_pci_hostdevs_are_accepted_by_libvirt() {
     let dir = tempfile::tempdir().unwrap();
     let (code, dump) = define(&virsh, dir.path(), "vgpu-vf", &domain("vgpu-vf", &r.stdout));
     assert_eq!(code, 0, "libvirt rejected:\n{}\n{dump}", r.stdout);
-    assert_eq!(dump.matches("type='pci' managed='no'").count(), live.len(), "{dump}");
+    assert_eq!(
+        dump.matches("type='pci' managed='no'").count(),
+        live.len(),
+        "{dump}"
+    );
     // Each VF is named by its PCI address, as libvirt writes it back.
     for (_, vf) in &live {
         let (dom, rest) = vf.split_once(':').unwrap();

@@ -28,7 +28,11 @@ fn mdevctl(mdevctl: &Path, root: &Path, args: &[&str]) -> (i32, String, String) 
         std::fs::create_dir_all(root.join("etc/mdevctl.d/scripts.d").join(d)).unwrap();
     }
     if honours_env_root(mdevctl) {
-        return output(Command::new(mdevctl).args(args).env("MDEVCTL_ENV_ROOT", root));
+        return output(
+            Command::new(mdevctl)
+                .args(args)
+                .env("MDEVCTL_ENV_ROOT", root),
+        );
     }
     let unshare = need("unshare", "apt-get install util-linux")
         .expect("unshare is part of util-linux, which every Debian has");
@@ -93,7 +97,15 @@ fn real_mdevctl_reads_back_exactly_our_vgpus() {
     let (code, _, err) = mdevctl(
         &bin,
         s.root(),
-        &["define", "-u", other, "-p", "0000:6a:00.4", "-t", "nvidia-558"],
+        &[
+            "define",
+            "-u",
+            other,
+            "-p",
+            "0000:6a:00.4",
+            "-t",
+            "nvidia-558",
+        ],
     );
     assert_eq!(code, 0, "mdevctl define: {err}");
 
