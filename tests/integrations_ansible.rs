@@ -107,7 +107,13 @@ fn playbook_rolls_out_reboots_and_reports_every_host() {
         "{out}"
     );
     let recap = &out[out.rfind("PLAY RECAP").expect("a recap")..];
-    let line = |h: &str| recap.lines().find(|l| l.starts_with(h)).unwrap().to_string();
+    let line = |h: &str| {
+        recap
+            .lines()
+            .find(|l| l.starts_with(h))
+            .unwrap()
+            .to_string()
+    };
     assert!(line("a40-good").contains("failed=0"), "{recap}");
     assert!(line("geforce-bad").contains("failed=1"), "{recap}");
 
