@@ -276,5 +276,7 @@ pub fn desired_active(profile: &Profile, active: Option<&Profile>, pins: &[Saved
             .unwrap_or(false)
     });
     crate::active::pin(&mut p, pins.iter().cloned());
+    // A stable order, so that the same devices always give the same file.
+    p.vgpus.sort_by(|a, b| (&a.gpu, &a.parent, &a.uuid).cmp(&(&b.gpu, &b.parent, &b.uuid)));
     p
 }
