@@ -8,7 +8,7 @@ use std::time::Duration;
 use anyhow::Result;
 
 use super::layout::{self, devdir, pf_of};
-use super::models::{FreshDriver, Iface, Model};
+use super::models::{Iface, Model};
 use super::state::{self, Event, Pending, State, Vgpu};
 use crate::catalog;
 use crate::host::{Cmd, Host, Kernel, RunOutput};
@@ -66,6 +66,33 @@ impl SimKernel {
             inner.stamp = state::stamp(&self.root);
         }
         r
+    }
+
+    /// Make the files agree with the state again when a process died between the two (a crash
+    /// test killing vgpuctl while another thread was creating a vGPU). Cheap when they agree.
+    pub(crate) fn reconcile(&self) -> Result<()> {
+        self.with(|st| {
+            let listed: std::collections::BTreeSet<String> =
+                std::fs::read_dir(self.root.join("sys/bus/mdev/devices"))
+                    .into_iter()
+                    .flatten()
+                    .flatten()
+                    .map(|e| e.file_name().to_string_lossy().to_string())
+                    .collect();
+            let wanted: std::collections::BTreeSet<String> = st
+                .vgpus
+                .iter()
+                .filter(|v| !v.uuid.is_empty())
+                .map(|v| v.uuid.clone())
+                .collect();
+            if listed != wanted {
+                for pf in self.model.pfs {
+                    self.render_gpu(st, pf)?;
+                }
+            }
+            Ok(())
+        })?;
+        Ok(())
     }
 
     pub(crate) fn opt(&self, key: &str) -> Option<String> {
@@ -187,6 +214,7 @@ impl SimKernel {
                 Event::EnableVfs { pf } => {
                     let bound = st.bound.get(&pf).is_some_and(|d| d == "nvidia");
                     if bound && st.numvfs.get(&pf).copied().unwrap_or(0) == 0 {
+                        layout::adopt_staged(&self.root, self.model, &pf, p.due_ms, st.iommu);
                         self.enable_vfs(st, &pf, self.model.sriov_total)?;
                     }
                 }
@@ -287,15 +315,16 @@ impl SimKernel {
     fn sync_types(&self, before: &State, after: &State, pf: &str) -> io::Result<()> {
         let m = self.model;
         let types = catalog::types_for(m.gpu);
+        let (ub, ua) = (
+            layout::GpuUse::of(before, pf),
+            layout::GpuUse::of(after, pf),
+        );
         for p in layout::parents(m, after, pf) {
             let pd = devdir(m, &p);
             match m.iface {
                 Iface::Mdev => {
                     for t in types {
-                        let (a, b) = (
-                            layout::available(m, before, pf, &p, t),
-                            layout::available(m, after, pf, &p, t),
-                        );
+                        let (a, b) = (ub.available(m, &p, t), ua.available(m, &p, t));
                         if a != b {
                             let f = format!(
                                 "{pd}/mdev_supported_types/{}/available_instances",
@@ -306,11 +335,10 @@ impl SimKernel {
                     }
                 }
                 Iface::VendorVfio => {
-                    let changed = types.iter().any(|t| {
-                        layout::available(m, before, pf, &p, t)
-                            != layout::available(m, after, pf, &p, t)
-                    }) || before.vgpus.iter().any(|v| v.parent == p)
-                        != after.vgpus.iter().any(|v| v.parent == p);
+                    let changed = types
+                        .iter()
+                        .any(|t| ub.available(m, &p, t) != ua.available(m, &p, t))
+                        || ub.parents.contains(&p.as_str()) != ua.parents.contains(&p.as_str());
                     if changed {
                         layout::render_types(&self.root, m, after, pf).map_err(to_io)?;
                         return Ok(());
@@ -371,14 +399,15 @@ impl SimKernel {
                     None
                 }
             } else if !nouveau_blocked {
-                st.modules
-                    .extend(["nouveau", "drm_kms_helper", "drm"].map(String::from));
                 Some("nouveau")
             } else {
                 None
             };
-            if !nouveau_blocked && nvidia_installed && m.fresh != FreshDriver::Nouveau {
-                // nouveau still loads (it just finds no free GPU) unless blacklisted.
+            if !nouveau_blocked {
+                // nouveau loads from the initramfs unless blacklisted there, even when the
+                // NVIDIA driver ends up owning the GPUs.
+                st.modules
+                    .extend(["nouveau", "drm_kms_helper", "drm"].map(String::from));
             }
             let delay = st
                 .opts
@@ -411,7 +440,10 @@ impl SimKernel {
                 .filter(|u| !u.starts_with("nvidia-vgpu") || st.modules.contains("nvidia"))
                 .collect();
             // Runtime-only leftovers of the previous boot.
-            layout::rmtree(&root, "run/vgpuctl");
+            layout::rmtree(&root, &format!("{}/staging", state::STATE_DIR));
+            // /run is a tmpfs: nothing in it survives a boot.
+            layout::rmtree(&root, "run");
+            std::fs::create_dir_all(root.join("run"))?;
             layout::render_all(&root, m, st).map_err(to_io)?;
             Ok(st.clone())
         })?;
@@ -425,6 +457,21 @@ impl Kernel for SimKernel {
     }
 
     fn tick(&self, _root: &Path) {
+        // Called before every read: stay cheap when nothing is due.
+        {
+            let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+            let now = state::stamp(&self.root);
+            if now != inner.stamp {
+                if let Ok(st) = state::load(&self.root) {
+                    inner.st = st;
+                }
+                inner.stamp = now;
+            }
+            let due = state::now_ms();
+            if !inner.st.pending.iter().any(|p| p.due_ms <= due) {
+                return;
+            }
+        }
         let _ = self.with(|st| self.materialize(st));
     }
 
@@ -542,12 +589,11 @@ impl Kernel for SimKernel {
                 self.create(&vf, id, "")
             }
             _ => {
-                use std::io::Write;
-                let mut f = std::fs::OpenOptions::new()
-                    .write(true)
-                    .truncate(true)
-                    .open(&canon)?;
-                f.write_all(value.as_bytes())
+                // Plain attribute: replace the file (it may be a shared template link) keeping its mode.
+                let mode = std::fs::metadata(&canon)?.permissions();
+                std::fs::remove_file(&canon)?;
+                std::fs::write(&canon, value)?;
+                std::fs::set_permissions(&canon, mode)
             }
         }
     }

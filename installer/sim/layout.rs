@@ -37,24 +37,39 @@ pub fn put_mode(root: &Path, rel: &str, content: &str, mode: u32) -> Result<()> 
     if let Some(d) = p.parent() {
         std::fs::create_dir_all(d)?;
     }
-    // sysfs attributes are written in place; a write-only file (0200) must stay writable to us.
+    // Replace rather than write in place: the old file may be a shared template link.
+    let _ = std::fs::remove_file(&p);
     std::fs::write(&p, content)?;
     std::fs::set_permissions(&p, std::fs::Permissions::from_mode(mode))?;
     Ok(())
 }
 
-/// Create a file known not to exist yet (one open, one write).
+/// Create a sysfs file known not to exist yet as a hard link to a shared template holding the
+/// same content: a VF enable creates thousands of identical attribute files, and a link costs
+/// no data block (5x faster than writing each file on ext4). Files made this way are never
+/// written in place: [`put_mode`] and the kernel's plain writes replace them.
 fn fresh_file(root: &Path, rel: &str, content: &str, mode: u32) -> Result<()> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(mode)
-        .open(root.join(rel))?;
-    f.write_all(content.as_bytes())?;
-    Ok(())
+    use sha2::Digest;
+    let digest = hex::encode(&sha2::Sha256::digest(content.as_bytes())[..12]);
+    let tpl = root.join(format!("{}/tpl/{mode:o}-{digest}", super::state::STATE_DIR));
+    if !tpl.exists() {
+        std::fs::create_dir_all(tpl.parent().expect("template dir"))?;
+        let tmp = tpl.with_extension("tmp");
+        std::fs::write(&tmp, content)?;
+        std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(mode))?;
+        std::fs::rename(&tmp, &tpl)?;
+    }
+    let dest = root.join(rel);
+    match std::fs::hard_link(&tpl, &dest) {
+        Ok(()) => Ok(()),
+        // Too many links, or a file already there: a plain file does the same job.
+        Err(_) => {
+            let _ = std::fs::remove_file(&dest);
+            std::fs::write(&dest, content)?;
+            std::fs::set_permissions(&dest, std::fs::Permissions::from_mode(mode))?;
+            Ok(())
+        }
+    }
 }
 
 pub fn link(root: &Path, rel: &str, target: &str) -> Result<()> {
@@ -732,24 +747,53 @@ pub fn parents(m: &Model, st: &State, pf: &str) -> Vec<String> {
 
 /// `available_instances` of a type on a parent, under NVIDIA's equal-size placement rule.
 pub fn available(m: &Model, st: &State, pf: &str, parent: &str, t: &TypeSpec) -> u32 {
-    let on_gpu: Vec<_> = st.vgpus.iter().filter(|v| v.pf == pf).collect();
-    if on_gpu.iter().any(|v| v.type_id != t.id) {
-        return 0;
-    }
-    let left = t.max_instance.saturating_sub(on_gpu.len() as u32);
-    if m.sriov_total > 0 {
-        if st.vgpus.iter().any(|v| v.parent == parent) {
-            0
-        } else {
-            left.min(1)
+    GpuUse::of(st, pf).available(m, parent, t)
+}
+
+/// What one physical GPU holds now: the input of the placement rule.
+pub struct GpuUse<'a> {
+    pub count: u32,
+    pub type_id: Option<u32>,
+    pub parents: Vec<&'a str>,
+}
+
+impl<'a> GpuUse<'a> {
+    pub fn of(st: &'a State, pf: &str) -> GpuUse<'a> {
+        let mut u = GpuUse {
+            count: 0,
+            type_id: None,
+            parents: Vec::new(),
+        };
+        for v in st.vgpus.iter().filter(|v| v.pf == pf) {
+            u.count += 1;
+            u.type_id.get_or_insert(v.type_id);
+            u.parents.push(&v.parent);
         }
-    } else {
-        left
+        u
+    }
+
+    /// Equal-size mode: one type per GPU, `max_instance` per GPU, one vGPU per VF.
+    pub fn available(&self, m: &Model, parent: &str, t: &TypeSpec) -> u32 {
+        if self.type_id.is_some_and(|id| id != t.id) {
+            return 0;
+        }
+        let left = t.max_instance.saturating_sub(self.count);
+        if m.sriov_total > 0 {
+            if self.parents.contains(&parent) {
+                0
+            } else {
+                left.min(1)
+            }
+        } else {
+            left
+        }
     }
 }
 
 pub fn render_gpu(root: &Path, m: &Model, st: &State, pf: &str) -> Result<()> {
     let d = devdir(m, pf);
+    let over = st.overrides.get(pf).map(String::as_str).unwrap_or("(null)");
+    put(root, &format!("{d}/driver_override"), &format!("{over}\n"))?;
     render_driver_link(root, m, st, pf)?;
     render_iommu_dev(root, m, st, pf)?;
     let sriov = m.sriov_total > 0 && st.bound.get(pf).is_some_and(|d| d == "nvidia");
@@ -791,6 +835,11 @@ pub fn render_gpu(root: &Path, m: &Model, st: &State, pf: &str) -> Result<()> {
                         .unwrap_or(0),
                 )?;
             }
+            link(
+                root,
+                &format!("sys/bus/pci/devices/{vf}"),
+                &format!("../../../devices/{}/{vf}", m.pci_root(vf)),
+            )?;
             link(root, &format!("{vd}/physfn"), &format!("../{pf}"))?;
             link(root, &format!("{d}/virtfn{i}"), &format!("../{vf}"))?;
             render_driver_link(root, m, st, vf)?;
@@ -828,6 +877,7 @@ pub fn render_types(root: &Path, m: &Model, st: &State, pf: &str) -> Result<()> 
     let mut candidates: Vec<String> = m.vfs_of(pf);
     candidates.push(pf.to_string());
     let ready = parents(m, st, pf);
+    let usage = GpuUse::of(st, pf);
     for p in &candidates {
         let pd = devdir(m, p);
         if !root.join(&pd).exists() {
@@ -846,7 +896,7 @@ pub fn render_types(root: &Path, m: &Model, st: &State, pf: &str) -> Result<()> 
                 if !root.join(&td).exists() {
                     // New type directory: plain creates, no compare (VF enable writes thousands).
                     std::fs::create_dir_all(root.join(format!("{td}/devices")))?;
-                    let avail = format!("{}\n", available(m, st, pf, p, t));
+                    let avail = format!("{}\n", usage.available(m, p, t));
                     for (f, c, mode) in [
                         ("name", format!("{}\n", t.name), 0o444),
                         ("description", format!("{}\n", t.description()), 0o444),
@@ -868,7 +918,7 @@ pub fn render_types(root: &Path, m: &Model, st: &State, pf: &str) -> Result<()> 
                 put(
                     root,
                     &format!("{td}/available_instances"),
-                    &format!("{}\n", available(m, st, pf, p, t)),
+                    &format!("{}\n", usage.available(m, p, t)),
                 )?;
                 put_mode(root, &format!("{td}/create"), "", 0o200)?;
                 std::fs::create_dir_all(root.join(format!("{td}/devices")))?;
@@ -887,7 +937,7 @@ pub fn render_types(root: &Path, m: &Model, st: &State, pf: &str) -> Result<()> 
                 .unwrap_or(0);
             let mut list = String::from("ID    : vGPU Name\n");
             for t in types {
-                if available(m, st, pf, p, t) > 0 {
+                if usage.available(m, p, t) > 0 {
                     list.push_str(&format!("{:<6}: {}\n", t.id, t.name));
                 }
             }
@@ -970,4 +1020,49 @@ pub fn default_driver(m: &Model, st: &State) -> Option<&'static str> {
 
 pub fn fresh_is_vfio(m: &Model) -> bool {
     m.fresh == FreshDriver::VfioPci
+}
+
+// ---------------------------------------------------------------------------------------------
+// Staging: VF directories built ahead of time
+
+/// Where the VFs of a pending `sriov-manage -e` (identified by its due time) are built.
+pub fn staging_rel(pf: &str, due_ms: u64) -> String {
+    format!("{}/staging/{pf}-{due_ms}", super::state::STATE_DIR)
+}
+
+/// Build, in a scratch root, the VF directories `pf` will have once its VFs appear. Runs on a
+/// background thread while the kernel "takes" `vf_delay_ms`, so that the VFs can appear with
+/// a few renames instead of thousands of file creations at their due time (a real kernel
+/// creates them in memory). `st` is a snapshot of the state when `sriov-manage` ran.
+pub fn stage_vfs(root: &Path, m: &Model, mut st: State, pf: &str, due_ms: u64) -> Result<()> {
+    let scratch = root.join(staging_rel(pf, due_ms));
+    let numa = std::fs::read_to_string(root.join(format!("{}/numa_node", devdir(m, pf))))
+        .unwrap_or_else(|_| "0\n".into());
+    put(&scratch, &format!("{}/numa_node", devdir(m, pf)), &numa)?;
+    st.vgpus.retain(|v| v.pf != pf);
+    st.numvfs.insert(pf.to_string(), m.sriov_total);
+    for vf in m.vfs_of(pf) {
+        st.bound.insert(vf, "nvidia".into());
+    }
+    render_gpu(&scratch, m, &st, pf)?;
+    std::fs::write(scratch.join(".complete"), format!("iommu={}\n", st.iommu))?;
+    Ok(())
+}
+
+/// Move staged VF directories into place when staging finished for the same IOMMU state.
+/// Returns whether it did; the caller renders the rest as usual either way.
+pub fn adopt_staged(root: &Path, m: &Model, pf: &str, due_ms: u64, iommu: bool) -> bool {
+    let scratch = root.join(staging_rel(pf, due_ms));
+    let complete = std::fs::read_to_string(scratch.join(".complete"))
+        .is_ok_and(|c| c == format!("iommu={iommu}\n"));
+    if complete {
+        for vf in m.vfs_of(pf) {
+            let rel = devdir(m, &vf);
+            if !root.join(&rel).exists() {
+                let _ = std::fs::rename(scratch.join(&rel), root.join(&rel));
+            }
+        }
+        let _ = std::fs::remove_dir_all(&scratch);
+    }
+    complete
 }

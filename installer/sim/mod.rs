@@ -94,16 +94,22 @@ pub fn open(root: &Path, model: &str, opts: &[String]) -> Result<Host> {
                  directory as --root",
                 root.display()
             ),
-            Some(found) if found != model && found.trim_end_matches("-ready") != model => bail!(
-                "{} holds the simulated model {found:?}, not {model:?}: use --simulate {found} \
-                 or a new --root",
-                root.display()
-            ),
+            Some(found)
+                if found.strip_suffix("-ready").unwrap_or(&found)
+                    != model.strip_suffix("-ready").unwrap_or(model) =>
+            {
+                bail!(
+                    "{} holds the simulated model {found:?}, not {model:?}: use --simulate \
+                     {found} or a new --root",
+                    root.display()
+                )
+            }
             Some(_) => {}
         }
     }
     let root = root.canonicalize()?;
     let k = SimKernel::load(&root, spec)?;
+    k.reconcile()?;
     if !parsed.is_empty() {
         k.merge_opts(&parsed)?;
     }
@@ -202,13 +208,12 @@ fn build(
     st.iommu = iommu_active(m, &st.cmdline);
     state::save(root, &st)?;
     layout::render_all(root, m, &st)?;
-    if m.vgpu_capable() {
-        // Where an operator would put the licensed zip (the seed's file name).
-        driver_pkg::build_driver_zip(
-            &root.join("root").join(driver_pkg::zip_name(DRIVER_VERSION)),
-            DRIVER_VERSION,
-        )?;
-    }
+    // Where an operator would put the licensed zip (the seed's file name). Every model has it,
+    // so a profile naming it validates everywhere and refusals come from the hardware.
+    driver_pkg::build_driver_zip(
+        &root.join("root").join(driver_pkg::zip_name(DRIVER_VERSION)),
+        DRIVER_VERSION,
+    )?;
     if ready {
         make_ready(root, m)?;
     }
@@ -391,6 +396,19 @@ pub fn reboot(host: &Host, relaunch: &[String]) -> Result<RebootReport> {
                 command: exec,
                 status: None,
                 output: String::new(),
+            });
+            continue;
+        }
+        if !root.join(exec[0].trim_start_matches('/')).is_file() {
+            // systemd: "Failed to locate executable ...: No such file or directory" (203/EXEC).
+            report.units.push(UnitRun {
+                output: format!(
+                    "{unit}: Failed to locate executable {}: No such file or directory\n",
+                    exec[0]
+                ),
+                unit,
+                command: exec,
+                status: Some(203),
             });
             continue;
         }

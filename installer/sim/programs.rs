@@ -139,6 +139,7 @@ fn sriov_manage(k: &SimKernel, a: &[&str]) -> Result<RunOutput> {
         .unwrap_or(0);
     let never = k.opt("vfs_never").is_some_and(|v| v == "1");
     let mut out = String::new();
+    let mut staged = Vec::new();
     k.with(|st| {
         for pf in &pfs {
             let bound = st.bound.get(pf).is_some_and(|d| d == "nvidia");
@@ -176,14 +177,24 @@ fn sriov_manage(k: &SimKernel, a: &[&str]) -> Result<RunOutput> {
                 .iter()
                 .any(|p| matches!(&p.event, Event::EnableVfs { pf: x } if x == pf))
             {
+                let due_ms = state::now_ms() + delay;
                 st.pending.push(Pending {
-                    due_ms: state::now_ms() + delay,
+                    due_ms,
                     event: Event::EnableVfs { pf: pf.clone() },
                 });
+                staged.push((pf.clone(), due_ms, st.clone()));
             }
         }
         Ok(())
     })?;
+    for (pf, due_ms, snapshot) in staged {
+        let (root, m) = (k.root.clone(), k.model);
+        std::thread::spawn(move || {
+            if let Err(e) = layout::stage_vfs(&root, m, snapshot, &pf, due_ms) {
+                tracing::debug!(pf, error = %e, "staging VFs failed; they will be built when due");
+            }
+        });
+    }
     ok(out)
 }
 
@@ -470,17 +481,23 @@ fn wanted_by(text: &str) -> Vec<String> {
 }
 
 fn systemctl(k: &SimKernel, root: &Path, a: &[&str]) -> Result<RunOutput> {
-    let words: Vec<&str> = a
-        .iter()
-        .copied()
-        .filter(|x| {
-            !x.starts_with("--root")
-                && !matches!(
-                    *x,
-                    "-q" | "--quiet" | "--no-block" | "--no-pager" | "--system"
-                )
-        })
-        .collect();
+    // Options that do not change what the simulator does; `--root DIR` is the root itself.
+    let mut words: Vec<&str> = Vec::new();
+    let mut skip = false;
+    for x in a.iter().copied() {
+        if skip {
+            skip = false;
+        } else if x == "--root" {
+            skip = true;
+        } else if !x.starts_with("--root=")
+            && !matches!(
+                x,
+                "-q" | "--quiet" | "--no-block" | "--no-pager" | "--system"
+            )
+        {
+            words.push(x);
+        }
+    }
     let now = words.contains(&"--now");
     let words: Vec<&str> = words.into_iter().filter(|w| *w != "--now").collect();
     let Some((verb, units)) = words.split_first() else {
@@ -524,7 +541,8 @@ fn systemctl(k: &SimKernel, root: &Path, a: &[&str]) -> Result<RunOutput> {
                         .map(|d| format!("{d}/{u}"))
                         .find(|p| root.join(p).is_file())
                         .unwrap_or_default();
-                        layout::link(root, &l, &format!("/{src}"))?;
+                        // Relative (systemctl writes absolute links), so the link resolves inside the root.
+                        layout::link(root, &l, &format!("../../../../{src}"))?;
                         out.push_str(&format!("Created symlink /{l} → /{src}.\n"));
                     } else if root.join(&l).symlink_metadata().is_ok() {
                         layout::unlink(root, &l);
@@ -722,7 +740,7 @@ fn install_driver(k: &SimKernel, root: &Path, version: &str, a: &[&str]) -> Resu
     layout::link(
         root,
         &format!("etc/systemd/system/multi-user.target.wants/{u}"),
-        &format!("/usr/lib/systemd/system/{u}"),
+        &format!("../../../../usr/lib/systemd/system/{u}"),
     )?;
     k.with(|st| {
         st.driver = Some(version.to_string());

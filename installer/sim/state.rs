@@ -94,7 +94,7 @@ pub fn load(root: &Path) -> Result<State> {
 /// memory (which survives a process crash on a real host).
 pub fn save(root: &Path, st: &State) -> Result<()> {
     let p = root.join(STATE_FILE);
-    let text = serde_json::to_string_pretty(st)?;
+    let text = serde_json::to_string(st)?;
     write_replace(&p, text.as_bytes())
 }
 

@@ -267,7 +267,8 @@ fn mdev_create_until_full_and_placement_rule() {
 fn a40_24q_is_capped_at_two_per_gpu() {
     let d = tmp();
     let h = sim(&d, "a40x8-ready", &[]);
-    run(&h, "/usr/lib/nvidia/sriov-manage", &["-e", "ALL"]);
+    run(&h, "/usr/lib/nvidia/sriov-manage", &["-e", "0000:67:00.0"]);
+    run(&h, "/usr/lib/nvidia/sriov-manage", &["-e", "0000:68:00.0"]);
     let mk = |vf: &str| {
         h.write_attr(
             &format!("sys/class/mdev_bus/{vf}/mdev_supported_types/nvidia-565/create"),
@@ -414,7 +415,7 @@ fn vf_delay_materializes_on_tick_and_vfs_never_never() {
     );
     // Options are persisted and can be cleared by a later open.
     let h2 = open(h2.root(), "a40x8-ready", &["vfs_never=".to_string()]).unwrap();
-    run(&h2, "/usr/lib/nvidia/sriov-manage", &["-e", "ALL"]);
+    run(&h2, "/usr/lib/nvidia/sriov-manage", &["-e", "0000:67:00.0"]);
     assert_eq!(
         h2.read_trim("sys/bus/pci/devices/0000:67:00.0/sriov_numvfs")
             .as_deref(),
@@ -426,7 +427,8 @@ fn vf_delay_materializes_on_tick_and_vfs_never_never() {
 fn create_fail_gives_ebusy_on_that_gpu_only() {
     let d = tmp();
     let h = sim(&d, "a40x8-ready", &["create_fail=0000:e8:00.0"]);
-    run(&h, "/usr/lib/nvidia/sriov-manage", &["-e", "ALL"]);
+    run(&h, "/usr/lib/nvidia/sriov-manage", &["-e", "0000:e8:00.0"]);
+    run(&h, "/usr/lib/nvidia/sriov-manage", &["-e", "0000:67:00.0"]);
     let e = h
         .write_attr(
             &format!("{E8}/nvidia-555/create"),
@@ -512,7 +514,7 @@ fn reboot_clears_vgpus_and_takes_cmdline_from_grub_cfg() {
 fn reboot_of_a_ready_host_drops_vfs_and_vgpus() {
     let d = tmp();
     let h = sim(&d, "a40x8-ready", &[]);
-    run(&h, "/usr/lib/nvidia/sriov-manage", &["-e", "ALL"]);
+    run(&h, "/usr/lib/nvidia/sriov-manage", &["-e", "0000:e8:00.0"]);
     h.write_attr(
         &format!("{E8}/nvidia-555/create"),
         "2f82ee72-3ac5-4615-9c0b-327c12e8c83d",
@@ -696,11 +698,24 @@ fn reboot_runs_enabled_vgpuctl_units_via_relaunch() {
         run(&h, "systemctl", &["is-enabled", "vgpuctl-restore"]).stdout,
         "enabled\n"
     );
+    let wants = "etc/systemd/system/multi-user.target.wants/vgpuctl-restore.service";
+    assert!(
+        h.read(wants).unwrap().contains("vgpuctl restore"),
+        "link resolves in the root"
+    );
     let r = reboot(&h, &["/bin/echo".into(), "relaunched".into()]).unwrap();
     assert_eq!(r.units.len(), 1);
     assert_eq!(r.units[0].status, None, "condition not met");
     std::fs::create_dir_all(h.path("etc/vgpuctl")).unwrap();
     std::fs::write(h.path("etc/vgpuctl/profile.toml"), "").unwrap();
+    let r = reboot(&h, &["/bin/echo".into(), "relaunched".into()]).unwrap();
+    assert_eq!(
+        r.units[0].status,
+        Some(203),
+        "the binary is not in the root yet"
+    );
+    std::fs::create_dir_all(h.path("usr/local/sbin")).unwrap();
+    std::fs::write(h.path("usr/local/sbin/vgpuctl"), "binary").unwrap();
     let r = reboot(&h, &["/bin/echo".into(), "relaunched".into()]).unwrap();
     assert_eq!(r.units[0].status, Some(0));
     assert_eq!(r.units[0].output, "relaunched restore\n");
@@ -802,4 +817,270 @@ fn timing_probe() {
     let t = std::time::Instant::now();
     reboot(&h, &[]).unwrap();
     eprintln!("reboot {:?}", t.elapsed());
+}
+
+/// What the simulator costs in issue 3's benchmark shape (8 GPUs x 32 A40-1B, VFs late,
+/// creations slow): run with `--ignored --nocapture`.
+#[test]
+#[ignore]
+fn restore_shape_probe() {
+    let d = tmp();
+    let h = sim(&d, "a40x8-ready", &["vf_delay_ms=2000", "create_ms=20"]);
+    let t0 = std::time::Instant::now();
+    let lock = std::sync::Mutex::new(());
+    std::thread::scope(|s| {
+        for pf in models::find("a40x8").unwrap().pfs {
+            let h = h.clone();
+            let lock = &lock;
+            s.spawn(move || {
+                {
+                    let _g = lock.lock().unwrap();
+                    run(&h, "/usr/lib/nvidia/sriov-manage", &["-e", pf]);
+                }
+                let numvfs = format!("sys/bus/pci/devices/{pf}/sriov_numvfs");
+                while h.read_trim(&numvfs).as_deref() != Some("32") {
+                    std::thread::sleep(std::time::Duration::from_millis(5));
+                }
+                eprintln!("{pf}: VFs seen at {:?}", t0.elapsed());
+                let m = models::find("a40x8").unwrap();
+                for vf in m.vfs_of(pf) {
+                    let dir = m.type_dir(&vf, 555);
+                    h.write_attr(
+                        &format!("sys/class/mdev_bus/{vf}/mdev_supported_types/{dir}/create"),
+                        &uuid::Uuid::new_v4().to_string(),
+                    )
+                    .unwrap();
+                }
+                eprintln!("{pf}: done at {:?}", t0.elapsed());
+            });
+        }
+    });
+    eprintln!("restore shape: {:?} (floor 2.64s)", t0.elapsed());
+    assert_eq!(h.list("sys/bus/mdev/devices").len(), 256);
+}
+
+#[test]
+fn pf_driver_binding_drives_sriov_files() {
+    let d = tmp();
+    let h = sim(&d, "rhel-a10-ready", &["driver_delay_ms=200"]);
+    // Right after boot udev has not bound the PF yet: no SR-IOV attributes, sriov-manage fails
+    // quietly (exit 0).
+    let pf = "sys/bus/pci/devices/0000:17:00.0";
+    if !h.exists(&format!("{pf}/driver")) {
+        assert!(!h.exists(&format!("{pf}/sriov_totalvfs")));
+        assert!(run(&h, "/usr/lib/nvidia/sriov-manage", &["-e", "ALL"]).success());
+        assert_eq!(h.read_trim(&format!("{pf}/sriov_numvfs")), None);
+    }
+    let mut n = 0;
+    while !h.exists(&format!("{pf}/sriov_totalvfs")) {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        n += 1;
+        assert!(n < 500, "driver never bound");
+    }
+    assert_eq!(
+        h.link_name(&format!("{pf}/driver")).as_deref(),
+        Some("nvidia")
+    );
+    // Direct sriov_numvfs writes act as the kernel's.
+    assert_eq!(
+        h.write_attr(&format!("{pf}/sriov_numvfs"), "33")
+            .unwrap_err()
+            .raw_os_error(),
+        Some(nix::libc::ERANGE)
+    );
+    h.write_attr(&format!("{pf}/sriov_numvfs"), "4").unwrap();
+    assert_eq!(h.list("sys/class/mdev_bus").len(), 4);
+    assert_eq!(
+        h.write_attr(&format!("{pf}/sriov_numvfs"), "8")
+            .unwrap_err()
+            .raw_os_error(),
+        Some(nix::libc::EBUSY)
+    );
+    let t = "sys/class/mdev_bus/0000:17:00.4/mdev_supported_types/nvidia-597";
+    assert_eq!(
+        h.read_trim(&format!("{t}/name")).as_deref(),
+        Some("NVIDIA A10-24Q")
+    );
+    h.write_attr(&format!("{t}/create"), &uuid::Uuid::new_v4().to_string())
+        .unwrap();
+    // Losing the PF driver takes the VFs and vGPUs with it; rebinding brings SR-IOV back.
+    h.write_attr(&format!("{pf}/driver/unbind"), "0000:17:00.0")
+        .unwrap();
+    assert!(!h.exists(&format!("{pf}/sriov_totalvfs")));
+    assert!(h.list("sys/bus/mdev/devices").is_empty());
+    assert!(!h.exists("sys/bus/pci/devices/0000:17:00.4"));
+    h.write_attr("sys/bus/pci/drivers/nvidia/bind", "0000:17:00.0")
+        .unwrap();
+    assert_eq!(
+        h.read_trim(&format!("{pf}/sriov_numvfs")).as_deref(),
+        Some("0")
+    );
+    // vfio-pci takes it only through driver_override, as the kernel's new_id/override rules.
+    h.write_attr(&format!("{pf}/driver/unbind"), "0000:17:00.0")
+        .unwrap();
+    run(&h, "modprobe", &["vfio-pci"]);
+    assert!(h
+        .write_attr("sys/bus/pci/drivers/vfio-pci/bind", "0000:17:00.0")
+        .is_err());
+    h.write_attr(&format!("{pf}/driver_override"), "vfio-pci")
+        .unwrap();
+    assert_eq!(
+        h.read_trim(&format!("{pf}/driver_override")).as_deref(),
+        Some("vfio-pci")
+    );
+    h.write_attr("sys/bus/pci/drivers_probe", "0000:17:00.0")
+        .unwrap();
+    assert_eq!(
+        h.link_name(&format!("{pf}/driver")).as_deref(),
+        Some("vfio-pci")
+    );
+}
+
+#[test]
+fn reopening_repairs_files_a_crash_left_behind() {
+    let d = tmp();
+    let h = sim(&d, "a40x8-ready", &[]);
+    run(&h, "/usr/lib/nvidia/sriov-manage", &["-e", "0000:e8:00.0"]);
+    let u = "2f82ee72-3ac5-4615-9c0b-327c12e8c83d";
+    h.write_attr(&format!("{E8}/nvidia-555/create"), u).unwrap();
+    // A process died after the kernel state changed but before the files were rendered.
+    std::fs::remove_file(h.path(&format!("sys/bus/mdev/devices/{u}"))).unwrap();
+    let h = open(h.root(), "a40x8-ready", &[]).unwrap();
+    assert_eq!(h.list("sys/bus/mdev/devices"), vec![u.to_string()]);
+}
+
+/// Every path under a directory with its content or link target.
+fn tree(base: &std::path::Path) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    let mut stack = vec![base.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap().flatten() {
+            let p = e.path();
+            let rel = p.strip_prefix(base).unwrap().to_string_lossy().to_string();
+            let ft = e.file_type().unwrap();
+            if ft.is_symlink() {
+                out.push((
+                    rel,
+                    format!("-> {}", std::fs::read_link(&p).unwrap().display()),
+                ));
+            } else if ft.is_dir() {
+                out.push((rel, "dir".into()));
+                stack.push(p);
+            } else {
+                out.push((rel, std::fs::read_to_string(&p).unwrap_or_default()));
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+#[test]
+fn staged_vfs_equal_vfs_built_on_the_spot() {
+    let d1 = tmp();
+    let direct = sim(&d1, "a40x8-ready", &[]);
+    run(
+        &direct,
+        "/usr/lib/nvidia/sriov-manage",
+        &["-e", "0000:e5:00.0"],
+    );
+    let d2 = tmp();
+    let staged = sim(&d2, "a40x8-ready", &["vf_delay_ms=1500"]);
+    run(
+        &staged,
+        "/usr/lib/nvidia/sriov-manage",
+        &["-e", "0000:e5:00.0"],
+    );
+    let staging = staged.path(".vgpuctl-sim/staging");
+    let mut n = 0;
+    // Wait for the background build (not required for correctness: a late one is ignored).
+    while !std::fs::read_dir(&staging)
+        .map(|rd| rd.flatten().any(|e| e.path().join(".complete").exists()))
+        .unwrap_or(false)
+        && n < 400
+    {
+        std::thread::sleep(std::time::Duration::from_millis(25));
+        n += 1;
+    }
+    while staged
+        .read_trim("sys/bus/pci/devices/0000:e5:00.0/sriov_numvfs")
+        .as_deref()
+        != Some("32")
+    {
+        std::thread::sleep(std::time::Duration::from_millis(25));
+    }
+    let a = tree(&direct.path("sys/devices/pci0000:e5"));
+    let b = tree(&staged.path("sys/devices/pci0000:e5"));
+    assert_eq!(a.len(), b.len());
+    assert_eq!(a, b);
+    assert_eq!(
+        tree(&direct.path("sys/class/mdev_bus")),
+        tree(&staged.path("sys/class/mdev_bus"))
+    );
+    assert_eq!(
+        h_numa(&staged, "0000:e5:00.4"),
+        h_numa(&staged, "0000:e5:00.0"),
+        "VFs share their PF's NUMA node"
+    );
+}
+
+fn h_numa(h: &Host, dev: &str) -> Option<String> {
+    h.read_trim(&format!("sys/bus/pci/devices/{dev}/numa_node"))
+}
+
+/// The seed operator's bring-up, step by step, on the fresh a40x8.
+#[test]
+fn seed_bring_up_from_fresh_a40x8() {
+    let d = tmp();
+    let h = sim(&d, "a40x8", &[]);
+    for pf in models::find("a40x8").unwrap().pfs {
+        h.write_attr(&format!("sys/bus/pci/devices/{pf}/driver/unbind"), pf)
+            .unwrap();
+    }
+    let g = h.read("etc/default/grub").unwrap();
+    let g = bootcfg::edit_assignment(&g, "GRUB_CMDLINE_LINUX_DEFAULT", |o| {
+        bootcfg::edit_args(o, "intel_iommu=on iommu=pt", "")
+    });
+    std::fs::write(h.path("etc/default/grub"), g).unwrap();
+    // The seed ran `grub-mkconfig > /boot/grub/grub.cfg`: stdout is the config.
+    let cfg = run(&h, "grub-mkconfig", &[]).stdout;
+    assert!(cfg.contains("intel_iommu=on iommu=pt"));
+    std::fs::write(h.path("boot/grub/grub.cfg"), cfg).unwrap();
+    std::fs::write(
+        h.path("etc/modprobe.d/blacklist-nouveau.conf"),
+        "blacklist nouveau\n",
+    )
+    .unwrap();
+    assert!(run(&h, "update-initramfs", &["-u"]).success());
+    // Take the .run out of the zip, check it, install it.
+    let zip = h.path(&format!("root/{}", driver_pkg::zip_name(DRIVER_VERSION)));
+    let mut z = zip::ZipArchive::new(std::fs::File::open(zip).unwrap()).unwrap();
+    let mut f = z
+        .by_name(&format!(
+            "Host_Drivers/{}",
+            driver_pkg::run_name(DRIVER_VERSION)
+        ))
+        .unwrap();
+    let mut bytes = Vec::new();
+    std::io::Read::read_to_end(&mut f, &mut bytes).unwrap();
+    std::fs::write(h.path("root/driver.run"), bytes).unwrap();
+    assert!(run(&h, "sh", &["/root/driver.run", "--check"]).success());
+    assert!(run(&h, "/root/driver.run", &["--dkms", "-s"]).success());
+    assert!(run(&h, "systemctl", &["reboot"]).success());
+    let r = reboot(&h, &[]).unwrap();
+    assert!(r.cmdline.contains("intel_iommu=on iommu=pt"));
+    assert!(!h.read("proc/modules").unwrap().contains("nouveau"));
+    assert!(h.read("proc/modules").unwrap().contains("nvidia_vgpu_vfio"));
+    assert!(!state_of(&h).unwrap().reboot_requested);
+    run(&h, "/usr/lib/nvidia/sriov-manage", &["-e", "0:e8:0.0"]);
+    h.write_attr(
+        "sys/class/mdev_bus/0000:e8:04.0/mdev_supported_types/vfio-pci-575/create",
+        "242e5ea7-90e2-4d6e-afeb-a0b9a656c108",
+    )
+    .unwrap();
+    assert_eq!(
+        h.read_trim("sys/bus/mdev/devices/242e5ea7-90e2-4d6e-afeb-a0b9a656c108/mdev_type/name")
+            .as_deref(),
+        Some("NVIDIA A40-24A")
+    );
 }
