@@ -64,7 +64,7 @@ fn summary(f: &HostFacts) -> Result<(), Failure> {
     Ok(())
 }
 
-fn pick_gpus<'a>(f: &'a HostFacts) -> Result<Vec<&'a Gpu>, Failure> {
+fn pick_gpus(f: &HostFacts) -> Result<Vec<&Gpu>, Failure> {
     let items: Vec<String> = f
         .gpus
         .iter()
@@ -195,7 +195,7 @@ fn pick_count(max: u32, default: u32) -> Result<u32, Failure> {
 fn pick_driver(host: &crate::host::Host) -> Result<DriverConfig, Failure> {
     let how = Select::with_theme(&theme())
         .with_prompt("Where is the GRID host driver (NVIDIA-GRID-Linux-KVM-....zip)?")
-        .items(&[
+        .items([
             "a file on this host",
             "a download link from NVIDIA's licensing portal",
         ])
@@ -269,7 +269,7 @@ pub fn link_ok(u: &str) -> Result<(), String> {
 fn pick_reboot() -> Result<RebootPolicy, Failure> {
     let i = Select::with_theme(&theme())
         .with_prompt("When the host needs its reboot")
-        .items(&[
+        .items([
             "ask me (prompt)",
             "reboot by itself and continue (auto)",
             "stop; I reboot later (never)",
