@@ -8,9 +8,20 @@ use std::path::Path;
 use std::process::Command;
 
 const TARGETS: &[&str] = &[
-    "sysinit.target", "basic.target", "multi-user.target", "sockets.target", "timers.target",
-    "paths.target", "slices.target", "local-fs.target", "swap.target", "network.target",
-    "network-online.target", "shutdown.target", "-.slice", "system.slice",
+    "sysinit.target",
+    "basic.target",
+    "multi-user.target",
+    "sockets.target",
+    "timers.target",
+    "paths.target",
+    "slices.target",
+    "local-fs.target",
+    "swap.target",
+    "network.target",
+    "network-online.target",
+    "shutdown.target",
+    "-.slice",
+    "system.slice",
 ];
 
 /// A root with the binary where ExecStart expects it, the units, and the targets they name.
@@ -35,12 +46,20 @@ fn root_with(units: &[(&str, String)]) -> tempfile::TempDir {
 
 fn verify(root: &Path, names: &[&str]) -> (bool, String) {
     let mut c = Command::new("systemd-analyze");
-    c.arg("verify").arg("--man=no").arg(format!("--root={}", root.display()));
+    c.arg("verify")
+        .arg("--man=no")
+        .arg(format!("--root={}", root.display()));
     for n in names {
         c.arg(root.join("etc/systemd/system").join(n));
     }
-    let out = c.output().expect("systemd-analyze (apt-get install systemd; scripts/test-deps does)");
-    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    let out = c
+        .output()
+        .expect("systemd-analyze (apt-get install systemd; scripts/test-deps does)");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
     (out.status.success() && text.trim().is_empty(), text)
 }
 
@@ -58,7 +77,8 @@ fn systemd_analyze_verify_accepts_the_units() {
 
 #[test]
 fn the_verifier_can_fail() {
-    let broken = unit("vgpuctl-restore.service").replace("TimeoutStartSec=300", "TimeoutStartSec=soon\nRestartz=1");
+    let broken = unit("vgpuctl-restore.service")
+        .replace("TimeoutStartSec=300", "TimeoutStartSec=soon\nRestartz=1");
     let d = root_with(&[("vgpuctl-restore.service", broken)]);
     let (ok, text) = verify(d.path(), &["vgpuctl-restore.service"]);
     assert!(!ok && text.contains("Restartz"), "{text}");
@@ -77,9 +97,22 @@ fn restore_unit_orders_itself_for_the_boot() {
         assert!(after.contains(a), "{after}");
     }
     let before = u.lines().find(|l| l.starts_with("Before=")).unwrap();
-    for b in ["libvirtd.service", "virtqemud.service", "libvirt-guests.service", "pve-guests.service"] {
+    for b in [
+        "libvirtd.service",
+        "virtqemud.service",
+        "libvirt-guests.service",
+        "pve-guests.service",
+    ] {
         assert!(before.contains(b), "{before}");
     }
-    let t: u64 = u.lines().find_map(|l| l.strip_prefix("TimeoutStartSec=")).unwrap().parse().unwrap();
-    assert!(t > 120 && t <= 600, "bounded, and longer than restore's own 120 s VF wait");
+    let t: u64 = u
+        .lines()
+        .find_map(|l| l.strip_prefix("TimeoutStartSec="))
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(
+        t > 120 && t <= 600,
+        "bounded, and longer than restore's own 120 s VF wait"
+    );
 }
