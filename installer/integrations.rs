@@ -4,7 +4,7 @@
 use crate::facts::{HostFacts, Interface};
 use crate::import::mdevctl::{self, MdevctlDef};
 use crate::pci::PciAddr;
-use crate::profile::{GpuRequest, HostPolicy, Profile, SavedVgpu};
+use crate::profile::{GpuRequest, Profile, SavedVgpu};
 use crate::status::Status;
 use crate::vgpu_name;
 
@@ -90,9 +90,8 @@ pub fn render_mdevctl(def: &MdevctlDef) -> (String, String) {
 pub fn export_profile(facts: &HostFacts, active: Option<&Profile>) -> Profile {
     let all = facts.vgpus();
     let mut p = Profile {
-        host: active
-            .map(|a| a.host.clone())
-            .unwrap_or_else(HostPolicy::default),
+        host: active.map(|a| a.host.clone()).unwrap_or_default(),
+        cloudpods: active.and_then(|a| a.cloudpods.clone()),
         ..Profile::default()
     };
     for g in &facts.gpus {

@@ -8,6 +8,7 @@ pub mod active;
 pub mod catalog;
 pub mod check;
 pub mod cli;
+pub mod cloudpods;
 pub mod cmd;
 pub mod driver;
 pub mod edit;

@@ -21,6 +21,9 @@ pub struct Profile {
     /// vGPUs pinned by setup or import: what `restore` recreates at every boot.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub vgpus: Vec<SavedVgpu>,
+    /// `[cloudpods]`: keep CloudPods' host.conf in step with the vGPUs (setup and restore).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cloudpods: Option<CloudpodsConfig>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -78,6 +81,36 @@ pub struct DriverConfig {
     pub signing_key: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub signing_cert: Option<String>,
+}
+
+/// Where CloudPods' host agent reads its configuration.
+pub const CLOUDPODS_HOST_CONF: &str = "/etc/yunion/host.conf";
+
+fn default_host_conf() -> String {
+    CLOUDPODS_HOST_CONF.to_string()
+}
+
+/// `[cloudpods]`: setup and restore set `nvidia_vgpu_pfs:` in `host_conf` to the parents of the
+/// pinned vGPUs, and with `restart = true` restart the host agent after a change
+/// (`kubectl -n onecloud rollout restart ds default-host`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CloudpodsConfig {
+    /// The host agent's YAML configuration, inside the host root.
+    #[serde(default = "default_host_conf")]
+    pub host_conf: String,
+    /// Restart the host agent's DaemonSet after host.conf changed.
+    #[serde(default)]
+    pub restart: bool,
+}
+
+impl Default for CloudpodsConfig {
+    fn default() -> Self {
+        CloudpodsConfig {
+            host_conf: default_host_conf(),
+            restart: false,
+        }
+    }
 }
 
 /// `[[gpus]]`: vGPUs wanted on a set of GPUs.

@@ -12,7 +12,7 @@ use toml::de::{DeTable, DeValue};
 use toml::Spanned;
 
 use crate::pci::{check_mdev_parent, is_safe_name, is_uuid, PciAddr};
-use crate::profile::{DriverConfig, GpuRequest, Profile, SavedVgpu};
+use crate::profile::{CloudpodsConfig, DriverConfig, GpuRequest, Profile, SavedVgpu};
 
 /// Most vGPUs one physical GPU can hold in any NVIDIA profile table (32 VFs on Ampere/Ada;
 /// 1B types on Maxwell stop at 16 per GPU): a larger count is a typo.
@@ -307,6 +307,20 @@ fn check_driver(cx: &mut Ctx, d: &DriverConfig) {
     }
 }
 
+fn check_cloudpods(cx: &mut Ctx, c: &CloudpodsConfig) {
+    if let Err(e) = check_abs_path(&c.host_conf) {
+        cx.err(&[key("cloudpods"), key("host_conf")], e);
+    } else if c.host_conf.ends_with('/') {
+        cx.err(
+            &[key("cloudpods"), key("host_conf")],
+            format!(
+                "{:?} names a directory; give the file, e.g. /etc/yunion/host.conf",
+                c.host_conf
+            ),
+        );
+    }
+}
+
 fn check_gpu(cx: &mut Ctx, i: usize, g: &GpuRequest, seen: &mut Vec<(String, String)>) {
     let at = |k: &str| vec![key("gpus"), Seg::Index(i), key(k)];
     if let Err(e) = check_select(&g.select) {
@@ -467,6 +481,9 @@ pub fn check(text: &str, file: &str) -> Result<Profile, Vec<ProfileError>> {
     let mut seen_saved = Vec::new();
     for (i, v) in profile.vgpus.iter().enumerate() {
         check_saved(&mut cx, i, v, &mut seen_saved);
+    }
+    if let Some(c) = &profile.cloudpods {
+        check_cloudpods(&mut cx, c);
     }
     if cx.errors.is_empty() {
         Ok(profile)
@@ -761,6 +778,41 @@ uuids = []
             let e = one(&format!("sriov = [\"0000:e8:00.0\", {bad:?}]\n"));
             assert!(e.contains("sriov[1]"), "{bad}: {e}");
         }
+    }
+
+    #[test]
+    fn cloudpods_section() {
+        let p = Profile::parse("[cloudpods]\n", "f").unwrap();
+        let c = p.cloudpods.unwrap();
+        assert_eq!(c.host_conf, "/etc/yunion/host.conf");
+        assert!(!c.restart);
+        let p = Profile::parse(
+            "[cloudpods]\nhost_conf = \"/opt/yunion/host.conf\"\nrestart = true\n",
+            "f",
+        )
+        .unwrap();
+        assert_eq!(
+            p.cloudpods,
+            Some(CloudpodsConfig {
+                host_conf: "/opt/yunion/host.conf".into(),
+                restart: true
+            })
+        );
+        assert_eq!(Profile::parse("", "f").unwrap().cloudpods, None);
+        let e = one("[cloudpods]\nhost_conf = \"etc/yunion/host.conf\"\n");
+        assert!(
+            e.starts_with("profiles/t.toml:2:13: cloudpods.host_conf: \"etc/yunion/host.conf\" must be an absolute path"),
+            "{e}"
+        );
+        assert!(one("[cloudpods]\nhost_conf = \"/etc/../shadow\"\n").contains("'..'"));
+        assert!(one("[cloudpods]\nhost_conf = \"/etc/yunion/\"\n").contains("names a directory"));
+        let e = &errs("[cloudpods]\nrestart = \"yes\"\n")[0];
+        assert_eq!(e.field, "cloudpods.restart");
+        let e = &errs("[cloudpods]\nrestrat = true\n")[0];
+        assert_eq!(e.field, "cloudpods.restrat");
+        // It survives the active profile's round trip.
+        let text = toml::to_string_pretty(&p).unwrap();
+        assert_eq!(Profile::parse(&text, "f").unwrap(), p);
     }
 
     #[test]

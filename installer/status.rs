@@ -221,6 +221,7 @@ pub struct GpuTypes {
 
 /// Per GPU, the types its parents offer, aggregated: available = how many more fit now.
 pub fn types(facts: &HostFacts) -> Vec<GpuTypes> {
+    let existing = facts.vgpus();
     facts
         .gpus
         .iter()
@@ -247,9 +248,15 @@ pub fn types(facts: &HostFacts) -> Vec<GpuTypes> {
                     }
                 }
             }
+            // Free parents each offer one more, but the per-GPU limit counts what exists.
             for r in &mut rows {
                 if let Some(m) = r.max_instances {
-                    r.available = r.available.min(m);
+                    let present = existing
+                        .iter()
+                        .filter(|v| v.gpu.as_deref() == Some(g.address.as_str()))
+                        .filter(|v| vgpu_name::same(&v.type_name, &r.name))
+                        .count() as u32;
+                    r.available = r.available.min(m.saturating_sub(present));
                 }
             }
             GpuTypes {

@@ -64,7 +64,7 @@ fn summary(f: &HostFacts) -> Result<(), Failure> {
     Ok(())
 }
 
-fn pick_gpus<'a>(f: &'a HostFacts) -> Result<Vec<&'a Gpu>, Failure> {
+fn pick_gpus(f: &HostFacts) -> Result<Vec<&Gpu>, Failure> {
     let items: Vec<String> = f
         .gpus
         .iter()
@@ -195,7 +195,7 @@ fn pick_count(max: u32, default: u32) -> Result<u32, Failure> {
 fn pick_driver(host: &crate::host::Host) -> Result<DriverConfig, Failure> {
     let how = Select::with_theme(&theme())
         .with_prompt("Where is the GRID host driver (NVIDIA-GRID-Linux-KVM-....zip)?")
-        .items(&[
+        .items([
             "a file on this host",
             "a download link from NVIDIA's licensing portal",
         ])
@@ -269,7 +269,7 @@ pub fn link_ok(u: &str) -> Result<(), String> {
 fn pick_reboot() -> Result<RebootPolicy, Failure> {
     let i = Select::with_theme(&theme())
         .with_prompt("When the host needs its reboot")
-        .items(&[
+        .items([
             "ask me (prompt)",
             "reboot by itself and continue (auto)",
             "stop; I reboot later (never)",
@@ -293,9 +293,37 @@ pub fn ask(
 ) -> Result<Profile, Failure> {
     if let Some(prev) = resume {
         println!("Continuing the setup you started before the reboot.");
+        let mut f = f.clone();
+        // An SR-IOV GPU lists its types only on its VFs. Enabling them is a change, so ask first
+        // (setup enables them next anyway, and at every boot the restore unit does).
+        let dark: Vec<String> = prev
+            .gpus
+            .iter()
+            .filter_map(|r| select::select(&f, &r.select).ok())
+            .flatten()
+            .filter(|g| g.sriov_capable() && g.parents.iter().all(|p| p.types.is_empty()))
+            .map(|g| g.address.clone())
+            .collect();
+        if !dark.is_empty() {
+            let go = Confirm::with_theme(&theme())
+                .with_prompt(format!(
+                    "Enable SR-IOV on {} GPU(s) now, to pick the type from the driver's live list?",
+                    dark.len()
+                ))
+                .default(true)
+                .interact()
+                .map_err(cancelled)?;
+            if go {
+                let _lock = crate::setup::lock::acquire(host, "wizard: enable SR-IOV")?;
+                for pf in &dark {
+                    crate::vgpu::sriov::enable(host, pf, std::time::Duration::from_secs(120))?;
+                }
+                f = crate::facts::observe(host);
+            }
+        }
         let mut p = prev.clone();
         for req in &mut p.gpus {
-            let gpus = select::select(f, &req.select).map_err(Failure::usage)?;
+            let gpus = select::select(&f, &req.select).map_err(Failure::usage)?;
             let Some(g) = gpus.first() else { continue };
             let (ty, max, _) = pick_type(g, Some(&req.vgpu_type))?;
             req.vgpu_type = ty;

@@ -162,9 +162,9 @@ fn invalid_profiles_change_nothing_and_exit_2() {
     let before = s.hash();
     for (text, needle) in [
         ("[[gpus]]\nselect = \"all\"\nvgpu_type = \"A40-24Q\"\ncount = 2\ncolour = 1\n", "colour"),
-        ("[[gpus]]\nselect = \"all\"\nvgpu_type = \"A40-99Q\"\ncount = 1\n[driver]\npath = \"/root/x.zip\"\n", "vgpu_type"),
-        ("[[gpus]]\nselect = \"all\"\nvgpu_type = \"A40-24Q\"\ncount = 3\n[driver]\npath = \"/root/x.zip\"\n", "count"),
-        ("[[gpus]]\nselect = \"0000:99:00.0\"\nvgpu_type = \"A40-24Q\"\ncount = 1\n[driver]\npath = \"/root/x.zip\"\n", "select"),
+        ("[[gpus]]\nselect = \"all\"\nvgpu_type = \"A40-99Q\"\ncount = 1\n[driver]\npath = \"/root/NVIDIA-GRID-Linux-KVM-550.163.02-550.163.01-553.74.zip\"\n", "vgpu_type"),
+        ("[[gpus]]\nselect = \"all\"\nvgpu_type = \"A40-24Q\"\ncount = 3\n[driver]\npath = \"/root/NVIDIA-GRID-Linux-KVM-550.163.02-550.163.01-553.74.zip\"\n", "count"),
+        ("[[gpus]]\nselect = \"0000:99:00.0\"\nvgpu_type = \"A40-24Q\"\ncount = 1\n[driver]\npath = \"/root/NVIDIA-GRID-Linux-KVM-550.163.02-550.163.01-553.74.zip\"\n", "select"),
         ("[host]\nreboot = \"sometimes\"\n", "reboot"),
     ] {
         let p = profile_file(text);

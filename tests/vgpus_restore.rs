@@ -287,3 +287,33 @@ fn seed_second_line_alone_is_imported_with_its_vfio_pci_type_dir() {
         );
     }
 }
+
+#[test]
+fn types_lists_both_interfaces_and_counts_what_exists() {
+    for (model, ty, total) in [
+        ("a40x8-ready", "A40-24Q", 2),
+        ("l40s-vfio-ready", "L40S-12Q", 4),
+    ] {
+        let s = Sim::new(model);
+        // Before SR-IOV an SR-IOV GPU shows no types: say so rather than invent them.
+        let j = s.json(&["types", "--json"]);
+        assert!(
+            j["gpus"][0]["types"].as_array().unwrap().is_empty(),
+            "{model}: {j}"
+        );
+        let p = profile_file(&format!(
+            "[[gpus]]\nselect = \"all\"\nvgpu_type = \"{ty}\"\ncount = 1\n"
+        ));
+        assert_eq!(setup(&s, p.path()).code, 0);
+        let j = s.json(&["types", "--json"]);
+        let t = j["gpus"][0]["types"].as_array().unwrap();
+        let row = t
+            .iter()
+            .find(|r| r["name"].as_str().unwrap().ends_with(ty))
+            .unwrap_or_else(|| panic!("{j}"));
+        assert_eq!(row["max_instances"], total, "{row}");
+        assert_eq!(row["available"], total - 1, "{row}");
+        assert!(row["framebuffer_mib"].as_u64().unwrap() >= 12288);
+        assert!(row["id"].is_string());
+    }
+}

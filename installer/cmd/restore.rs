@@ -22,5 +22,11 @@ pub fn run(host: &Host, vf_timeout: u64) -> Result<Exit, Failure> {
     }
     // One summary line: what the journal shows for the unit.
     println!("{}", report.summary());
+    // CloudPods' host.conf follows the pins; a failure there does not fail the restore.
+    match crate::cloudpods::sync(host, &profile) {
+        Ok(Some(msg)) => println!("{msg}"),
+        Ok(None) => {}
+        Err(e) => eprintln!("vgpuctl restore: {e:#}"),
+    }
     Ok(if report.ok { Exit::Ok } else { Exit::Failed })
 }

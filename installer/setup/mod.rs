@@ -290,6 +290,14 @@ pub fn run(host: &Host, profile: &Profile, opts: &Options) -> Result<Exit, Failu
 fn finish(host: &Host) -> Result<Exit, Failure> {
     let f = facts::observe(host);
     let active = crate::active::load(host)?;
+    // CloudPods' host.conf follows the pins (nothing without a [cloudpods] section).
+    if let Some(msg) = active
+        .as_ref()
+        .map(|p| crate::cloudpods::sync(host, p))
+        .transpose()?
+    {
+        println!("{}", msg.unwrap_or_default());
+    }
     let s = crate::status::status(&f, active.as_ref());
     print!("\n{}", crate::status::render_status(&s));
     if s.drift.is_empty() {

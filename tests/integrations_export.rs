@@ -1,0 +1,100 @@
+//! `vgpuctl export` -> `vgpuctl setup` on a fresh host -> the same vGPUs: types, counts per GPU
+//! and UUIDs.
+
+mod common;
+mod integrations_util;
+
+use std::collections::BTreeMap;
+
+use common::*;
+use integrations_util::*;
+
+/// GPU address -> sorted (uuid or "-", short type) of its vGPUs, from status --json.
+fn state(s: &Sim) -> BTreeMap<String, Vec<(String, String)>> {
+    let j = s.json(&["status", "--json"]);
+    let mut m = BTreeMap::new();
+    for g in j["gpus"].as_array().unwrap() {
+        let mut v: Vec<(String, String)> = g["vgpus"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| {
+                (
+                    v["uuid"].as_str().unwrap_or("-").to_string(),
+                    v["type"].as_str().unwrap().to_string(),
+                )
+            })
+            .collect();
+        v.sort();
+        if !v.is_empty() {
+            m.insert(g["address"].as_str().unwrap().to_string(), v);
+        }
+    }
+    m
+}
+
+/// Export `from` to a file, check it is a profile setup accepts, replay it on a fresh host.
+fn replay(from: &Sim, model: &str) -> (Sim, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("exported.toml");
+    let r = from.run(&["export", "-o", file.to_str().unwrap()]);
+    assert_eq!(r.code, 0, "{r:?}");
+    let text = std::fs::read_to_string(&file).unwrap();
+    assert!(text.starts_with("# Exported by vgpuctl"), "{text}");
+    let to = Sim::new(model);
+    let r = to.run(&["setup", "--profile", file.to_str().unwrap(), "--yes"]);
+    assert_eq!(r.code, 0, "setup from the exported profile:\n{text}\n{r:?}");
+    (to, text)
+}
+
+#[test]
+fn mdev_host_made_by_hand_is_captured_and_replayed() {
+    let uuid = "2f82ee72-3ac5-4615-9c0b-327c12e8c83d";
+    let a = ready_host(
+        "a40x8-ready",
+        &format!(
+            "[host]\nreboot = \"never\"\n\
+             [[gpus]]\nselect = \"0000:67:00.0\"\nvgpu_type = \"A40-24Q\"\ncount = 2\n\
+             [[gpus]]\nselect = \"0000:e8:00.0\"\nvgpu_type = \"A40-8Q\"\ncount = 3\nuuids = [\"{uuid}\"]\n"
+        ),
+    );
+    // Forget everything vgpuctl recorded: the live vGPUs are now as if made by hand.
+    std::fs::remove_file(a.root().join("etc/vgpuctl/profile.toml")).unwrap();
+    let before = state(&a);
+    assert_eq!(
+        before.values().map(Vec::len).sum::<usize>(),
+        5,
+        "{before:?}"
+    );
+    assert!(before["0000:e8:00.0"].iter().any(|(u, _)| u == uuid));
+
+    let (b, text) = replay(&a, "a40x8-ready");
+    assert_eq!(state(&b), before, "exported profile:\n{text}");
+    // The replayed host pins them, so its own restore brings them back after a reboot.
+    let rb = b.run(&["sim", "reboot"]);
+    assert_eq!(rb.code, 0, "{rb:?}");
+    assert_eq!(state(&b), before);
+    // Exporting the replayed host asks for the same vGPUs again (the pins' parents, which VF
+    // holds which UUID, are the placement's choice and may differ).
+    let again = b.run(&["export"]);
+    assert_eq!(again.code, 0, "{again:?}");
+    let requests = |t: &str| t.split("[[vgpus]]").next().unwrap().to_string();
+    assert_eq!(requests(&again.stdout), requests(&text));
+}
+
+#[test]
+fn vendor_vfio_host_replays_with_its_uuids() {
+    let a = ready_host(
+        "l40s-vfio-ready",
+        "[host]\nreboot = \"never\"\n[[gpus]]\nselect = \"all\"\nvgpu_type = \"L40S-12Q\"\ncount = 2\n",
+    );
+    let before = state(&a);
+    assert!(!before.is_empty());
+    // The kernel has no UUIDs on this interface: they are vgpuctl's names, kept in the pins.
+    assert!(
+        before.values().flatten().all(|(u, _)| u != "-"),
+        "{before:?}"
+    );
+    let (b, text) = replay(&a, "l40s-vfio-ready");
+    assert_eq!(state(&b), before, "exported profile:\n{text}");
+}
