@@ -44,6 +44,8 @@ pub enum GrubEditError {
         wanted: String,
         files: String,
     },
+    #[error("adding {wanted} in {files} would also change other kernel arguments (an unbalanced quote?); edit the files by hand and run again")]
+    WouldChangeOthers { wanted: String, files: String },
 }
 
 /// A planned change of one file.
@@ -376,10 +378,33 @@ fn edit_value(file: &str, body: &str, a: &Assign, op: &Op) -> Result<String, Gru
             let v = op.apply(s);
             if v == *s {
                 s.clone()
-            } else if v.bytes().any(|c| c.is_ascii_whitespace()) {
-                format!("\"{v}\"")
-            } else {
+            } else if !v.bytes().any(|c| c.is_ascii_whitespace()) {
                 v
+            } else if !s.contains('\\') {
+                format!("\"{v}\"")
+            } else if let Some(tail) = v
+                .strip_prefix(s.as_str())
+                .map(|tail| format!("{s}\"{tail}\""))
+                .filter(|new| {
+                    // Re-read: a trailing backslash would escape the quote we open.
+                    parse_assign(0, &format!("X={new}")).is_some_and(|b| {
+                        !b.unterminated
+                            && b.segs.len() == 2
+                            && b.segs[0] == Seg::Bare(s.clone())
+                            && b.value.len() == new.len()
+                    })
+                })
+            {
+                // Backslash escapes mean something else inside double quotes (`\ ` stays a
+                // backslash): keep the unquoted part as it is and quote only what is appended.
+                tail
+            } else {
+                return Err(GrubEditError::Complex {
+                    file: file.to_string(),
+                    line: a.line + 1,
+                    var: a.name.clone(),
+                    reason: "its unquoted value has backslash escapes".into(),
+                });
             }
         }
         segs => {
@@ -635,9 +660,17 @@ fn plan_with(
             None => contents[0] = append_assignment(&contents[0], target_vars[0], &missing),
         }
     }
-    if !kargs::has_args(&eval_now(&contents), wanted) {
+    let after = eval_now(&contents);
+    if !kargs::has_args(&after, wanted) {
         return Err(GrubEditError::NotEffective {
             var: target_vars[0].to_string(),
+            wanted: wanted.join(" "),
+            files: files.iter().map(|f| f.0).collect::<Vec<_>>().join(", "),
+        });
+    }
+    // Nothing but the wanted parameters may change in what the kernel gets.
+    if other_args(&effective(files), wanted) != other_args(&after, wanted) {
+        return Err(GrubEditError::WouldChangeOthers {
             wanted: wanted.join(" "),
             files: files.iter().map(|f| f.0).collect::<Vec<_>>().join(", "),
         });
@@ -652,6 +685,22 @@ fn plan_with(
             after,
         })
         .collect())
+}
+
+/// The arguments of a command line whose parameters are not among `wanted`'s, as the kernel
+/// splits them (its isspace() includes the vertical tab).
+fn other_args(line: &str, wanted: &[&str]) -> Vec<String> {
+    let norm = |k: &str| k.replace('-', "_");
+    let keys: Vec<String> = wanted
+        .iter()
+        .map(|w| norm(w.split('=').next().unwrap_or(w)))
+        .collect();
+    let line = line.replace('\u{b}', " ");
+    kargs::tokens(&line)
+        .iter()
+        .filter(|t| !keys.contains(&norm(t.key())))
+        .map(|t| t.text.to_string())
+        .collect()
 }
 
 /// For uninstall: remove `remove` from every assignment of `var` in every file.
@@ -1256,6 +1305,69 @@ GRUB_TERMINAL=console
         let c = "GRUB_CMDLINE_LINUX_DEFAULT=\"quiet\"$EXTRA' splash'\n";
         let once = ensure_in_file("grub", c, DEFAULT_VAR, W).unwrap();
         assert_eq!(ensure_in_file("grub", &once, DEFAULT_VAR, W).unwrap(), once);
+    }
+
+    /// Found by the `grub_default` fuzz target's "no other argument changes" check: a bare value
+    /// with a backslash escape (`$V\ w`) was wrapped whole in double quotes, where `\ ` keeps its
+    /// backslash, so the kernel got `\` glued to the previous argument.
+    #[test]
+    fn bare_value_with_escapes_keeps_them_outside_quotes() {
+        let c = "GRUB_CMDLINE_LINUX_DEFAULT=quiet\\ splash\n";
+        let once = ensure_in_file("grub", c, DEFAULT_VAR, W).unwrap();
+        assert_eq!(
+            once,
+            "GRUB_CMDLINE_LINUX_DEFAULT=quiet\\ splash\" intel_iommu=on iommu=pt\"\n"
+        );
+        assert_eq!(
+            read_var(&once, DEFAULT_VAR).unwrap(),
+            "quiet splash intel_iommu=on iommu=pt"
+        );
+        // A trailing backslash would escape the quote: refused.
+        assert!(
+            ensure_in_file("grub", "GRUB_CMDLINE_LINUX_DEFAULT=a\\\n", DEFAULT_VAR, W).is_err()
+        );
+    }
+
+    /// Found by the `grub_default` fuzz target: with an unbalanced quote in a value that a
+    /// drop-in repeats (`"$GRUB_CMDLINE_LINUX_DEFAULT ..."`), an appended argument also landed
+    /// inside another argument's quoted value. Refused instead.
+    #[test]
+    fn edit_that_would_change_other_arguments_is_refused() {
+        let files = [
+            (
+                "/etc/default/grub",
+                "GRUB_CMDLINE_LINUX_DEFAULT=\"quiet\"'x=\"a'\n",
+            ),
+            (
+                "/etc/default/grub.d/50-x.cfg",
+                "GRUB_CMDLINE_LINUX_DEFAULT=\"${GRUB_CMDLINE_LINUX_DEFAULT} splash\"\n",
+            ),
+        ];
+        match plan_kernel_args(&files, W) {
+            Ok(plan) => {
+                let applied: Vec<(&str, &str)> = files
+                    .iter()
+                    .map(|(n, c)| {
+                        plan.iter()
+                            .find(|e| e.name == *n)
+                            .map_or((*n, *c), |e| (*n, e.after.as_str()))
+                    })
+                    .collect();
+                assert_eq!(
+                    other_args(&effective_cmdline(&files), W),
+                    other_args(&effective_cmdline(&applied), W)
+                );
+            }
+            Err(e) => assert!(
+                matches!(
+                    e,
+                    GrubEditError::WouldChangeOthers { .. }
+                        | GrubEditError::Complex { .. }
+                        | GrubEditError::NotEffective { .. }
+                ),
+                "{e}"
+            ),
+        }
     }
 
     #[test]
