@@ -523,7 +523,25 @@ pub fn ensure_in_file(
         .rev()
         .find(|a| a.name == var)
     {
-        Some(a) => edit_assign(name, content, &a, &Op::Ensure(wanted)),
+        Some(a) => {
+            let once = edit_assign(name, content, &a, &Op::Ensure(wanted))?;
+            // Refuse an edit that the next run would not take as done (quoting too tangled to
+            // follow): every run would change the file again.
+            let again = assignments(&once)
+                .into_iter()
+                .rev()
+                .find(|b| b.name == var)
+                .map(|b| edit_assign(name, &once, &b, &Op::Ensure(wanted)));
+            match again {
+                Some(Ok(twice)) if twice == once => Ok(once),
+                _ => Err(GrubEditError::Complex {
+                    file: name.to_string(),
+                    line: a.line + 1,
+                    var: var.to_string(),
+                    reason: "its quoting is too tangled to edit reliably".into(),
+                }),
+            }
+        }
         None if wanted.is_empty() => Ok(content.to_string()),
         None => Ok(append_assignment(content, var, wanted)),
     }
@@ -1305,6 +1323,21 @@ GRUB_TERMINAL=console
         let c = "GRUB_CMDLINE_LINUX_DEFAULT=\"quiet\"$EXTRA' splash'\n";
         let once = ensure_in_file("grub", c, DEFAULT_VAR, W).unwrap();
         assert_eq!(ensure_in_file("grub", &once, DEFAULT_VAR, W).unwrap(), once);
+    }
+
+    /// Found by the `grub_default` fuzz target: a value with a trailing run of backslashes after
+    /// mixed quoting was appended to once and then refused by the next run. An edit the next
+    /// run would not take as done is refused up front.
+    #[test]
+    fn tangled_quoting_is_refused_or_stable() {
+        for c in [
+            "X=a\nGRUB_CMDLINE_LINUX_DEFAULT=\"${GRUB_CMDLINE_LINUX_DEFAULT} RA\u{fffd}\u{07cc}\u{fffd}lasINUX_DEFAULT=\"qui~etT$ER\\\\\\\\\\\u{fffd}\u{fffd}\u{fffd}\u{fffd}\u{fffd}\u{fffd}\u{fffd}\u{fffd}\u{fffd}\u{fffd}\u{fffd}\u{fffd}\u{fffd}\u{fffd}\u{fffd}\u{fffd}\u{fffd}\u{fffd}\u{fffd}\u{fffd}\u{fffd}\u{fffd}\u{fffd}\u{fffd}\u{fffd}\u{fffd}\u{fffd}\u{fffd}\u{fffd}\u{fffd}\u{fffd}\u{fffd}\u{fffd}\u{fffd}\\\\\\",
+            "GRUB_CMDLINE_LINUX_DEFAULT=\"a\"b\\\\\\\n",
+        ] {
+            if let Ok(once) = ensure_in_file("grub", c, DEFAULT_VAR, W) {
+                assert_eq!(ensure_in_file("grub", &once, DEFAULT_VAR, W), Ok(once.clone()));
+            }
+        }
     }
 
     /// Found by the `grub_default` fuzz target's "no other argument changes" check: a bare value
