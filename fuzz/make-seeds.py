@@ -122,7 +122,7 @@ for p in sorted(glob.glob(os.path.join(REPO, "profiles", "*.toml"))):
         put("profile", os.path.basename(p), f.read())
 bad = os.path.join(REPO, "tests", "bad-inputs")
 for p in sorted(glob.glob(os.path.join(bad, "*.toml"))):
-    with open(p) as f:
+    with open(p, "rb") as f:
         put("profile", "bad-" + os.path.basename(p), f.read())
 put("profile", "saved-vgpus", '[[vgpus]]\nuuid = "242e5ea7-90e2-4d6e-afeb-a0b9a656c108"\ntype_id = "nvidia-575"\ntype_name = "NVIDIA A40-24A"\nparent = "0000:e8:04.0"\ngpu = "0000:e8:00.0"\ninterface = "mdev"\n\nsriov = ["0000:e8:00.0"]\n')
 put("profile", "url", '[driver]\nurl = "https://griddownloads.nvidia.com/ems/sec/vGPU17.6/NVIDIA-GRID-Linux-KVM-550.163.02-550.163.01-553.74.zip?autho=st=1700000000~exp=1700003600~acl=/*~hmac=a5d806ec403b7ddbfe74cd163432eb9a17b0b0eab0eca6ee6c8192ef1a7352b7"\nsha256 = "' + "ab" * 32 + '"\n')
