@@ -317,3 +317,26 @@ fn types_lists_both_interfaces_and_counts_what_exists() {
         assert!(row["id"].is_string());
     }
 }
+
+#[test]
+fn uninstall_stops_restoring_and_leaves_vgpus_alone() {
+    let s = Sim::new("a40x8-ready");
+    assert_eq!(setup(&s, a40_profile(1, "A40-24Q").path()).code, 0);
+    let before = s.live_vgpus();
+    let r = s.run(&["uninstall"]);
+    assert_eq!(r.code, 2, "no terminal, no --yes: {r:?}");
+    let r = s.run(&["uninstall", "--yes"]);
+    assert_eq!(r.code, 0, "{r:?}");
+    assert_eq!(s.live_vgpus(), before, "vGPUs left alone");
+    assert!(!s.exists("etc/systemd/system/multi-user.target.wants/vgpuctl-restore.service"));
+    assert!(!s.exists("etc/vgpuctl/profile.toml"));
+    assert!(s
+        .read("var/lib/vgpuctl/backups/etc/vgpuctl/profile.toml.uninstalled")
+        .contains("[[vgpus]]"));
+    assert_eq!(s.run(&["sim", "reboot"]).code, 0);
+    assert!(s.live_vgpus().is_empty());
+    assert!(s
+        .run(&["uninstall", "--yes"])
+        .stdout
+        .contains("Nothing to uninstall"));
+}

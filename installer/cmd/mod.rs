@@ -6,3 +6,4 @@ pub mod import;
 pub mod inspect;
 pub mod restore;
 pub mod setup;
+pub mod uninstall;
