@@ -79,18 +79,6 @@ impl Findings {
     }
 }
 
-/// The kernel arguments the IOMMU needs on this CPU.
-pub fn iommu_args(cpu: CpuVendor) -> &'static [&'static str] {
-    match cpu {
-        CpuVendor::Intel => &["intel_iommu=on", "iommu=pt"],
-        _ => &["iommu=pt"],
-    }
-}
-
-pub fn cmdline_has(cmdline: &str, arg: &str) -> bool {
-    cmdline.split_whitespace().any(|w| w == arg)
-}
-
 pub fn check(f: &HostFacts) -> Report {
     let mut out = Findings(Vec::new());
     let gpus: Vec<GpuSummary> = f
@@ -194,11 +182,11 @@ pub fn check(f: &HostFacts) -> Report {
         ),
         None => {}
     }
-    let wanted = iommu_args(f.cpu_vendor);
+    let wanted = crate::setup::prereboot::wanted_args(f);
     let missing: Vec<&str> = wanted
         .iter()
         .copied()
-        .filter(|a| !cmdline_has(&f.cmdline, a))
+        .filter(|a| !crate::edit::kargs::has_args(&f.cmdline, &[a]))
         .collect();
     if missing.is_empty() {
         out.ok(

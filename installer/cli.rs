@@ -242,6 +242,7 @@ pub fn run(cli: Cli) -> Result<Exit, Failure> {
             vf_timeout,
         } => crate::cmd::import::run(&host, dry_run, std::time::Duration::from_secs(vf_timeout)),
         Command::Setup(args) => crate::cmd::setup::run(&host, &args),
+        Command::Uninstall { yes } => crate::cmd::uninstall::run(&host, yes),
         Command::Driver(DriverCommand::Fetch(a)) => crate::cmd::driver::run(&host, &a, false),
         Command::Driver(DriverCommand::Install(a)) => crate::cmd::driver::run(&host, &a, true),
         Command::Restore { vf_timeout } => crate::cmd::restore::run(&host, vf_timeout),
@@ -260,24 +261,5 @@ pub fn run(cli: Cli) -> Result<Exit, Failure> {
             }
             Ok(Exit::Ok)
         }
-        other => Err(Failure::failed(format!(
-            "`{}` is not available in this build yet",
-            command_name(&other)
-        ))),
-    }
-}
-
-fn command_name(c: &Command) -> &'static str {
-    match c {
-        Command::Check { .. } => "check",
-        Command::Setup(_) => "setup",
-        Command::Restore { .. } => "restore",
-        Command::Status { .. } => "status",
-        Command::Types { .. } => "types",
-        Command::Import { .. } => "import",
-        Command::Export { .. } => "export",
-        Command::Uninstall { .. } => "uninstall",
-        Command::Driver(_) => "driver",
-        Command::Sim(_) => "sim",
     }
 }

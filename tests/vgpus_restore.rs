@@ -74,20 +74,26 @@ fn late_vfs_are_waited_for_not_slept_on() {
 fn vfs_that_never_appear_fail_that_gpu_only_at_the_timeout() {
     let s = Sim::new("a40x8-ready");
     assert_eq!(setup(&s, a40_profile(1, "A40-1B").path()).code, 0);
-    let unit_restore = s.run(&["sim", "reboot"]);
-    assert_eq!(unit_restore.code, 0);
-    // Tear down, then restore by hand with VFs that never come and a short timeout.
-    let s2 = Sim::new("a40x8-ready");
-    assert_eq!(setup(&s2, a40_profile(1, "A40-1B").path()).code, 0);
-    s2.run(&["--sim-opt", "vfs_never=1", "sim", "info"]);
-    let rb = s2.run(&["sim", "reboot"]);
-    assert_eq!(rb.code, 0);
-    let r = s2.run(&["restore", "--vf-timeout", "1"]);
+    s.run(&["--sim-opt", "vfs_never=1", "sim", "info"]);
+    // Reboot without the unit (it would wait its full 120 s), then restore with a short bound.
+    std::fs::remove_file(
+        s.root()
+            .join("etc/systemd/system/multi-user.target.wants/vgpuctl-restore.service"),
+    )
+    .unwrap();
+    assert_eq!(s.run(&["sim", "reboot"]).code, 0);
+    let r = s.run(&["restore", "--vf-timeout", "1"]);
     assert_eq!(r.code, 1, "{r:?}");
     assert!(r.all().contains("appeared"), "{r:?}");
     let report: serde_json::Value =
-        serde_json::from_str(&s2.read("run/vgpuctl/restore.json")).unwrap();
+        serde_json::from_str(&s.read("run/vgpuctl/restore.json")).unwrap();
     assert_eq!(report["ok"], false);
+    assert_eq!(report["sriov"].as_array().unwrap().len(), 8);
+    assert!(report["sriov"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|x| x["ok"] == false));
     assert!(report["devices"]
         .as_array()
         .unwrap()
@@ -316,4 +322,27 @@ fn types_lists_both_interfaces_and_counts_what_exists() {
         assert!(row["framebuffer_mib"].as_u64().unwrap() >= 12288);
         assert!(row["id"].is_string());
     }
+}
+
+#[test]
+fn uninstall_stops_restoring_and_leaves_vgpus_alone() {
+    let s = Sim::new("a40x8-ready");
+    assert_eq!(setup(&s, a40_profile(1, "A40-24Q").path()).code, 0);
+    let before = s.live_vgpus();
+    let r = s.run(&["uninstall"]);
+    assert_eq!(r.code, 2, "no terminal, no --yes: {r:?}");
+    let r = s.run(&["uninstall", "--yes"]);
+    assert_eq!(r.code, 0, "{r:?}");
+    assert_eq!(s.live_vgpus(), before, "vGPUs left alone");
+    assert!(!s.exists("etc/systemd/system/multi-user.target.wants/vgpuctl-restore.service"));
+    assert!(!s.exists("etc/vgpuctl/profile.toml"));
+    assert!(s
+        .read("var/lib/vgpuctl/backups/etc/vgpuctl/profile.toml.uninstalled")
+        .contains("[[vgpus]]"));
+    assert_eq!(s.run(&["sim", "reboot"]).code, 0);
+    assert!(s.live_vgpus().is_empty());
+    assert!(s
+        .run(&["uninstall", "--yes"])
+        .stdout
+        .contains("Nothing to uninstall"));
 }

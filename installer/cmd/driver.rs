@@ -66,10 +66,8 @@ pub fn run(host: &Host, args: &DriverArgs, install: bool) -> Result<Exit, Failur
     if install && !host.is_system_root() && !host.is_simulated() {
         return Err(Failure::usage("driver install acts on the running system: use --root / (or --simulate for a test root)"));
     }
-    if install && host.is_system_root() && !nix::unistd::geteuid().is_root() {
-        return Err(Failure::usage(
-            "driver install needs root (sudo vgpuctl driver install ...)",
-        ));
+    if install {
+        crate::cmd::require_root(host, "driver install")?;
     }
     let _lock = crate::setup::lock::acquire(
         host,

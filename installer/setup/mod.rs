@@ -181,10 +181,8 @@ fn decide(host: &Host, profile: &Profile, st: &state::State) -> Result<Decision,
 
 /// Run setup with a validated profile.
 pub fn run(host: &Host, profile: &Profile, opts: &Options) -> Result<Exit, Failure> {
-    if !opts.dry_run && host.is_system_root() && !nix::unistd::geteuid().is_root() {
-        return Err(Failure::usage(
-            "setup changes the boot loader, drivers and sysfs: run it as root (sudo vgpuctl setup ...), or use --dry-run",
-        ));
+    if !opts.dry_run {
+        crate::cmd::require_root(host, "setup")?;
     }
     // Decide without touching anything: bad input and "nothing to do" change no file (not even
     // the lock). Only a plan that will be applied takes the lock, and is then made again under it.

@@ -37,8 +37,13 @@ fn read_u32(host: &Host, rel: &str) -> Option<u32> {
 }
 
 /// Every VF of `pf` is enumerated and shows a vGPU type listing (mdev or vendor VFIO), or, for a
-/// non-NVIDIA PF (any SR-IOV device), simply exists.
-fn vfs_ready(host: &Host, pf: &str, total: u32, nvidia: bool) -> bool {
+/// non-NVIDIA PF (any SR-IOV device), simply exists. `sriov_totalvfs` is read afresh: a driver
+/// may lower it when it binds (igb turns the capability's 8 into 7), so a value read before that
+/// is stale.
+fn vfs_ready(host: &Host, pf: &str, nvidia: bool) -> bool {
+    let Some(total) = read_u32(host, &attr(pf, "sriov_totalvfs")).filter(|t| *t > 0) else {
+        return false;
+    };
     if read_u32(host, &attr(pf, "sriov_numvfs")) != Some(total) {
         return false;
     }
@@ -56,6 +61,10 @@ fn vfs_ready(host: &Host, pf: &str, total: u32, nvidia: bool) -> bool {
 /// The PF's driver. At boot udev binds drivers asynchronously, so a unit can run before it.
 fn driver(host: &Host, pf: &str) -> Option<String> {
     host.link_name(&attr(pf, "driver"))
+}
+
+fn current_total(host: &Host, pf: &str, fallback: u32) -> u32 {
+    read_u32(host, &attr(pf, "sriov_totalvfs")).unwrap_or(fallback)
 }
 
 fn rebind_nvidia(host: &Host, pf: &str) {
@@ -89,8 +98,8 @@ pub fn enable(host: &Host, pf: &str, timeout: Duration) -> Result<Enabled> {
     if total == 0 {
         bail!("{pf} advertises no virtual functions (sriov_totalvfs = 0)");
     }
-    if vfs_ready(host, pf, total, nvidia) {
-        return Ok(Enabled::Already(total));
+    if vfs_ready(host, pf, nvidia) {
+        return Ok(Enabled::Already(current_total(host, pf, total)));
     }
     // Retried within the bound: right after a driver binds, enabling can fail (EIO was seen on a
     // real kernel at boot), and a failed run can leave the PF without its driver.
@@ -107,7 +116,7 @@ pub fn enable(host: &Host, pf: &str, timeout: Duration) -> Result<Enabled> {
         let remaining = timeout.saturating_sub(start.elapsed());
         let window = remaining.min(RETRY_AFTER);
         let ready = wait::until(window, || {
-            if vfs_ready(host, pf, total, nvidia) {
+            if vfs_ready(host, pf, nvidia) {
                 return Some(true);
             }
             // numvfs still 0 and no driver: stop waiting and retry.
@@ -116,7 +125,7 @@ pub fn enable(host: &Host, pf: &str, timeout: Duration) -> Result<Enabled> {
         match ready {
             Some(true) => {
                 return Ok(Enabled::Now {
-                    vfs: total,
+                    vfs: current_total(host, pf, total),
                     waited: start.elapsed(),
                 })
             }
@@ -124,8 +133,7 @@ pub fn enable(host: &Host, pf: &str, timeout: Duration) -> Result<Enabled> {
             // VFs on their way (some, not all): keep waiting rather than re-running.
             None if read_u32(host, &attr(pf, "sriov_numvfs")).unwrap_or(0) > 0 => {
                 let rest = timeout.saturating_sub(start.elapsed());
-                if wait::until(rest, || vfs_ready(host, pf, total, nvidia).then_some(())).is_some()
-                {
+                if wait::until(rest, || vfs_ready(host, pf, nvidia).then_some(())).is_some() {
                     return Ok(Enabled::Now {
                         vfs: total,
                         waited: start.elapsed(),
@@ -136,6 +144,7 @@ pub fn enable(host: &Host, pf: &str, timeout: Duration) -> Result<Enabled> {
         }
     }
     let now = read_u32(host, &attr(pf, "sriov_numvfs")).unwrap_or(0);
+    let total = current_total(host, pf, total);
     bail!(
         "{pf} advertises {total} virtual functions but {now} appeared within {:.0?} \
          (sriov-manage -e said nothing useful; a T4 advertises VFs but never creates them; check \

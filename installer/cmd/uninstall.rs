@@ -1,0 +1,68 @@
+//! `vgpuctl uninstall`: stop restoring vGPUs at boot. The unit is disabled and removed and the
+//! active profile is kept as a backup; vGPUs that exist now, the driver and the kernel command
+//! line are left alone (a VM may be using them; `vgpuctl check` still describes the host).
+
+use std::io::IsTerminal;
+
+use crate::exit::{Exit, Failure};
+use crate::host::{Host, WriteOpts};
+use crate::setup::planner::{BINARY, RESTORE_UNIT, RESUME_UNIT, UNIT_DIR, WANTS_DIR};
+
+pub fn run(host: &Host, yes: bool) -> Result<Exit, Failure> {
+    crate::cmd::require_root(host, "uninstall")?;
+    let targets: Vec<String> = [
+        format!("{WANTS_DIR}/{RESTORE_UNIT}"),
+        format!("{WANTS_DIR}/{RESUME_UNIT}"),
+        format!("{UNIT_DIR}/{RESTORE_UNIT}"),
+        format!("{UNIT_DIR}/{RESUME_UNIT}"),
+        crate::active::PATH.to_string(),
+        crate::setup::RESUME_PROFILE.to_string(),
+        BINARY.trim_start_matches('/').to_string(),
+    ]
+    .into_iter()
+    .filter(|p| host.exists(p))
+    .collect();
+    if targets.is_empty() {
+        println!("Nothing to uninstall.");
+        return Ok(Exit::Ok);
+    }
+    println!("This removes:");
+    for t in &targets {
+        println!("  /{t}");
+    }
+    println!("The active profile is kept as /var/lib/vgpuctl/backups/etc/vgpuctl/profile.toml.uninstalled;");
+    println!("existing vGPUs, the driver and the kernel command line are left as they are.");
+    if !yes {
+        if !std::io::stdin().is_terminal() {
+            return Err(Failure::usage("pass --yes to uninstall without a terminal"));
+        }
+        let ok = dialoguer::Confirm::new()
+            .with_prompt("Uninstall?")
+            .default(false)
+            .interact()
+            .map_err(|e| Failure::usage(format!("no answer ({e}); nothing was changed")))?;
+        if !ok {
+            println!("Nothing was changed.");
+            return Ok(Exit::Failed);
+        }
+    }
+    let _lock = crate::setup::lock::acquire(host, "uninstall")?;
+    if let Ok(text) = host.read(crate::active::PATH) {
+        host.write_file(
+            &format!("{}.uninstalled", Host::backup_rel(crate::active::PATH)),
+            text.as_bytes(),
+            WriteOpts::state(),
+        )?;
+    }
+    for t in &targets {
+        host.remove_file(t)?;
+    }
+    if host.is_system_root() || host.is_simulated() {
+        let out = host.run(&crate::host::Cmd::new("systemctl").arg("daemon-reload"))?;
+        if !out.success() {
+            eprintln!("systemctl daemon-reload: {}", out.tail(3));
+        }
+    }
+    println!("Uninstalled: nothing will be restored at the next boot.");
+    Ok(Exit::Ok)
+}
