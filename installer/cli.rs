@@ -202,32 +202,8 @@ pub fn relaunch_prefix(g: &Global) -> Vec<String> {
     v
 }
 
-/// Commands that change the host (as invoked): they need root on the real `/`.
-fn mutates(c: &Command) -> bool {
-    match c {
-        Command::Setup(a) => !a.dry_run,
-        Command::Import { dry_run, .. } => !dry_run,
-        Command::Export { mdevctl, .. } => *mdevctl,
-        Command::Restore { .. } | Command::Uninstall { .. } => true,
-        Command::Driver(DriverCommand::Install(_)) => true,
-        _ => false,
-    }
-}
-
 pub fn run(cli: Cli) -> Result<Exit, Failure> {
     let host = open_host(&cli.global)?;
-    // Refuse before reading or touching anything rather than failing half-way on EACCES.
-    if mutates(&cli.command)
-        && !host.is_simulated()
-        && host.is_system_root()
-        && !nix::unistd::geteuid().is_root()
-    {
-        return Err(Failure::usage(format!(
-            "`vgpuctl {}` changes this host (boot loader, sysfs, /etc): run it as root (sudo \
-             vgpuctl ...). Nothing was changed.",
-            command_name(&cli.command)
-        )));
-    }
     match cli.command {
         Command::Check { json } => crate::cmd::check::run(&host, json),
         Command::Status { json, libvirt_xml } => {
