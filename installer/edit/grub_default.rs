@@ -15,6 +15,7 @@
 //! Limits (reported as errors, never guessed): values spanning several lines, command
 //! substitution. Assignments inside `if` blocks are treated as if they always ran.
 
+use super::lines;
 use std::collections::HashMap;
 use std::ops::Range;
 
@@ -76,22 +77,6 @@ struct Assign {
     segs: Vec<Seg>,
     /// The value's quote was not closed on this line.
     unterminated: bool,
-}
-
-/// Split into (body, line ending) pairs; the last line may have no ending.
-fn lines(content: &str) -> Vec<(&str, &str)> {
-    content
-        .split_inclusive('\n')
-        .map(|l| {
-            if let Some(b) = l.strip_suffix("\r\n") {
-                (b, "\r\n")
-            } else if let Some(b) = l.strip_suffix('\n') {
-                (b, "\n")
-            } else {
-                (l, "")
-            }
-        })
-        .collect()
 }
 
 fn is_name_start(b: u8) -> bool {

@@ -18,6 +18,7 @@
 //! line ending is kept byte for byte. Block (`- 67:00.0`) and one-line flow
 //! (`[67:00.0, 68:00.0]`) forms are both edited in place; a key that is absent is appended.
 
+use super::lines;
 use crate::pci::PciAddr;
 
 pub const KEY: &str = "nvidia_vgpu_pfs";
@@ -28,21 +29,6 @@ pub enum HostConfError {
     Unsupported { line: usize, reason: String },
     #[error("{value:?} cannot be a CloudPods nvidia_vgpu_pfs entry: {reason}")]
     BadAddress { value: String, reason: String },
-}
-
-fn lines(content: &str) -> Vec<(&str, &str)> {
-    content
-        .split_inclusive('\n')
-        .map(|l| {
-            if let Some(b) = l.strip_suffix("\r\n") {
-                (b, "\r\n")
-            } else if let Some(b) = l.strip_suffix('\n') {
-                (b, "\n")
-            } else {
-                (l, "")
-            }
-        })
-        .collect()
 }
 
 /// Split off a YAML comment: `#` at the start or after whitespace, outside quotes.

@@ -8,6 +8,7 @@
 //!   real value, so that case is an error that says so.
 
 use super::kargs;
+use super::lines;
 
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum BlsError {
@@ -34,22 +35,6 @@ pub fn ensure_kernel_cmdline(content: &str, wanted: &[&str]) -> String {
 /// `/etc/kernel/cmdline` without `remove` (see [`kargs::remove_args`]).
 pub fn remove_kernel_cmdline(content: &str, remove: &[&str]) -> String {
     kargs::remove_args(content, remove)
-}
-
-/// Split into (body, ending) keeping CRLF or LF.
-fn lines(content: &str) -> Vec<(&str, &str)> {
-    content
-        .split_inclusive('\n')
-        .map(|l| {
-            if let Some(b) = l.strip_suffix("\r\n") {
-                (b, "\r\n")
-            } else if let Some(b) = l.strip_suffix('\n') {
-                (b, "\n")
-            } else {
-                (l, "")
-            }
-        })
-        .collect()
 }
 
 /// The `options` value of a line (`options  root=... ro`): byte offset of the value in the

@@ -9,6 +9,22 @@ pub mod kernel_cmdline_file;
 /// Robustness over generated inputs: no editor panics, and each keeps its invariant (applying
 /// an edit twice equals applying it once). The cargo-fuzz targets do the same at scale; this
 /// runs in every `cargo test`.
+/// Split into (body, line ending) pairs, keeping CRLF or LF; the last line may have none.
+pub(crate) fn lines(content: &str) -> Vec<(&str, &str)> {
+    content
+        .split_inclusive('\n')
+        .map(|l| {
+            if let Some(b) = l.strip_suffix("\r\n") {
+                (b, "\r\n")
+            } else if let Some(b) = l.strip_suffix('\n') {
+                (b, "\n")
+            } else {
+                (l, "")
+            }
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod robustness {
     use super::*;
