@@ -119,6 +119,7 @@ impl Host {
 pub fn write_atomic(path: &Path, contents: &[u8], mode: u32) -> Result<()> {
     let dir = path.parent().context("file without a directory")?;
     std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    sweep_stale_temps(dir, path);
     let mut tmp = tempfile::Builder::new()
         .prefix(&format!(
             ".{}.",
@@ -140,6 +141,33 @@ pub fn write_atomic(path: &Path, contents: &[u8], mode: u32) -> Result<()> {
     Ok(())
 }
 
+/// Temp files of this target left by a run that was killed mid-write. Only ones older than a
+/// minute are removed, so a concurrent writer's temp file is never taken from under it.
+fn sweep_stale_temps(dir: &Path, path: &Path) {
+    let Some(name) = path.file_name().map(|n| n.to_string_lossy().into_owned()) else {
+        return;
+    };
+    let prefix = format!(".{name}.");
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let n = e.file_name().to_string_lossy().into_owned();
+        if !(n.starts_with(&prefix) && n.ends_with(".vgpuctl-tmp")) {
+            continue;
+        }
+        let old = e
+            .metadata()
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|t| t.elapsed().ok())
+            .is_some_and(|age| age > std::time::Duration::from_secs(60));
+        if old {
+            let _ = std::fs::remove_file(e.path());
+        }
+    }
+}
+
 fn sync_dir(path: &Path) {
     if let Some(dir) = path.parent() {
         if let Ok(d) = std::fs::File::open(dir) {
@@ -153,5 +181,39 @@ pub fn display_rel(rel: &str) -> String {
     match clean_rel(rel) {
         Ok(p) => format!("/{}", p.display()),
         Err(_) => rel.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stale_temps_of_the_target_are_swept_fresh_ones_and_others_kept() {
+        let d = tempfile::tempdir().unwrap();
+        let target = d.path().join("state.toml");
+        let stale = d.path().join(".state.toml.abc123.vgpuctl-tmp");
+        let fresh = d.path().join(".state.toml.def456.vgpuctl-tmp");
+        let other = d.path().join(".grub.abc123.vgpuctl-tmp");
+        for p in [&stale, &fresh, &other] {
+            std::fs::write(p, "half").unwrap();
+        }
+        let old = std::time::SystemTime::now() - std::time::Duration::from_secs(600);
+        for p in [&stale, &other] {
+            std::fs::File::options()
+                .write(true)
+                .open(p)
+                .unwrap()
+                .set_modified(old)
+                .unwrap();
+        }
+        write_atomic(&target, b"x = 1\n", 0o644).unwrap();
+        assert!(!stale.exists());
+        assert!(
+            fresh.exists(),
+            "a concurrent writer's temp file is left alone"
+        );
+        assert!(other.exists(), "another file's temp is not ours to remove");
+        assert_eq!(std::fs::read(&target).unwrap(), b"x = 1\n");
     }
 }
