@@ -74,32 +74,9 @@ impl HostFacts {
 
 /// Observe the host. Never fails: what cannot be read is absent.
 pub fn observe(host: &Host) -> HostFacts {
-    let sys = system::observe(host);
     let in_use = vgpus::vfio_groups_in_use(host);
-    let gpus = gpus::observe(host, &in_use);
-    let mdevs = vgpus::observe_mdevs(host, &gpus, &in_use);
-    HostFacts {
-        root: host.root().display().to_string(),
-        simulated: host.is_simulated(),
-        gpus,
-        cpu_vendor: sys.cpu_vendor,
-        cpu_virt: sys.cpu_virt,
-        is_vm: sys.is_vm,
-        dmi_vendor: sys.dmi_vendor,
-        firmware_iommu: sys.firmware_iommu,
-        iommu_active: sys.iommu_active,
-        cmdline: sys.cmdline,
-        kernel_release: sys.kernel_release,
-        boot_id: sys.boot_id,
-        os: sys.os,
-        boot: sys.boot,
-        secure_boot: sys.secure_boot,
-        modules: sys.modules,
-        nouveau_blacklisted: sys.nouveau_blacklisted,
-        driver: sys.driver,
-        mdevs,
-        rc_local: sys.rc_local,
-        restore_unit_enabled: sys.restore_unit_enabled,
-        active_profile: sys.active_profile,
-    }
+    let mut facts = system::observe(host);
+    facts.gpus = gpus::observe(host, &in_use);
+    facts.mdevs = vgpus::observe_mdevs(host, &facts.gpus, &in_use);
+    facts
 }

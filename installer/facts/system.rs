@@ -2,6 +2,7 @@
 
 use serde::Serialize;
 
+use super::HostFacts;
 use crate::host::Host;
 use crate::sysfs_parse::{
     blacklists_nouveau, parse_modules, parse_nvidia_version, parse_os_release,
@@ -118,28 +119,8 @@ pub fn unit_exists(host: &Host, unit: &str) -> bool {
         .any(|d| host.exists(&format!("{d}/{unit}")))
 }
 
-pub struct System {
-    pub cpu_vendor: CpuVendor,
-    pub cpu_virt: bool,
-    pub is_vm: bool,
-    pub dmi_vendor: Option<String>,
-    pub firmware_iommu: Option<String>,
-    pub iommu_active: bool,
-    pub cmdline: String,
-    pub kernel_release: Option<String>,
-    pub boot_id: Option<String>,
-    pub os: Os,
-    pub boot: BootLoader,
-    pub secure_boot: Option<bool>,
-    pub modules: Modules,
-    pub nouveau_blacklisted: bool,
-    pub driver: Driver,
-    pub rc_local: Vec<RcLocalLine>,
-    pub restore_unit_enabled: bool,
-    pub active_profile: bool,
-}
-
-pub fn observe(host: &Host) -> System {
+/// Everything but the GPUs and mdev devices, which `facts::observe` adds.
+pub fn observe(host: &Host) -> HostFacts {
     let cpuinfo = host.read("proc/cpuinfo").unwrap_or_default();
     let vendor_line = cpuinfo
         .lines()
@@ -177,7 +158,11 @@ pub fn observe(host: &Host) -> System {
     } else {
         Some(false)
     };
-    System {
+    HostFacts {
+        root: host.root().display().to_string(),
+        simulated: host.is_simulated(),
+        gpus: Vec::new(),
+        mdevs: Vec::new(),
         cpu_vendor,
         cpu_virt: flags.iter().any(|f| *f == "vmx" || *f == "svm"),
         is_vm: flags.contains(&"hypervisor"),
