@@ -116,7 +116,7 @@ fn pick_gpus(f: &HostFacts) -> Result<Vec<&Gpu>, Failure> {
 
 /// The type: from the live list when the driver shows one, else typed and checked against what
 /// is known for the model (confirmed again from the live list after the reboot).
-fn pick_type(gpu: &Gpu, default: Option<&str>) -> Result<(String, u32, bool), Failure> {
+fn pick_type(gpu: &Gpu, default: Option<&str>) -> Result<(String, u32), Failure> {
     let mut live: Vec<crate::facts::VgpuType> = Vec::new();
     for p in &gpu.parents {
         for t in &p.types {
@@ -157,7 +157,7 @@ fn pick_type(gpu: &Gpu, default: Option<&str>) -> Result<(String, u32, bool), Fa
             .interact()
             .map_err(cancelled)?;
         let (name, r) = &rows[i];
-        return Ok((vgpu_name::short(name).to_string(), fits(gpu, r), true));
+        return Ok((vgpu_name::short(name).to_string(), fits(gpu, r)));
     }
     let known = select::known_names(gpu);
     if !known.is_empty() {
@@ -172,7 +172,7 @@ fn pick_type(gpu: &Gpu, default: Option<&str>) -> Result<(String, u32, bool), Fa
         .interact_text()
         .map_err(cancelled)?;
     let r = select::resolve_type(gpu, &name).map_err(Failure::usage)?;
-    Ok((vgpu_name::short(&r.name).to_string(), fits(gpu, &r), false))
+    Ok((vgpu_name::short(&r.name).to_string(), fits(gpu, &r)))
 }
 
 fn pick_count(max: u32, default: u32) -> Result<u32, Failure> {
@@ -325,7 +325,7 @@ pub fn ask(
         for req in &mut p.gpus {
             let gpus = select::select(&f, &req.select).map_err(Failure::usage)?;
             let Some(g) = gpus.first() else { continue };
-            let (ty, max, _) = pick_type(g, Some(&req.vgpu_type))?;
+            let (ty, max) = pick_type(g, Some(&req.vgpu_type))?;
             req.vgpu_type = ty;
             if req.count > max {
                 req.count = pick_count(max, max)?;
@@ -335,7 +335,7 @@ pub fn ask(
     }
     summary(f)?;
     let gpus = pick_gpus(f)?;
-    let (ty, max, _) = pick_type(gpus[0], None)?;
+    let (ty, max) = pick_type(gpus[0], None)?;
     let count = pick_count(max, max.min(2))?;
     let driver = if f.driver.installed() {
         None

@@ -39,7 +39,6 @@ pub fn run(host: &Host, args: &SetupArgs) -> Result<Exit, Failure> {
     let opts = crate::setup::Options {
         dry_run: args.dry_run,
         yes: args.yes,
-        resume: args.resume,
         allow_unverified: args.allow_unverified,
         vf_timeout: Duration::from_secs(args.vf_timeout),
         profile_path,
@@ -71,7 +70,6 @@ fn run_wizard(host: &Host, args: &SetupArgs) -> Result<Exit, Failure> {
     let opts = crate::setup::Options {
         dry_run: args.dry_run,
         yes: args.yes,
-        resume: resumed,
         allow_unverified: args.allow_unverified,
         vf_timeout: Duration::from_secs(args.vf_timeout),
         profile_path: args

@@ -7,7 +7,7 @@ use std::path::Path;
 
 use anyhow::{Context, Result};
 
-use super::{clean_rel, Host};
+use super::Host;
 use crate::fault;
 
 /// Where backups of files we replaced live, mirroring their path.
@@ -173,14 +173,6 @@ fn sync_dir(path: &Path) {
         if let Ok(d) = std::fs::File::open(dir) {
             let _ = d.sync_all();
         }
-    }
-}
-
-/// Root-relative form of a path inside the root (for messages).
-pub fn display_rel(rel: &str) -> String {
-    match clean_rel(rel) {
-        Ok(p) => format!("/{}", p.display()),
-        Err(_) => rel.to_string(),
     }
 }
 

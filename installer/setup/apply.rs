@@ -113,7 +113,6 @@ pub fn apply(ctx: &Ctx, step: &Step) -> Result<String> {
             host.remove_file(&format!("{WANTS_DIR}/{unit}"))?;
             Ok(format!("disabled {unit}"))
         }
-        Action::Reboot { .. } => Ok("reboot checkpoint".into()),
     }
 }
 

@@ -26,7 +26,6 @@ pub const RESUME_PROFILE: &str = "etc/vgpuctl/setup-profile.toml";
 pub struct Options {
     pub dry_run: bool,
     pub yes: bool,
-    pub resume: bool,
     pub allow_unverified: bool,
     pub vf_timeout: Duration,
     /// Where the profile came from (for messages and the resume unit).

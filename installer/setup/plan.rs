@@ -52,10 +52,6 @@ pub enum Action {
     DisableUnit {
         unit: String,
     },
-    /// A reboot checkpoint.
-    Reboot {
-        reasons: Vec<String>,
-    },
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -138,9 +134,6 @@ impl fmt::Display for Action {
             ),
             Action::DisableUnit { unit } => writeln!(f, "disable {unit}"),
             Action::PinProfile => writeln!(f, "write the active profile /etc/vgpuctl/profile.toml"),
-            Action::Reboot { reasons } => {
-                writeln!(f, "REBOOT (checkpoint): {}", reasons.join("; "))
-            }
         }
     }
 }
