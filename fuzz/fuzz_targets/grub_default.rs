@@ -21,14 +21,7 @@ const NAMES: &[&str] = &[
 ];
 
 fn apply<'a>(files: &[(&'a str, &'a str)], plan: &'a [FileEdit]) -> Vec<(&'a str, &'a str)> {
-    files
-        .iter()
-        .map(|(n, c)| {
-            plan.iter()
-                .find(|e| e.name == *n)
-                .map_or((*n, *c), |e| (*n, e.after.as_str()))
-        })
-        .collect()
+    grub_default::applied(files, plan)
 }
 
 /// Lines that must not change (line endings aside: appending an assignment may end a last

@@ -301,6 +301,18 @@ pub fn effective_var(files: &[(&str, &str)], var: &str) -> String {
 
 /// The command line update-grub gives the normal boot entry:
 /// `GRUB_CMDLINE_LINUX GRUB_CMDLINE_LINUX_DEFAULT`, whitespace-trimmed.
+/// The files as they are after `plan` is applied (files the plan does not touch unchanged).
+pub fn applied<'a>(files: &[(&'a str, &'a str)], plan: &'a [FileEdit]) -> Vec<(&'a str, &'a str)> {
+    files
+        .iter()
+        .map(|(n, c)| {
+            plan.iter()
+                .find(|e| e.name == *n)
+                .map_or((*n, *c), |e| (*n, e.after.as_str()))
+        })
+        .collect()
+}
+
 pub fn effective_cmdline(files: &[(&str, &str)]) -> String {
     let env = run_env(files);
     let get = |k: &str| env.get(k).map_or("", |s| s.trim());
@@ -1363,14 +1375,7 @@ GRUB_TERMINAL=console
         ];
         match plan_kernel_args(&files, W) {
             Ok(plan) => {
-                let applied: Vec<(&str, &str)> = files
-                    .iter()
-                    .map(|(n, c)| {
-                        plan.iter()
-                            .find(|e| e.name == *n)
-                            .map_or((*n, *c), |e| (*n, e.after.as_str()))
-                    })
-                    .collect();
+                let applied: Vec<(&str, &str)> = applied(&files, &plan);
                 assert_eq!(
                     other_args(&effective_cmdline(&files), W),
                     other_args(&effective_cmdline(&applied), W)
@@ -1410,14 +1415,7 @@ GRUB_TERMINAL=console
                     files.push(("/etc/default/grub.d/50-x.cfg", d));
                 }
                 let plan = plan_cmdline_edit(&files, DEFAULT_VAR, W).unwrap();
-                let applied: Vec<(&str, &str)> = files
-                    .iter()
-                    .map(|(n, c)| {
-                        plan.iter()
-                            .find(|e| e.name == *n)
-                            .map_or((*n, *c), |e| (*n, e.after.as_str()))
-                    })
-                    .collect();
+                let applied: Vec<(&str, &str)> = applied(&files, &plan);
                 assert!(
                     kargs::has_args(&effective_var(&applied, DEFAULT_VAR), W),
                     "{m:?} {d:?}"

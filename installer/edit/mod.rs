@@ -98,14 +98,7 @@ mod robustness {
                 );
             }
             if let Ok(plan) = grub_default::plan_kernel_args(&files, W) {
-                let applied: Vec<(&str, &str)> = files
-                    .iter()
-                    .map(|(n, c)| {
-                        plan.iter()
-                            .find(|e| e.name == *n)
-                            .map_or((*n, *c), |e| (*n, e.after.as_str()))
-                    })
-                    .collect();
+                let applied: Vec<(&str, &str)> = grub_default::applied(&files, &plan);
                 assert!(kargs::has_args(
                     &grub_default::effective_cmdline(&applied),
                     W
@@ -122,14 +115,7 @@ mod robustness {
             }
             if let Ok(plan) = planned {
                 edited += usize::from(plan.iter().any(|e| e.name.ends_with(".cfg")));
-                let applied: Vec<(&str, &str)> = files
-                    .iter()
-                    .map(|(n, c)| {
-                        plan.iter()
-                            .find(|e| e.name == *n)
-                            .map_or((*n, *c), |e| (*n, e.after.as_str()))
-                    })
-                    .collect();
+                let applied: Vec<(&str, &str)> = grub_default::applied(&files, &plan);
                 assert_eq!(
                     grub_default::plan_cmdline_edit(&applied, grub_default::DEFAULT_VAR, W),
                     Ok(vec![]),
