@@ -203,3 +203,31 @@ fn dry_run_shows_every_effect_and_changes_nothing() {
     }
     assert_eq!(s.hash(), before);
 }
+
+#[test]
+fn after_the_reboot_a_stopped_vgpu_manager_is_reported() {
+    let s = Sim::new("a40x8");
+    let p = profile("a40.toml");
+    let r = s.run(&["setup", "--profile", p.to_str().unwrap(), "--yes"]);
+    assert_eq!(r.code, 3, "{r:?}");
+    assert_eq!(s.run(&["sim", "reboot"]).code, 0);
+    // The service failed at boot (the simulated systemd forgets it is running).
+    let state = s.root().join(".vgpuctl-sim/state.json");
+    let mut j: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&state).unwrap()).unwrap();
+    j["active_services"]
+        .as_array_mut()
+        .unwrap()
+        .retain(|x| x != "nvidia-vgpu-mgr.service");
+    std::fs::write(&state, serde_json::to_string(&j).unwrap()).unwrap();
+    let r = s.run(&["setup", "--profile", p.to_str().unwrap(), "--yes"]);
+    assert_eq!(r.code, 1, "{r:?}");
+    assert!(
+        r.stderr.contains("nvidia-vgpu-mgr.service is not running"),
+        "{r:?}"
+    );
+    assert!(
+        s.live_vgpus().is_empty(),
+        "nothing created on a host without its manager"
+    );
+}

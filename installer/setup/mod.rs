@@ -168,6 +168,14 @@ fn decide(host: &Host, profile: &Profile, st: &state::State) -> Result<Decision,
                 still.join("; ")
             )));
         }
+        // The driver is loaded; its manager must be running too, or no vGPU can be created.
+        if f.driver.vgpu_mgr_active == Some(false) {
+            return Err(Failure::failed(
+                "the host rebooted and the driver is loaded, but nvidia-vgpu-mgr.service is not \
+                 running: see `systemctl status nvidia-vgpu-mgr` and `journalctl -u \
+                 nvidia-vgpu-mgr`, fix it, then run setup again",
+            ));
+        }
         resumed = true;
     }
     let (plan, reasons) = make_plan(host, &f, profile, &st.done)?;
