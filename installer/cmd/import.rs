@@ -7,7 +7,7 @@ use crate::exit::{Exit, Failure};
 use crate::facts::gpus::PCI_DEVICES;
 use crate::facts::vgpus::mdev_types_dir;
 use crate::host::{Host, WriteOpts};
-use crate::import::{mdevctl, rclocal};
+use crate::import::{mdevctl, rc_rewrite, rclocal};
 use crate::profile::{Profile, SavedVgpu};
 use crate::setup::{apply, plan::Action, plan::Step, planner};
 
@@ -20,7 +20,8 @@ struct Found {
     uuid: String,
     parent: String,
     type_dir: String,
-    rc_line: Option<usize>,
+    /// Index into the rc.local items, for the line to rewrite once imported.
+    rc_item: Option<usize>,
 }
 
 /// The PF a VF-looking parent belongs to, when its VFs are not enabled yet: same domain and bus,
@@ -50,8 +51,8 @@ pub fn run(host: &Host, dry_run: bool, vf_timeout: Duration) -> Result<Exit, Fai
     let mut found: Vec<Found> = Vec::new();
     let mut sriov: Vec<String> = Vec::new();
     let mut problems: Vec<String> = Vec::new();
-    let mut sriov_lines: Vec<usize> = Vec::new();
-    for it in &items {
+    let mut sriov_items: Vec<usize> = Vec::new();
+    for (idx, it) in items.iter().enumerate() {
         match &it.item {
             rclocal::RcItem::Vgpu {
                 uuid,
@@ -62,10 +63,10 @@ pub fn run(host: &Host, dry_run: bool, vf_timeout: Duration) -> Result<Exit, Fai
                 uuid: uuid.clone(),
                 parent: parent.clone(),
                 type_dir: type_dir.clone(),
-                rc_line: Some(it.line),
+                rc_item: Some(idx),
             }),
             rclocal::RcItem::SriovEnable { target } => {
-                sriov_lines.push(it.line);
+                sriov_items.push(idx);
                 match target {
                     rclocal::SriovTarget::Gpu(a) => sriov.push(a.to_string()),
                     rclocal::SriovTarget::All => {
@@ -97,7 +98,7 @@ pub fn run(host: &Host, dry_run: bool, vf_timeout: Duration) -> Result<Exit, Fai
                         uuid: def.uuid.clone(),
                         parent: def.parent.clone(),
                         type_dir: def.mdev_type.clone(),
-                        rc_line: None,
+                        rc_item: None,
                     });
                     mdevctl_defs.push(def);
                 }
@@ -142,7 +143,7 @@ pub fn run(host: &Host, dry_run: bool, vf_timeout: Duration) -> Result<Exit, Fai
 
     // Resolve each vGPU's type by its directory on this host; report what does not exist.
     let mut pins: Vec<SavedVgpu> = Vec::new();
-    let mut imported_lines: Vec<usize> = sriov_lines.clone();
+    let mut imported_items: Vec<usize> = sriov_items.clone();
     for f in &found {
         let dir = mdev_types_dir(host, &f.parent).map(|d| format!("{d}/{}", f.type_dir));
         let name = dir
@@ -180,10 +181,22 @@ pub fn run(host: &Host, dry_run: bool, vf_timeout: Duration) -> Result<Exit, Fai
                 interface: "mdev".into(),
             });
         }
-        if let Some(l) = f.rc_line {
-            imported_lines.push(l);
+        if let Some(i) = f.rc_item {
+            imported_items.push(i);
         }
     }
+
+    // rc.local without the imported commands; the rest of their lines keeps running.
+    imported_items.sort();
+    imported_items.dedup();
+    let imported: Vec<&rclocal::RcLine> = imported_items.iter().map(|&i| &items[i]).collect();
+    let rc_new = match &rc_text {
+        Some(text) => Some(
+            rc_rewrite::rewrite(text, &imported)
+                .map_err(|e| Failure::failed(format!("/etc/rc.local: {e}; nothing was changed")))?,
+        ),
+        None => None,
+    };
 
     println!("Importing into /etc/vgpuctl/profile.toml:");
     for p in &pins {
@@ -194,6 +207,16 @@ pub fn run(host: &Host, dry_run: bool, vf_timeout: Duration) -> Result<Exit, Fai
     }
     for p in &problems {
         println!("  WARNING {p}");
+    }
+    if let Some((_, changes)) = rc_new.as_ref().filter(|(_, c)| !c.is_empty()) {
+        println!(
+            "{} /etc/rc.local:",
+            if dry_run { "Would change" } else { "Changing" }
+        );
+        for c in changes {
+            println!("  line {}: {}", c.line, c.before);
+            println!("       -> {}", c.after);
+        }
     }
     if dry_run {
         println!("(dry run: nothing was changed)");
@@ -243,18 +266,18 @@ pub fn run(host: &Host, dry_run: bool, vf_timeout: Duration) -> Result<Exit, Fai
         };
         apply::apply(&ctx, &step)?;
     }
-    if let Some(text) = &rc_text {
-        imported_lines.sort();
-        imported_lines.dedup();
-        let new = rclocal::comment_out(text, &imported_lines);
-        if &new != text {
+    if let Some((new, changes)) = &rc_new {
+        if !changes.is_empty() {
             let mode = host
                 .path(RC_LOCAL)
                 .metadata()
                 .map(|m| std::os::unix::fs::PermissionsExt::mode(&m.permissions()) & 0o7777)
                 .unwrap_or(0o755);
             host.write_file(RC_LOCAL, new.as_bytes(), WriteOpts { mode, backup: true })?;
-            println!("Commented out {} line(s) of /etc/rc.local (backup under /var/lib/vgpuctl/backups/).", imported_lines.len());
+            println!(
+                "Changed {} line(s) of /etc/rc.local as shown (backup under /var/lib/vgpuctl/backups/).",
+                changes.len()
+            );
         }
     }
     for mut def in mdevctl_defs {

@@ -2,4 +2,5 @@
 //! mdevctl definitions. `vgpuctl import` turns their output into saved vGPUs.
 
 pub mod mdevctl;
+pub mod rc_rewrite;
 pub mod rclocal;

@@ -15,7 +15,10 @@
 //! `nvidia-555` line is the case: it did nothing after a reboot).
 //!
 //! This reads shell without running it: one line is one or more simple commands separated by
-//! `;`, `&&`, `||` or `&`; line continuations, loops and functions are not followed.
+//! `;`, `&&`, `||` or `&`. Compound commands (`if`, loops, `case`, functions, `{ }`, `( )`),
+//! here-documents and commands that go on over several lines are followed only far enough to
+//! know that a command is inside one: such commands are reported, never imported, so that
+//! [`super::rc_rewrite`] only ever edits plain lines.
 
 use crate::pci::{check_mdev_parent, is_safe_name, is_uuid, PciAddr};
 
@@ -47,15 +50,17 @@ pub enum RcItem {
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RcLine {
-    /// 1-based line number.
+    /// 1-based line number (the first one when a command goes on over several).
     pub line: usize,
+    /// Which command of the line (see [`commands`]): 0 for the first.
+    pub cmd: usize,
     /// The line as written (without its line ending).
     pub text: String,
     pub item: RcItem,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
-enum Tok {
+pub(crate) enum Tok {
     /// A word after quote removal; `dynamic` when it holds `$VAR`, `$(...)` or backquotes.
     Word {
         text: String,
@@ -64,110 +69,177 @@ enum Tok {
     Op(&'static str),
 }
 
-fn lex(line: &str) -> Result<Vec<Tok>, String> {
-    let mut out = Vec::new();
+/// A token and its byte range in the line, so that one command can be rewritten in place.
+pub(crate) type Spanned = (Tok, std::ops::Range<usize>);
+
+/// Read `$(...)` (the `$` already taken) or a backquoted part into `cur`, balanced.
+fn take_substitution(
+    it: &mut std::iter::Peekable<std::str::CharIndices>,
+    cur: &mut String,
+    close: char,
+) -> Result<(), String> {
+    let mut depth = 0usize;
+    for (_, x) in it.by_ref() {
+        cur.push(x);
+        if close == ')' && x == '(' {
+            depth += 1;
+        } else if x == close {
+            if close == '`' || depth == 1 {
+                return Ok(());
+            }
+            depth -= 1;
+        }
+    }
+    Err(format!(
+        "unterminated {}",
+        if close == '`' { "`" } else { "$(" }
+    ))
+}
+
+pub(crate) fn lex(line: &str) -> Result<Vec<Spanned>, String> {
+    let mut out: Vec<Spanned> = Vec::new();
     let mut cur = String::new();
     let mut in_word = false;
     let mut dynamic = false;
-    let mut it = line.chars().peekable();
+    let mut word_start = 0;
+    let mut it = line.char_indices().peekable();
     macro_rules! end_word {
-        () => {
+        ($at:expr) => {
             if in_word {
-                out.push(Tok::Word {
-                    text: std::mem::take(&mut cur),
-                    dynamic,
-                });
+                out.push((
+                    Tok::Word {
+                        text: std::mem::take(&mut cur),
+                        dynamic,
+                    },
+                    word_start..$at,
+                ));
                 in_word = false;
                 dynamic = false;
             }
         };
     }
-    while let Some(c) = it.next() {
+    macro_rules! start_word {
+        ($at:expr) => {
+            if !in_word {
+                in_word = true;
+                word_start = $at;
+            }
+        };
+    }
+    while let Some((at, c)) = it.next() {
+        let next = it.peek().map(|&(_, x)| x);
+        // Two-character operators first: (first, second, op).
+        let two: Option<&'static str> = match (c, next) {
+            ('&', Some('&')) => Some("&&"),
+            ('|', Some('|')) => Some("||"),
+            ('>', Some('>')) => Some(">>"),
+            ('>', Some('&')) => Some(">&"),
+            ('>', Some('|')) => Some(">|"),
+            ('<', Some('<')) => Some("<<"),
+            ('<', Some('&')) => Some("<&"),
+            ('&', Some('>')) => Some("&>"),
+            _ => None,
+        };
+        if let Some(op) = two {
+            end_word!(at);
+            it.next();
+            let mut op = op;
+            let mut end = at + 2;
+            if op == "<<" && it.peek().map(|&(_, x)| x) == Some('-') {
+                it.next();
+                op = "<<-";
+                end += 1;
+            }
+            out.push((Tok::Op(op), at..end));
+            continue;
+        }
         match c {
-            ' ' | '\t' | '\r' => end_word!(),
+            ' ' | '\t' | '\r' | '\n' => end_word!(at),
             '#' if !in_word => break,
             '\'' => {
-                in_word = true;
+                start_word!(at);
                 loop {
                     match it.next() {
-                        Some('\'') => break,
-                        Some(x) => cur.push(x),
+                        Some((_, '\'')) => break,
+                        Some((_, x)) => cur.push(x),
                         None => return Err("unterminated single quote".into()),
                     }
                 }
             }
             '"' => {
-                in_word = true;
+                start_word!(at);
                 loop {
                     match it.next() {
-                        Some('"') => break,
-                        Some('\\') => match it.next() {
-                            Some(x @ ('$' | '`' | '"' | '\\')) => cur.push(x),
-                            Some(x) => {
+                        Some((_, '"')) => break,
+                        Some((_, '\\')) => match it.next() {
+                            Some((_, x @ ('$' | '`' | '"' | '\\'))) => cur.push(x),
+                            Some((_, x)) => {
                                 cur.push('\\');
                                 cur.push(x);
                             }
                             None => return Err("unterminated double quote".into()),
                         },
-                        Some(x @ ('$' | '`')) => {
+                        Some((_, '`')) => {
                             dynamic = true;
-                            cur.push(x);
+                            cur.push('`');
+                            take_substitution(&mut it, &mut cur, '`')?;
                         }
-                        Some(x) => cur.push(x),
+                        Some((_, '$')) => {
+                            dynamic = true;
+                            cur.push('$');
+                            if it.peek().map(|&(_, x)| x) == Some('(') {
+                                take_substitution(&mut it, &mut cur, ')')?;
+                            }
+                        }
+                        Some((_, x)) => cur.push(x),
                         None => return Err("unterminated double quote".into()),
                     }
                 }
             }
             '\\' => {
-                in_word = true;
-                if let Some(x) = it.next() {
-                    cur.push(x);
+                start_word!(at);
+                match it.next() {
+                    // A line continuation: nothing of it belongs to the word.
+                    Some((_, '\n')) => {}
+                    Some((_, x)) => cur.push(x),
+                    None => {}
                 }
             }
-            '$' | '`' => {
-                in_word = true;
+            '$' => {
+                start_word!(at);
                 dynamic = true;
-                cur.push(c);
-            }
-            '>' => {
-                end_word!();
-                if it.peek() == Some(&'>') {
-                    it.next();
-                    out.push(Tok::Op(">>"));
-                } else {
-                    out.push(Tok::Op(">"));
+                cur.push('$');
+                if next == Some('(') {
+                    take_substitution(&mut it, &mut cur, ')')?;
                 }
             }
-            '|' => {
-                end_word!();
-                if it.peek() == Some(&'|') {
-                    it.next();
-                    out.push(Tok::Op("||"));
-                } else {
-                    out.push(Tok::Op("|"));
-                }
+            '`' => {
+                start_word!(at);
+                dynamic = true;
+                cur.push('`');
+                take_substitution(&mut it, &mut cur, '`')?;
             }
-            '&' => {
-                end_word!();
-                if it.peek() == Some(&'&') {
-                    it.next();
-                    out.push(Tok::Op("&&"));
-                } else {
-                    out.push(Tok::Op("&"));
-                }
-            }
-            ';' => {
-                end_word!();
-                out.push(Tok::Op(";"));
+            '>' | '<' | '|' | '&' | ';' | '(' | ')' => {
+                end_word!(at);
+                let op = match c {
+                    '>' => ">",
+                    '<' => "<",
+                    '|' => "|",
+                    '&' => "&",
+                    ';' => ";",
+                    '(' => "(",
+                    _ => ")",
+                };
+                out.push((Tok::Op(op), at..at + 1));
             }
             _ => {
-                in_word = true;
+                start_word!(at);
                 cur.push(c);
             }
         }
     }
     if in_word {
-        out.push(Tok::Word { text: cur, dynamic });
+        out.push((Tok::Word { text: cur, dynamic }, word_start..line.len()));
     }
     Ok(out)
 }
@@ -319,19 +391,199 @@ fn classify(cmd: &[Tok]) -> Option<RcItem> {
     }
 }
 
-/// Every vGPU and SR-IOV line of an rc.local, in order. Comment lines (including ones
-/// already commented out by [`comment_out`]) are ignored.
-pub fn parse(content: &str) -> Vec<RcLine> {
+/// Separators between commands: list operators, and parentheses (whose lines are refused).
+fn is_separator(t: &Tok) -> bool {
+    matches!(t, Tok::Op(";" | "&&" | "||" | "&" | "(" | ")"))
+}
+
+/// The commands of a lexed line as index ranges into its tokens, empty ones left out. The
+/// index of a command in this list is [`RcLine::cmd`].
+pub(crate) fn commands(toks: &[Spanned]) -> Vec<std::ops::Range<usize>> {
     let mut out = Vec::new();
-    for (i, raw) in content.split('\n').enumerate() {
-        let text = raw.strip_suffix('\r').unwrap_or(raw);
-        let toks = match lex(text) {
+    let mut start = 0;
+    for (i, (t, _)) in toks.iter().enumerate() {
+        if is_separator(t) {
+            if i > start {
+                out.push(start..i);
+            }
+            start = i + 1;
+        }
+    }
+    if toks.len() > start {
+        out.push(start..toks.len());
+    }
+    out
+}
+
+/// Reserved words that open or close a compound command, and `!` (negation).
+const OPENERS: &[&str] = &["if", "case", "for", "while", "until", "select", "{"];
+const CLOSERS: &[&str] = &["fi", "esac", "done", "}"];
+const KEYWORDS: &[&str] = &[
+    "if", "then", "else", "elif", "fi", "case", "esac", "for", "while", "until", "select", "do",
+    "done", "{", "}", "!", "function",
+];
+
+/// Follow compound commands across lines: push openers, pop closers. Returns whether the
+/// line itself holds shell structure (a reserved word in command position or parentheses).
+fn follow_structure(toks: &[Spanned], stack: &mut Vec<&'static str>) -> bool {
+    let mut structural = false;
+    let mut command_start = true;
+    for (t, _) in toks {
+        match t {
+            Tok::Op("(") | Tok::Op(")") => {
+                structural = true;
+                // Inside `case`, parentheses belong to the patterns.
+                if stack.last() != Some(&"case") {
+                    if *t == Tok::Op("(") {
+                        stack.push("(");
+                    } else if stack.last() == Some(&"(") {
+                        stack.pop();
+                    }
+                }
+                command_start = true;
+            }
+            Tok::Op(op) => command_start = !op.starts_with(['>', '<']),
+            Tok::Word { text, dynamic } => {
+                if command_start && !dynamic && KEYWORDS.contains(&text.as_str()) {
+                    structural = true;
+                    if let Some(o) = OPENERS.iter().find(|o| **o == text) {
+                        stack.push(o);
+                    } else if CLOSERS.contains(&text.as_str()) {
+                        stack.pop();
+                    }
+                    // `then echo ...`, `do echo ...`: the next word starts a command again.
+                    command_start = true;
+                } else {
+                    command_start = false;
+                }
+            }
+        }
+    }
+    structural
+}
+
+/// The line goes on to the next one: an open quote, a trailing `\`, or an operator that needs
+/// another command (`&&`, `||`, `|`).
+fn continues(text: &str, lexed: &Result<Vec<Spanned>, String>) -> bool {
+    match lexed {
+        Err(_) => true,
+        Ok(toks) => {
+            let trailing = text.len() - text.trim_end_matches('\\').len();
+            trailing % 2 == 1 || matches!(toks.last(), Some((Tok::Op("&&" | "||" | "|"), _)))
+        }
+    }
+}
+
+/// Here-document delimiters opened on a line (`<<EOF`, `<<-'EOF'`), with whether tabs are
+/// stripped (`<<-`).
+fn heredocs(toks: &[Spanned]) -> Vec<(String, bool)> {
+    toks.windows(2)
+        .filter_map(|w| match (&w[0].0, &w[1].0) {
+            (Tok::Op(op @ ("<<" | "<<-")), Tok::Word { text, .. }) => {
+                Some((text.clone(), *op == "<<-"))
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+fn mentions_vgpu(text: &str) -> bool {
+    text.contains("mdev_supported_types") || text.contains("sriov-manage")
+}
+
+/// Why a command on this line cannot be imported however it reads, or `None`.
+fn refusal(
+    first: usize,
+    last: usize,
+    in_block: bool,
+    structural: bool,
+    heredoc: bool,
+) -> Option<String> {
+    if in_block {
+        Some("it is inside an if/for/while/case block, a function, a { } group or a ( ) subshell, where it runs only when that code does".into())
+    } else if structural {
+        Some("it is part of an if/for/while/case, a function, a { } group, a ( ) subshell or a negation (!) on this line".into())
+    } else if last > first {
+        Some(format!(
+            "the command goes on over lines {}-{} (a trailing \\, &&, || or | or an open quote)",
+            first + 1,
+            last + 1
+        ))
+    } else if heredoc {
+        Some("the line starts a here-document".into())
+    } else {
+        None
+    }
+}
+
+/// Whether removing or replacing this command keeps the line's meaning (see
+/// [`super::rc_rewrite`]): pipelines other than `echo UUID | tee FILE`, and `sriov-manage -e ALL`
+/// followed by `&&`/`||` (no single test says whether it succeeded), are refused.
+fn rewrite_refusal(toks: &[Spanned], cmd: std::ops::Range<usize>, item: &RcItem) -> Option<String> {
+    let pipes: Vec<usize> = (cmd.clone())
+        .filter(|&i| toks[i].0 == Tok::Op("|"))
+        .collect();
+    match item {
+        RcItem::Vgpu { .. } => {
+            let tee = pipes.len() == 1 && {
+                let after: Vec<Tok> = toks[pipes[0] + 1..cmd.end]
+                    .iter()
+                    .map(|(t, _)| t.clone())
+                    .collect();
+                matches!(strip_sudo(&after).first(), Some(Tok::Word { text, .. }) if text == "tee")
+            };
+            if !pipes.is_empty() && !tee {
+                return Some("it is part of a pipeline that does more than write the UUID".into());
+            }
+        }
+        RcItem::SriovEnable { target } => {
+            if !pipes.is_empty() {
+                return Some("its output goes into a pipeline".into());
+            }
+            // Last in `B && A` it is replaced by `true` (what follows does not depend on it);
+            // before `&&`/`||` something would, and no single test stands for "all GPUs".
+            let joined = matches!(toks.get(cmd.end), Some((Tok::Op("&&" | "||"), _)));
+            if *target == SriovTarget::All && joined {
+                return Some("sriov-manage -e ALL is followed by && or ||, and no single test stands for its result".into());
+            }
+        }
+        RcItem::Skipped { .. } => {}
+    }
+    None
+}
+
+/// Every vGPU and SR-IOV command of an rc.local, in order. Comment lines (including ones
+/// already commented out by [`comment_out`]) are ignored. A command vgpuctl could import but
+/// cannot take out of the file without changing what the rest of it does (inside a block,
+/// over several lines, in a here-document, ...) is [`RcItem::Skipped`] with the reason.
+pub fn parse(content: &str) -> Vec<RcLine> {
+    let phys: Vec<&str> = content
+        .split('\n')
+        .map(|l| l.strip_suffix('\r').unwrap_or(l))
+        .collect();
+    let mut out = Vec::new();
+    let mut stack: Vec<&'static str> = Vec::new();
+    let mut i = 0;
+    while i < phys.len() {
+        let first = i;
+        let mut text = phys[i].to_string();
+        let mut lexed = lex(&text);
+        while i + 1 < phys.len() && continues(&text, &lexed) {
+            i += 1;
+            text.push('\n');
+            text.push_str(phys[i]);
+            lexed = lex(&text);
+        }
+        let last = i;
+        i += 1;
+        let toks = match lexed {
             Ok(t) => t,
             Err(e) => {
-                if text.contains("mdev_supported_types") || text.contains("sriov-manage") {
+                if mentions_vgpu(&text) {
                     out.push(RcLine {
-                        line: i + 1,
-                        text: text.to_string(),
+                        line: first + 1,
+                        cmd: 0,
+                        text,
                         item: RcItem::Skipped {
                             reason: format!("cannot read this line: {e}"),
                         },
@@ -340,32 +592,94 @@ pub fn parse(content: &str) -> Vec<RcLine> {
                 continue;
             }
         };
+        let in_block = !stack.is_empty();
+        let structural = follow_structure(&toks, &mut stack);
+        let docs = heredocs(&toks);
+        let refused = refusal(first, last, in_block, structural, !docs.is_empty());
         let mut found = false;
-        for cmd in toks.split(|t| matches!(t, Tok::Op(";" | "&&" | "||" | "&"))) {
-            if let Some(item) = classify(cmd) {
-                found = true;
-                out.push(RcLine {
-                    line: i + 1,
-                    text: text.to_string(),
-                    item,
-                });
-            }
-        }
-        let t = text.trim_start();
-        if !found
-            && !t.starts_with('#')
-            && (text.contains("mdev_supported_types") || text.contains("sriov-manage"))
-        {
+        for (n, cmd) in commands(&toks).into_iter().enumerate() {
+            let plain: Vec<Tok> = toks[cmd.clone()].iter().map(|(t, _)| t.clone()).collect();
+            let Some(item) = classify(&plain) else {
+                continue;
+            };
+            found = true;
+            let why = match &item {
+                RcItem::Skipped { .. } => None,
+                _ => refused
+                    .clone()
+                    .or_else(|| rewrite_refusal(&toks, cmd.clone(), &item)),
+            };
+            let item = match why {
+                Some(why) => RcItem::Skipped {
+                    reason: format!(
+                        "{}, but {why}; not imported and left as it is (put it on a line of its own, or create the vGPU with vgpuctl)",
+                        describe(&item)
+                    ),
+                },
+                None => item,
+            };
             out.push(RcLine {
-                line: i + 1,
-                text: text.to_string(),
+                line: first + 1,
+                cmd: n,
+                text: text.clone(),
+                item,
+            });
+        }
+        if !found && !text.trim_start().starts_with('#') && mentions_vgpu(&text) {
+            out.push(RcLine {
+                line: first + 1,
+                cmd: 0,
+                text: text.clone(),
                 item: RcItem::Skipped {
                     reason: "mentions vGPU sysfs or sriov-manage but is not a command vgpuctl understands".into(),
                 },
             });
         }
+        // Here-document bodies are text for a command, not commands.
+        for (delim, tabs) in docs {
+            while i < phys.len() {
+                let body = phys[i];
+                i += 1;
+                let t = if tabs {
+                    body.trim_start_matches('\t')
+                } else {
+                    body
+                };
+                if t == delim {
+                    break;
+                }
+                if mentions_vgpu(body) {
+                    out.push(RcLine {
+                        line: i,
+                        cmd: 0,
+                        text: body.to_string(),
+                        item: RcItem::Skipped {
+                            reason: "inside a here-document (text given to a command, not a command); left as it is".into(),
+                        },
+                    });
+                }
+            }
+        }
     }
     out
+}
+
+/// What a recognized command does, for messages.
+fn describe(item: &RcItem) -> String {
+    match item {
+        RcItem::Vgpu {
+            uuid,
+            parent,
+            type_dir,
+        } => format!("it creates vGPU {uuid} ({type_dir} on {parent})"),
+        RcItem::SriovEnable {
+            target: SriovTarget::All,
+        } => "it enables SR-IOV on all GPUs".into(),
+        RcItem::SriovEnable {
+            target: SriovTarget::Gpu(a),
+        } => format!("it enables SR-IOV on {a}"),
+        RcItem::Skipped { reason } => reason.clone(),
+    }
 }
 
 /// Prefix the given 1-based lines with [`COMMENT_PREFIX`], keeping every other byte. A line
@@ -574,14 +888,16 @@ mod tests {
 
     #[test]
     fn unreadable_lines_mentioning_vgpu_are_reported() {
-        let s = "echo 'unterminated > /sys/class/mdev_bus/x/mdev_supported_types/y/create\n\
-                 for d in /sys/class/mdev_bus/*; do ls $d/mdev_supported_types; done\r\n";
+        // An open quote goes on over the next lines, as in the shell: the unterminated one
+        // comes last so that it swallows nothing.
+        let s = "for d in /sys/class/mdev_bus/*; do ls $d/mdev_supported_types; done\r\n\
+                 echo 'unterminated > /sys/class/mdev_bus/x/mdev_supported_types/y/create\n";
         let items = parse(s);
         assert_eq!(items.len(), 2);
         assert!(items
             .iter()
             .all(|i| matches!(i.item, RcItem::Skipped { .. })));
-        assert!(!items[1].text.ends_with('\r'));
+        assert!(!items[0].text.ends_with('\r'));
     }
 
     #[test]
