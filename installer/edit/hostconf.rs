@@ -60,7 +60,11 @@ fn unquote(s: &str) -> (&str, Option<char>) {
 
 /// Byte offset just after `nvidia_vgpu_pfs:` when the line is that top-level key.
 fn key_line(body: &str) -> Option<usize> {
-    let rest = body.strip_prefix(KEY)?;
+    // A quoted key is the same key: `"nvidia_vgpu_pfs":`, `'nvidia_vgpu_pfs':`.
+    let rest = body
+        .strip_prefix(KEY)
+        .or_else(|| body.strip_prefix(&format!("\"{KEY}\"")))
+        .or_else(|| body.strip_prefix(&format!("'{KEY}'")))?;
     let t = rest.trim_start_matches([' ', '\t']);
     let after = t.strip_prefix(':')?;
     if !(after.is_empty() || after.starts_with([' ', '\t'])) {
@@ -220,6 +224,8 @@ fn norm(s: &str) -> String {
 /// The list as CloudPods would read it (entries normalized to `bb:dd.f` when they parse as
 /// PCI addresses); `None` when the key is absent. An empty flow list or empty key is `Some([])`.
 pub fn read_pfs(content: &str) -> Result<Option<Vec<String>>, HostConfError> {
+    let content = content.strip_prefix(BOM).unwrap_or(content);
+    check_shape(content)?;
     Ok(find(content)?.map(|f| f.items.iter().map(|(v, _)| norm(v)).collect()))
 }
 
@@ -254,7 +260,49 @@ fn fmt_item(v: &str, q: Option<char>) -> String {
 /// Set `nvidia_vgpu_pfs` to exactly `pfs` (order of existing entries kept, new ones appended,
 /// duplicates dropped). Unchanged content when the set is already equal.
 pub fn set_pfs(content: &str, pfs: &[&str]) -> Result<String, HostConfError> {
+    // A byte order mark stays where it is; the YAML after it is what is edited.
+    if let Some(rest) = content.strip_prefix(BOM) {
+        return set_pfs(rest, pfs).map(|out| format!("{BOM}{out}"));
+    }
     let want = normalize_pfs(pfs)?;
+    check_shape(content)?;
+    let out = edit(content, &want)?;
+    if out != content {
+        // What the bytes mean, judged by a real YAML parser: exactly one key with the list,
+        // every other key as it was.
+        // A fault there is the edit's: name the key's line of the original file.
+        super::yaml_check::check_edit(content, &out, &want, norm).map_err(|e| match e {
+            HostConfError::Unsupported { reason, .. } => HostConfError::Unsupported {
+                line: find(content).ok().flatten().map_or(1, |f| f.key + 1),
+                reason,
+            },
+            other => other,
+        })?;
+    }
+    Ok(out)
+}
+
+const BOM: &str = "\u{feff}";
+
+/// Refuse, before any edit, what this line editor cannot keep: anything but one block
+/// mapping (a flow mapping `{a: 1, ...}`, several documents, invalid YAML).
+fn check_shape(content: &str) -> Result<(), HostConfError> {
+    let first = lines(content)
+        .iter()
+        .position(|(b, _)| !is_blank_or_comment(b) && b.trim() != "---");
+    if let Some(i) = first {
+        if lines(content)[i].0.trim_start().starts_with('{') {
+            return Err(HostConfError::Unsupported {
+                line: i + 1,
+                reason: "the file is one flow mapping ({ ... }); vgpuctl edits block mappings (key: value per line) only".into(),
+            });
+        }
+    }
+    super::yaml_check::check_original(content)
+}
+
+fn edit(content: &str, want: &[String]) -> Result<String, HostConfError> {
+    let want = want.to_vec();
     let ls = lines(content);
     let eol = if content.contains("\r\n") {
         "\r\n"
@@ -640,6 +688,72 @@ mod tests {
                 };
                 let (ob, oo) = (others(b), others(&once));
                 assert_eq!(ob, oo, "{b:?} {l:?}");
+            }
+        }
+    }
+
+    /// host.conf shapes seen on real hosts or easy to write by hand: each is either edited into
+    /// YAML that a real parser reads as one key with the list and every other key unchanged,
+    /// or refused with the line named.
+    #[test]
+    fn corpus_edits_are_valid_yaml_or_refused() {
+        use yaml_rust2::{Yaml, YamlLoader};
+        let want = ["e8:00.4", "e8:04.0"];
+        let kept = [
+            "region: r\nnvidia_vgpu_pfs:\n- 67:00.0\nb: 2\n",
+            "region: r\nnvidia_vgpu_pfs: [67:00.0]\n",
+            "region: r\nnvidia_vgpu_pfs:\n",
+            "\"nvidia_vgpu_pfs\": [67:00.0]\nregion: r\n",
+            "'nvidia_vgpu_pfs':\n- 67:00.0\nregion: r\n",
+            "\u{feff}region: r\nnvidia_vgpu_pfs:\n- 67:00.0\n",
+            "\u{feff}region: r\n",
+            "region: r\r\nnvidia_vgpu_pfs:\r\n- 67:00.0\r\nb: 2\r\n",
+            "# c\nregion: r # x\nnvidia_vgpu_pfs: # pfs\n  # spare\n  - 67:00.0 # gpu0\n",
+            "---\nregion: r\nnvidia_vgpu_pfs: []\n",
+            "base: &b {x: 1}\nother: *b\nnvidia_vgpu_pfs: [67:00.0]\n",
+            // An alias as the value is replaced; the anchor's owner keeps its value.
+            "pfs: &p [67:00.0]\nnvidia_vgpu_pfs: *p\n",
+        ];
+        for c in kept {
+            let out = set_pfs(c, &want).unwrap_or_else(|e| panic!("{c:?}: {e}"));
+            assert_eq!(out.starts_with(BOM), c.starts_with(BOM), "{c:?}");
+            let docs = YamlLoader::load_from_str(out.trim_start_matches(BOM))
+                .unwrap_or_else(|e| panic!("{c:?} -> {out:?}: {e}"));
+            let before = YamlLoader::load_from_str(c.trim_start_matches(BOM)).unwrap();
+            let (Yaml::Hash(a), Yaml::Hash(b)) = (&docs[0], &before[0]) else {
+                panic!("{out:?}")
+            };
+            let key = Yaml::String(KEY.into());
+            let list: Vec<&str> = a[&key]
+                .as_vec()
+                .unwrap()
+                .iter()
+                .map(|y| y.as_str().unwrap())
+                .collect();
+            assert_eq!(list, want, "{c:?} -> {out:?}");
+            assert_eq!(
+                a.len(),
+                b.len() + usize::from(!b.contains_key(&key)),
+                "{out:?}"
+            );
+            for (k, v) in b.iter().filter(|(k, _)| **k != key) {
+                assert_eq!(a.get(k), Some(v), "{c:?} -> {out:?}");
+            }
+            assert_eq!(set_pfs(&out, &want).unwrap(), out, "{c:?}");
+        }
+        let refused = [
+            ("{a: 1, nvidia_vgpu_pfs: [x]}\n", 1),
+            ("# c\n{region: r}\n", 2),
+            ("region: r\nregion: s\n", 2),
+            ("a: 1\n---\nb: 2\n", 1),
+            ("- 67:00.0\n", 1),
+            ("nvidia_vgpu_pfs: &p [67:00.0]\nother: *p\n", 1),
+            ("\"nvidia_vgpu_pfs\": []\nnvidia_vgpu_pfs: []\n", 2),
+        ];
+        for (c, line) in refused {
+            match set_pfs(c, &want) {
+                Err(HostConfError::Unsupported { line: l, .. }) => assert_eq!(l, line, "{c:?}"),
+                other => panic!("{c:?}: {other:?}"),
             }
         }
     }
