@@ -419,7 +419,9 @@ fn debian_grub_defaults(m: &Model, default: &str, linux: &str) -> String {
 /// The GRUB defaults after sourcing `/etc/default/grub` then `grub.d/*.cfg` in order.
 pub fn grub_vars(root: &Path) -> BTreeMap<String, String> {
     let mut vars = BTreeMap::new();
-    if let Ok(t) = std::fs::read_to_string(root.join("etc/default/grub")) {
+    // sh reads bytes: a non-UTF-8 byte in a comment does not stop it from sourcing the file.
+    let read = |p: &Path| std::fs::read(p).map(|b| String::from_utf8_lossy(&b).into_owned());
+    if let Ok(t) = read(&root.join("etc/default/grub")) {
         bootcfg::source_assignments(&t, &mut vars);
     }
     let mut dropins: Vec<_> = std::fs::read_dir(root.join("etc/default/grub.d"))
@@ -428,7 +430,7 @@ pub fn grub_vars(root: &Path) -> BTreeMap<String, String> {
     dropins.sort();
     for p in dropins {
         if p.extension().is_some_and(|e| e == "cfg") {
-            if let Ok(t) = std::fs::read_to_string(&p) {
+            if let Ok(t) = read(&p) {
                 bootcfg::source_assignments(&t, &mut vars);
             }
         }
