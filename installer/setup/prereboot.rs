@@ -204,17 +204,37 @@ fn iommu_steps(
             }
         }
         BootLoader::KernelCmdline { proxmox } => {
-            let before = read(host, "etc/kernel/cmdline").unwrap_or_default();
-            let after = kernel_cmdline_file::ensure_kernel_cmdline(&before, wanted);
+            let before = match host.read_bytes("etc/kernel/cmdline") {
+                Ok(b) => raw_text::decode(&b).map_err(|off| {
+                    Failure::usage(format!(
+                        "/etc/kernel/cmdline: byte {off} is a character vgpuctl uses internally; {}",
+                        by_hand(&args)
+                    ))
+                })?,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
+                Err(e) => {
+                    return Err(Failure::usage(format!(
+                        "/etc/kernel/cmdline: cannot be read as a file ({e}), {}",
+                        by_hand(&args)
+                    )))
+                }
+            };
+            // proxmox-boot-tool reads the first line only; kernel-install joins every line.
+            let after = if *proxmox {
+                kernel_cmdline_file::ensure_proxmox_cmdline(&before, wanted)
+                    .map_err(|e| Failure::usage(format!("{e}, {}", by_hand(&args))))?
+            } else {
+                kernel_cmdline_file::ensure_kernel_cmdline(&before, wanted)
+            };
             let changed = after != before;
             if changed {
                 plan.push(
                     "iommu:kernel-cmdline",
                     format!("Add {args} to /etc/kernel/cmdline"),
-                    Action::WriteFile {
+                    Action::WriteBytes {
                         path: "/etc/kernel/cmdline".into(),
-                        before: Some(before),
-                        after,
+                        before: raw_text::encode(&before),
+                        after: raw_text::encode(&after),
                         mode: 0o644,
                     },
                 );

@@ -455,7 +455,13 @@ fn esp_entry_rel(m: &Model) -> String {
 /// `proxmox-boot-tool refresh`: copy /etc/kernel/cmdline into the ESP's loader entry. The ESP
 /// is not mounted on a running Proxmox host, so the simulator keeps it in its own directory.
 pub fn proxmox_refresh(root: &Path, m: &Model) -> Result<()> {
-    let cmdline = std::fs::read_to_string(root.join("etc/kernel/cmdline")).unwrap_or_default();
+    // Only the first line, as proxmox-kernel-helper's `get_first_line` reads it.
+    let cmdline = std::fs::read(root.join("etc/kernel/cmdline"))
+        .map(|b| {
+            let t = String::from_utf8_lossy(&b).into_owned();
+            t.split('\n').next().unwrap_or("").to_string()
+        })
+        .unwrap_or_default();
     let k = m.os.kver;
     put(
         root,
