@@ -1747,7 +1747,17 @@ GRUB_TERMINAL=console
                         let sh = |f: &[(&str, &str)]| {
                             let b: Vec<(&str, &[u8])> =
                                 f.iter().map(|(n, c)| (*n, c.as_bytes())).collect();
-                            grub_shell::source(&b).unwrap()
+                            grub_shell::source(&b, &|c| {
+                                let o = std::process::Command::new(&c.program)
+                                    .args(&c.args)
+                                    .output()?;
+                                Ok(crate::host::RunOutput {
+                                    status: o.status.code().unwrap_or(-1),
+                                    stdout: String::from_utf8_lossy(&o.stdout).into_owned(),
+                                    stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
+                                })
+                            })
+                            .unwrap()
                         };
                         let (b, a) = (sh(&files), sh(&after));
                         assert_eq!(

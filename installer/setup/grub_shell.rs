@@ -5,7 +5,8 @@
 //! run for a test root or a simulated host: the files may run commands (`lsb_release`).
 
 use std::io;
-use std::process::Command;
+
+use crate::host::{Cmd, RunOutput};
 
 const SCRIPT: &str = r#"d=$1
 . "$d/grub"
@@ -15,9 +16,17 @@ done
 printf '%s\001%s' "$GRUB_CMDLINE_LINUX" "$GRUB_CMDLINE_LINUX_DEFAULT"
 "#;
 
+/// The one place vgpuctl runs a shell, and on purpose: the question is what `/bin/sh` makes of
+/// these files. The script is a constant; the directory is its only argument (`$1`).
+pub const SHELL: &str = "/bin/sh";
+
 /// `(GRUB_CMDLINE_LINUX, GRUB_CMDLINE_LINUX_DEFAULT)` after sourcing `files` (main file first,
-/// then drop-ins by path; only their base names are used).
-pub fn source(files: &[(&str, &[u8])]) -> io::Result<(String, String)> {
+/// then drop-ins by path; only their base names are used). `run` runs the program (the host's
+/// `Host::run` in the product).
+pub fn source(
+    files: &[(&str, &[u8])],
+    run: &dyn Fn(&Cmd) -> anyhow::Result<RunOutput>,
+) -> io::Result<(String, String)> {
     let dir = tempfile::Builder::new().prefix("vgpuctl-grub-").tempdir()?;
     std::fs::create_dir(dir.path().join("grub.d"))?;
     for (i, (name, bytes)) in files.iter().enumerate() {
@@ -29,19 +38,16 @@ pub fn source(files: &[(&str, &[u8])]) -> io::Result<(String, String)> {
         };
         std::fs::write(p, bytes)?;
     }
-    let out = Command::new("/bin/sh")
-        .arg("-c")
-        .arg(SCRIPT)
-        .arg("sh")
-        .arg(dir.path())
-        .stdin(std::process::Stdio::null())
-        .output()?;
-    let text = String::from_utf8_lossy(&out.stdout);
+    let cmd = Cmd::new(SHELL)
+        .args(["-c", SCRIPT, "sh"])
+        .arg(dir.path().display().to_string());
+    let out = run(&cmd).map_err(|e| io::Error::other(format!("{e:#}")))?;
+    let text = &out.stdout;
     match text.rsplit_once('\u{1}') {
         Some((l, d)) => Ok((l.to_string(), d.to_string())),
         None => Err(io::Error::other(format!(
             "/bin/sh could not source the GRUB defaults: {}",
-            String::from_utf8_lossy(&out.stderr).trim()
+            out.stderr.trim()
         ))),
     }
 }

@@ -74,6 +74,7 @@ fn grub_files(
 /// On the running system, judge the planned GRUB edit by sourcing the files with `/bin/sh`, as
 /// update-grub will (see [`grub_shell`]); refused when the shell disagrees with the editor.
 fn check_with_sh(
+    host: &Host,
     files: &[(String, String)],
     edits: &[grub_default::FileEdit],
     wanted: &[&str],
@@ -95,7 +96,7 @@ fn check_with_sh(
     let run = |after: bool| {
         let b = bytes(after);
         let refs: Vec<(&str, &[u8])> = b.iter().map(|(p, c)| (p.as_str(), c.as_slice())).collect();
-        grub_shell::source(&refs)
+        grub_shell::source(&refs, &|c| host.run(c))
     };
     let verdict = match (run(false), run(true)) {
         (Ok(before), Ok(after)) => grub_default::judge_sourced(&before, &after, wanted),
@@ -158,7 +159,7 @@ fn iommu_steps(
             })?;
             // Never a shell for a test or simulated root: their files are not this system's.
             if !edits.is_empty() && host.is_system_root() && !host.is_simulated() {
-                check_with_sh(&files, &edits, wanted, &args)?;
+                check_with_sh(host, &files, &edits, wanted, &args)?;
             }
             let regen_pending = !edits.is_empty()
                 || (!booted_ok && grub_cfg_has(host, wanted) == Some(false))
