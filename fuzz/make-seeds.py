@@ -69,6 +69,12 @@ put("grub_default", "concat", 'GRUB_CMDLINE_LINUX_DEFAULT="quiet"$EXTRA\' splash
 put("grub_default", "unterminated", 'GRUB_CMDLINE_LINUX_DEFAULT="quiet\nsplash"\n')
 put("grub_default", "braces", 'X=a\nGRUB_CMDLINE_LINUX_DEFAULT="${GRUB_CMDLINE_LINUX_DEFAULT} $X"', 'GRUB_CMDLINE_LINUX=', "GRUB_CMDLINE_LINUX_DEFAULT=nomodeset")
 put("grub_default", "empty", "")
+# Issue 12: shapes the shell executes that a line-start parser missed, and unset drop-ins.
+put("grub_default", "two-on-a-line", 'GRUB_TIMEOUT=5; GRUB_CMDLINE_LINUX_DEFAULT="quiet splash nomodeset"\n')
+put("grub_default", "prefix-assignments", 'FOO=1 GRUB_CMDLINE_LINUX_DEFAULT="quiet splash"\nGRUB_CMDLINE_LINUX="x" true\n')
+put("grub_default", "conditional", UBUNTU_GRUB, '[ -e /etc/x ] && GRUB_CMDLINE_LINUX_DEFAULT="quiet splash nomodeset"\nif true; then GRUB_CMDLINE_LINUX=""; fi\n')
+put("grub_default", "unset-dropin", UBUNTU_GRUB, "unset GRUB_CMDLINE_LINUX_DEFAULT\n")
+put("grub_default", "latin1-comment", b"# R\xe9glages\n" + UBUNTU_GRUB.encode())
 
 SEED_CMDLINE = "BOOT_IMAGE=/vmlinuz-5.15.0-141-generic root=UUID=5f3a1c2e-8d9b-4c7a-9e11-2b3c4d5e6f70 ro quiet splash vt.handoff=7"
 put("kargs", "ubuntu-cmdline", SEED_CMDLINE)

@@ -48,6 +48,13 @@ fn no_shell_in_production_code() {
     ];
     let mut hits = Vec::new();
     for (p, src) in production_sources() {
+        // Issue 12 asks for GRUB edits to be judged by sourcing the files with /bin/sh on the
+        // running system: that module, and only it, runs a shell (a constant script, through
+        // Host::run).
+        let sh_ok = p.ends_with("installer/setup/grub_shell.rs");
+        if src.contains("\"/bin/sh\"") && !sh_ok {
+            hits.push(format!("{}: names /bin/sh", p.display()));
+        }
         for f in forbidden {
             if src.contains(f) {
                 hits.push(format!("{}: {f}", p.display()));

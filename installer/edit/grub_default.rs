@@ -45,6 +45,19 @@ pub enum GrubEditError {
         wanted: String,
         files: String,
     },
+    #[error("{file}:{line}: {reason}, so vgpuctl cannot tell what the kernel command line becomes; write the assignment of GRUB_CMDLINE_LINUX_DEFAULT as a line of its own (VAR=\"...\"), or add the arguments by hand")]
+    Unsupported {
+        file: String,
+        line: usize,
+        reason: String,
+    },
+    #[error("{file}:{line}: `unset {var}` runs after every assignment of it, and no variable of the kernel command line is left to carry {wanted}; remove the unset, or add the arguments by hand")]
+    Unset {
+        file: String,
+        line: usize,
+        var: String,
+        wanted: String,
+    },
     #[error("adding {wanted} in {files} would also change other kernel arguments (an unbalanced quote?); edit the files by hand and run again")]
     WouldChangeOthers { wanted: String, files: String },
 }
@@ -71,12 +84,16 @@ enum Seg {
 struct Assign {
     /// 0-based line index in the file.
     line: usize,
+    /// Index among the file's assignments (stable across in-place edits of values).
+    ord: usize,
     name: String,
     /// Byte range of the value inside the line body (without line ending).
     value: Range<usize>,
     segs: Vec<Seg>,
     /// The value's quote was not closed on this line.
     unterminated: bool,
+    /// `unset NAME`: no value, nothing to edit.
+    unset: bool,
 }
 
 fn is_name_start(b: u8) -> bool {
@@ -86,107 +103,254 @@ fn is_name(b: u8) -> bool {
     b.is_ascii_alphanumeric() || b == b'_'
 }
 
-/// Parse `[export ]NAME=VALUE[ rest]` at the start of a line body.
-fn parse_assign(idx: usize, body: &str) -> Option<Assign> {
-    let b = body.as_bytes();
-    let mut i = 0;
-    while i < b.len() && (b[i] == b' ' || b[i] == b'\t') {
-        i += 1;
-    }
-    if body[i..].starts_with("export") {
-        let j = i + "export".len();
-        if j < b.len() && (b[j] == b' ' || b[j] == b'\t') {
-            i = j;
-            while i < b.len() && (b[i] == b' ' || b[i] == b'\t') {
-                i += 1;
-            }
-        }
-    }
-    if i >= b.len() || !is_name_start(b[i]) {
-        return None;
-    }
-    let ns = i;
-    while i < b.len() && is_name(b[i]) {
-        i += 1;
-    }
-    if i >= b.len() || b[i] != b'=' {
-        return None;
-    }
-    let name = body[ns..i].to_string();
-    i += 1;
-    let vs = i;
+/// The variables whose value the kernel gets.
+fn watched(name: &str) -> bool {
+    name == DEFAULT_VAR || name == LINUX_VAR
+}
+
+/// The quoting segments of an assignment's value (the whole shell word after `=`).
+fn segments(raw: &str) -> (Vec<Seg>, bool) {
+    let b = raw.as_bytes();
     let mut segs = Vec::new();
-    let mut unterminated = false;
+    let mut i = 0;
     while i < b.len() {
         match b[i] {
             b'"' => {
                 let s = i + 1;
                 let mut j = s;
                 while j < b.len() && b[j] != b'"' {
-                    if b[j] == b'\\' {
-                        j += 1;
-                    }
-                    j += 1;
+                    j += if b[j] == b'\\' { 2 } else { 1 };
                 }
                 if j >= b.len() {
-                    unterminated = true;
-                    segs.push(Seg::Double(body[s..].to_string()));
-                    i = b.len();
-                    break;
+                    segs.push(Seg::Double(raw[s..].to_string()));
+                    return (segs, true);
                 }
-                segs.push(Seg::Double(body[s..j].to_string()));
+                segs.push(Seg::Double(raw[s..j].to_string()));
                 i = j + 1;
             }
             b'\'' => {
                 let s = i + 1;
-                match body[s..].find('\'') {
+                match raw[s..].find('\'') {
                     Some(k) => {
-                        segs.push(Seg::Single(body[s..s + k].to_string()));
+                        segs.push(Seg::Single(raw[s..s + k].to_string()));
                         i = s + k + 1;
                     }
                     None => {
-                        unterminated = true;
-                        segs.push(Seg::Single(body[s..].to_string()));
-                        i = b.len();
-                        break;
+                        segs.push(Seg::Single(raw[s..].to_string()));
+                        return (segs, true);
                     }
                 }
             }
-            b' ' | b'\t' | b';' | b'&' | b'|' | b'\r' => break,
             _ => {
                 let s = i;
-                while i < b.len()
-                    && !matches!(
-                        b[i],
-                        b'"' | b'\'' | b' ' | b'\t' | b';' | b'&' | b'|' | b'\r'
-                    )
-                {
-                    if b[i] == b'\\' {
-                        i += 1;
-                    }
-                    i += 1;
+                while i < b.len() && !matches!(b[i], b'"' | b'\'') {
+                    i += if b[i] == b'\\' { 2 } else { 1 };
                 }
-                let i2 = i.min(b.len());
-                segs.push(Seg::Bare(body[s..i2].to_string()));
-                i = i2;
+                let e = i.min(b.len());
+                segs.push(Seg::Bare(raw[s..e].to_string()));
+                i = e;
             }
         }
     }
-    Some(Assign {
-        line: idx,
-        name,
-        value: vs..i.min(b.len()),
-        segs,
-        unterminated,
-    })
+    (segs, false)
+}
+
+/// Every assignment in a file, and why an assignment of a watched variable cannot be followed.
+struct Analysis {
+    assigns: Vec<Assign>,
+    /// (0-based line, reason) for constructs that make the watched variables unknowable.
+    problems: Vec<(usize, String)>,
+}
+
+/// What `/bin/sh` does with the file (see [`super::sh_scan`]): the assignments and unsets that
+/// certainly run in the sourcing shell, and the constructs that may change a watched variable
+/// in a way an editor cannot follow (refused by [`check_file`]).
+fn analyze(content: &str) -> Analysis {
+    let scan = super::sh_scan::scan(content);
+    let line_starts: Vec<usize> = std::iter::once(0)
+        .chain(content.match_indices('\n').map(|(i, _)| i + 1))
+        .collect();
+    let line_of = |off: usize| line_starts.partition_point(|s| *s <= off) - 1;
+    let body_len = |l: usize| {
+        let end = line_starts.get(l + 1).map_or(content.len(), |s| s - 1);
+        let body = &content[line_starts[l]..end];
+        body.strip_suffix('\r').unwrap_or(body).len()
+    };
+    let mut out = Analysis {
+        assigns: Vec::new(),
+        problems: Vec::new(),
+    };
+    let mentions = content.contains(LINUX_VAR);
+    for (off, what) in &scan.unsupported {
+        if mentions {
+            out.problems
+                .push((line_of(*off), format!("{what} is not supported")));
+        }
+    }
+    for c in &scan.commands {
+        let text = |w: &super::sh_scan::Word| &content[w.start..w.end];
+        let line = line_of(c.words[0].start);
+        let lead = c
+            .words
+            .iter()
+            .take_while(|w| super::sh_scan::assignment_name(text(w)).is_some())
+            .count();
+        let cmd = c.words.get(lead).map(text);
+        let mut assign_words: Vec<&super::sh_scan::Word> = Vec::new();
+        match cmd {
+            None => assign_words.extend(&c.words),
+            Some(cmd) => {
+                for w in &c.words[..lead] {
+                    let n = super::sh_scan::assignment_name(text(w)).unwrap_or(0);
+                    if watched(&text(w)[..n]) {
+                        out.problems.push((
+                            line,
+                            format!(
+                                "`{}=... {cmd}` is a prefix assignment (sh keeps it only for special builtins such as `:`)",
+                                &text(w)[..n]
+                            ),
+                        ));
+                    }
+                }
+                let args = &c.words[lead + 1..];
+                match cmd {
+                    "export" if lead == 0 => assign_words.extend(
+                        args.iter()
+                            .filter(|w| super::sh_scan::assignment_name(text(w)).is_some()),
+                    ),
+                    "unset" => {
+                        let functions = args.iter().any(|w| text(w) == "-f");
+                        for w in args.iter().filter(|w| watched(text(w)) && !functions) {
+                            if c.conditional || c.subshell {
+                                out.problems.push((
+                                    line,
+                                    format!("`unset {}` may or may not run", text(w)),
+                                ));
+                            } else {
+                                out.assigns.push(Assign {
+                                    line: line_of(w.start),
+                                    ord: out.assigns.len(),
+                                    name: text(w).to_string(),
+                                    value: 0..0,
+                                    segs: Vec::new(),
+                                    unterminated: false,
+                                    unset: true,
+                                });
+                            }
+                        }
+                    }
+                    "." | "source" | "eval" => out
+                        .problems
+                        .push((line, format!("`{cmd}` runs shell code vgpuctl cannot see"))),
+                    "readonly" | "local" | "declare" | "typeset" | "read" | "getopts"
+                    | "printf" | "mapfile" | "readarray" | "let" | "export" => {
+                        for w in args {
+                            let t = text(w);
+                            let n = super::sh_scan::assignment_name(t).unwrap_or(t.len());
+                            if watched(&t[..n]) || t.split(['-', '=']).any(watched) {
+                                out.problems
+                                    .push((line, format!("`{cmd}` may change {}", &t[..n])));
+                            }
+                        }
+                    }
+                    _ => {}
+                }
+            }
+        }
+        for w in assign_words {
+            let t = text(w);
+            let n = super::sh_scan::assignment_name(t).unwrap_or(0);
+            let name = &t[..n];
+            let raw = &t[n + 1..];
+            if watched(name) {
+                if c.subshell {
+                    out.problems.push((
+                        line,
+                        format!("{name} is assigned in a subshell (pipeline, `&` or parentheses)"),
+                    ));
+                    continue;
+                }
+                if c.conditional {
+                    out.problems.push((
+                        line,
+                        format!(
+                            "{name} is assigned conditionally (after `&&`/`||`, inside if/case/a loop/braces/a function, or after `return`)"
+                        ),
+                    ));
+                    continue;
+                }
+                if raw.contains("$(") || raw.contains('`') {
+                    out.problems.push((
+                        line,
+                        format!("the value of {name} uses command substitution"),
+                    ));
+                    continue;
+                }
+                let plain_braces = raw.match_indices("${").all(|(i, _)| {
+                    raw[i + 2..]
+                        .find('}')
+                        .is_some_and(|k| k > 0 && raw[i + 2..i + 2 + k].bytes().all(is_name))
+                });
+                if !plain_braces {
+                    out.problems.push((
+                        line,
+                        format!(
+                            "the value of {name} uses a parameter expansion other than ${{NAME}}"
+                        ),
+                    ));
+                    continue;
+                }
+            } else if c.conditional || c.subshell {
+                continue;
+            }
+            let l = line_of(w.start);
+            let vs = w.start + n + 1 - line_starts[l];
+            let (segs, open) = segments(raw);
+            let multi_line = raw.contains('\n');
+            let ve = if multi_line {
+                body_len(l)
+            } else {
+                (w.end - line_starts[l]).min(body_len(l))
+            };
+            out.assigns.push(Assign {
+                line: l,
+                ord: out.assigns.len(),
+                name: name.to_string(),
+                value: vs.min(ve)..ve,
+                segs,
+                unterminated: open || multi_line,
+                unset: false,
+            });
+        }
+    }
+    out
+}
+
+/// Parse the first assignment on a line (tests and re-reads of one edited line).
+fn parse_assign(idx: usize, body: &str) -> Option<Assign> {
+    analyze(body)
+        .assigns
+        .into_iter()
+        .find(|a| !a.unset)
+        .map(|a| Assign { line: idx, ..a })
 }
 
 fn assignments(content: &str) -> Vec<Assign> {
-    lines(content)
-        .iter()
-        .enumerate()
-        .filter_map(|(i, (body, _))| parse_assign(i, body))
-        .collect()
+    analyze(content).assigns
+}
+
+/// Refuse a file in which the watched variables may change in ways the editor cannot follow:
+/// conditional or subshell assignments, prefix assignments, `eval`/`.`, `read VAR`, command
+/// substitution, here-documents. `name` is used in the error.
+pub fn check_file(name: &str, content: &str) -> Result<(), GrubEditError> {
+    match analyze(content).problems.into_iter().next() {
+        Some((line, reason)) => Err(GrubEditError::Unsupported {
+            file: name.to_string(),
+            line: line + 1,
+            reason,
+        }),
+        None => Ok(()),
+    }
 }
 
 /// Expand `$NAME` and `${NAME}` from `env`, and process backslashes the way `sh` does inside
@@ -284,6 +448,10 @@ fn run_env(files: &[(&str, &str)]) -> HashMap<String, String> {
     let mut env = HashMap::new();
     for i in sourcing_order(files) {
         for a in assignments(files[i].1) {
+            if a.unset {
+                env.remove(&a.name);
+                continue;
+            }
             if a.unterminated {
                 continue;
             }
@@ -506,6 +674,33 @@ fn append_assignment(content: &str, var: &str, args: &[&str]) -> String {
     out
 }
 
+/// [`append_assignment`], refused when the shell would not read the new line as an assignment
+/// of its own (the file ends inside a quote or with a line continuation).
+fn append_checked(
+    file: &str,
+    content: &str,
+    var: &str,
+    args: &[&str],
+) -> Result<String, GrubEditError> {
+    let out = append_assignment(content, var, args);
+    let last = lines(&out).len().saturating_sub(1);
+    let ok = analyze(&out)
+        .assigns
+        .last()
+        .is_some_and(|a| a.name == var && a.line == last && !a.unterminated && !a.unset)
+        && check_file(file, &out).is_ok();
+    if ok {
+        Ok(out)
+    } else {
+        Err(GrubEditError::Complex {
+            file: file.to_string(),
+            line: lines(content).len().max(1),
+            var: var.to_string(),
+            reason: "the file ends inside a quote or with a line continuation, so a line added at its end would not be an assignment".into(),
+        })
+    }
+}
+
 /// In one file (`name` is used in errors): make the last assignment of `var` contain `wanted` (see
 /// [`kargs::ensure_args`]), or append an assignment when the file has none. For a single file;
 /// use [`plan_cmdline_edit`] when drop-ins exist.
@@ -515,11 +710,18 @@ pub fn ensure_in_file(
     var: &str,
     wanted: &[&str],
 ) -> Result<String, GrubEditError> {
+    check_file(name, content)?;
     match assignments(content)
         .into_iter()
         .rev()
         .find(|a| a.name == var)
     {
+        Some(a) if a.unset => Err(GrubEditError::Unset {
+            file: name.to_string(),
+            line: a.line + 1,
+            var: var.to_string(),
+            wanted: wanted.join(" "),
+        }),
         Some(a) => {
             let once = edit_assign(name, content, &a, &Op::Ensure(wanted))?;
             // Refuse an edit that the next run would not take as done (quoting too tangled to
@@ -540,7 +742,7 @@ pub fn ensure_in_file(
             }
         }
         None if wanted.is_empty() => Ok(content.to_string()),
-        None => Ok(append_assignment(content, var, wanted)),
+        None => append_checked(name, content, var, wanted),
     }
 }
 
@@ -552,7 +754,10 @@ pub fn remove_in_file(
     remove: &[&str],
 ) -> Result<String, GrubEditError> {
     let mut out = content.to_string();
-    for a in assignments(content).into_iter().filter(|a| a.name == var) {
+    for a in assignments(content)
+        .into_iter()
+        .filter(|a| a.name == var && !a.unset)
+    {
         out = edit_assign(name, &out, &a, &Op::Remove(remove))?;
     }
     Ok(out)
@@ -607,7 +812,7 @@ fn chain(files: &[(&str, &str)], var: &str) -> Vec<(usize, Assign)> {
         .collect();
     let mut out = Vec::new();
     for item in all.into_iter().rev() {
-        let stop = item.1.unterminated || !self_refs(&item.1);
+        let stop = item.1.unset || item.1.unterminated || !self_refs(&item.1);
         out.push(item);
         if stop {
             break;
@@ -626,6 +831,9 @@ fn plan_with(
     wanted: &[&str],
     effective: &Effective<'_>,
 ) -> Result<Vec<FileEdit>, GrubEditError> {
+    for i in sourcing_order(files) {
+        check_file(files[i].0, files[i].1)?;
+    }
     if files.is_empty() || kargs::has_args(&effective(files), wanted) {
         return Ok(Vec::new());
     }
@@ -645,10 +853,10 @@ fn plan_with(
     // Replace conflicts in every contributing assignment. Each edit changes one line in place,
     // so the line numbers of the other assignments stay valid; re-parse each line before use.
     for var in replace_vars {
-        for (fi, a) in chain(files, var) {
+        for (fi, a) in chain(files, var).into_iter().filter(|(_, a)| !a.unset) {
             let fresh = assignments(&contents[fi])
                 .into_iter()
-                .find(|b| b.line == a.line)
+                .find(|b| b.ord == a.ord)
                 .expect("edited line is still an assignment");
             contents[fi] = edit_assign(files[fi].0, &contents[fi], &fresh, &Op::Replace(wanted))?;
         }
@@ -665,14 +873,23 @@ fn plan_with(
         let refs: Vec<(&str, &str)> = v.iter().map(|(n, c)| (n.as_str(), c.as_str())).collect();
         // The first target variable that is assigned somewhere gets the missing arguments;
         // when none is, the first one is added to the main file.
-        match target_vars
+        // A variable whose last word is an `unset` cannot carry them (the unset is someone's
+        // decision, and its file may not be ours): the next variable is tried, then refused.
+        let heads: Vec<Option<(usize, Assign)>> = target_vars
             .iter()
-            .find_map(|v| chain(&refs, v).into_iter().next())
-        {
-            Some((fi, a)) => {
-                contents[fi] = edit_assign(files[fi].0, &contents[fi], &a, &Op::Ensure(&missing))?;
-            }
-            None => contents[0] = append_assignment(&contents[0], target_vars[0], &missing),
+            .map(|v| chain(&refs, v).into_iter().next())
+            .collect();
+        if let Some((fi, a)) = heads.iter().flatten().find(|(_, a)| !a.unset) {
+            contents[*fi] = edit_assign(files[*fi].0, &contents[*fi], a, &Op::Ensure(&missing))?;
+        } else if let Some(k) = heads.iter().position(Option::is_none) {
+            contents[0] = append_checked(files[0].0, &contents[0], target_vars[k], &missing)?;
+        } else if let Some((fi, a)) = heads.into_iter().flatten().next() {
+            return Err(GrubEditError::Unset {
+                file: files[fi].0.to_string(),
+                line: a.line + 1,
+                var: target_vars.join(" and "),
+                wanted: missing.join(" "),
+            });
         }
     }
     let after = eval_now(&contents);
@@ -718,6 +935,48 @@ fn other_args(line: &str, wanted: &[&str]) -> Vec<String> {
         .collect()
 }
 
+/// Judge an edit by what `/bin/sh` printed for `(GRUB_CMDLINE_LINUX, GRUB_CMDLINE_LINUX_DEFAULT)`
+/// before and after it: every other argument of the boot entry survives, in order, and each
+/// wanted argument is there exactly once (no other value of its parameter). `Err` says what is
+/// wrong.
+pub fn judge_sourced(
+    before: &(String, String),
+    after: &(String, String),
+    wanted: &[&str],
+) -> Result<(), String> {
+    let line = |v: &(String, String)| format!("{} {}", v.0, v.1).replace('\u{b}', " ");
+    let (b, a) = (line(before), line(after));
+    if other_args(&b, wanted) != other_args(&a, wanted) {
+        return Err(format!(
+            "the other kernel arguments would change: `{}` would become `{}`",
+            b.trim(),
+            a.trim()
+        ));
+    }
+    let norm = |k: &str| k.replace('-', "_");
+    let toks = kargs::tokens(&a);
+    for w in wanted {
+        let key = norm(w.split('=').next().unwrap_or(w));
+        let same: Vec<&str> = toks
+            .iter()
+            .filter(|t| norm(t.key()) == key)
+            .map(|t| t.text)
+            .collect();
+        if same != [*w] {
+            return Err(format!(
+                "the kernel would get {} for {w} (`{}`)",
+                if same.is_empty() {
+                    "nothing".to_string()
+                } else {
+                    same.join(" ")
+                },
+                a.trim()
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// For uninstall: remove `remove` from every assignment of `var` in every file.
 pub fn plan_cmdline_removal(
     files: &[(&str, &str)],
@@ -727,7 +986,10 @@ pub fn plan_cmdline_removal(
     let mut out = Vec::new();
     for (name, content) in files {
         let mut after = content.to_string();
-        for a in assignments(content).into_iter().filter(|a| a.name == var) {
+        for a in assignments(content)
+            .into_iter()
+            .filter(|a| a.name == var && !a.unset)
+        {
             after = edit_assign(name, &after, &a, &Op::Remove(remove))?;
         }
         if after != *content {
@@ -1435,6 +1697,90 @@ GRUB_TERMINAL=console
                             .collect()
                     };
                     assert_eq!(keep(&e.before), keep(&e.after));
+                }
+            }
+        }
+    }
+    /// Issue 12 item 11: shapes the shell executes that a line-start parser did not see. Each
+    /// is edited so that `/bin/sh`, sourcing the files like grub-mkconfig, gives every other
+    /// argument unchanged and the IOMMU arguments exactly once, or refused naming file and line.
+    #[test]
+    fn every_shape_is_edited_as_sh_sees_it_or_refused() {
+        use crate::setup::grub_shell;
+        let d = "/etc/default/grub.d/60-x.cfg";
+        // (main, drop-in, edited: true / refused: false)
+        let shapes: &[(&str, Option<&str>, bool)] = &[
+            ("GRUB_TIMEOUT=5; GRUB_CMDLINE_LINUX_DEFAULT=\"quiet splash nomodeset\"\n", None, true),
+            ("GRUB_TIMEOUT=5 GRUB_CMDLINE_LINUX_DEFAULT=\"quiet splash nomodeset\"\n", None, true),
+            ("export A=1 GRUB_CMDLINE_LINUX_DEFAULT='quiet splash nomodeset' # c\n", None, true),
+            ("GRUB_CMDLINE_LINUX_DEFAULT=\"quiet\"; GRUB_CMDLINE_LINUX_DEFAULT=\"$GRUB_CMDLINE_LINUX_DEFAULT splash nomodeset\"\n", None, true),
+            ("GRUB_CMDLINE_LINUX_DEFAULT=\"quiet splash nomodeset\" && GRUB_TIMEOUT=1\n", None, true),
+            ("GRUB_CMDLINE_LINUX_DEFAULT=\"quiet splash nomodeset\"\nGRUB_DISTRIBUTOR=`lsb_release -i -s 2> /dev/null || echo Debian`\n", None, true),
+            ("GRUB_CMDLINE_LINUX_DEFAULT=\"quiet splash nomodeset\"\n", Some("unset GRUB_CMDLINE_LINUX_DEFAULT\n"), true),
+            ("GRUB_CMDLINE_LINUX_DEFAULT=\"quiet splash nomodeset\"\nGRUB_CMDLINE_LINUX=\"\"\n", Some("unset GRUB_CMDLINE_LINUX_DEFAULT GRUB_CMDLINE_LINUX\n"), false),
+            ("GRUB_CMDLINE_LINUX_DEFAULT=\"quiet\"\n[ -e /etc/x ] && GRUB_CMDLINE_LINUX_DEFAULT=\"quiet splash nomodeset\"\n", None, false),
+            ("[ -e /nonexistent ] || GRUB_CMDLINE_LINUX_DEFAULT=\"quiet splash nomodeset\"\n", None, false),
+            ("GRUB_CMDLINE_LINUX_DEFAULT=\"quiet splash nomodeset\" true\n", None, false),
+            ("GRUB_CMDLINE_LINUX_DEFAULT=\"quiet splash nomodeset\" :\n", None, false),
+            ("if true; then GRUB_CMDLINE_LINUX_DEFAULT=\"quiet splash nomodeset\"; fi\n", None, false),
+            ("GRUB_CMDLINE_LINUX_DEFAULT=\"quiet\" | cat\n", None, false),
+            ("f() { GRUB_CMDLINE_LINUX_DEFAULT=\"x\"; }\nGRUB_CMDLINE_LINUX_DEFAULT=\"quiet\"\nf\n", None, false),
+            ("GRUB_CMDLINE_LINUX_DEFAULT=\"quiet\"\n", Some("return 0\nGRUB_CMDLINE_LINUX_DEFAULT=\"x\"\n"), false),
+            ("GRUB_CMDLINE_LINUX_DEFAULT=\"$(echo quiet)\"\n", None, false),
+            ("eval 'GRUB_CMDLINE_LINUX_DEFAULT=quiet'\n", None, false),
+            ("read GRUB_CMDLINE_LINUX_DEFAULT < /dev/null\n", None, false),
+            ("GRUB_CMDLINE_LINUX_DEFAULT=\"${X:-quiet splash}\"\n", None, false),
+        ];
+        let has_sh = std::path::Path::new("/bin/sh").exists();
+        for (main, drop, edited) in shapes {
+            let mut files = vec![("/etc/default/grub", *main)];
+            if let Some(dr) = drop {
+                files.push((d, dr));
+            }
+            match plan_kernel_args(&files, W) {
+                Ok(plan) => {
+                    assert!(edited, "{main:?} {drop:?} was edited: {plan:?}");
+                    assert!(!plan.is_empty(), "{main:?}");
+                    let after = applied(&files, &plan);
+                    assert_eq!(plan_kernel_args(&after, W), Ok(vec![]), "{main:?}");
+                    if has_sh {
+                        let sh = |f: &[(&str, &str)]| {
+                            let b: Vec<(&str, &[u8])> =
+                                f.iter().map(|(n, c)| (*n, c.as_bytes())).collect();
+                            grub_shell::source(&b, &|c| {
+                                let o = std::process::Command::new(&c.program)
+                                    .args(&c.args)
+                                    .output()?;
+                                Ok(crate::host::RunOutput {
+                                    status: o.status.code().unwrap_or(-1),
+                                    stdout: String::from_utf8_lossy(&o.stdout).into_owned(),
+                                    stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
+                                })
+                            })
+                            .unwrap()
+                        };
+                        let (b, a) = (sh(&files), sh(&after));
+                        assert_eq!(
+                            judge_sourced(&b, &a, W),
+                            Ok(()),
+                            "{main:?} {drop:?} -> {after:?}"
+                        );
+                        if drop.is_none() {
+                            assert!(format!("{} {}", b.0, b.1).contains("nomodeset"), "{main:?}");
+                        }
+                    }
+                }
+                Err(e) => {
+                    assert!(!edited, "{main:?} {drop:?} refused: {e}");
+                    let msg = e.to_string();
+                    assert!(msg.starts_with("/etc/default/grub"), "{msg}");
+                    assert!(
+                        matches!(
+                            e,
+                            GrubEditError::Unsupported { .. } | GrubEditError::Unset { .. }
+                        ),
+                        "{msg}"
+                    );
                 }
             }
         }

@@ -1,7 +1,10 @@
 //! Kernel command lines kept outside GRUB's defaults:
 //! - `/etc/kernel/cmdline`: systemd-boot hosts and Proxmox VE with a ZFS root
-//!   (`proxmox-boot-tool refresh` or `kernel-install` copy it into the boot entries). One line;
-//!   `kernel-install` joins all lines, so a newline inside is just whitespace.
+//!   (`proxmox-boot-tool refresh` or `kernel-install` copy it into the boot entries).
+//!   `kernel-install` joins all lines, so a newline inside is just whitespace; but
+//!   `proxmox-boot-tool` reads only the first line (`CMDLINE=$(get_first_line
+//!   /etc/kernel/cmdline)` in proxmox-kernel-helper's zz-proxmox-boot, `get_first_line` being a
+//!   single `read -r`), so on Proxmox the first line is the command line.
 //! - Boot Loader Specification entries `/boot/loader/entries/*.conf` (RHEL-family, Fedora):
 //!   `options` lines, all of which are concatenated into the command line. On RHEL 8 they may
 //!   say `options $kernelopts`, which GRUB expands from `grubenv`: there only `grubby` edits the
@@ -30,6 +33,33 @@ pub fn ensure_kernel_cmdline(content: &str, wanted: &[&str]) -> String {
         return format!("{}\n", wanted.join(" "));
     }
     kargs::ensure_args(content, wanted)
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("/etc/kernel/cmdline: line 1 is empty but line {line} has arguments; proxmox-boot-tool reads only the first line, so join them into one line and run again")]
+pub struct FirstLineEmpty {
+    pub line: usize,
+}
+
+/// The command line proxmox-boot-tool takes from `/etc/kernel/cmdline`: its first line.
+pub fn proxmox_cmdline(content: &str) -> &str {
+    let first = content.split('\n').next().unwrap_or("");
+    first.strip_suffix('\r').unwrap_or(first)
+}
+
+/// `/etc/kernel/cmdline` for proxmox-boot-tool with `wanted` ensured on the first line, the
+/// only one it reads; later lines are kept as they are. A file whose first line is empty while a
+/// later one is not is refused (the tool would boot without `root=`).
+pub fn ensure_proxmox_cmdline(content: &str, wanted: &[&str]) -> Result<String, FirstLineEmpty> {
+    let first = proxmox_cmdline(content);
+    if first.trim().is_empty() {
+        if let Some(n) = content.lines().position(|l| !l.trim().is_empty()) {
+            return Err(FirstLineEmpty { line: n + 1 });
+        }
+        return Ok(ensure_kernel_cmdline(content, wanted));
+    }
+    let rest = &content[first.len()..];
+    Ok(format!("{}{rest}", kargs::ensure_args(first, wanted)))
 }
 
 /// `/etc/kernel/cmdline` without `remove` (see [`kargs::remove_args`]).
@@ -220,6 +250,31 @@ grub_class rocky
         assert_eq!(
             ensure_kernel_cmdline("root=ZFS=rpool/ROOT/pve-1 boot=zfs iommu=soft\n", W),
             "root=ZFS=rpool/ROOT/pve-1 boot=zfs iommu=pt intel_iommu=on\n"
+        );
+    }
+
+    /// Issue 12 item 12: on Proxmox only the first line counts; the arguments go there.
+    #[test]
+    fn proxmox_reads_and_gets_the_first_line() {
+        let multi = "root=ZFS=rpool/ROOT/pve-1 boot=zfs\nquiet iommu=soft\n";
+        let out = ensure_proxmox_cmdline(multi, W).unwrap();
+        assert_eq!(
+            out,
+            "root=ZFS=rpool/ROOT/pve-1 boot=zfs intel_iommu=on iommu=pt\nquiet iommu=soft\n"
+        );
+        assert!(kargs::has_args(proxmox_cmdline(&out), W));
+        assert_eq!(ensure_proxmox_cmdline(&out, W).unwrap(), out);
+        assert_eq!(
+            ensure_proxmox_cmdline(PVE, W).unwrap(),
+            ensure_kernel_cmdline(PVE, W)
+        );
+        assert_eq!(
+            ensure_proxmox_cmdline("", W).unwrap(),
+            "intel_iommu=on iommu=pt\n"
+        );
+        assert_eq!(
+            ensure_proxmox_cmdline("\nroot=ZFS=rpool/ROOT/pve-1\n", W),
+            Err(FirstLineEmpty { line: 2 })
         );
     }
 

@@ -5,6 +5,8 @@ pub mod grub_default;
 pub mod hostconf;
 pub mod kargs;
 pub mod kernel_cmdline_file;
+pub mod raw_text;
+pub mod sh_scan;
 pub mod yaml_check;
 
 /// Robustness over generated inputs: no editor panics, and each keeps its invariant (applying

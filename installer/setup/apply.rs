@@ -40,6 +40,19 @@ pub fn apply(ctx: &Ctx, step: &Step) -> Result<String> {
             )?;
             Ok(format!("wrote {path}"))
         }
+        Action::WriteBytes {
+            path, after, mode, ..
+        } => {
+            host.write_file(
+                path,
+                after,
+                WriteOpts {
+                    mode: *mode,
+                    backup: true,
+                },
+            )?;
+            Ok(format!("wrote {path}"))
+        }
         Action::Run(cmd) => {
             let out = host.run(cmd)?;
             if !out.success() {

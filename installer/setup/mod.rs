@@ -1,6 +1,7 @@
 //! `vgpuctl setup`: observe -> plan -> show -> apply -> record, across the reboot it needs.
 
 pub mod apply;
+pub mod grub_shell;
 pub mod lock;
 pub mod plan;
 pub mod planner;

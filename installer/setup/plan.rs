@@ -14,6 +14,14 @@ pub enum Action {
         after: String,
         mode: u32,
     },
+    /// Write a whole file kept byte for byte (a boot configuration file that may hold bytes that
+    /// are not UTF-8; the diff shows them as U+FFFD).
+    WriteBytes {
+        path: String,
+        before: Vec<u8>,
+        after: Vec<u8>,
+        mode: u32,
+    },
     Run(Cmd),
     /// Write a sysfs attribute.
     WriteAttr {
@@ -101,6 +109,14 @@ impl fmt::Display for Action {
                 let what = if before.is_some() { "edit" } else { "create" };
                 writeln!(f, "{what} {path} (mode {mode:o}):")?;
                 for line in diff(path, before.as_deref(), after).lines() {
+                    writeln!(f, "      {line}")?;
+                }
+                Ok(())
+            }
+            Action::WriteBytes { path, before, after, mode } => {
+                writeln!(f, "edit {path} (mode {mode:o}):")?;
+                let (b, a) = (String::from_utf8_lossy(before), String::from_utf8_lossy(after));
+                for line in diff(path, Some(&b), &a).lines() {
                     writeln!(f, "      {line}")?;
                 }
                 Ok(())

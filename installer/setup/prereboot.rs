@@ -1,13 +1,14 @@
 //! Steps before the reboot: IOMMU on the kernel command line (for the host's boot loader),
 //! nouveau, vfio-pci, the driver. Also: why a reboot is (still) needed, judged from the facts.
 
-use crate::edit::{grub_default, kargs, kernel_cmdline_file};
+use crate::edit::{grub_default, kargs, kernel_cmdline_file, raw_text};
 use crate::exit::Failure;
 use crate::facts::{BootLoader, CpuVendor, HostFacts};
 use crate::host::{Cmd, Host};
 use crate::profile::{IommuPolicy, Profile};
 use crate::vgpu::select;
 
+use super::grub_shell;
 use super::plan::{Action, Plan};
 
 pub const NOUVEAU_CONF: &str = "/etc/modprobe.d/vgpuctl-blacklist-nouveau.conf";
@@ -25,12 +26,89 @@ fn read(host: &Host, rel: &str) -> Option<String> {
     host.read(rel).ok()
 }
 
-/// The files GRUB's defaults come from, main file first, as (path, content).
-fn grub_files(host: &Host, dropins: &[String]) -> Vec<(String, String)> {
-    std::iter::once("/etc/default/grub".to_string())
+/// How to get past a boot configuration vgpuctl will not edit.
+fn by_hand(args: &str) -> String {
+    format!(
+        "or add `{args}` to the kernel command line yourself, reboot, and set iommu = \"skip\" in \
+         the profile's [host]. Nothing was changed."
+    )
+}
+
+/// The files GRUB's defaults come from, main file first, as (path, text kept byte for byte, see
+/// [`raw_text`]). A file update-grub sources that cannot be read as a file (a directory, no
+/// permission) is refused: skipping it would leave the edit unmade and cost a reboot.
+fn grub_files(
+    host: &Host,
+    dropins: &[String],
+    args: &str,
+) -> Result<Vec<(String, String)>, Failure> {
+    let mut out = Vec::new();
+    for (i, p) in std::iter::once("/etc/default/grub".to_string())
         .chain(dropins.iter().cloned())
-        .filter_map(|p| read(host, &p).map(|c| (p, c)))
-        .collect()
+        .enumerate()
+    {
+        let sourced = i == 0 || p.ends_with(".cfg");
+        match host.read_bytes(&p) {
+            Ok(bytes) => match raw_text::decode(&bytes) {
+                Ok(text) => out.push((p, text)),
+                Err(off) => {
+                    return Err(Failure::usage(format!(
+                        "{p}: byte {off} is a character vgpuctl uses internally to keep non-UTF-8 bytes; \
+                         edit the file by hand, {}",
+                        by_hand(args)
+                    )))
+                }
+            },
+            Err(e) if !sourced || (i > 0 && e.kind() == std::io::ErrorKind::NotFound) => {}
+            Err(e) => {
+                return Err(Failure::usage(format!(
+                    "{p}: cannot be read as a file ({e}); update-grub sources it, so fix it first, {}",
+                    by_hand(args)
+                )))
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// On the running system, judge the planned GRUB edit by sourcing the files with `/bin/sh`, as
+/// update-grub will (see [`grub_shell`]); refused when the shell disagrees with the editor.
+fn check_with_sh(
+    host: &Host,
+    files: &[(String, String)],
+    edits: &[grub_default::FileEdit],
+    wanted: &[&str],
+    args: &str,
+) -> Result<(), Failure> {
+    let bytes = |after: bool| -> Vec<(String, Vec<u8>)> {
+        files
+            .iter()
+            .filter(|(p, _)| p == "/etc/default/grub" || p.ends_with(".cfg"))
+            .map(|(p, c)| {
+                let text = edits
+                    .iter()
+                    .find(|e| after && e.name == *p)
+                    .map_or(c.as_str(), |e| e.after.as_str());
+                (p.clone(), raw_text::encode(text))
+            })
+            .collect()
+    };
+    let run = |after: bool| {
+        let b = bytes(after);
+        let refs: Vec<(&str, &[u8])> = b.iter().map(|(p, c)| (p.as_str(), c.as_slice())).collect();
+        grub_shell::source(&refs, &|c| host.run(c))
+    };
+    let verdict = match (run(false), run(true)) {
+        (Ok(before), Ok(after)) => grub_default::judge_sourced(&before, &after, wanted),
+        (Err(e), _) | (_, Err(e)) => Err(e.to_string()),
+    };
+    verdict.map_err(|why| {
+        Failure::usage(format!(
+            "the planned edit of the GRUB defaults does not hold when /bin/sh sources the files: {why}; \
+             edit them by hand, {}",
+            by_hand(args)
+        ))
+    })
 }
 
 /// Does a generated grub.cfg give every `linux` line the arguments? (None: no grub.cfg.)
@@ -68,13 +146,21 @@ fn iommu_steps(
     let booted_ok = kargs::has_args(&f.cmdline, wanted);
     match &f.boot {
         BootLoader::DebianGrub { dropins } => {
-            let files = grub_files(host, dropins);
+            let files = grub_files(host, dropins, &args)?;
             let view: Vec<(&str, &str)> = files
                 .iter()
                 .map(|(p, c)| (p.as_str(), c.as_str()))
                 .collect();
-            let edits = grub_default::plan_kernel_args(&view, wanted)
-                .map_err(|e| Failure::failed(format!("cannot edit the GRUB defaults: {e}")))?;
+            let edits = grub_default::plan_kernel_args(&view, wanted).map_err(|e| {
+                Failure::usage(format!(
+                    "cannot edit the GRUB defaults: {e}, {}",
+                    by_hand(&args)
+                ))
+            })?;
+            // Never a shell for a test or simulated root: their files are not this system's.
+            if !edits.is_empty() && host.is_system_root() && !host.is_simulated() {
+                check_with_sh(host, &files, &edits, wanted, &args)?;
+            }
             let regen_pending = !edits.is_empty()
                 || (!booted_ok && grub_cfg_has(host, wanted) == Some(false))
                 || (!booted_ok
@@ -84,10 +170,10 @@ fn iommu_steps(
                 plan.push(
                     format!("iommu:{}", e.name),
                     format!("Add {args} to the GRUB kernel command line"),
-                    Action::WriteFile {
+                    Action::WriteBytes {
                         path: e.name,
-                        before: Some(e.before),
-                        after: e.after,
+                        before: raw_text::encode(&e.before),
+                        after: raw_text::encode(&e.after),
                         mode: 0o644,
                     },
                 );
@@ -119,17 +205,37 @@ fn iommu_steps(
             }
         }
         BootLoader::KernelCmdline { proxmox } => {
-            let before = read(host, "etc/kernel/cmdline").unwrap_or_default();
-            let after = kernel_cmdline_file::ensure_kernel_cmdline(&before, wanted);
+            let before = match host.read_bytes("etc/kernel/cmdline") {
+                Ok(b) => raw_text::decode(&b).map_err(|off| {
+                    Failure::usage(format!(
+                        "/etc/kernel/cmdline: byte {off} is a character vgpuctl uses internally; {}",
+                        by_hand(&args)
+                    ))
+                })?,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
+                Err(e) => {
+                    return Err(Failure::usage(format!(
+                        "/etc/kernel/cmdline: cannot be read as a file ({e}), {}",
+                        by_hand(&args)
+                    )))
+                }
+            };
+            // proxmox-boot-tool reads the first line only; kernel-install joins every line.
+            let after = if *proxmox {
+                kernel_cmdline_file::ensure_proxmox_cmdline(&before, wanted)
+                    .map_err(|e| Failure::usage(format!("{e}, {}", by_hand(&args))))?
+            } else {
+                kernel_cmdline_file::ensure_kernel_cmdline(&before, wanted)
+            };
             let changed = after != before;
             if changed {
                 plan.push(
                     "iommu:kernel-cmdline",
                     format!("Add {args} to /etc/kernel/cmdline"),
-                    Action::WriteFile {
+                    Action::WriteBytes {
                         path: "/etc/kernel/cmdline".into(),
-                        before: Some(before),
-                        after,
+                        before: raw_text::encode(&before),
+                        after: raw_text::encode(&after),
                         mode: 0o644,
                     },
                 );

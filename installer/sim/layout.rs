@@ -419,7 +419,9 @@ fn debian_grub_defaults(m: &Model, default: &str, linux: &str) -> String {
 /// The GRUB defaults after sourcing `/etc/default/grub` then `grub.d/*.cfg` in order.
 pub fn grub_vars(root: &Path) -> BTreeMap<String, String> {
     let mut vars = BTreeMap::new();
-    if let Ok(t) = std::fs::read_to_string(root.join("etc/default/grub")) {
+    // sh reads bytes: a non-UTF-8 byte in a comment does not stop it from sourcing the file.
+    let read = |p: &Path| std::fs::read(p).map(|b| String::from_utf8_lossy(&b).into_owned());
+    if let Ok(t) = read(&root.join("etc/default/grub")) {
         bootcfg::source_assignments(&t, &mut vars);
     }
     let mut dropins: Vec<_> = std::fs::read_dir(root.join("etc/default/grub.d"))
@@ -428,7 +430,7 @@ pub fn grub_vars(root: &Path) -> BTreeMap<String, String> {
     dropins.sort();
     for p in dropins {
         if p.extension().is_some_and(|e| e == "cfg") {
-            if let Ok(t) = std::fs::read_to_string(&p) {
+            if let Ok(t) = read(&p) {
                 bootcfg::source_assignments(&t, &mut vars);
             }
         }
@@ -453,7 +455,13 @@ fn esp_entry_rel(m: &Model) -> String {
 /// `proxmox-boot-tool refresh`: copy /etc/kernel/cmdline into the ESP's loader entry. The ESP
 /// is not mounted on a running Proxmox host, so the simulator keeps it in its own directory.
 pub fn proxmox_refresh(root: &Path, m: &Model) -> Result<()> {
-    let cmdline = std::fs::read_to_string(root.join("etc/kernel/cmdline")).unwrap_or_default();
+    // Only the first line, as proxmox-kernel-helper's `get_first_line` reads it.
+    let cmdline = std::fs::read(root.join("etc/kernel/cmdline"))
+        .map(|b| {
+            let t = String::from_utf8_lossy(&b).into_owned();
+            t.split('\n').next().unwrap_or("").to_string()
+        })
+        .unwrap_or_default();
     let k = m.os.kver;
     put(
         root,
