@@ -59,6 +59,10 @@ fn every_bad_input_is_rejected_with_the_root_unchanged() {
         if r.code != 2 {
             wrong.push(format!("exit {} (want 2)", r.code));
         }
+        // Every error names the profile's file, the host-dependent ones too (issue 12, item 9).
+        if !r.stderr.contains(c.file.as_str()) {
+            wrong.push(format!("stderr does not name the file {}", c.file));
+        }
         for e in &c.expect {
             if !r.stderr.contains(e.as_str()) {
                 wrong.push(format!("stderr lacks {e:?}"));
