@@ -132,14 +132,85 @@ struct Ctx<'a> {
     errors: Vec<ProfileError>,
 }
 
+/// Where `path` is written: the field itself, or its closest ancestor that is in the file
+/// (down to `shallowest` segments; 0 allows the whole document).
+fn locate(
+    doc: Option<&Spanned<DeTable>>,
+    text: &str,
+    path: &[Seg],
+    shallowest: usize,
+) -> (usize, usize) {
+    doc.and_then(|d| {
+        (shallowest.min(path.len())..=path.len())
+            .rev()
+            .find_map(|n| span_of(d, &path[..n]))
+    })
+    .map_or((0, 0), |s| line_col(text, s.start))
+}
+
+/// `gpus[1].uuids[0]` -> its segments (the inverse of `path_string`).
+fn parse_path(field: &str) -> Vec<Seg> {
+    let mut out = Vec::new();
+    for part in field.split('.').filter(|p| !p.is_empty()) {
+        let mut rest = part;
+        if let Some(i) = rest.find('[') {
+            out.push(Seg::Key(rest[..i].to_string()));
+            rest = &rest[i..];
+            while let Some(r) = rest.strip_prefix('[') {
+                let Some((n, tail)) = r.split_once(']') else {
+                    break;
+                };
+                if let Ok(n) = n.parse() {
+                    out.push(Seg::Index(n));
+                }
+                rest = tail;
+            }
+        } else {
+            out.push(Seg::Key(rest.to_string()));
+        }
+    }
+    out
+}
+
+/// A loaded profile's file name and text, kept so that the checks made later against the host
+/// (the planner's, the driver's, CloudPods') report `file:line:col: field: reason` like the
+/// loader does.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Located {
+    pub file: String,
+    /// None when the profile has no file (the wizard's answers): errors name no line.
+    pub text: Option<String>,
+}
+
+impl Located {
+    pub fn new(file: impl Into<String>, text: impl Into<String>) -> Located {
+        Located {
+            file: file.into(),
+            text: Some(text.into()),
+        }
+    }
+
+    /// An error at `field` (`gpus[1].count`, `driver.url`, ...), located in the file.
+    pub fn error(&self, field: &str, reason: impl Into<String>) -> ProfileError {
+        let path = parse_path(field);
+        let (line, col) = match &self.text {
+            // A section the file does not have gets no line (not the file's first).
+            Some(t) => locate(DeTable::parse(t).ok().as_ref(), t, &path, 1),
+            None => (0, 0),
+        };
+        ProfileError {
+            file: self.file.clone(),
+            line,
+            col,
+            field: field.to_string(),
+            reason: reason.into(),
+        }
+    }
+}
+
 impl Ctx<'_> {
     fn err(&mut self, path: &[Seg], reason: impl Into<String>) {
-        // Point at the field itself, or at its closest ancestor that is written in the file.
-        let (line, col) = self
-            .doc
-            .as_ref()
-            .and_then(|d| (0..=path.len()).rev().find_map(|n| span_of(d, &path[..n])))
-            .map_or((0, 0), |s| line_col(self.text, s.start));
+        let (line, col) = locate(self.doc.as_ref(), self.text, path, 0);
         self.errors.push(ProfileError {
             file: self.file.to_string(),
             line,
@@ -191,6 +262,12 @@ pub fn is_plausible_vgpu_type(t: &str) -> bool {
         && !model.contains("  ");
     series_ok && model_ok
 }
+
+/// Why fixed UUIDs need a `select` that names one GPU: a UUID names one device, so the same list
+/// cannot go to several GPUs (every GPU after the first would fail with "File exists").
+pub const UUIDS_ONE_GPU: &str = "fixed UUIDs name the vGPUs of one GPU, but this entry selects \
+     several GPUs: select one GPU by its PCI address (one [[gpus]] entry per GPU, each with its own \
+     UUIDs), or drop uuids";
 
 /// A `select` value: "all", a PCI address, or a GPU model such as `A40`, `L40S`, `RTX 6000 Ada`.
 pub fn check_select(s: &str) -> Result<(), String> {
@@ -343,12 +420,15 @@ fn check_gpu(cx: &mut Ctx, i: usize, g: &GpuRequest, seen: &mut Vec<(String, Str
     if g.count < 1 || g.count > MAX_COUNT {
         cx.err(&at("count"), format!("must be between 1 and {MAX_COUNT}"));
     }
-    let single_gpu = PciAddr::parse(&g.select).is_ok();
-    if single_gpu && g.uuids.len() > g.count as usize {
+    // Fixed UUIDs name vGPUs of one GPU: never more of them than vGPUs (whichever `select`).
+    if g.uuids.len() > g.count as usize {
         cx.err(
             &at("uuids"),
             format!("has {} UUIDs for count = {}", g.uuids.len(), g.count),
         );
+    }
+    if g.select.eq_ignore_ascii_case("all") && !g.uuids.is_empty() {
+        cx.err(&at("uuids"), UUIDS_ONE_GPU);
     }
     for (j, u) in g.uuids.iter().enumerate() {
         let p = vec![key("gpus"), Seg::Index(i), key("uuids"), Seg::Index(j)];
@@ -486,11 +566,41 @@ pub fn check(text: &str, file: &str) -> Result<Profile, Vec<ProfileError>> {
         check_cloudpods(&mut cx, c);
     }
     if cx.errors.is_empty() {
-        Ok(profile)
+        Ok(normalize(profile))
     } else {
         cx.errors.sort_by_key(|e| (e.line == 0, e.line, e.col));
         Err(cx.errors)
     }
+}
+
+/// The forms the kernel uses, so that every later comparison with sysfs names holds: UUIDs in
+/// lowercase (the kernel names mdev devices that way), PCI addresses in full lowercase form
+/// (`e8:00.0` -> `0000:e8:00.0`). Runs on valid profiles only, so every address parses.
+fn normalize(mut p: Profile) -> Profile {
+    let addr = |s: &mut String| {
+        if let Ok(a) = PciAddr::parse(s) {
+            *s = a.to_string();
+        }
+    };
+    for g in &mut p.gpus {
+        if g.select.contains([':', '.']) {
+            addr(&mut g.select);
+        }
+        for u in &mut g.uuids {
+            u.make_ascii_lowercase();
+        }
+    }
+    for s in &mut p.sriov {
+        addr(s);
+    }
+    for v in &mut p.vgpus {
+        v.uuid.make_ascii_lowercase();
+        addr(&mut v.parent);
+        if let Some(g) = &mut v.gpu {
+            addr(g);
+        }
+    }
+    p
 }
 
 impl Profile {
@@ -680,19 +790,21 @@ uuids = []
     fn uuids_valid_unique_and_bounded() {
         let u1 = "2f82ee72-3ac5-4615-9c0b-327c12e8c83d";
         let u2 = "242e5ea7-90e2-4d6e-afeb-a0b9a656c108";
-        let t = A40.replace("uuids = []", &format!("uuids = [\"{u1}\", \"nope\"]"));
+        // Fixed UUIDs go with one GPU (issue 12, item 6).
+        let one_gpu = A40.replace("select = \"all\"", "select = \"0000:e8:00.0\"");
+        let t = one_gpu.replace("uuids = []", &format!("uuids = [\"{u1}\", \"nope\"]"));
         let e = &errs(&t)[0];
         assert_eq!(e.field, "gpus[0].uuids[1]");
         assert_eq!((e.line, e.col), (14, 50));
         // Duplicate inside one entry and across entries (case-insensitive).
-        let t = A40.replace(
+        let t = one_gpu.replace(
             "uuids = []",
             &format!("uuids = [\"{u1}\", \"{}\"]", u1.to_uppercase()),
         );
         assert!(one(&t).contains("gpus[0].uuids[1]: 2F82EE72"));
         let t = format!(
             "{}\n[[gpus]]\nselect = \"0000:67:00.0\"\nvgpu_type = \"A40-24Q\"\ncount = 1\nuuids = [\"{u1}\"]\n",
-            A40.replace("uuids = []", &format!("uuids = [\"{u1}\"]"))
+            one_gpu.replace("uuids = []", &format!("uuids = [\"{u1}\"]"))
         );
         let e = one(&t);
         assert!(
@@ -704,6 +816,66 @@ uuids = []
             "[[gpus]]\nselect = \"0000:67:00.0\"\nvgpu_type = \"A40-24Q\"\ncount = 1\nuuids = [\"{u1}\", \"{u2}\"]\n"
         );
         assert!(one(&t).contains("gpus[0].uuids: has 2 UUIDs for count = 1"));
+        // ... whatever the select: a model or "all" used to skip the count check.
+        let t = t.replace("0000:67:00.0", "A40");
+        assert!(one(&t).contains("gpus[0].uuids: has 2 UUIDs for count = 1"));
+        // The same UUIDs handed to every GPU of "all" are refused up front.
+        let t = A40.replace("uuids = []", &format!("uuids = [\"{u1}\"]"));
+        let e = one(&t);
+        assert!(
+            e.starts_with(
+                "profiles/t.toml:14:9: gpus[0].uuids: fixed UUIDs name the vGPUs of one GPU"
+            ),
+            "{e}"
+        );
+    }
+
+    /// Issue 12, items 7 and 8: the kernel's forms, so that names compare equal to sysfs.
+    #[test]
+    fn uuids_and_addresses_are_normalized() {
+        let t = "sriov = [\"e8:00.0\", \"0:C1:0.0\"]\n\
+            [[gpus]]\nselect = \"E8:00.0\"\nvgpu_type = \"A40-24Q\"\ncount = 1\n\
+            uuids = [\"2F82EE72-3AC5-4615-9C0B-327C12E8C83D\"]\n\
+            [[vgpus]]\nuuid = \"242E5EA7-90E2-4D6E-AFEB-A0B9A656C108\"\ntype_id = \"nvidia-565\"\n\
+            type_name = \"NVIDIA A40-24Q\"\nparent = \"E8:04.1\"\ngpu = \"e8:00.0\"\ninterface = \"mdev\"\n";
+        let p = Profile::parse(t, "f").unwrap();
+        assert_eq!(p.sriov, ["0000:e8:00.0", "0000:c1:00.0"]);
+        assert_eq!(p.gpus[0].select, "0000:e8:00.0");
+        assert_eq!(p.gpus[0].uuids, ["2f82ee72-3ac5-4615-9c0b-327c12e8c83d"]);
+        let v = &p.vgpus[0];
+        assert_eq!(v.uuid, "242e5ea7-90e2-4d6e-afeb-a0b9a656c108");
+        assert_eq!(v.parent, "0000:e8:04.1");
+        assert_eq!(v.gpu.as_deref(), Some("0000:e8:00.0"));
+        // Models and "all" are left as written.
+        let p = Profile::parse(&A40.replace("\"all\"", "\"A40\""), "f").unwrap();
+        assert_eq!(p.gpus[0].select, "A40");
+    }
+
+    /// Issue 12, item 9: errors found after loading are located like the loader's own.
+    #[test]
+    fn located_errors_name_file_line_and_field() {
+        let src = Located::new("profiles/a40.toml", A40);
+        let e = src.error("gpus[0].count", "does not fit");
+        assert_eq!(
+            e.to_string(),
+            "profiles/a40.toml:13:9: gpus[0].count: does not fit"
+        );
+        let e = src.error("driver.path", "missing");
+        assert_eq!((e.line, e.col), (8, 8));
+        // A field not written in the file points at its closest written ancestor.
+        let e = src.error("driver.sha256", "needed");
+        assert_eq!(
+            e.to_string(),
+            "profiles/a40.toml:6:1: driver.sha256: needed"
+        );
+        let e = src.error("cloudpods.host_conf", "x");
+        assert_eq!(e.to_string(), "profiles/a40.toml: cloudpods.host_conf: x");
+        let e = Located {
+            file: "the wizard's answers".into(),
+            text: None,
+        }
+        .error("gpus[0].count", "x");
+        assert_eq!(e.to_string(), "the wizard's answers: gpus[0].count: x");
     }
 
     #[test]

@@ -257,6 +257,9 @@ pub fn link_ok(u: &str) -> Result<(), String> {
     if !u.starts_with("https://") {
         return Err("the link must start with https://".into());
     }
+    if let Some(p) = crate::driver::link::token_problem(u) {
+        return Err(p);
+    }
     match crate::driver::link::portal_token(u) {
         Some(t) if t.is_expired(std::time::SystemTime::now()) => Err(format!(
             "this link expired at {}: get a fresh one from the licensing portal (ui.licensing.nvidia.com)",

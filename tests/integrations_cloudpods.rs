@@ -262,10 +262,14 @@ fn missing_host_conf_fails_setup_with_a_hint() {
     let p = profile_file(
         "[host]\nreboot = \"never\"\n[[gpus]]\nselect = \"all\"\nvgpu_type = \"T4-4Q\"\ncount = 1\n[cloudpods]\nhost_conf = \"/etc/yunion/host.yaml\"\n",
     );
+    // Refused before any change (issue 12, item 5), not after the vGPUs were made.
+    let before = s.hash();
     let r = s.run(&["setup", "--profile", p.path().to_str().unwrap(), "--yes"]);
-    assert_eq!(r.code, 1, "{r:?}");
+    assert_eq!(r.code, 2, "{r:?}");
     assert!(
-        r.all().contains("/etc/yunion/host.yaml does not exist") && r.all().contains("host_conf"),
+        r.stderr.contains("/etc/yunion/host.yaml does not exist")
+            && r.stderr.contains("cloudpods.host_conf"),
         "{r:?}"
     );
+    assert_eq!(s.hash(), before, "the root changed: {r:?}");
 }

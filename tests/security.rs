@@ -143,7 +143,7 @@ fn shell_metacharacters_in_profiles_are_refused() {
             ),
             (
                 "gpus[0].uuids[0]",
-                format!("[[gpus]]\nselect = \"all\"\nvgpu_type = \"A40-24Q\"\ncount = 1\nuuids = [\"2f82ee72-3ac5-4615-9c0b-327c12e8c83d{evil}\"]\n"),
+                format!("[[gpus]]\nselect = \"0000:67:00.0\"\nvgpu_type = \"A40-24Q\"\ncount = 1\nuuids = [\"2f82ee72-3ac5-4615-9c0b-327c12e8c83d{evil}\"]\n"),
             ),
             (
                 "sriov[0]",

@@ -7,7 +7,9 @@ pub fn status(host: &Host, json: bool, libvirt_xml: Option<&str>) -> Result<Exit
     let profile = crate::active::load(host)?;
     let s = crate::status::status(&facts, profile.as_ref());
     if let Some(only) = libvirt_xml {
-        let only = (!only.is_empty()).then_some(only);
+        // The kernel names mdev devices in lowercase; a UUID copied in capitals is the same one.
+        let only = only.to_ascii_lowercase();
+        let only = (!only.is_empty()).then_some(only.as_str());
         print!(
             "{}",
             crate::integrations::libvirt_xml(&s, only).map_err(Failure::failed)?

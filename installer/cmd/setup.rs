@@ -5,25 +5,38 @@ use crate::cli::SetupArgs;
 use crate::exit::{Exit, Failure};
 use crate::host::Host;
 use crate::profile::Profile;
+use crate::profile_load::Located;
 
 use crate::setup::RESUME_PROFILE;
 
 pub fn load_profile(path: &std::path::Path) -> Result<Profile, Failure> {
+    load_located(path).map(|(p, _)| p)
+}
+
+/// The profile and its text, for errors found later against the host.
+fn load_located(path: &std::path::Path) -> Result<(Profile, Located), Failure> {
     let text = std::fs::read_to_string(path)
         .map_err(|e| Failure::usage(format!("cannot read profile {}: {e}", path.display())))?;
-    Profile::parse(&text, &path.display().to_string()).map_err(Failure::usage_from)
+    let file = path.display().to_string();
+    let profile = Profile::parse(&text, &file).map_err(Failure::usage_from)?;
+    Ok((profile, Located::new(file, text)))
 }
 
 pub fn run(host: &Host, args: &SetupArgs) -> Result<Exit, Failure> {
-    let (profile, profile_path) = match (&args.profile, args.resume) {
-        (Some(p), _) => (load_profile(p)?, p.display().to_string()),
+    let (profile, profile_path, source) = match (&args.profile, args.resume) {
+        (Some(p), _) => {
+            let (profile, source) = load_located(p)?;
+            (profile, p.display().to_string(), source)
+        }
         (None, true) => {
             let text = host.read(RESUME_PROFILE).map_err(|e| {
                 Failure::usage(format!("--resume: no saved setup profile /{RESUME_PROFILE} ({e}); run setup --profile FILE"))
             })?;
+            let file = format!("/{RESUME_PROFILE}");
             (
-                Profile::parse(&text, RESUME_PROFILE).map_err(Failure::usage_from)?,
-                format!("/{RESUME_PROFILE}"),
+                Profile::parse(&text, &file).map_err(Failure::usage_from)?,
+                file.clone(),
+                Located::new(file, text),
             )
         }
         (None, false) => {
@@ -42,6 +55,7 @@ pub fn run(host: &Host, args: &SetupArgs) -> Result<Exit, Failure> {
         allow_unverified: args.allow_unverified,
         vf_timeout: Duration::from_secs(args.vf_timeout),
         profile_path,
+        source,
     };
     crate::setup::run(host, &profile, &opts)
 }
@@ -77,6 +91,11 @@ fn run_wizard(host: &Host, args: &SetupArgs) -> Result<Exit, Failure> {
             .as_ref()
             .map(|p| p.display().to_string())
             .unwrap_or_else(|| "FILE".into()),
+        // The answers have no file to point into (a saved copy is written from them).
+        source: Located {
+            file: "the wizard's answers".into(),
+            text: None,
+        },
     };
     let result = crate::setup::run(host, &profile, &opts);
     if args.save_profile.is_none() && !args.dry_run && !resumed {

@@ -125,18 +125,24 @@ impl PortalToken {
     }
 }
 
-/// Parse an EdgeAuth token from the query (`autho=`, `__token__=`, `hdnea=` or bare
-/// `st=...~exp=...`). Separators may be percent-encoded (`%7E` for `~`, `%3D` for `=`).
-pub fn portal_token(url: &str) -> Option<PortalToken> {
-    let (_, q) = url.split_once('?')?;
+/// The latest time a token may name: 9999-12-31 23:59:59 UTC. Anything later is not a Unix
+/// time a portal writes (and would overflow `SystemTime` on some platforms).
+pub const MAX_TOKEN_TIME: u64 = 253_402_300_799;
+
+/// The token's `st` and `exp` fields as written (key, value), from the query (`autho=`,
+/// `__token__=`, `hdnea=` or bare `st=...~exp=...`). Separators may be percent-encoded (`%7E`
+/// for `~`, `%3D` for `=`).
+fn token_fields(url: &str) -> Vec<(&'static str, String)> {
+    let Some((_, q)) = url.split_once('?') else {
+        return Vec::new();
+    };
     let q = q.split('#').next().unwrap_or(q);
     let q = q
         .replace("%7E", "~")
         .replace("%7e", "~")
         .replace("%3D", "=")
         .replace("%3d", "=");
-    let mut start = None;
-    let mut expires = None;
+    let mut out = Vec::new();
     for param in q.split('&') {
         for field in param.split('~') {
             // `autho=st=1750064794`: the field is the last `key=value` of the part.
@@ -145,10 +151,48 @@ pub fn portal_token(url: &str) -> Option<PortalToken> {
                 continue;
             };
             match key {
-                "st" => start = value.parse().ok(),
-                "exp" => expires = value.parse().ok(),
+                "st" => out.push(("st", value.to_string())),
+                "exp" => out.push(("exp", value.to_string())),
                 _ => {}
             }
+        }
+    }
+    out
+}
+
+/// A token time: decimal seconds since 1970, no sign, not past [`MAX_TOKEN_TIME`].
+fn token_time(value: &str) -> Option<u64> {
+    if value.is_empty() || value.len() > 20 || !value.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    value.parse().ok().filter(|t| *t <= MAX_TOKEN_TIME)
+}
+
+/// Why the link's token is malformed (`exp=-1`, `exp=abc`, `exp=1e10`, a time past year 9999),
+/// or None when it is well formed or there is none. A link whose expiry cannot be read is bad
+/// input, not a link without a token: it would fail only at the download, after the changes
+/// before it. The reason never quotes the link or its values.
+pub fn token_problem(url: &str) -> Option<String> {
+    token_fields(url).into_iter().find_map(|(key, value)| {
+        token_time(&value).is_none().then(|| {
+            format!(
+                "the link's token has a malformed `{key}` (not a Unix time in whole seconds \
+                 up to year 9999): paste the link exactly as the licensing portal gives it"
+            )
+        })
+    })
+}
+
+/// Parse the token of a portal link; None when the link has none or it is malformed (see
+/// [`token_problem`]).
+pub fn portal_token(url: &str) -> Option<PortalToken> {
+    let mut start = None;
+    let mut expires = None;
+    for (key, value) in token_fields(url) {
+        let t = Some(token_time(&value)?);
+        match key {
+            "st" => start = t,
+            _ => expires = t,
         }
     }
     Some(PortalToken {
@@ -275,6 +319,31 @@ mod tests {
         assert_eq!(portal_token(enc).unwrap().expires, 1_700_000_000);
         assert_eq!(portal_token("https://h/x.zip?v=2"), None);
         assert_eq!(portal_token("https://h/x.zip"), None);
+        assert_eq!(token_problem(SEED), None);
+        assert_eq!(token_problem("https://h/x.zip?v=2"), None);
+    }
+
+    /// Issue 12, item 5: a malformed expiry is a bad link, not a link without a token.
+    #[test]
+    fn malformed_token_times_are_named_without_the_link() {
+        for bad in [
+            "-1",
+            "abc",
+            "1e10",
+            "",
+            "253402300800",
+            "99999999999999999999999",
+            "+5",
+        ] {
+            let url = SEED.replace("exp=1750068394", &format!("exp={bad}"));
+            let p = token_problem(&url).unwrap_or_else(|| panic!("{bad:?} accepted"));
+            assert!(p.contains("`exp`") && !p.contains(HMAC), "{p}");
+            assert_eq!(portal_token(&url), None, "{bad:?}");
+        }
+        let url = SEED.replace("st=1750064794", "st=x");
+        assert!(token_problem(&url).unwrap().contains("`st`"));
+        let url = SEED.replace("exp=1750068394", "exp=253402300799");
+        assert_eq!(token_problem(&url), None);
     }
 
     #[test]

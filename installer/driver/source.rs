@@ -175,6 +175,9 @@ fn validate_url(
             format!("{shown}: the file {file_name} is not a .zip, .run, .deb or .rpm"),
         )
     })?;
+    if let Some(problem) = link::token_problem(url.expose()) {
+        return Err(field("url", format!("{shown}: {problem}")));
+    }
     let token = link::portal_token(url.expose());
     if let Some(t) = &token {
         let cached = sha256.is_some() && host.exists(&format!("{DOWNLOAD_DIR}/{file_name}"));

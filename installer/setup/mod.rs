@@ -7,6 +7,7 @@ pub mod plan;
 pub mod planner;
 pub mod prereboot;
 pub mod state;
+pub mod validate;
 
 use std::io::IsTerminal;
 use std::time::Duration;
@@ -31,6 +32,8 @@ pub struct Options {
     pub vf_timeout: Duration,
     /// Where the profile came from (for messages and the resume unit).
     pub profile_path: String,
+    /// Its file and text, to locate the errors the checks against this host find.
+    pub source: crate::profile_load::Located,
 }
 
 /// Refuse a host that can never be a vGPU host, before any change.
@@ -107,18 +110,15 @@ fn make_plan(
     host: &Host,
     f: &HostFacts,
     profile: &Profile,
+    opts: &Options,
     done: &[String],
 ) -> Result<(Plan, Vec<String>), Failure> {
     let active = crate::active::load(host)?;
     let i = inputs(host, f, profile, active.as_ref(), done)?;
     let reasons = i.reboot_reasons.clone();
     let plan =
-        planner::plan(i).map_err(|e| Failure::usage(format!("{}: {e}", profile_name(profile))))?;
+        planner::plan(i).map_err(|e| Failure::usage_from(opts.source.error(&e.field, e.reason)))?;
     Ok((plan, reasons))
-}
-
-fn profile_name(_p: &Profile) -> &'static str {
-    "profile"
 }
 
 fn confirm(opts: &Options) -> Result<bool, Failure> {
@@ -147,10 +147,18 @@ enum Decision {
     },
 }
 
-/// Observe and plan; read-only.
-fn decide(host: &Host, profile: &Profile, st: &state::State) -> Result<Decision, Failure> {
+/// Observe, validate and plan; read-only.
+fn decide(
+    host: &Host,
+    profile: &Profile,
+    opts: &Options,
+    st: &state::State,
+) -> Result<Decision, Failure> {
     let f = facts::observe(host);
     refuse_unusable(&f)?;
+    // Every field against this host, before anything can change it.
+    validate::validate(host, &f, profile, &opts.source, opts.allow_unverified)
+        .map_err(Failure::usage_from)?;
     let mut resumed = false;
     // The reboot checkpoint: has the reboot happened?
     if let Some(at) = st.reboot_boot_id.as_deref() {
@@ -179,7 +187,7 @@ fn decide(host: &Host, profile: &Profile, st: &state::State) -> Result<Decision,
         }
         resumed = true;
     }
-    let (plan, reasons) = make_plan(host, &f, profile, &st.done)?;
+    let (plan, reasons) = make_plan(host, &f, profile, opts, &st.done)?;
     Ok(Decision::Go {
         plan,
         reasons,
@@ -195,7 +203,7 @@ pub fn run(host: &Host, profile: &Profile, opts: &Options) -> Result<Exit, Failu
     // Decide without touching anything: bad input and "nothing to do" change no file (not even
     // the lock). Only a plan that will be applied takes the lock, and is then made again under it.
     let st = state::load(host)?;
-    let (plan, reasons, resumed) = match decide(host, profile, &st)? {
+    let (plan, reasons, resumed) = match decide(host, profile, opts, &st)? {
         Decision::Stop(code) => return Ok(code),
         Decision::Go {
             plan,
@@ -220,7 +228,7 @@ pub fn run(host: &Host, profile: &Profile, opts: &Options) -> Result<Exit, Failu
     }
     let _lock = lock::acquire(host, "setup")?;
     let mut st = state::load(host)?;
-    let (plan, reasons) = match decide(host, profile, &st)? {
+    let (plan, reasons) = match decide(host, profile, opts, &st)? {
         Decision::Stop(code) => return Ok(code),
         Decision::Go { plan, reasons, .. } => (plan, reasons),
     };
@@ -278,7 +286,7 @@ pub fn run(host: &Host, profile: &Profile, opts: &Options) -> Result<Exit, Failu
             )));
         }
         let f = facts::observe(host);
-        let (next, reasons) = make_plan(host, &f, profile, &st.done)?;
+        let (next, reasons) = make_plan(host, &f, profile, opts, &st.done)?;
         if !reasons.is_empty() {
             return checkpoint(host, &mut st, profile, opts, reasons, &f);
         }
