@@ -1,5 +1,9 @@
 use std::time::Duration;
 
+/// How long restore waits for a run holding the lock: the restore unit's `TimeoutStartSec` (300 s)
+/// less the 120 s VF wait and time to create the vGPUs.
+pub const LOCK_WAIT: Duration = Duration::from_secs(150);
+
 use crate::exit::{Exit, Failure};
 use crate::host::Host;
 
@@ -11,6 +15,9 @@ pub fn run(host: &Host, vf_timeout: u64) -> Result<Exit, Failure> {
         );
         return Ok(Exit::Ok);
     };
+    // One run at a time (setup, import, another restore): two restores creating the same vGPUs at
+    // once lose some of them to each other's EEXIST/EBUSY.
+    let _lock = crate::setup::lock::acquire_waiting(host, "restore", LOCK_WAIT)?;
     let report = crate::vgpu::restore::restore(host, &profile, Duration::from_secs(vf_timeout))?;
     for d in report.devices.iter().filter(|d| !d.reason.is_empty()) {
         eprintln!(
