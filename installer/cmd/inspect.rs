@@ -8,16 +8,16 @@ pub fn status(host: &Host, json: bool, libvirt_xml: Option<&str>) -> Result<Exit
     let s = crate::status::status(&facts, profile.as_ref());
     if let Some(only) = libvirt_xml {
         let only = (!only.is_empty()).then_some(only);
-        print!(
+        crate::out!(
             "{}",
             crate::integrations::libvirt_xml(&s, only).map_err(Failure::failed)?
         );
         return Ok(Exit::Ok);
     }
     if json {
-        println!("{}", serde_json::to_string_pretty(&s)?);
+        crate::outln!("{}", serde_json::to_string_pretty(&s)?);
     } else {
-        print!("{}", crate::status::render_status(&s));
+        crate::out!("{}", crate::status::render_status(&s));
     }
     Ok(Exit::Ok)
 }
@@ -26,12 +26,12 @@ pub fn types(host: &Host, json: bool) -> Result<Exit, Failure> {
     let facts = crate::facts::observe(host);
     let t = crate::status::types(&facts);
     if json {
-        println!(
+        crate::outln!(
             "{}",
             serde_json::to_string_pretty(&serde_json::json!({ "gpus": t }))?
         );
     } else {
-        print!("{}", crate::status::render_types(&t));
+        crate::out!("{}", crate::status::render_types(&t));
     }
     Ok(Exit::Ok)
 }

@@ -10,7 +10,7 @@ use crate::host::Host;
 pub fn run(host: &Host, vf_timeout: u64) -> Result<Exit, Failure> {
     crate::cmd::require_root(host, "restore")?;
     let Some(profile) = crate::active::load(host)? else {
-        println!(
+        crate::outln!(
             "vgpuctl restore: no active profile (/etc/vgpuctl/profile.toml): nothing to restore"
         );
         return Ok(Exit::Ok);
@@ -29,10 +29,10 @@ pub fn run(host: &Host, vf_timeout: u64) -> Result<Exit, Failure> {
         eprintln!("vgpuctl restore: SR-IOV on {}: {}", s.pf, s.reason);
     }
     // One summary line: what the journal shows for the unit.
-    println!("{}", report.summary());
+    crate::outln!("{}", report.summary());
     // CloudPods' host.conf follows the pins; a failure there does not fail the restore.
     match crate::cloudpods::sync(host, &profile) {
-        Ok(Some(msg)) => println!("{msg}"),
+        Ok(Some(msg)) => crate::outln!("{msg}"),
         Ok(None) => {}
         Err(e) => eprintln!("vgpuctl restore: {e:#}"),
     }

@@ -154,7 +154,7 @@ fn decide(host: &Host, profile: &Profile, st: &state::State) -> Result<Decision,
     // The reboot checkpoint: has the reboot happened?
     if let Some(at) = st.reboot_boot_id.as_deref() {
         if f.boot_id.as_deref() == Some(at) {
-            println!(
+            crate::outln!(
                 "A reboot is still pending ({}). Reboot, then run the same command again.",
                 st.reboot_reasons.join("; ")
             );
@@ -203,18 +203,18 @@ pub fn run(host: &Host, profile: &Profile, opts: &Options) -> Result<Exit, Failu
         } => (plan, reasons, resumed),
     };
     if resumed {
-        println!("Resuming after the reboot (boot id changed).");
+        crate::outln!("Resuming after the reboot (boot id changed).");
     }
-    print!("{plan}");
+    crate::out!("{plan}");
     if opts.dry_run {
-        println!("(dry run: nothing was changed)");
+        crate::outln!("(dry run: nothing was changed)");
         return Ok(Exit::Ok);
     }
     if plan.is_empty() && reasons.is_empty() && !resumed && st.finished {
         return finish(host);
     }
     if !plan.is_empty() && !confirm(opts)? {
-        println!("Nothing was changed.");
+        crate::outln!("Nothing was changed.");
         return Ok(Exit::Failed);
     }
     let _lock = lock::acquire(host, "setup")?;
@@ -249,15 +249,15 @@ pub fn run(host: &Host, profile: &Profile, opts: &Options) -> Result<Exit, Failu
         let mut failures = Vec::new();
         for (i, step) in plan.steps.iter().enumerate() {
             crate::fault::point("step");
-            println!("[{}/{}] {}", i + 1, plan.steps.len(), step.title);
+            crate::outln!("[{}/{}] {}", i + 1, plan.steps.len(), step.title);
             match apply::apply(&ctx, step) {
                 Ok(msg) => {
-                    println!("      ok: {msg}");
+                    crate::outln!("      ok: {msg}");
                     st.done.push(step.id.clone());
                     state::save(host, &st)?;
                 }
                 Err(e) => {
-                    println!("      FAILED: {e:#}");
+                    crate::outln!("      FAILED: {e:#}");
                     failures.push(format!("{}: {e:#}", step.title));
                     // vGPU work on one GPU never blocks the others; anything else stops here.
                     if !matches!(
@@ -284,7 +284,7 @@ pub fn run(host: &Host, profile: &Profile, opts: &Options) -> Result<Exit, Failu
         if next.is_empty() || round == 1 {
             break;
         }
-        print!("{next}");
+        crate::out!("{next}");
         plan = next;
     }
     st.finished = true;
@@ -301,12 +301,12 @@ fn finish(host: &Host) -> Result<Exit, Failure> {
         .map(|p| crate::cloudpods::sync(host, p))
         .transpose()?
     {
-        println!("{}", msg.unwrap_or_default());
+        crate::outln!("{}", msg.unwrap_or_default());
     }
     let s = crate::status::status(&f, active.as_ref());
-    print!("\n{}", crate::status::render_status(&s));
+    crate::out!("\n{}", crate::status::render_status(&s));
     if s.drift.is_empty() {
-        println!("Setup is complete.");
+        crate::outln!("Setup is complete.");
         Ok(Exit::Ok)
     } else {
         Err(Failure::failed(
@@ -338,7 +338,7 @@ fn checkpoint(
         WriteOpts::secret(),
     )?;
     state::save(host, st)?;
-    println!("\nReboot needed: {}.", reasons.join("; "));
+    crate::outln!("\nReboot needed: {}.", reasons.join("; "));
     let policy = profile.host.reboot;
     let auto = match policy {
         RebootPolicy::Auto => true,
@@ -354,7 +354,7 @@ fn checkpoint(
         }
     };
     if !auto {
-        println!(
+        crate::outln!(
             "Reboot, then run the same command again: {}",
             rerun_hint(opts)
         );
@@ -379,7 +379,7 @@ fn checkpoint(
         &format!("/{UNIT_DIR}/{RESUME_UNIT}"),
         &format!("{WANTS_DIR}/{RESUME_UNIT}"),
     )?;
-    println!("Rebooting now; vgpuctl-resume.service continues setup after the boot.");
+    crate::outln!("Rebooting now; vgpuctl-resume.service continues setup after the boot.");
     let out = host.run(&crate::host::Cmd::new("systemctl").arg("reboot"))?;
     if !out.success() {
         return Err(Failure::failed(format!(
