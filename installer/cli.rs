@@ -128,6 +128,9 @@ pub struct SetupArgs {
     /// Accept a driver url without sha256 (the computed hash is printed to pin it).
     #[arg(long)]
     pub allow_unverified: bool,
+    /// With --yes: accept a plan that unpins vGPUs (a lower count); each is named in the plan.
+    #[arg(long)]
+    pub allow_remove: bool,
     /// Write the wizard's answers as a profile to FILE.
     #[arg(long, value_name = "FILE")]
     pub save_profile: Option<PathBuf>,

@@ -27,6 +27,8 @@ pub struct Options {
     pub dry_run: bool,
     pub yes: bool,
     pub allow_unverified: bool,
+    /// Unattended consent to a plan that unpins vGPUs.
+    pub allow_remove: bool,
     pub vf_timeout: Duration,
     /// Where the profile came from (for messages and the resume unit).
     pub profile_path: String,
@@ -118,6 +120,24 @@ fn make_plan(
 
 fn profile_name(_p: &Profile) -> &'static str {
     "profile"
+}
+
+/// A plan that unpins vGPUs needs consent: the interactive confirmation (which shows them), or
+/// `--allow-remove` with `--yes`. Checked before any change.
+fn refuse_unconsented_unpins(plan: &Plan, opts: &Options) -> Result<(), Failure> {
+    if plan.unpins.is_empty() || !opts.yes || opts.allow_remove {
+        return Ok(());
+    }
+    Err(Failure::usage(format!(
+        "this plan unpins {} vGPU(s), which are then not recreated at boot: {}. Nothing was \
+         changed. Pass --allow-remove with --yes to accept, or raise the count in the profile",
+        plan.unpins.len(),
+        plan.unpins
+            .iter()
+            .map(|u| u.to_string())
+            .collect::<Vec<_>>()
+            .join("; ")
+    )))
 }
 
 fn confirm(opts: &Options) -> Result<bool, Failure> {
@@ -213,6 +233,7 @@ pub fn run(host: &Host, profile: &Profile, opts: &Options) -> Result<Exit, Failu
     if plan.is_empty() && reasons.is_empty() && !resumed && st.finished {
         return finish(host);
     }
+    refuse_unconsented_unpins(&plan, opts)?;
     if !plan.is_empty() && !confirm(opts)? {
         crate::outln!("Nothing was changed.");
         return Ok(Exit::Failed);
@@ -285,6 +306,14 @@ pub fn run(host: &Host, profile: &Profile, opts: &Options) -> Result<Exit, Failu
             break;
         }
         crate::out!("{next}");
+        // Consent covered the first plan's unpins only (or every one, with --allow-remove).
+        let consented = |u: &plan::Unpin| opts.allow_remove || plan.unpins.contains(u);
+        if let Some(u) = next.unpins.iter().find(|u| !consented(u)) {
+            return Err(Failure::usage(format!(
+                "the next plan would unpin {u}, which the confirmed plan did not say; run setup \
+                 again to see and confirm it"
+            )));
+        }
         plan = next;
     }
     st.finished = true;
