@@ -271,7 +271,10 @@ pub fn run(host: &Host, profile: &Profile, opts: &Options) -> Result<Exit, Failu
         for (i, step) in plan.steps.iter().enumerate() {
             crate::fault::point("step");
             crate::outln!("[{}/{}] {}", i + 1, plan.steps.len(), step.title);
-            match apply::apply(&ctx, step) {
+            let outcome = apply::apply(&ctx, step);
+            // The driver installer keeps its own started/finished mark in the state file.
+            st.driver_install_started = state::load(host)?.driver_install_started;
+            match outcome {
                 Ok(msg) => {
                     crate::outln!("      ok: {msg}");
                     st.done.push(step.id.clone());
