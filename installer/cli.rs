@@ -128,6 +128,9 @@ pub struct SetupArgs {
     /// Accept a driver url without sha256 (the computed hash is printed to pin it).
     #[arg(long)]
     pub allow_unverified: bool,
+    /// With --yes: accept a plan that unpins vGPUs (a lower count); each is named in the plan.
+    #[arg(long)]
+    pub allow_remove: bool,
     /// Write the wizard's answers as a profile to FILE.
     #[arg(long, value_name = "FILE")]
     pub save_profile: Option<PathBuf>,
@@ -225,15 +228,15 @@ pub fn run(cli: Cli) -> Result<Exit, Failure> {
         Command::Sim(SimCommand::Reboot) => {
             let report =
                 crate::sim::reboot(&host, &relaunch_prefix(&cli.global)).map_err(Failure::from)?;
-            println!("{report}");
+            crate::outln!("{report}");
             Ok(Exit::Ok)
         }
         Command::Sim(SimCommand::Info) => {
             let st = crate::sim::state_of(&host).map_err(Failure::from)?;
-            println!("simulated host {} at {}", st.model, host.root().display());
-            println!("boots: {}, boot id {}", st.boot_count, st.boot_id);
+            crate::outln!("simulated host {} at {}", st.model, host.root().display());
+            crate::outln!("boots: {}, boot id {}", st.boot_count, st.boot_id);
             for (k, v) in &st.opts {
-                println!("sim-opt {k}={v}");
+                crate::outln!("sim-opt {k}={v}");
             }
             Ok(Exit::Ok)
         }

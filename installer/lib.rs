@@ -20,6 +20,7 @@ pub mod import;
 pub mod integrations;
 pub mod logging;
 pub mod models;
+pub mod out;
 pub mod pci;
 pub mod profile;
 pub mod profile_load;

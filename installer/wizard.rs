@@ -32,7 +32,9 @@ fn fits(gpu: &Gpu, ty: &select::ResolvedType) -> u32 {
 
 fn summary(f: &HostFacts) -> Result<(), Failure> {
     let report = check::check(f);
-    println!("vgpuctl setup: the guided bring-up. Nothing changes before you confirm the plan.\n");
+    crate::outln!(
+        "vgpuctl setup: the guided bring-up. Nothing changes before you confirm the plan.\n"
+    );
     let (mut ok, mut todo) = (0, Vec::new());
     for x in &report.findings {
         match x.severity {
@@ -41,9 +43,9 @@ fn summary(f: &HostFacts) -> Result<(), Failure> {
             check::Severity::Blocker => {}
         }
     }
-    println!("Ready: {ok} check(s) pass.");
+    crate::outln!("Ready: {ok} check(s) pass.");
     if !todo.is_empty() {
-        println!(
+        crate::outln!(
             "Setup will take care of, or you should look at:\n{}",
             todo.join("\n")
         );
@@ -54,13 +56,13 @@ fn summary(f: &HostFacts) -> Result<(), Failure> {
             .iter()
             .filter(|x| x.severity == check::Severity::Blocker)
         {
-            println!("BLOCKED: {}\n  fix: {}", x.message, x.fix);
+            crate::outln!("BLOCKED: {}\n  fix: {}", x.message, x.fix);
         }
         return Err(Failure::failed(
             "this host cannot be set up until the blockers above are fixed; nothing was changed",
         ));
     }
-    println!();
+    crate::outln!();
     Ok(())
 }
 
@@ -99,7 +101,7 @@ fn pick_gpus(f: &HostFacts) -> Result<Vec<&Gpu>, Failure> {
             .filter(|g| !g.model.vgpu_supported)
             .collect();
         if let Some(g) = bad.first() {
-            println!(
+            crate::outln!(
                 "{} cannot be picked: {}",
                 g.address,
                 g.model.reason.clone().unwrap_or_default()
@@ -107,7 +109,7 @@ fn pick_gpus(f: &HostFacts) -> Result<Vec<&Gpu>, Failure> {
             continue;
         }
         if chosen.is_empty() {
-            println!("Pick at least one GPU.");
+            crate::outln!("Pick at least one GPU.");
             continue;
         }
         return Ok(chosen.into_iter().map(|i| &f.gpus[i]).collect());
@@ -161,9 +163,11 @@ fn pick_type(gpu: &Gpu, default: Option<&str>) -> Result<(String, u32), Failure>
     }
     let known = select::known_names(gpu);
     if !known.is_empty() {
-        println!("Known {} types: {}", gpu.model.name, known.join(", "));
+        crate::outln!("Known {} types: {}", gpu.model.name, known.join(", "));
     }
-    println!("Series: A = virtual applications, B = virtual PC, C = compute, Q = RTX workstation.");
+    crate::outln!(
+        "Series: A = virtual applications, B = virtual PC, C = compute, Q = RTX workstation."
+    );
     let gpu_c = gpu.clone();
     let name: String = Input::with_theme(&theme())
         .with_prompt("vGPU type (checked again from the live list after the reboot)")
@@ -295,7 +299,7 @@ pub fn ask(
     resume: Option<&Profile>,
 ) -> Result<Profile, Failure> {
     if let Some(prev) = resume {
-        println!("Continuing the setup you started before the reboot.");
+        crate::outln!("Continuing the setup you started before the reboot.");
         let mut f = f.clone();
         // An SR-IOV GPU lists its types only on its VFs. Enabling them is a change, so ask first
         // (setup enables them next anyway, and at every boot the restore unit does).
@@ -397,6 +401,6 @@ pub fn save(path: &std::path::Path, profile: &Profile, interactive: bool) -> Res
         toml::to_string_pretty(&p).map_err(Failure::from)?
     );
     crate::host::files::write_atomic(path, text.as_bytes(), mode)?;
-    println!("Saved the profile to {}", path.display());
+    crate::outln!("Saved the profile to {}", path.display());
     Ok(())
 }

@@ -94,3 +94,57 @@ fn stale_lock_from_a_dead_process_is_taken_over() {
     assert_eq!(s.live_vgpus().len(), 5);
     assert!(!s.read(LOCK).contains(&dead_pid.to_string()));
 }
+
+/// Issue 12 item 15: two restores at once (a boot-time restore and one run by hand) take turns on
+/// the lock instead of creating the same vGPUs against each other.
+#[test]
+fn two_restores_at_once_take_turns_and_restore_every_vgpu() {
+    let s = Sim::new("a40x8-ready");
+    let p = profile_file("[[gpus]]\nselect = \"all\"\nvgpu_type = \"A40-24Q\"\ncount = 2\n");
+    let r = s.run(&["setup", "--profile", p.path().to_str().unwrap(), "--yes"]);
+    assert_eq!(r.code, 0, "{r:?}");
+    let saved = s.live_vgpus();
+    assert_eq!(saved.len(), 16);
+    // Reboot with the restore unit disabled: SR-IOV off, no vGPUs, the pins kept.
+    std::fs::remove_file(
+        s.root()
+            .join("etc/systemd/system/multi-user.target.wants/vgpuctl-restore.service"),
+    )
+    .unwrap();
+    assert_eq!(s.run(&["sim", "reboot"]).code, 0);
+    assert!(s.live_vgpus().is_empty());
+
+    let spawn = || {
+        let mut c = s.cmd();
+        c.args(["--sim-opt", "create_ms=100", "restore"])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped());
+        c.spawn().unwrap()
+    };
+    let (a, b) = (spawn(), spawn());
+    let outs = [a.wait_with_output().unwrap(), b.wait_with_output().unwrap()];
+    for o in &outs {
+        assert_eq!(
+            o.status.code(),
+            Some(0),
+            "restore: {}{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        );
+    }
+    assert_eq!(s.live_vgpus(), saved, "every pinned vGPU is back");
+    // The lock was free when the first started; if they overlapped, the other said it waited.
+    let stderr: String = outs
+        .iter()
+        .map(|o| String::from_utf8_lossy(&o.stderr).into_owned())
+        .collect();
+    assert!(
+        !stderr.contains("holds the lock"),
+        "neither refused: {stderr}"
+    );
+    assert!(
+        !s.read(LOCK).contains("pid"),
+        "released: {:?}",
+        s.read(LOCK)
+    );
+}

@@ -5,9 +5,9 @@ pub fn run(host: &Host, json: bool) -> Result<Exit, Failure> {
     let facts = crate::facts::observe(host);
     let report = crate::check::check(&facts);
     if json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
+        crate::outln!("{}", serde_json::to_string_pretty(&report)?);
     } else {
-        print!("{}", crate::check::render(&report, &facts));
+        crate::out!("{}", crate::check::render(&report, &facts));
     }
     Ok(if report.ready { Exit::Ok } else { Exit::Failed })
 }

@@ -78,6 +78,6 @@ pub fn run(host: &Host, args: &DriverArgs, install: bool) -> Result<Exit, Failur
         },
     )?;
     let out = fetch_and_install(host, cfg, args.allow_unverified, args.guest, install)?;
-    println!("{out}");
+    crate::outln!("{out}");
     Ok(Exit::Ok)
 }

@@ -17,9 +17,9 @@ pub fn run(host: &Host, mdevctl: bool, output: Option<&Path>) -> Result<Exit, Fa
         for d in &defs {
             let (path, text) = crate::integrations::render_mdevctl(d);
             host.write_file(&path, text.as_bytes(), WriteOpts::default())?;
-            println!("wrote /{path}");
+            crate::outln!("wrote /{path}");
         }
-        println!(
+        crate::outln!(
             "{} mdevctl definition(s), start manual (vgpuctl-restore.service creates them at boot)",
             defs.len()
         );
@@ -36,7 +36,7 @@ pub fn run(host: &Host, mdevctl: bool, output: Option<&Path>) -> Result<Exit, Fa
             crate::host::files::write_atomic(path, text.as_bytes(), 0o644)?;
             eprintln!("wrote {}", path.display());
         }
-        None => print!("{text}"),
+        None => crate::out!("{text}"),
     }
     Ok(Exit::Ok)
 }

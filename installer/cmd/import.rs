@@ -109,9 +109,9 @@ pub fn run(host: &Host, dry_run: bool, vf_timeout: Duration) -> Result<Exit, Fai
     sriov.sort();
     sriov.dedup();
     if found.is_empty() && sriov.is_empty() {
-        println!("Nothing to import: no vGPU or sriov-manage lines in /etc/rc.local and no /etc/mdevctl.d definitions.");
+        crate::outln!("Nothing to import: no vGPU or sriov-manage lines in /etc/rc.local and no /etc/mdevctl.d definitions.");
         for p in &problems {
-            println!("  {p}");
+            crate::outln!("  {p}");
         }
         return Ok(if problems.is_empty() {
             Exit::Ok
@@ -198,28 +198,28 @@ pub fn run(host: &Host, dry_run: bool, vf_timeout: Duration) -> Result<Exit, Fai
         None => None,
     };
 
-    println!("Importing into /etc/vgpuctl/profile.toml:");
+    crate::outln!("Importing into /etc/vgpuctl/profile.toml:");
     for p in &pins {
-        println!("  vGPU {} {} on {}", p.uuid, p.type_name, p.parent);
+        crate::outln!("  vGPU {} {} on {}", p.uuid, p.type_name, p.parent);
     }
     for s in &sriov {
-        println!("  SR-IOV on {s}");
+        crate::outln!("  SR-IOV on {s}");
     }
     for p in &problems {
-        println!("  WARNING {p}");
+        crate::outln!("  WARNING {p}");
     }
     if let Some((_, changes)) = rc_new.as_ref().filter(|(_, c)| !c.is_empty()) {
-        println!(
+        crate::outln!(
             "{} /etc/rc.local:",
             if dry_run { "Would change" } else { "Changing" }
         );
         for c in changes {
-            println!("  line {}: {}", c.line, c.before);
-            println!("       -> {}", c.after);
+            crate::outln!("  line {}: {}", c.line, c.before);
+            crate::outln!("       -> {}", c.after);
         }
     }
     if dry_run {
-        println!("(dry run: nothing was changed)");
+        crate::outln!("(dry run: nothing was changed)");
         return Ok(Exit::Ok);
     }
 
@@ -274,7 +274,7 @@ pub fn run(host: &Host, dry_run: bool, vf_timeout: Duration) -> Result<Exit, Fai
                 .map(|m| std::os::unix::fs::PermissionsExt::mode(&m.permissions()) & 0o7777)
                 .unwrap_or(0o755);
             host.write_file(RC_LOCAL, new.as_bytes(), WriteOpts { mode, backup: true })?;
-            println!(
+            crate::outln!(
                 "Changed {} line(s) of /etc/rc.local as shown (backup under /var/lib/vgpuctl/backups/).",
                 changes.len()
             );
@@ -285,16 +285,18 @@ pub fn run(host: &Host, dry_run: bool, vf_timeout: Duration) -> Result<Exit, Fai
             def.autostart = false;
             let rel = format!("{MDEVCTL_DIR}/{}/{}", def.parent, def.uuid);
             host.write_file(&rel, mdevctl::render(&def).as_bytes(), WriteOpts::default())?;
-            println!("Set /{rel} to start manually: vgpuctl-restore.service creates it at boot.");
+            crate::outln!(
+                "Set /{rel} to start manually: vgpuctl-restore.service creates it at boot."
+            );
         }
     }
-    println!("Enabled vgpuctl-restore.service.");
+    crate::outln!("Enabled vgpuctl-restore.service.");
     // Bring the host to the pinned state now, exactly as the boot unit will.
     let report = crate::vgpu::restore::restore(host, &active, vf_timeout)?;
-    println!("{}", report.summary());
+    crate::outln!("{}", report.summary());
     if !problems.is_empty() || !report.ok {
         for d in report.devices.iter().filter(|d| !d.reason.is_empty()) {
-            println!("  {} {:?}: {}", d.uuid, d.state, d.reason);
+            crate::outln!("  {} {:?}: {}", d.uuid, d.state, d.reason);
         }
         return Ok(Exit::Failed);
     }

@@ -10,16 +10,16 @@ pub fn status(host: &Host, json: bool, libvirt_xml: Option<&str>) -> Result<Exit
         // The kernel names mdev devices in lowercase; a UUID copied in capitals is the same one.
         let only = only.to_ascii_lowercase();
         let only = (!only.is_empty()).then_some(only.as_str());
-        print!(
+        crate::out!(
             "{}",
             crate::integrations::libvirt_xml(&s, only).map_err(Failure::failed)?
         );
         return Ok(Exit::Ok);
     }
     if json {
-        println!("{}", serde_json::to_string_pretty(&s)?);
+        crate::outln!("{}", serde_json::to_string_pretty(&s)?);
     } else {
-        print!("{}", crate::status::render_status(&s));
+        crate::out!("{}", crate::status::render_status(&s));
     }
     Ok(Exit::Ok)
 }
@@ -28,12 +28,12 @@ pub fn types(host: &Host, json: bool) -> Result<Exit, Failure> {
     let facts = crate::facts::observe(host);
     let t = crate::status::types(&facts);
     if json {
-        println!(
+        crate::outln!(
             "{}",
             serde_json::to_string_pretty(&serde_json::json!({ "gpus": t }))?
         );
     } else {
-        print!("{}", crate::status::render_types(&t));
+        crate::out!("{}", crate::status::render_types(&t));
     }
     Ok(Exit::Ok)
 }

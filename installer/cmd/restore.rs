@@ -1,16 +1,23 @@
 use std::time::Duration;
 
+/// How long restore waits for a run holding the lock: the restore unit's `TimeoutStartSec` (300 s)
+/// less the 120 s VF wait and time to create the vGPUs.
+pub const LOCK_WAIT: Duration = Duration::from_secs(150);
+
 use crate::exit::{Exit, Failure};
 use crate::host::Host;
 
 pub fn run(host: &Host, vf_timeout: u64) -> Result<Exit, Failure> {
     crate::cmd::require_root(host, "restore")?;
     let Some(profile) = crate::active::load(host)? else {
-        println!(
+        crate::outln!(
             "vgpuctl restore: no active profile (/etc/vgpuctl/profile.toml): nothing to restore"
         );
         return Ok(Exit::Ok);
     };
+    // One run at a time (setup, import, another restore): two restores creating the same vGPUs at
+    // once lose some of them to each other's EEXIST/EBUSY.
+    let _lock = crate::setup::lock::acquire_waiting(host, "restore", LOCK_WAIT)?;
     let report = crate::vgpu::restore::restore(host, &profile, Duration::from_secs(vf_timeout))?;
     for d in report.devices.iter().filter(|d| !d.reason.is_empty()) {
         eprintln!(
@@ -22,10 +29,10 @@ pub fn run(host: &Host, vf_timeout: u64) -> Result<Exit, Failure> {
         eprintln!("vgpuctl restore: SR-IOV on {}: {}", s.pf, s.reason);
     }
     // One summary line: what the journal shows for the unit.
-    println!("{}", report.summary());
+    crate::outln!("{}", report.summary());
     // CloudPods' host.conf follows the pins; a failure there does not fail the restore.
     match crate::cloudpods::sync(host, &profile) {
-        Ok(Some(msg)) => println!("{msg}"),
+        Ok(Some(msg)) => crate::outln!("{msg}"),
         Ok(None) => {}
         Err(e) => eprintln!("vgpuctl restore: {e:#}"),
     }

@@ -53,6 +53,7 @@ pub fn run(host: &Host, args: &SetupArgs) -> Result<Exit, Failure> {
         dry_run: args.dry_run,
         yes: args.yes,
         allow_unverified: args.allow_unverified,
+        allow_remove: args.allow_remove,
         vf_timeout: Duration::from_secs(args.vf_timeout),
         profile_path,
         source,
@@ -85,6 +86,7 @@ fn run_wizard(host: &Host, args: &SetupArgs) -> Result<Exit, Failure> {
         dry_run: args.dry_run,
         yes: args.yes,
         allow_unverified: args.allow_unverified,
+        allow_remove: args.allow_remove,
         vf_timeout: Duration::from_secs(args.vf_timeout),
         profile_path: args
             .save_profile

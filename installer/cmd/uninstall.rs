@@ -23,15 +23,15 @@ pub fn run(host: &Host, yes: bool) -> Result<Exit, Failure> {
     .filter(|p| host.exists(p))
     .collect();
     if targets.is_empty() {
-        println!("Nothing to uninstall.");
+        crate::outln!("Nothing to uninstall.");
         return Ok(Exit::Ok);
     }
-    println!("This removes:");
+    crate::outln!("This removes:");
     for t in &targets {
-        println!("  /{t}");
+        crate::outln!("  /{t}");
     }
-    println!("The active profile is kept as /var/lib/vgpuctl/backups/etc/vgpuctl/profile.toml.uninstalled;");
-    println!("existing vGPUs, the driver and the kernel command line are left as they are.");
+    crate::outln!("The active profile is kept as /var/lib/vgpuctl/backups/etc/vgpuctl/profile.toml.uninstalled;");
+    crate::outln!("existing vGPUs, the driver and the kernel command line are left as they are.");
     if !yes {
         if !std::io::stdin().is_terminal() {
             return Err(Failure::usage("pass --yes to uninstall without a terminal"));
@@ -42,7 +42,7 @@ pub fn run(host: &Host, yes: bool) -> Result<Exit, Failure> {
             .interact()
             .map_err(|e| Failure::usage(format!("no answer ({e}); nothing was changed")))?;
         if !ok {
-            println!("Nothing was changed.");
+            crate::outln!("Nothing was changed.");
             return Ok(Exit::Failed);
         }
     }
@@ -63,6 +63,6 @@ pub fn run(host: &Host, yes: bool) -> Result<Exit, Failure> {
             eprintln!("systemctl daemon-reload: {}", out.tail(3));
         }
     }
-    println!("Uninstalled: nothing will be restored at the next boot.");
+    crate::outln!("Uninstalled: nothing will be restored at the next boot.");
     Ok(Exit::Ok)
 }

@@ -89,11 +89,14 @@ pub struct Driver {
     /// `systemctl is-active nvidia-vgpu-mgr` said active (None: could not ask).
     pub vgpu_mgr_active: Option<bool>,
     pub sriov_manage: bool,
+    /// The state file says a driver install started and never finished: the files it left are
+    /// a partial install.
+    pub install_unfinished: bool,
 }
 
 impl Driver {
     pub fn installed(&self) -> bool {
-        self.vgpu_mgr_unit
+        self.vgpu_mgr_unit && !self.install_unfinished
     }
 }
 
@@ -192,6 +195,7 @@ pub fn observe(host: &Host) -> HostFacts {
             }),
         driver: Driver {
             loaded_version,
+            install_unfinished: crate::setup::state::driver_install_unfinished(host),
             vgpu_mgr_unit,
             vgpu_mgr_active,
             sriov_manage: host.exists(SRIOV_MANAGE),

@@ -101,6 +101,7 @@ pub fn apply(ctx: &Ctx, step: &Step) -> Result<String> {
                 pins.len()
             ))
         }
+        Action::RemoveVgpus { devices } => remove_vgpus(host, devices),
         Action::CopyBinary { to } => {
             let exe = std::env::current_exe().context("cannot find this binary")?;
             let bytes =
@@ -197,4 +198,42 @@ fn present_pins(ctx: &Ctx) -> Result<Vec<crate::profile::SavedVgpu>> {
         }
     }
     Ok(pins)
+}
+
+/// Remove the vGPUs a lower count drops, each re-checked: one a VM opened since the plan is kept.
+fn remove_vgpus(host: &Host, devices: &[super::plan::Unpin]) -> Result<String> {
+    let f = facts::observe(host);
+    let mut removed = Vec::new();
+    for d in devices {
+        let live = f.vgpus().into_iter().find(|v| match (&v.uuid, &d.uuid) {
+            (Some(u), Some(w)) if v.interface == crate::facts::Interface::Mdev => u == w,
+            _ => v.parent == d.parent && v.interface == d.interface,
+        });
+        let Some(v) = live else { continue };
+        if v.in_use {
+            bail!(
+                "{d} is in use by a VM now: it is not removed (stop the VM, then run setup again)"
+            );
+        }
+        match v.interface {
+            crate::facts::Interface::Mdev => host.write_attr(
+                &format!(
+                    "{}/{}/remove",
+                    crate::facts::vgpus::MDEV_DEVICES,
+                    v.uuid.as_deref().unwrap_or_default()
+                ),
+                "1",
+            ),
+            _ => host.write_attr(
+                &format!(
+                    "{}/current_vgpu_type",
+                    crate::facts::vgpus::vendor_dir(&v.parent)
+                ),
+                "0",
+            ),
+        }
+        .with_context(|| format!("removing {d}"))?;
+        removed.push(d.to_string());
+    }
+    Ok(format!("removed {}", removed.join(", ")))
 }

@@ -3,6 +3,7 @@
 //! run is simply taken over (and said so).
 
 use std::io::{Read, Seek, Write};
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use nix::fcntl::{Flock, FlockArg};
@@ -22,7 +23,50 @@ pub struct Busy {
     pub holder: String,
 }
 
+/// Take the lock now, or fail naming its holder.
 pub fn acquire(host: &Host, what: &str) -> Result<Lock> {
+    try_acquire(host, what)?.map_err(Into::into)
+}
+
+/// Take the lock, waiting at most `max` for a run that holds it (said once on stderr). For
+/// commands that must not give up at the first try: two boot-time restores, or a restore during
+/// a setup, would otherwise both create the same vGPUs.
+pub fn acquire_waiting(host: &Host, what: &str, max: Duration) -> Result<Lock> {
+    let start = Instant::now();
+    let mut said = false;
+    loop {
+        match try_acquire(host, what)? {
+            Ok(lock) => {
+                if said {
+                    eprintln!(
+                        "vgpuctl {what}: got the lock after waiting {:.1} s",
+                        start.elapsed().as_secs_f64()
+                    );
+                }
+                return Ok(lock);
+            }
+            Err(busy) if start.elapsed() >= max => {
+                return Err(anyhow::Error::new(busy)
+                    .context(format!("waited {} s for the lock", max.as_secs())));
+            }
+            Err(busy) => {
+                if !said {
+                    eprintln!(
+                        "vgpuctl {what}: waiting (at most {} s) for the lock {}: {}",
+                        max.as_secs(),
+                        busy.path,
+                        busy.holder
+                    );
+                    said = true;
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        }
+    }
+}
+
+/// `Ok(Err(busy))` when another live process holds the lock.
+fn try_acquire(host: &Host, what: &str) -> Result<std::result::Result<Lock, Busy>> {
     let path = host.checked_path(LOCK)?;
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
@@ -39,15 +83,14 @@ pub fn acquire(host: &Host, what: &str) -> Result<Lock> {
         Err((mut file, _)) => {
             let mut holder = String::new();
             let _ = file.read_to_string(&mut holder);
-            return Err(Busy {
+            return Ok(Err(Busy {
                 path: format!("/{LOCK}"),
                 holder: if holder.trim().is_empty() {
                     "unknown process".into()
                 } else {
                     holder.trim().to_string()
                 },
-            }
-            .into());
+            }));
         }
     };
     let mut previous = String::new();
@@ -62,7 +105,7 @@ pub fn acquire(host: &Host, what: &str) -> Result<Lock> {
     flock.rewind()?;
     write!(flock, "pid {} {what}", std::process::id())?;
     flock.sync_all()?;
-    Ok(Lock { _flock: flock })
+    Ok(Ok(Lock { _flock: flock }))
 }
 
 impl Drop for Lock {

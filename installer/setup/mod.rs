@@ -29,6 +29,8 @@ pub struct Options {
     pub dry_run: bool,
     pub yes: bool,
     pub allow_unverified: bool,
+    /// Unattended consent to a plan that unpins vGPUs.
+    pub allow_remove: bool,
     pub vf_timeout: Duration,
     /// Where the profile came from (for messages and the resume unit).
     pub profile_path: String,
@@ -121,6 +123,24 @@ fn make_plan(
     Ok((plan, reasons))
 }
 
+/// A plan that unpins vGPUs needs consent: the interactive confirmation (which shows them), or
+/// `--allow-remove` with `--yes`. Checked before any change.
+fn refuse_unconsented_unpins(plan: &Plan, opts: &Options) -> Result<(), Failure> {
+    if plan.unpins.is_empty() || !opts.yes || opts.allow_remove {
+        return Ok(());
+    }
+    Err(Failure::usage(format!(
+        "this plan unpins {} vGPU(s), which are then not recreated at boot: {}. Nothing was \
+         changed. Pass --allow-remove with --yes to accept, or raise the count in the profile",
+        plan.unpins.len(),
+        plan.unpins
+            .iter()
+            .map(|u| u.to_string())
+            .collect::<Vec<_>>()
+            .join("; ")
+    )))
+}
+
 fn confirm(opts: &Options) -> Result<bool, Failure> {
     if opts.yes {
         return Ok(true);
@@ -163,7 +183,7 @@ fn decide(
     // The reboot checkpoint: has the reboot happened?
     if let Some(at) = st.reboot_boot_id.as_deref() {
         if f.boot_id.as_deref() == Some(at) {
-            println!(
+            crate::outln!(
                 "A reboot is still pending ({}). Reboot, then run the same command again.",
                 st.reboot_reasons.join("; ")
             );
@@ -212,18 +232,19 @@ pub fn run(host: &Host, profile: &Profile, opts: &Options) -> Result<Exit, Failu
         } => (plan, reasons, resumed),
     };
     if resumed {
-        println!("Resuming after the reboot (boot id changed).");
+        crate::outln!("Resuming after the reboot (boot id changed).");
     }
-    print!("{plan}");
+    crate::out!("{plan}");
     if opts.dry_run {
-        println!("(dry run: nothing was changed)");
+        crate::outln!("(dry run: nothing was changed)");
         return Ok(Exit::Ok);
     }
     if plan.is_empty() && reasons.is_empty() && !resumed && st.finished {
         return finish(host);
     }
+    refuse_unconsented_unpins(&plan, opts)?;
     if !plan.is_empty() && !confirm(opts)? {
-        println!("Nothing was changed.");
+        crate::outln!("Nothing was changed.");
         return Ok(Exit::Failed);
     }
     let _lock = lock::acquire(host, "setup")?;
@@ -258,15 +279,18 @@ pub fn run(host: &Host, profile: &Profile, opts: &Options) -> Result<Exit, Failu
         let mut failures = Vec::new();
         for (i, step) in plan.steps.iter().enumerate() {
             crate::fault::point("step");
-            println!("[{}/{}] {}", i + 1, plan.steps.len(), step.title);
-            match apply::apply(&ctx, step) {
+            crate::outln!("[{}/{}] {}", i + 1, plan.steps.len(), step.title);
+            let outcome = apply::apply(&ctx, step);
+            // The driver installer keeps its own started/finished mark in the state file.
+            st.driver_install_started = state::load(host)?.driver_install_started;
+            match outcome {
                 Ok(msg) => {
-                    println!("      ok: {msg}");
+                    crate::outln!("      ok: {msg}");
                     st.done.push(step.id.clone());
                     state::save(host, &st)?;
                 }
                 Err(e) => {
-                    println!("      FAILED: {e:#}");
+                    crate::outln!("      FAILED: {e:#}");
                     failures.push(format!("{}: {e:#}", step.title));
                     // vGPU work on one GPU never blocks the others; anything else stops here.
                     if !matches!(
@@ -293,7 +317,15 @@ pub fn run(host: &Host, profile: &Profile, opts: &Options) -> Result<Exit, Failu
         if next.is_empty() || round == 1 {
             break;
         }
-        print!("{next}");
+        crate::out!("{next}");
+        // Consent covered the first plan's unpins only (or every one, with --allow-remove).
+        let consented = |u: &plan::Unpin| opts.allow_remove || plan.unpins.contains(u);
+        if let Some(u) = next.unpins.iter().find(|u| !consented(u)) {
+            return Err(Failure::usage(format!(
+                "the next plan would unpin {u}, which the confirmed plan did not say; run setup \
+                 again to see and confirm it"
+            )));
+        }
         plan = next;
     }
     st.finished = true;
@@ -310,12 +342,12 @@ fn finish(host: &Host) -> Result<Exit, Failure> {
         .map(|p| crate::cloudpods::sync(host, p))
         .transpose()?
     {
-        println!("{}", msg.unwrap_or_default());
+        crate::outln!("{}", msg.unwrap_or_default());
     }
     let s = crate::status::status(&f, active.as_ref());
-    print!("\n{}", crate::status::render_status(&s));
+    crate::out!("\n{}", crate::status::render_status(&s));
     if s.drift.is_empty() {
-        println!("Setup is complete.");
+        crate::outln!("Setup is complete.");
         Ok(Exit::Ok)
     } else {
         Err(Failure::failed(
@@ -347,7 +379,7 @@ fn checkpoint(
         WriteOpts::secret(),
     )?;
     state::save(host, st)?;
-    println!("\nReboot needed: {}.", reasons.join("; "));
+    crate::outln!("\nReboot needed: {}.", reasons.join("; "));
     let policy = profile.host.reboot;
     let auto = match policy {
         RebootPolicy::Auto => true,
@@ -363,7 +395,7 @@ fn checkpoint(
         }
     };
     if !auto {
-        println!(
+        crate::outln!(
             "Reboot, then run the same command again: {}",
             rerun_hint(opts)
         );
@@ -388,7 +420,7 @@ fn checkpoint(
         &format!("/{UNIT_DIR}/{RESUME_UNIT}"),
         &format!("{WANTS_DIR}/{RESUME_UNIT}"),
     )?;
-    println!("Rebooting now; vgpuctl-resume.service continues setup after the boot.");
+    crate::outln!("Rebooting now; vgpuctl-resume.service continues setup after the boot.");
     let out = host.run(&crate::host::Cmd::new("systemctl").arg("reboot"))?;
     if !out.success() {
         return Err(Failure::failed(format!(

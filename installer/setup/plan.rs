@@ -56,6 +56,10 @@ pub enum Action {
     },
     /// Pin vGPUs in the active profile.
     PinProfile,
+    /// Remove live vGPUs a lower `count` drops (with the operator's consent).
+    RemoveVgpus {
+        devices: Vec<Unpin>,
+    },
     /// Disable a unit.
     DisableUnit {
         unit: String,
@@ -70,6 +74,33 @@ pub struct Step {
     pub action: Action,
 }
 
+/// A vGPU a lower `count` drops: removed now when it is live, and unpinned (not recreated at
+/// boot) when it was pinned.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Unpin {
+    /// The mdev UUID or the pin's; a vendor-VFIO device nobody pinned has none.
+    pub uuid: Option<String>,
+    pub type_name: String,
+    pub parent: String,
+    pub gpu: String,
+    pub interface: crate::facts::Interface,
+    pub live: bool,
+    pub pinned: bool,
+}
+
+impl fmt::Display for Unpin {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{} ({} on {}, GPU {})",
+            self.uuid.as_deref().unwrap_or("vGPU without UUID"),
+            self.type_name,
+            self.parent,
+            self.gpu
+        )
+    }
+}
+
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Plan {
     pub steps: Vec<Step>,
@@ -77,6 +108,8 @@ pub struct Plan {
     pub after_reboot: Vec<String>,
     /// Notes for the operator (devices left alone, skipped GPUs).
     pub notes: Vec<String>,
+    /// Pins this plan drops (a lower `count`): applied only with the operator's consent.
+    pub unpins: Vec<Unpin>,
 }
 
 impl Plan {
@@ -150,6 +183,13 @@ impl fmt::Display for Action {
             ),
             Action::DisableUnit { unit } => writeln!(f, "disable {unit}"),
             Action::PinProfile => writeln!(f, "write the active profile /etc/vgpuctl/profile.toml"),
+            Action::RemoveVgpus { devices } => {
+                writeln!(f, "remove (no VM uses them):")?;
+                for d in devices {
+                    writeln!(f, "      - {d}")?;
+                }
+                Ok(())
+            }
         }
     }
 }
@@ -169,6 +209,21 @@ impl fmt::Display for Plan {
             )?;
             for w in &self.after_reboot {
                 writeln!(f, "     - {w}")?;
+            }
+        }
+        if !self.unpins.is_empty() {
+            writeln!(
+                f,
+                "Removed or unpinned by this plan (needs your confirmation, or --allow-remove \
+                 with --yes):"
+            )?;
+            for u in &self.unpins {
+                let what = match (u.live, u.pinned) {
+                    (true, true) => "remove and unpin",
+                    (true, false) => "remove",
+                    _ => "unpin (not live)",
+                };
+                writeln!(f, "     - {what} {u}")?;
             }
         }
         for n in &self.notes {

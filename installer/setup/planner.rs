@@ -5,7 +5,7 @@ use crate::profile::{Profile, SavedVgpu};
 use crate::vgpu::select;
 use crate::vgpu_name;
 
-use super::plan::{Action, Plan};
+use super::plan::{Action, Plan, Unpin};
 
 pub const RESTORE_UNIT: &str = "vgpuctl-restore.service";
 pub const RESUME_UNIT: &str = "vgpuctl-resume.service";
@@ -184,6 +184,23 @@ pub fn plan(i: Inputs) -> Result<Plan, PlanError> {
                     },
                 )
                 .map_err(|e| err(field("count"), e))?;
+                let dropped = dropped(gpu, &existing, &ty.name, pins, &placement.present)
+                    .map_err(|e| err(field("count"), e))?;
+                let live: Vec<_> = dropped.iter().filter(|d| d.live).cloned().collect();
+                if !live.is_empty() {
+                    plan.push(
+                        format!("remove:{}", gpu.address),
+                        format!(
+                            "Remove {} vGPU(s) on {} {} (count is {})",
+                            live.len(),
+                            gpu.model.name,
+                            gpu.address,
+                            req.count
+                        ),
+                        Action::RemoveVgpus { devices: live },
+                    );
+                }
+                plan.unpins.extend(dropped);
                 present_pins.extend(placement.present);
             }
         }
@@ -236,11 +253,20 @@ pub fn plan(i: Inputs) -> Result<Plan, PlanError> {
     if !creating {
         let wanted = desired_active(i.profile, i.active, &present_pins);
         if i.active != Some(&wanted) {
-            plan.push(
-                "pin",
-                "Pin the vGPUs in the active profile",
-                Action::PinProfile,
-            );
+            let title = if !plan.unpins.iter().any(|u| u.pinned) {
+                "Pin the vGPUs in the active profile".to_string()
+            } else {
+                format!(
+                    "Pin the vGPUs in the active profile, unpinning {}",
+                    plan.unpins
+                        .iter()
+                        .filter(|u| u.pinned)
+                        .filter_map(|u| u.uuid.as_deref())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )
+            };
+            plan.push("pin", title, Action::PinProfile);
         }
     }
     if i.resume_unit_enabled {
@@ -253,6 +279,71 @@ pub fn plan(i: Inputs) -> Result<Plan, PlanError> {
         );
     }
     Ok(plan)
+}
+
+/// What a lower `count` drops on `gpu`: the live vGPUs of the profile's type and the pins that
+/// `kept` no longer holds. A vGPU a VM is using is never dropped: that is an error naming it.
+fn dropped(
+    gpu: &crate::facts::Gpu,
+    existing: &[crate::facts::Vgpu],
+    type_name: &str,
+    pins: &[SavedVgpu],
+    kept: &[SavedVgpu],
+) -> Result<Vec<Unpin>, String> {
+    // mdev devices are named by UUID; a vendor-VFIO device by its VF.
+    let same = |uuid: Option<&str>, parent: &str, s: &SavedVgpu| match uuid {
+        Some(u) => s.uuid == u,
+        None => s.parent == parent,
+    };
+    let mut out = Vec::new();
+    for v in existing.iter().filter(|v| {
+        v.gpu.as_deref() == Some(gpu.address.as_str()) && vgpu_name::same(&v.type_name, type_name)
+    }) {
+        if kept.iter().any(|k| same(v.uuid.as_deref(), &v.parent, k)) {
+            continue;
+        }
+        let pin = pins.iter().find(|p| same(v.uuid.as_deref(), &v.parent, p));
+        let uuid = v.uuid.clone().or_else(|| pin.map(|p| p.uuid.clone()));
+        if v.in_use {
+            return Err(format!(
+                "this count would remove vGPU {} ({} on {}), which a VM is using (its VFIO group \
+                 is open); stop that VM first, or keep the count",
+                uuid.as_deref().unwrap_or("without UUID"),
+                v.type_name,
+                v.parent
+            ));
+        }
+        out.push(Unpin {
+            uuid,
+            type_name: v.type_name.clone(),
+            parent: v.parent.clone(),
+            gpu: gpu.address.clone(),
+            interface: v.interface,
+            live: true,
+            pinned: pin.is_some(),
+        });
+    }
+    for p in pins
+        .iter()
+        .filter(|p| p.gpu.as_deref() == Some(gpu.address.as_str()))
+    {
+        let listed = out
+            .iter()
+            .any(|d| d.uuid.as_deref() == Some(p.uuid.as_str()));
+        if listed || kept.iter().any(|k| k.uuid == p.uuid) {
+            continue;
+        }
+        out.push(Unpin {
+            uuid: Some(p.uuid.clone()),
+            type_name: p.type_name.clone(),
+            parent: p.parent.clone(),
+            gpu: gpu.address.clone(),
+            interface: crate::facts::Interface::None,
+            live: false,
+            pinned: true,
+        });
+    }
+    Ok(out)
 }
 
 /// The active profile setup leaves: the operator's request (without the driver link) plus pins,

@@ -25,6 +25,11 @@ pub struct State {
     pub done: Vec<String>,
     #[serde(default)]
     pub finished: bool,
+    /// A driver install started and did not finish (a full disk, a crash): whatever files it
+    /// left (the manager's unit among them) are not an installed driver, and it is redone.
+    /// Set before the installer runs, cleared only after it succeeded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub driver_install_started: Option<String>,
 }
 
 pub fn load(host: &Host) -> Result<State> {
@@ -46,4 +51,16 @@ pub fn save(host: &Host, s: &State) -> Result<()> {
         WriteOpts::state(),
     )?;
     Ok(())
+}
+
+/// Record that a driver install starts (`Some(what)`) or finished (`None`), keeping the rest.
+pub fn mark_driver_install(host: &Host, started: Option<&str>) -> Result<()> {
+    let mut s = load(host)?;
+    s.driver_install_started = started.map(str::to_string);
+    save(host, &s)
+}
+
+/// A driver install started and did not finish (read from the state file; unreadable = no).
+pub fn driver_install_unfinished(host: &Host) -> bool {
+    load(host).is_ok_and(|s| s.driver_install_started.is_some())
 }

@@ -339,6 +339,26 @@ pub(crate) fn put_driver_files(root: &Path, m: &Model, version: &str, vgpu: bool
     Ok(())
 }
 
+/// The bulk of a driver install, after the binaries and units `put_driver_files` writes: user-space
+/// libraries and the DKMS module tree (`PAYLOAD_FILES` x 256 KiB), the last one a marker that the
+/// install got to its end.
+pub(crate) fn put_driver_payload(root: &Path, m: &Model, version: &str) -> Result<()> {
+    let chunk = vec![b'x'; PAYLOAD_CHUNK];
+    for i in 0..PAYLOAD_FILES {
+        let p = root.join(format!(
+            "usr/lib/x86_64-linux-gnu/nvidia/libnvidia-sim-{i:02}.so.{version}"
+        ));
+        std::fs::create_dir_all(p.parent().unwrap())?;
+        std::fs::write(&p, &chunk)?;
+    }
+    let kdir = format!("lib/modules/{}/updates/dkms", m.os.kver);
+    layout::put(root, &format!("{kdir}/nvidia-sim.complete"), version)?;
+    Ok(())
+}
+
+pub const PAYLOAD_FILES: usize = 24;
+const PAYLOAD_CHUNK: usize = 256 * 1024;
+
 /// What `vgpuctl sim reboot` did.
 #[derive(Clone, Debug, Default, serde::Serialize)]
 pub struct RebootReport {

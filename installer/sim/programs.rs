@@ -727,7 +727,22 @@ fn install_driver(k: &SimKernel, root: &Path, version: &str, a: &[&str]) -> Resu
         layout::put(root, "var/log/nvidia-installer.log", &log)?;
         return fail(1, log);
     }
-    super::put_driver_files(root, m, version, true)?;
+    // A real install writes hundreds of files (libraries, modules built by DKMS) and the manager's
+    // unit is not the last of them: a disk that fills part-way leaves the unit behind.
+    if let Err(e) = super::put_driver_files(root, m, version, true)
+        .and_then(|_| super::put_driver_payload(root, m, version))
+    {
+        let why = e
+            .downcast_ref::<std::io::Error>()
+            .map(|io| io.to_string())
+            .unwrap_or_else(|| format!("{e:#}"));
+        log.push_str(&format!(
+            "ERROR: Unable to install files: {why}\nERROR: Installation has failed.  Please see \
+             the file '/var/log/nvidia-installer.log' for details.\n"
+        ));
+        let _ = layout::put(root, "var/log/nvidia-installer.log", &log);
+        return fail(1, log);
+    }
     if signed {
         layout::put(
             root,

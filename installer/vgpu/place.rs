@@ -57,9 +57,18 @@ pub fn place(
         .iter()
         .filter(|v| v.gpu.as_deref() == Some(gpu.address.as_str()))
         .collect();
-    let (same, other): (Vec<&Vgpu>, Vec<&Vgpu>) = on_gpu
+    let (mut same, other): (Vec<&Vgpu>, Vec<&Vgpu>) = on_gpu
         .iter()
         .partition(|v| vgpu_name::same(&v.type_name, &ty.name));
+    // With more devices than `count`, those kept are the ones a VM uses, then the pinned ones
+    // (a stable sort: otherwise sysfs order).
+    let is_pinned = |v: &Vgpu| {
+        pinned.iter().any(|p| match &v.uuid {
+            Some(u) => p.uuid == *u,
+            None => p.parent == v.parent,
+        })
+    };
+    same.sort_by_key(|v| (!v.in_use, !is_pinned(v)));
     for v in &other {
         out.foreign.push(format!(
             "{} on {} has type {} (not {}): left alone",
