@@ -5,6 +5,7 @@
 //! [`setup`] plans and applies, [`vgpu`] creates and restores, [`sim`] plays a host for tests.
 
 pub mod active;
+#[path = "catalog/src/lib.rs"]
 pub mod catalog;
 pub mod check;
 pub mod cli;
@@ -24,6 +25,7 @@ pub mod pci;
 pub mod profile;
 pub mod profile_load;
 pub mod setup;
+#[path = "sim/src/lib.rs"]
 pub mod sim;
 pub mod status;
 pub mod sysfs_parse;
