@@ -58,6 +58,7 @@ impl SimKernel {
     /// when it changed. Never sleep inside.
     pub(crate) fn with<R>(&self, f: impl FnOnce(&mut State) -> io::Result<R>) -> io::Result<R> {
         let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        let lock = state::lock(&self.root);
         let now = state::stamp(&self.root);
         if now != inner.stamp {
             if let Ok(st) = state::load(&self.root) {
@@ -71,6 +72,7 @@ impl SimKernel {
             state::save(&self.root, &inner.st).map_err(to_io)?;
             inner.stamp = state::stamp(&self.root);
             if inner.st.pending != before.pending && !inner.st.pending.is_empty() {
+                drop(lock);
                 drop(inner);
                 self.wake_clock();
             }
