@@ -167,29 +167,45 @@ pub enum SimCommand {
     Info,
 }
 
-/// Open the host the global options name.
-pub fn open_host(g: &Global) -> Result<Host, Failure> {
-    let sim_model = crate::sim::detect(&g.root);
-    match (&g.simulate, sim_model) {
-        (Some(model), _) => {
-            if g.root == std::path::Path::new("/") {
-                return Err(Failure::usage(
-                    "--simulate needs --root DIR (a directory for the simulated host), never /",
-                ));
-            }
-            crate::sim::open(&g.root, model, &g.sim_opts).map_err(Failure::usage_from)
+/// Where hosts that are not this machine's kernel come from: the binary passes one in (the
+/// simulator when it is built with the `simulator` feature, see installer/simulator.rs), so this
+/// library never names or links what plays them.
+pub trait HostOpener {
+    /// The played host `g` names (`--simulate`, or a root that is a played host), or None
+    /// when `g` names a real root.
+    fn open(&self, g: &Global) -> Result<Option<Host>, Failure>;
+    /// `vgpuctl sim ...` on a played host.
+    fn sim_command(&self, host: &Host, g: &Global, c: &SimCommand) -> Result<Exit, Failure>;
+}
+
+/// A build without a simulator: only real roots; `--simulate` and `sim` are usage errors.
+pub struct RealOnly;
+
+const NO_SIMULATOR: &str = "this vgpuctl was built without the simulator (cargo feature \
+                            `simulator`): --simulate, --sim-opt and `vgpuctl sim` are not \
+                            available";
+
+impl HostOpener for RealOnly {
+    fn open(&self, g: &Global) -> Result<Option<Host>, Failure> {
+        if g.simulate.is_some() || !g.sim_opts.is_empty() {
+            return Err(Failure::usage(NO_SIMULATOR));
         }
-        (None, Some(model)) => Err(Failure::usage(format!(
-            "{} is a simulated host (model {model}): pass --simulate {model}",
-            g.root.display()
-        ))),
-        (None, None) => {
-            if !g.sim_opts.is_empty() {
-                return Err(Failure::usage("--sim-opt needs --simulate MODEL"));
-            }
-            Ok(Host::real(g.root.clone()))
-        }
+        Ok(None)
     }
+    fn sim_command(&self, _: &Host, _: &Global, _: &SimCommand) -> Result<Exit, Failure> {
+        Err(Failure::usage(NO_SIMULATOR))
+    }
+}
+
+/// Open the host the global options name.
+pub fn open_host(g: &Global, opener: &dyn HostOpener) -> Result<Host, Failure> {
+    if let Some(host) = opener.open(g)? {
+        return Ok(host);
+    }
+    if g.simulate.is_some() || !g.sim_opts.is_empty() {
+        return Err(Failure::usage("--sim-opt needs --simulate MODEL"));
+    }
+    Ok(Host::real(g.root.clone()))
 }
 
 /// The argv prefix that runs this binary on the same host (for units run by a simulated boot).
@@ -205,8 +221,8 @@ pub fn relaunch_prefix(g: &Global) -> Vec<String> {
     v
 }
 
-pub fn run(cli: Cli) -> Result<Exit, Failure> {
-    let host = open_host(&cli.global)?;
+pub fn run(cli: Cli, opener: &dyn HostOpener) -> Result<Exit, Failure> {
+    let host = open_host(&cli.global, opener)?;
     match cli.command {
         Command::Check { json } => crate::cmd::check::run(&host, json),
         Command::Status { json, libvirt_xml } => {
@@ -225,20 +241,41 @@ pub fn run(cli: Cli) -> Result<Exit, Failure> {
         Command::Driver(DriverCommand::Fetch(a)) => crate::cmd::driver::run(&host, &a, false),
         Command::Driver(DriverCommand::Install(a)) => crate::cmd::driver::run(&host, &a, true),
         Command::Restore { vf_timeout } => crate::cmd::restore::run(&host, vf_timeout),
-        Command::Sim(SimCommand::Reboot) => {
-            let report =
-                crate::sim::reboot(&host, &relaunch_prefix(&cli.global)).map_err(Failure::from)?;
-            crate::outln!("{report}");
-            Ok(Exit::Ok)
+        Command::Sim(c) => opener.sim_command(&host, &cli.global, &c),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cli(args: &[&str]) -> Cli {
+        Cli::parse_from(std::iter::once("vgpuctl").chain(args.iter().copied()))
+    }
+
+    /// What a `--no-default-features` binary does (main.rs passes `RealOnly` there).
+    #[test]
+    fn a_build_without_the_simulator_refuses_simulate_and_checks_a_real_root() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().to_str().unwrap();
+        for args in [
+            &["--simulate", "a40x8", "--root", root, "check"][..],
+            &["--root", root, "--sim-opt", "create_ms=1", "check"][..],
+            &["--root", root, "sim", "info"][..],
+        ] {
+            let err = run(cli(args), &RealOnly).unwrap_err();
+            assert_eq!(err.code, Exit::Usage, "{args:?}");
+            assert!(
+                err.to_string().contains("built without the simulator"),
+                "{args:?}: {err}"
+            );
         }
-        Command::Sim(SimCommand::Info) => {
-            let st = crate::sim::state_of(&host).map_err(Failure::from)?;
-            crate::outln!("simulated host {} at {}", st.model, host.root().display());
-            crate::outln!("boots: {}, boot id {}", st.boot_count, st.boot_id);
-            for (k, v) in &st.opts {
-                crate::outln!("sim-opt {k}={v}");
-            }
-            Ok(Exit::Ok)
-        }
+        assert!(
+            std::fs::read_dir(dir.path()).unwrap().next().is_none(),
+            "nothing written"
+        );
+        // A real (empty, offline) root is checked without running anything.
+        let code = run(cli(&["--root", root, "check", "--json"]), &RealOnly).unwrap();
+        assert!(matches!(code, Exit::Ok | Exit::Failed), "{code:?}");
     }
 }

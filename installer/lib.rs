@@ -5,7 +5,8 @@
 //! [`setup`] plans and applies, [`vgpu`] creates and restores, [`sim`] plays a host for tests.
 
 pub mod active;
-pub mod catalog;
+/// The vGPU type catalog, its own crate (installer/catalog/) because the simulator reads it too.
+pub use vgpuctl_catalog as catalog;
 pub mod check;
 pub mod cli;
 pub mod cloudpods;
@@ -25,7 +26,6 @@ pub mod pci;
 pub mod profile;
 pub mod profile_load;
 pub mod setup;
-pub mod sim;
 pub mod status;
 pub mod sysfs_parse;
 pub mod vgpu;

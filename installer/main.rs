@@ -1,9 +1,18 @@
 use clap::Parser;
 
+// The simulator is linked only with the `simulator` feature (on by default); without it the
+// binary has no simulator code and refuses --simulate (exit 2).
+#[cfg(feature = "simulator")]
+mod simulator;
+
 fn main() {
     let cli = vgpuctl::cli::Cli::parse();
     vgpuctl::logging::init(cli.global.verbose);
-    let mut code = match vgpuctl::cli::run(cli) {
+    #[cfg(feature = "simulator")]
+    let opener = simulator::Simulator;
+    #[cfg(not(feature = "simulator"))]
+    let opener = vgpuctl::cli::RealOnly;
+    let mut code = match vgpuctl::cli::run(cli, &opener) {
         Ok(code) => code as i32,
         Err(failure) => {
             eprintln!("vgpuctl: error: {failure}");

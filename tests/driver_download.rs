@@ -36,9 +36,9 @@ fn env() -> Env {
 
 fn env_with(kernel: DriverKernel) -> Env {
     let dir = tempfile::tempdir().unwrap();
-    let zip_name = vgpuctl::sim::driver_pkg::zip_name(VER);
+    let zip_name = vgpuctl_sim::driver_pkg::zip_name(VER);
     let zip_path = dir.path().join("src").join(&zip_name);
-    vgpuctl::sim::driver_pkg::build_driver_zip(&zip_path, VER).unwrap();
+    vgpuctl_sim::driver_pkg::build_driver_zip(&zip_path, VER).unwrap();
     let zip = std::fs::read(&zip_path).unwrap();
     let root = dir.path().join("root");
     std::fs::create_dir_all(&root).unwrap();

@@ -22,7 +22,7 @@ fn host_with(kernel: DriverKernel) -> (tempfile::TempDir, Host, Arc<DriverKernel
     let dir = tempfile::tempdir().unwrap();
     let k = Arc::new(kernel);
     let host = Host::new(dir.path(), k.clone());
-    vgpuctl::sim::driver_pkg::build_run(&host.path(RUN), VER).unwrap();
+    vgpuctl_sim::driver_pkg::build_run(&host.path(RUN), VER).unwrap();
     (dir, host, k)
 }
 
@@ -226,7 +226,7 @@ fn a_deb_goes_through_apt_and_an_rpm_through_dnf() {
 fn a_zip_given_by_path_is_verified_against_its_pin() {
     let (_d, host, _k) = host_with(DriverKernel::default());
     let zip = "root/NVIDIA-GRID-Linux-KVM-550.163.02-550.163.01-553.74.zip";
-    vgpuctl::sim::driver_pkg::build_driver_zip(&host.path(zip), VER).unwrap();
+    vgpuctl_sim::driver_pkg::build_driver_zip(&host.path(zip), VER).unwrap();
     let mut cfg = path_cfg(zip);
     cfg.sha256 = Some("ab".repeat(32));
     let src = driver::validate(&cfg, &host, SystemTime::now()).unwrap();
@@ -252,7 +252,7 @@ fn on_debian_the_zips_deb_is_picked_with_its_mode_and_installed_with_apt() {
     let exe = zip::write::SimpleFileOptions::default().unix_permissions(0o755);
     let doc = zip::write::SimpleFileOptions::default().unix_permissions(0o640);
     w.start_file(
-        format!("Host_Drivers/{}", vgpuctl::sim::driver_pkg::run_name(VER)),
+        format!("Host_Drivers/{}", vgpuctl_sim::driver_pkg::run_name(VER)),
         exe,
     )
     .unwrap();

@@ -141,9 +141,9 @@ fn run_child(
 }
 
 fn zip_bytes(dir: &Path) -> (String, Vec<u8>) {
-    let name = vgpuctl::sim::driver_pkg::zip_name(VER);
+    let name = vgpuctl_sim::driver_pkg::zip_name(VER);
     let p = dir.join("src").join(&name);
-    vgpuctl::sim::driver_pkg::build_driver_zip(&p, VER).unwrap();
+    vgpuctl_sim::driver_pkg::build_driver_zip(&p, VER).unwrap();
     (name, std::fs::read(p).unwrap())
 }
 

@@ -1,6 +1,8 @@
 //! The driver step on simulated hosts (the simulator's kernel plays `--check`, the install and
 //! Secure Boot): the zip an operator copied to /root, and the same zip over HTTP.
 
+#[path = "../installer/simulator.rs"]
+mod simulator;
 #[path = "common/driver_http.rs"]
 mod support;
 
@@ -11,7 +13,7 @@ use vgpuctl::driver::{
     self, DriverError, FetchOptions, Messages, OsFamily, PackageKind, ProgressMode,
 };
 use vgpuctl::profile::DriverConfig;
-use vgpuctl::sim::driver_pkg;
+use vgpuctl_sim::driver_pkg;
 
 fn quiet(os: OsFamily) -> FetchOptions {
     FetchOptions {
@@ -23,16 +25,13 @@ fn quiet(os: OsFamily) -> FetchOptions {
 }
 
 fn zip_rel() -> String {
-    format!(
-        "root/{}",
-        driver_pkg::zip_name(vgpuctl::sim::DRIVER_VERSION)
-    )
+    format!("root/{}", driver_pkg::zip_name(vgpuctl_sim::DRIVER_VERSION))
 }
 
 #[test]
 fn the_copied_zip_is_fetched_checked_and_installed_on_the_a40_host() {
     let dir = tempfile::tempdir().unwrap();
-    let host = vgpuctl::sim::open(&dir.path().join("a40"), "a40x8", &[]).unwrap();
+    let host = simulator::open(&dir.path().join("a40"), "a40x8", &[]).unwrap();
     assert!(
         host.exists(&zip_rel()),
         "the sim puts the seed's zip in /root"
@@ -69,7 +68,7 @@ fn the_copied_zip_is_fetched_checked_and_installed_on_the_a40_host() {
 #[test]
 fn secure_boot_on_the_sim_needs_keys_and_signs_with_them() {
     let dir = tempfile::tempdir().unwrap();
-    let host = vgpuctl::sim::open(
+    let host = simulator::open(
         &dir.path().join("sb"),
         "a40x8",
         &["secure_boot=1".to_string()],
@@ -105,12 +104,12 @@ fn secure_boot_on_the_sim_needs_keys_and_signs_with_them() {
 #[test]
 fn the_zip_over_http_installs_on_the_rhel_host() {
     let dir = tempfile::tempdir().unwrap();
-    let host = vgpuctl::sim::open(&dir.path().join("rhel"), "rhel-a10", &[]).unwrap();
+    let host = simulator::open(&dir.path().join("rhel"), "rhel-a10", &[]).unwrap();
     let zip = std::fs::read(host.path(&zip_rel())).unwrap();
     let server = support::TestServer::start();
     let p = format!(
         "/ems/sec/vGPU17.6/{}",
-        driver_pkg::zip_name(vgpuctl::sim::DRIVER_VERSION)
+        driver_pkg::zip_name(vgpuctl_sim::DRIVER_VERSION)
     );
     server.add(&p, zip.clone());
     let cfg = DriverConfig {

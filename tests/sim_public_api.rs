@@ -1,14 +1,19 @@
-//! The simulator through the public API the CLI uses: open, detect, run, write, reboot.
+//! The simulator through the public API the CLI uses: open, detect, run, write, reboot, with
+//! the binary's wiring (installer/simulator.rs) that makes it a vgpuctl `Host`.
 
-use vgpuctl::host::Cmd;
-use vgpuctl::{catalog, sim};
+#[path = "../installer/simulator.rs"]
+mod simulator;
+
+use vgpuctl::catalog;
+use vgpuctl::host::{Cmd, Reach};
+use vgpuctl_sim as sim;
 
 #[test]
 fn open_write_reboot_through_the_public_api() {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path().join("host");
-    let host = sim::open(&root, "a40x8-ready", &["create_ms=1".to_string()]).unwrap();
-    assert!(host.is_simulated());
+    let host = simulator::open(&root, "a40x8-ready", &["create_ms=1".to_string()]).unwrap();
+    assert_eq!(host.reach(), Reach::Simulated);
     assert_eq!(sim::detect(&root).as_deref(), Some("a40x8-ready"));
     assert_eq!(sim::detect(dir.path()), None);
     assert_eq!(sim::MODELS.len(), 7);
@@ -32,12 +37,12 @@ fn open_write_reboot_through_the_public_api() {
     );
 
     // Reopening the root (a new process would) sees the same machine.
-    let again = sim::open(&root, "a40x8", &[]).unwrap();
+    let again = simulator::open(&root, "a40x8", &[]).unwrap();
     assert_eq!(again.list("sys/bus/mdev/devices").len(), 1);
     assert!(sim::open(&root, "t4x2", &[]).is_err());
 
     std::fs::create_dir_all(root.join("run/vgpuctl")).unwrap();
-    let report = sim::reboot(&again, &[]).unwrap();
+    let report = sim::reboot(&sim::attach(again.root()).unwrap(), &[]).unwrap();
     assert!(report.units.is_empty());
     assert!(report.cmdline.contains("intel_iommu=on iommu=pt"));
     assert!(report.to_string().contains("simulated reboot"));

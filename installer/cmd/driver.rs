@@ -63,7 +63,7 @@ pub fn run(host: &Host, args: &DriverArgs, install: bool) -> Result<Exit, Failur
             args.profile.display()
         )));
     };
-    if install && !host.is_system_root() && !host.is_simulated() {
+    if install && !host.reach().runs_programs() {
         return Err(Failure::usage("driver install acts on the running system: use --root / (or --simulate for a test root)"));
     }
     if install {

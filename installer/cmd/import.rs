@@ -249,7 +249,7 @@ pub fn run(host: &Host, dry_run: bool, vf_timeout: Duration) -> Result<Exit, Fai
             after: planner::RESTORE_UNIT_TEXT.into(),
             mode: 0o644,
         });
-        if host.is_system_root() || host.is_simulated() {
+        if host.reach().runs_programs() {
             steps.push(Action::Run(
                 crate::host::Cmd::new("systemctl").arg("daemon-reload"),
             ));

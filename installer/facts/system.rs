@@ -163,7 +163,7 @@ pub fn observe(host: &Host) -> HostFacts {
     };
     HostFacts {
         root: host.root().display().to_string(),
-        simulated: host.is_simulated(),
+        simulated: host.reach() == crate::host::Reach::Simulated,
         gpus: Vec::new(),
         mdevs: Vec::new(),
         cpu_vendor,
@@ -210,7 +210,7 @@ pub fn observe(host: &Host) -> HostFacts {
 
 /// Ask systemd (read-only). None when it cannot be asked (no systemd, or a foreign root).
 pub fn systemctl_is(host: &Host, verb: &str, unit: &str) -> Option<bool> {
-    if !host.is_simulated() && !host.is_system_root() {
+    if !host.reach().runs_programs() {
         return None;
     }
     let out = host

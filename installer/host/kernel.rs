@@ -108,13 +108,33 @@ impl RunOutput {
     }
 }
 
-pub trait Kernel: Send + Sync {
-    fn is_simulated(&self) -> bool {
-        false
+/// How far vgpuctl reaches into the system behind a root: whether its programs can be run and
+/// its running kernel acted on. The answer decides what setup may do, not scattered checks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Reach {
+    /// The running system of this machine (`--root /`): programs run, sysfs is the kernel's.
+    Live,
+    /// The simulator plays the programs and the kernel.
+    Simulated,
+    /// A root that is not the running system (a mounted image, a chroot, a copied tree): its
+    /// files can be read and edited and its units linked, but no program is ever run for it,
+    /// because a program would act on this machine instead.
+    Offline,
+}
+
+impl Reach {
+    /// Programs can be run and answer for this root.
+    pub fn runs_programs(self) -> bool {
+        self != Reach::Offline
     }
-    /// Called before every read so that a simulated kernel can let pending events happen
-    /// (VFs that appear some time after `sriov-manage -e`).
-    fn tick(&self, _root: &Path) {}
+}
+
+/// The seam between vgpuctl and what answers it. A kernel keeps the files under the root
+/// current on its own (a real kernel's sysfs does; the simulator applies its delayed events on
+/// its own clock), so reads are plain file reads and never call into it.
+pub trait Kernel: Send + Sync {
+    /// What this kernel reaches for the host at `root`.
+    fn reach(&self, root: &Path) -> Reach;
     /// Write a sysfs attribute. `rel` is already checked to stay inside the root.
     fn write_attr(&self, root: &Path, rel: &Path, value: &str) -> io::Result<()>;
     fn run(&self, host: &Host, cmd: &Cmd) -> anyhow::Result<RunOutput>;
@@ -124,6 +144,14 @@ pub trait Kernel: Send + Sync {
 pub struct RealKernel;
 
 impl Kernel for RealKernel {
+    fn reach(&self, root: &Path) -> Reach {
+        if is_running_root(root) {
+            Reach::Live
+        } else {
+            Reach::Offline
+        }
+    }
+
     fn write_attr(&self, root: &Path, rel: &Path, value: &str) -> io::Result<()> {
         // sysfs wants one write(2) of the whole value; no truncation games, no temp files.
         let mut f = std::fs::OpenOptions::new()
@@ -163,6 +191,11 @@ impl Kernel for RealKernel {
         }
         Ok(result)
     }
+}
+
+/// True when `root` is this machine's `/`.
+pub fn is_running_root(root: &Path) -> bool {
+    root == Path::new("/") || root.canonicalize().is_ok_and(|p| p == Path::new("/"))
 }
 
 /// Append a command's full output to a root-relative log file.

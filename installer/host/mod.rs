@@ -14,7 +14,7 @@ use std::path::{Component, Path, PathBuf};
 use std::sync::Arc;
 
 pub use files::WriteOpts;
-pub use kernel::{Cmd, Kernel, RealKernel, RunOutput};
+pub use kernel::{Cmd, Kernel, Reach, RealKernel, RunOutput};
 
 /// A root-relative view of one host, plus the kernel that answers writes and program runs.
 #[derive(Clone)]
@@ -27,7 +27,7 @@ impl fmt::Debug for Host {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Host")
             .field("root", &self.root)
-            .field("simulated", &self.kernel.is_simulated())
+            .field("reach", &self.reach())
             .finish()
     }
 }
@@ -79,8 +79,10 @@ impl Host {
         &self.kernel
     }
 
-    pub fn is_simulated(&self) -> bool {
-        self.kernel.is_simulated()
+    /// What this host's kernel reaches: the running system, the simulator, or an offline root
+    /// whose programs are never run.
+    pub fn reach(&self) -> Reach {
+        self.kernel.reach(&self.root)
     }
 
     /// The absolute path of a root-relative path. Panics never; a path that tries to leave the
@@ -98,12 +100,7 @@ impl Host {
         Ok(self.root.join(clean_rel(rel)?))
     }
 
-    fn tick(&self) {
-        self.kernel.tick(&self.root);
-    }
-
     pub fn read(&self, rel: &str) -> io::Result<String> {
-        self.tick();
         std::fs::read_to_string(self.checked_path(rel)?)
     }
 
@@ -113,25 +110,21 @@ impl Host {
     }
 
     pub fn read_bytes(&self, rel: &str) -> io::Result<Vec<u8>> {
-        self.tick();
         std::fs::read(self.checked_path(rel)?)
     }
 
     pub fn exists(&self, rel: &str) -> bool {
-        self.tick();
         self.checked_path(rel)
             .map(|p| p.symlink_metadata().is_ok())
             .unwrap_or(false)
     }
 
     pub fn is_dir(&self, rel: &str) -> bool {
-        self.tick();
         self.checked_path(rel).map(|p| p.is_dir()).unwrap_or(false)
     }
 
     /// Entry names of a directory, sorted; empty when it is missing or unreadable.
     pub fn list(&self, rel: &str) -> Vec<String> {
-        self.tick();
         let Ok(path) = self.checked_path(rel) else {
             return Vec::new();
         };
@@ -148,7 +141,6 @@ impl Host {
 
     /// The last component of a symlink's target (`driver` -> `nvidia`), as sysfs links are read.
     pub fn link_name(&self, rel: &str) -> Option<String> {
-        self.tick();
         let target = std::fs::read_link(self.checked_path(rel).ok()?).ok()?;
         target
             .file_name()
@@ -158,7 +150,6 @@ impl Host {
 
     /// A symlink's target as stored (not resolved).
     pub fn read_link(&self, rel: &str) -> Option<PathBuf> {
-        self.tick();
         std::fs::read_link(self.checked_path(rel).ok()?).ok()
     }
 

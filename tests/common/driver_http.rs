@@ -310,6 +310,11 @@ impl DriverKernel {
 }
 
 impl Kernel for DriverKernel {
+    fn reach(&self, _: &Path) -> vgpuctl::host::Reach {
+        // A temp root whose programs this test answers: not the running system, not simulated.
+        vgpuctl::host::Reach::Offline
+    }
+
     fn write_attr(&self, _: &Path, _: &Path, _: &str) -> std::io::Result<()> {
         Err(std::io::Error::other("no sysfs in driver tests"))
     }
@@ -342,7 +347,7 @@ impl Kernel for DriverKernel {
             if !self.no_unit {
                 host.write_file(
                     "usr/lib/systemd/system/nvidia-vgpu-mgr.service",
-                    vgpuctl::sim::driver_pkg::VGPU_MGR_UNIT.as_bytes(),
+                    vgpuctl_sim::driver_pkg::VGPU_MGR_UNIT.as_bytes(),
                     vgpuctl::host::WriteOpts::state(),
                 )?;
             }

@@ -12,7 +12,7 @@ use anyhow::Result;
 use super::bootcfg;
 use super::models::{Boot, Cpu, FreshDriver, Iface, Model};
 use super::state::State;
-use crate::catalog::{self, TypeSpec};
+use vgpuctl_catalog::{self as catalog, TypeSpec};
 
 pub const SECURE_BOOT_VAR: &str =
     "sys/firmware/efi/efivars/SecureBoot-8be4df61-93ca-11d2-aa0d-00e098032b8c";
@@ -816,7 +816,6 @@ pub fn render_gpu(root: &Path, m: &Model, st: &State, pf: &str) -> Result<()> {
             &format!("{d}/sriov_totalvfs"),
             &format!("{}\n", m.sriov_total),
         )?;
-        put(root, &format!("{d}/sriov_numvfs"), &format!("{numvfs}\n"))?;
         put(root, &format!("{d}/sriov_drivers_autoprobe"), "1\n")?;
     } else {
         for f in ["sriov_totalvfs", "sriov_numvfs", "sriov_drivers_autoprobe"] {
@@ -863,6 +862,13 @@ pub fn render_gpu(root: &Path, m: &Model, st: &State, pf: &str) -> Result<()> {
     }
     render_types(root, m, st, pf)?;
     prune_dangling(root, "sys/bus/mdev/devices");
+    if sriov {
+        // Last, as the kernel shows it: `sriov_numvfs_show` reads `num_VFs` under the device
+        // lock that `sriov_numvfs_store` holds while it adds the VFs, and `num_VFs` is set
+        // after they were added (drivers/pci/iov.c). A reader that sees the count sees the VFs
+        // (the simulator's clock thread renders while vgpuctl reads).
+        put(root, &format!("{d}/sriov_numvfs"), &format!("{numvfs}\n"))?;
+    }
     Ok(())
 }
 

@@ -12,7 +12,7 @@ use super::kernel::SimKernel;
 use super::layout;
 use super::models::{Boot, Iface};
 use super::state::{self, Event, Pending};
-use crate::host::{Cmd, Host, RunOutput};
+use crate::seam::{Cmd, RunOutput};
 
 const PATH: &[&str] = &[
     "usr/local/sbin",
@@ -42,8 +42,7 @@ fn fail(code: i32, s: impl Into<String>) -> Result<RunOutput> {
     Ok(RunOutput::failed(code, s))
 }
 
-pub(crate) fn run(k: &SimKernel, host: &Host, cmd: &Cmd) -> Result<RunOutput> {
-    let root = host.root();
+pub(crate) fn run(k: &SimKernel, root: &Path, cmd: &Cmd) -> Result<RunOutput> {
     // `sh x.run --check` is the same as running the archive.
     let (program, args): (String, Vec<String>) = if matches!(cmd.name(), "sh" | "bash")
         && cmd.args.first().is_some_and(|a| a.ends_with(".run"))

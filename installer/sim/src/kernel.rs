@@ -2,7 +2,7 @@
 
 use std::io;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
 use anyhow::Result;
@@ -10,13 +10,15 @@ use anyhow::Result;
 use super::layout::{self, devdir, pf_of};
 use super::models::{Iface, Model};
 use super::state::{self, Event, Pending, State, Vgpu};
-use crate::catalog;
-use crate::host::{Cmd, Host, Kernel, RunOutput};
+use crate::seam::{Cmd, RunOutput};
+use vgpuctl_catalog as catalog;
 
 pub struct SimKernel {
     pub(crate) root: PathBuf,
     pub(crate) model: &'static Model,
     inner: Mutex<Inner>,
+    /// Set (and notified) when this process scheduled an event, to wake the clock thread.
+    wake: (Mutex<bool>, Condvar),
 }
 
 struct Inner {
@@ -36,22 +38,27 @@ fn to_io(e: anyhow::Error) -> io::Error {
 use nix::libc;
 
 impl SimKernel {
-    pub fn load(root: &Path, model: &'static Model) -> Result<SimKernel> {
+    /// Load the kernel of a simulated root and start its clock.
+    pub fn load(root: &Path, model: &'static Model) -> Result<Arc<SimKernel>> {
         let st = state::load(root)?;
-        Ok(SimKernel {
+        let k = Arc::new(SimKernel {
             root: root.to_path_buf(),
             model,
             inner: Mutex::new(Inner {
                 st,
                 stamp: state::stamp(root),
             }),
-        })
+            wake: (Mutex::new(false), Condvar::new()),
+        });
+        k.start_clock();
+        Ok(k)
     }
 
     /// Run `f` on the current state (reloaded when another process changed it) and save it
     /// when it changed. Never sleep inside.
     pub(crate) fn with<R>(&self, f: impl FnOnce(&mut State) -> io::Result<R>) -> io::Result<R> {
         let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        let lock = state::lock(&self.root);
         let now = state::stamp(&self.root);
         if now != inner.stamp {
             if let Ok(st) = state::load(&self.root) {
@@ -64,6 +71,11 @@ impl SimKernel {
         if inner.st != before {
             state::save(&self.root, &inner.st).map_err(to_io)?;
             inner.stamp = state::stamp(&self.root);
+            if inner.st.pending != before.pending && !inner.st.pending.is_empty() {
+                drop(lock);
+                drop(inner);
+                self.wake_clock();
+            }
         }
         r
     }
@@ -451,13 +463,15 @@ impl SimKernel {
     }
 }
 
-impl Kernel for SimKernel {
-    fn is_simulated(&self) -> bool {
-        true
-    }
+/// How often a simulated kernel looks whether another process sharing the root scheduled an
+/// event (its own are woken for exactly on time).
+const OTHERS_POLL: Duration = Duration::from_millis(50);
 
-    fn tick(&self, _root: &Path) {
-        // Called before every read: stay cheap when nothing is due.
+impl SimKernel {
+    /// Apply the pending events whose time has come (VFs `vf_delay_ms` after `sriov-manage -e`,
+    /// a driver binding `driver_delay_ms` after boot), after reloading the state when another
+    /// process changed it. Returns when the next one is due (epoch ms). Cheap when nothing is.
+    pub fn apply_due(&self) -> Option<u64> {
         {
             let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
             let now = state::stamp(&self.root);
@@ -469,14 +483,58 @@ impl Kernel for SimKernel {
             }
             let due = state::now_ms();
             if !inner.st.pending.iter().any(|p| p.due_ms <= due) {
-                return;
+                return inner.st.pending.iter().map(|p| p.due_ms).min();
             }
         }
         let _ = self.with(|st| self.materialize(st));
+        self.with(|st| Ok(st.pending.iter().map(|p| p.due_ms).min()))
+            .ok()
+            .flatten()
     }
 
-    fn write_attr(&self, root: &Path, rel: &Path, value: &str) -> io::Result<()> {
-        self.tick(root);
+    /// The kernel's own clock: a thread that applies each pending event at its time, as a real
+    /// kernel finishes `sriov-manage -e` or a udev bind asynchronously, so readers never have
+    /// to poke the simulator. It ends when the kernel is dropped. Several processes on one root
+    /// each run one; the state file's stamp makes them agree (whoever is first applies an
+    /// event, the others reload and find it done).
+    fn start_clock(self: &Arc<Self>) {
+        let weak = Arc::downgrade(self);
+        let spawned = std::thread::Builder::new()
+            .name("vgpuctl-sim-clock".into())
+            .spawn(move || loop {
+                let Some(k) = weak.upgrade() else { return };
+                let next = k.apply_due();
+                let wait = match next {
+                    Some(due) => {
+                        Duration::from_millis(due.saturating_sub(state::now_ms())).min(OTHERS_POLL)
+                    }
+                    None => OTHERS_POLL,
+                };
+                let (lock, cv) = &k.wake;
+                let mut woken = lock.lock().unwrap_or_else(|p| p.into_inner());
+                if !*woken {
+                    woken = cv
+                        .wait_timeout(woken, wait)
+                        .unwrap_or_else(|p| p.into_inner())
+                        .0;
+                }
+                *woken = false;
+            });
+        if let Err(e) = spawned {
+            tracing::warn!("simulated kernel: no clock thread ({e}); events apply on writes only");
+        }
+    }
+
+    /// Wake the clock: this process just scheduled an event.
+    pub(crate) fn wake_clock(&self) {
+        let (lock, cv) = &self.wake;
+        *lock.lock().unwrap_or_else(|p| p.into_inner()) = true;
+        cv.notify_all();
+    }
+
+    /// Write a sysfs attribute. `rel` is already checked to stay inside the root.
+    pub fn write_attr(&self, root: &Path, rel: &Path, value: &str) -> io::Result<()> {
+        self.apply_due();
         let abs = root.join(rel);
         if !abs.exists() {
             // sysfs cannot create files.
@@ -598,12 +656,9 @@ impl Kernel for SimKernel {
         }
     }
 
-    fn run(&self, host: &Host, cmd: &Cmd) -> anyhow::Result<RunOutput> {
-        self.tick(host.root());
-        let out = super::programs::run(self, host, cmd)?;
-        if let Some(log) = &cmd.log_to {
-            crate::host::kernel::append_log(host, log, cmd, &out)?;
-        }
-        Ok(out)
+    /// Run a program on the simulated root: answered by name (see programs.rs).
+    pub fn run(&self, root: &Path, cmd: &Cmd) -> anyhow::Result<RunOutput> {
+        self.apply_due();
+        super::programs::run(self, root, cmd)
     }
 }

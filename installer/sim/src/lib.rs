@@ -3,6 +3,9 @@
 //!
 //! `open` builds or loads a root; [`SimKernel`] answers sysfs writes and program runs from a
 //! persistent [`state::State`] and re-renders the files they affect; [`reboot`] plays a boot.
+//!
+//! This crate does not depend on vgpuctl: [`SimHost`], [`Cmd`] and [`RunOutput`] are its own
+//! small interface (see `seam`), which vgpuctl's binary adapts to its `Kernel` seam.
 
 pub mod bootcfg;
 pub mod driver_pkg;
@@ -10,19 +13,17 @@ mod kernel;
 pub mod layout;
 pub mod models;
 mod programs;
+pub mod seam;
 pub mod state;
 
+use anyhow::{bail, Context, Result};
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
-
-use anyhow::{bail, Context, Result};
 
 pub use kernel::SimKernel;
 use models::{FreshDriver, Model};
+pub use seam::{Cmd, RunOutput, SimHost};
 use state::State;
-
-use crate::host::Host;
 
 /// The models `--simulate` accepts (each also as `<model>-ready`).
 pub const MODELS: &[&str] = &[
@@ -70,7 +71,7 @@ pub const OPTS: &[(&str, &str)] = &[
 /// "-ready"), or load it; error (naming both) when the root holds another model or is a non-empty
 /// non-sim directory. `opts` are "KEY=VALUE" strings from repeated --sim-opt, validated (unknown
 /// key -> error listing the known ones), merged into the persisted state (an empty VALUE clears).
-pub fn open(root: &Path, model: &str, opts: &[String]) -> Result<Host> {
+pub fn open(root: &Path, model: &str, opts: &[String]) -> Result<SimHost> {
     let Some((spec, ready)) = models::parse(model) else {
         bail!(
             "unknown simulated model {model:?}: use one of {} (each also as MODEL-ready)",
@@ -113,7 +114,19 @@ pub fn open(root: &Path, model: &str, opts: &[String]) -> Result<Host> {
     if !parsed.is_empty() {
         k.merge_opts(&parsed)?;
     }
-    Ok(Host::new(root, Arc::new(k)))
+    // Events that fell due while no process had the root open happen now.
+    k.apply_due();
+    Ok(SimHost::new(root, k))
+}
+
+/// The simulated host at `root` as it was built (any model), e.g. for `vgpuctl sim reboot`.
+pub fn attach(root: &Path) -> Result<SimHost> {
+    let st = state::load(root).context("not a simulated root")?;
+    let (m, _) = models::parse(&st.model).context("unknown model in the simulator state")?;
+    let root = root.canonicalize()?;
+    let k = SimKernel::load(&root, m)?;
+    k.apply_due();
+    Ok(SimHost::new(root, k))
 }
 
 /// The model of a simulated root, if it is one.
@@ -224,19 +237,18 @@ fn build(
 /// blacklisted and the initramfs rebuilt, the host driver installed, then a reboot. Done through
 /// the same simulated programs a real run would use.
 fn make_ready(root: &Path, m: &'static Model) -> Result<()> {
-    let host = Host::new(root.to_path_buf(), Arc::new(SimKernel::load(root, m)?));
+    let host = SimHost::new(root.to_path_buf(), SimKernel::load(root, m)?);
     let args = match m.cpu {
         models::Cpu::Intel => "intel_iommu=on iommu=pt",
         models::Cpu::Amd => "iommu=pt",
     };
-    let run = |c: crate::host::Cmd| -> Result<()> {
+    let run = |c: Cmd| -> Result<()> {
         let out = host.run(&c)?;
         if !out.success() {
             bail!("building the -ready model: `{c}` failed: {}", out.tail(5));
         }
         Ok(())
     };
-    use crate::host::Cmd;
     match m.boot {
         models::Boot::Grub => {
             let p = root.join("etc/default/grub");
@@ -398,7 +410,7 @@ impl std::fmt::Display for RebootReport {
 /// `relaunch` = argv prefix to run this binary on the same simulated root, e.g.
 /// [current_exe, "--root", DIR, "--simulate", MODEL]; a unit `ExecStart=/usr/local/sbin/vgpuctl restore`
 /// is run as relaunch + ["restore"]. Returns a report (units run, their exit codes).
-pub fn reboot(host: &Host, relaunch: &[String]) -> Result<RebootReport> {
+pub fn reboot(host: &SimHost, relaunch: &[String]) -> Result<RebootReport> {
     let root: PathBuf = host.root().to_path_buf();
     let st0 = state::load(&root).context("not a simulated root")?;
     let (m, _) = models::parse(&st0.model).context("unknown model in the simulator state")?;
@@ -459,7 +471,7 @@ pub fn reboot(host: &Host, relaunch: &[String]) -> Result<RebootReport> {
 }
 
 /// The state of a simulated host, for tests and `sim` subcommands.
-pub fn state_of(host: &Host) -> Result<State> {
+pub fn state_of(host: &SimHost) -> Result<State> {
     state::load(host.root())
 }
 

@@ -82,6 +82,23 @@ pub fn stamp(root: &Path) -> Option<(SystemTime, u64, u64)> {
     Some((m.modified().ok()?, m.len(), m.ino()))
 }
 
+/// Hold the root's state lock (`flock` on `.vgpuctl-sim/lock`) until the returned file is
+/// dropped: every process on the root that changes the state loads, changes and saves it under
+/// this lock, so no process saves over a change it did not see (each one's clock thread applies
+/// due events, even in a process that is only waiting). None when the lock cannot be taken.
+pub fn lock(root: &Path) -> Option<std::fs::File> {
+    use std::os::fd::AsRawFd;
+    let f = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(root.join(STATE_DIR).join("lock"))
+        .ok()?;
+    // SAFETY: flock on a descriptor we own; released when `f` is closed.
+    let rc = unsafe { nix::libc::flock(f.as_raw_fd(), nix::libc::LOCK_EX) };
+    (rc == 0).then_some(f)
+}
+
 pub fn load(root: &Path) -> Result<State> {
     let p = root.join(STATE_FILE);
     let text =
