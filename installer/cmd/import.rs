@@ -226,7 +226,7 @@ pub fn run(host: &Host, dry_run: bool, vf_timeout: Duration) -> Result<Exit, Fai
             after: planner::RESTORE_UNIT_TEXT.into(),
             mode: 0o644,
         });
-        if host.is_system_root() || host.is_simulated() {
+        if host.reach().runs_programs() {
             steps.push(Action::Run(
                 crate::host::Cmd::new("systemctl").arg("daemon-reload"),
             ));
@@ -266,6 +266,15 @@ pub fn run(host: &Host, dry_run: bool, vf_timeout: Duration) -> Result<Exit, Fai
         }
     }
     println!("Enabled vgpuctl-restore.service.");
+    if !host.reach().runs_programs() {
+        // Creating the vGPUs needs that system's kernel: its restore unit does it when it boots.
+        println!("{} is not the running system: its vgpuctl-restore.service creates the vGPUs when it boots.", host.root().display());
+        return Ok(if problems.is_empty() {
+            Exit::Ok
+        } else {
+            Exit::Failed
+        });
+    }
     // Bring the host to the pinned state now, exactly as the boot unit will.
     let report = crate::vgpu::restore::restore(host, &active, vf_timeout)?;
     println!("{}", report.summary());

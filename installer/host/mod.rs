@@ -14,7 +14,7 @@ use std::path::{Component, Path, PathBuf};
 use std::sync::Arc;
 
 pub use files::WriteOpts;
-pub use kernel::{Cmd, Kernel, RealKernel, RunOutput};
+pub use kernel::{Cmd, Kernel, Reach, RealKernel, RunOutput};
 
 /// A root-relative view of one host, plus the kernel that answers writes and program runs.
 #[derive(Clone)]
@@ -69,10 +69,13 @@ impl Host {
 
     /// True when the root is the real `/` of this machine (mutations need privileges there).
     pub fn is_system_root(&self) -> bool {
-        self.root
-            .canonicalize()
-            .map(|p| p == Path::new("/"))
-            .unwrap_or(false)
+        kernel::is_running_root(&self.root)
+    }
+
+    /// What this host's kernel reaches: the running system, the simulator, or an offline root
+    /// whose programs are never run.
+    pub fn reach(&self) -> Reach {
+        self.kernel.reach(&self.root)
     }
 
     pub fn kernel(&self) -> &Arc<dyn Kernel> {

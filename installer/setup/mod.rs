@@ -2,6 +2,7 @@
 
 pub mod apply;
 pub mod lock;
+pub mod offline;
 pub mod plan;
 pub mod planner;
 pub mod prereboot;
@@ -14,7 +15,7 @@ use anyhow::Context;
 
 use crate::exit::{Exit, Failure};
 use crate::facts::{self, HostFacts};
-use crate::host::{Host, WriteOpts};
+use crate::host::{Host, Reach, WriteOpts};
 use crate::profile::{Profile, RebootPolicy};
 
 use plan::Plan;
@@ -205,7 +206,14 @@ pub fn run(host: &Host, profile: &Profile, opts: &Options) -> Result<Exit, Failu
     if resumed {
         println!("Resuming after the reboot (boot id changed).");
     }
+    let (plan, blocked) = match host.reach() {
+        Reach::Offline => offline::adapt(plan, profile, &reasons),
+        Reach::Live | Reach::Simulated => (plan, Vec::new()),
+    };
     print!("{plan}");
+    if !blocked.is_empty() {
+        return Err(Failure::usage(offline::refusal(host, &blocked)));
+    }
     if opts.dry_run {
         println!("(dry run: nothing was changed)");
         return Ok(Exit::Ok);
@@ -223,6 +231,7 @@ pub fn run(host: &Host, profile: &Profile, opts: &Options) -> Result<Exit, Failu
         Decision::Stop(code) => return Ok(code),
         Decision::Go { plan, reasons, .. } => (plan, reasons),
     };
+    let plan = for_reach(host, profile, plan, &reasons)?;
     if st.reboot_boot_id.is_some() {
         st.reboot_boot_id = None;
         st.reboot_reasons.clear();
@@ -284,12 +293,31 @@ pub fn run(host: &Host, profile: &Profile, opts: &Options) -> Result<Exit, Failu
         if next.is_empty() || round == 1 {
             break;
         }
-        print!("{next}");
-        plan = next;
+        plan = for_reach(host, profile, next, &reasons)?;
+        print!("{plan}");
     }
     st.finished = true;
     state::save(host, &st)?;
     finish(host)
+}
+
+/// The plan as it is carried out on this host's reach; on an offline root, a refusal when a step
+/// needs the running system (checked again after every re-plan, before applying it).
+fn for_reach(
+    host: &Host,
+    profile: &Profile,
+    plan: Plan,
+    reasons: &[String],
+) -> Result<Plan, Failure> {
+    if host.reach() != Reach::Offline {
+        return Ok(plan);
+    }
+    let (plan, blocked) = offline::adapt(plan, profile, reasons);
+    if blocked.is_empty() {
+        Ok(plan)
+    } else {
+        Err(Failure::usage(offline::refusal(host, &blocked)))
+    }
 }
 
 fn finish(host: &Host) -> Result<Exit, Failure> {
@@ -340,19 +368,21 @@ fn checkpoint(
     state::save(host, st)?;
     println!("\nReboot needed: {}.", reasons.join("; "));
     let policy = profile.host.reboot;
-    let auto = match policy {
-        RebootPolicy::Auto => true,
-        RebootPolicy::Never => false,
-        RebootPolicy::Prompt => {
-            !opts.yes
-                && std::io::stdin().is_terminal()
-                && dialoguer::Confirm::new()
-                    .with_prompt("Reboot now?")
-                    .default(false)
-                    .interact()
-                    .unwrap_or(false)
-        }
-    };
+    // An offline root is never rebooted from here: `systemctl reboot` would reboot this machine.
+    let auto = host.reach().runs_programs()
+        && match policy {
+            RebootPolicy::Auto => true,
+            RebootPolicy::Never => false,
+            RebootPolicy::Prompt => {
+                !opts.yes
+                    && std::io::stdin().is_terminal()
+                    && dialoguer::Confirm::new()
+                        .with_prompt("Reboot now?")
+                        .default(false)
+                        .interact()
+                        .unwrap_or(false)
+            }
+        };
     if !auto {
         println!(
             "Reboot, then run the same command again: {}",
