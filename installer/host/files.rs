@@ -7,6 +7,7 @@ use std::path::Path;
 
 use anyhow::{Context, Result};
 
+use super::resolve::Last;
 use super::Host;
 use crate::fault;
 
@@ -52,7 +53,8 @@ impl Host {
     }
 
     /// Write `contents` atomically. Unchanged content is not rewritten (re-runs modify nothing).
-    /// Returns whether the file changed.
+    /// Returns whether the file changed. Through a symlink, the file it points to (inside the
+    /// root) is replaced and the link kept; the backup is named after the path asked for.
     pub fn write_file(&self, rel: &str, contents: &[u8], opts: WriteOpts) -> Result<bool> {
         let path = self.checked_path(rel)?;
         if let Ok(old) = std::fs::read(&path) {
@@ -75,7 +77,7 @@ impl Host {
     }
 
     pub fn remove_file(&self, rel: &str) -> Result<bool> {
-        let path = self.checked_path(rel)?;
+        let path = self.resolved(rel, Last::Keep)?;
         match std::fs::remove_file(&path) {
             Ok(()) => {
                 sync_dir(&path);
@@ -93,7 +95,7 @@ impl Host {
 
     /// Make `rel` a symlink to `target` (taken literally), replacing what was there atomically.
     pub fn symlink(&self, target: &str, rel: &str) -> Result<bool> {
-        let path = self.checked_path(rel)?;
+        let path = self.resolved(rel, Last::Keep)?;
         if std::fs::read_link(&path)
             .map(|t| t == Path::new(target))
             .unwrap_or(false)

@@ -149,9 +149,12 @@ pub struct RealKernel;
 impl Kernel for RealKernel {
     fn write_attr(&self, root: &Path, rel: &Path, value: &str) -> io::Result<()> {
         // sysfs wants one write(2) of the whole value; no truncation games, no temp files.
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .open(root.join(rel))?;
+        let path = if is_running_root(root) {
+            root.join(rel)
+        } else {
+            super::resolve::resolve(root, None, rel, super::resolve::Last::Follow)?
+        };
+        let mut f = std::fs::OpenOptions::new().write(true).open(path)?;
         f.write_all(value.as_bytes())
     }
 

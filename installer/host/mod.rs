@@ -7,6 +7,7 @@
 
 pub mod files;
 pub mod kernel;
+pub mod resolve;
 
 use std::fmt;
 use std::io;
@@ -15,12 +16,17 @@ use std::sync::Arc;
 
 pub use files::WriteOpts;
 pub use kernel::{Cmd, Kernel, Reach, RealKernel, RunOutput};
+use resolve::Last;
 
 /// A root-relative view of one host, plus the kernel that answers writes and program runs.
 #[derive(Clone)]
 pub struct Host {
     root: PathBuf,
     kernel: Arc<dyn Kernel>,
+    /// The root is this machine's `/`: the kernel resolves symlinks inside it by itself.
+    direct: bool,
+    /// The root directory, opened on first use, for the fast path of [`resolve`].
+    root_fd: Arc<std::sync::OnceLock<Option<std::os::fd::OwnedFd>>>,
 }
 
 impl fmt::Debug for Host {
@@ -52,9 +58,12 @@ pub fn clean_rel(rel: &str) -> io::Result<PathBuf> {
 
 impl Host {
     pub fn new(root: impl Into<PathBuf>, kernel: Arc<dyn Kernel>) -> Host {
+        let root = root.into();
         Host {
-            root: root.into(),
+            direct: kernel::is_running_root(&root),
+            root,
             kernel,
+            root_fd: Arc::default(),
         }
     }
 
@@ -86,19 +95,29 @@ impl Host {
         self.kernel.is_simulated()
     }
 
-    /// The absolute path of a root-relative path. Panics never; a path that tries to leave the
-    /// root (`..`) maps to a path that cannot exist, so reads fail and writes are refused by
-    /// [`Host::checked_path`].
+    /// The absolute path of a root-relative path, resolved inside the root. Panics never; a
+    /// path that tries to leave the root (`..`, or a symlink climbing out) maps to a path that
+    /// cannot exist, so reads fail and writes are refused by [`Host::checked_path`].
     pub fn path(&self, rel: &str) -> PathBuf {
-        match clean_rel(rel) {
-            Ok(p) => self.root.join(p),
-            Err(_) => self.root.join(".vgpuctl-invalid-path"),
-        }
+        self.checked_path(rel)
+            .unwrap_or_else(|_| self.root.join(".vgpuctl-invalid-path"))
     }
 
     /// Like [`Host::path`] but an error for a path leaving the root.
     pub fn checked_path(&self, rel: &str) -> io::Result<PathBuf> {
-        Ok(self.root.join(clean_rel(rel)?))
+        self.resolved(rel, Last::Follow)
+    }
+
+    /// `rel` inside the root with every symlink resolved as `chroot` would see it (see
+    /// [`resolve`]); with [`Last::Keep`] a symlink in the last place is the link itself.
+    pub fn resolved(&self, rel: &str, last: Last) -> io::Result<PathBuf> {
+        let clean = clean_rel(rel)?;
+        if self.direct {
+            return Ok(self.root.join(clean));
+        }
+        let fd = self.root_fd.get_or_init(|| resolve::open_root(&self.root));
+        let fd = fd.as_ref().map(std::os::fd::AsFd::as_fd);
+        resolve::resolve(&self.root, fd, &clean, last)
     }
 
     fn tick(&self) {
@@ -122,7 +141,7 @@ impl Host {
 
     pub fn exists(&self, rel: &str) -> bool {
         self.tick();
-        self.checked_path(rel)
+        self.resolved(rel, Last::Keep)
             .map(|p| p.symlink_metadata().is_ok())
             .unwrap_or(false)
     }
@@ -152,7 +171,7 @@ impl Host {
     /// The last component of a symlink's target (`driver` -> `nvidia`), as sysfs links are read.
     pub fn link_name(&self, rel: &str) -> Option<String> {
         self.tick();
-        let target = std::fs::read_link(self.checked_path(rel).ok()?).ok()?;
+        let target = std::fs::read_link(self.resolved(rel, Last::Keep).ok()?).ok()?;
         target
             .file_name()
             .and_then(|n| n.to_str())
@@ -162,7 +181,7 @@ impl Host {
     /// A symlink's target as stored (not resolved).
     pub fn read_link(&self, rel: &str) -> Option<PathBuf> {
         self.tick();
-        std::fs::read_link(self.checked_path(rel).ok()?).ok()
+        std::fs::read_link(self.resolved(rel, Last::Keep).ok()?).ok()
     }
 
     /// Write a kernel attribute (sysfs). The kernel decides what happens.
