@@ -121,6 +121,16 @@ impl Host {
 pub fn write_atomic(path: &Path, contents: &[u8], mode: u32) -> Result<()> {
     let dir = path.parent().context("file without a directory")?;
     std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    replace_atomic(path, contents, mode)
+}
+
+/// [`write_atomic`] into a directory that must exist already (an operator's path: nothing is
+/// created around it).
+pub fn replace_atomic(path: &Path, contents: &[u8], mode: u32) -> Result<()> {
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
     sweep_stale_temps(dir, path);
     let mut tmp = tempfile::Builder::new()
         .prefix(&format!(
