@@ -56,7 +56,7 @@ impl Host {
     /// Returns whether the file changed. Through a symlink, the file it points to (inside the
     /// root) is replaced and the link kept; the backup is named after the path asked for.
     pub fn write_file(&self, rel: &str, contents: &[u8], opts: WriteOpts) -> Result<bool> {
-        let path = self.checked_path(rel)?;
+        let path = self.resolved(rel, Last::Target)?;
         if let Ok(old) = std::fs::read(&path) {
             if old == contents {
                 let mode = path.metadata().map(|m| m.permissions().mode() & 0o7777)?;
@@ -64,7 +64,7 @@ impl Host {
                     return Ok(false);
                 }
             } else if opts.backup {
-                let b = self.checked_path(&Host::backup_rel(rel))?;
+                let b = self.resolved(&Host::backup_rel(rel), Last::Target)?;
                 if !b.exists() {
                     write_atomic(&b, &old, 0o600)
                         .with_context(|| format!("cannot back up {}", path.display()))?;

@@ -21,11 +21,15 @@ use nix::fcntl::{openat2, OFlag, OpenHow, ResolveFlag};
 /// Links followed in one resolution before giving up (the kernel's limit, ELOOP).
 const MAX_LINKS: u32 = 40;
 
-/// Whether the last component is followed when it is a symlink: yes to read or write what a link
-/// points to, no to look at, replace or remove the link itself.
+/// What the path is for when its last component is a symlink.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Last {
+    /// Open, read or list what the link points to: the result may still end in a link that
+    /// stays inside the root, which the kernel then follows by itself.
     Follow,
+    /// Replace what the link points to (a rename over it): the result is the target itself.
+    Target,
+    /// Look at, replace or remove the link itself.
     Keep,
 }
 
@@ -58,21 +62,39 @@ pub fn resolve(
     walk(root, rel, last)
 }
 
-/// The kernel resolves `rel` below the root without an absolute link or a `..` above it, and
-/// the plain path names what `last` asks for (not a symlink in last place to follow).
-fn stays_beneath(root_fd: BorrowedFd, rel: &Path, last: Last) -> bool {
+/// Open `rel` below the root the fast way: Ok(None) when the kernel cannot decide it alone (an
+/// absolute link or a `..` above the root on the way: EXDEV), to be walked instead.
+pub fn open_beneath(root_fd: BorrowedFd, rel: &Path, flags: OFlag) -> io::Result<Option<OwnedFd>> {
     let how = OpenHow::new()
-        .flags(OFlag::O_PATH | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC)
+        .flags(flags | OFlag::O_CLOEXEC)
         .resolve(ResolveFlag::RESOLVE_BENEATH | ResolveFlag::RESOLVE_NO_MAGICLINKS);
     match openat2(root_fd, rel, how) {
-        Ok(fd) => {
-            last == Last::Keep
+        Ok(fd) => Ok(Some(fd)),
+        // Whatever else fails (ENOENT, ENOTDIR, EACCES) fails the same for the plain path and
+        // as chroot sees it: the resolution up to there stayed below the root.
+        Err(Errno::EXDEV | Errno::ENOSYS | Errno::EINVAL | Errno::EPERM) => Ok(None),
+        Err(e) => Err(io::Error::from(e)),
+    }
+}
+
+/// The kernel resolves `rel` below the root without an absolute link or a `..` above it, and
+/// the plain path names what `last` asks for.
+fn stays_beneath(root_fd: BorrowedFd, rel: &Path, last: Last) -> bool {
+    let nofollow = if last == Last::Follow {
+        OFlag::empty()
+    } else {
+        OFlag::O_NOFOLLOW
+    };
+    match open_beneath(root_fd, rel, OFlag::O_PATH | nofollow) {
+        Ok(Some(fd)) => {
+            last != Last::Target
                 || nix::sys::stat::fstat(fd.as_fd())
                     .is_ok_and(|st| st.st_mode & nix::libc::S_IFMT != nix::libc::S_IFLNK)
         }
-        // A missing last component of a plain path is fine; anything else (EXDEV for an
-        // absolute link or an escape, ENOENT inside a dangling link, ENOSYS) is walked.
-        Err(Errno::ENOENT) => missing_last_only(root_fd, rel),
+        Ok(None) => false,
+        Err(_) if last == Last::Follow => true,
+        // Missing: fine when only the last component is (a dangling link opens as itself).
+        Err(e) if e.raw_os_error() == Some(nix::libc::ENOENT) => missing_last_only(root_fd, rel),
         Err(_) => false,
     }
 }
@@ -181,10 +203,16 @@ mod tests {
         let d = tree();
         let r = d.path();
         let fd = open_root(r).unwrap();
+        // Both ways give the same file; Follow may leave a link inside the root unresolved.
         let f = |rel: &str, last| {
             let slow = walk(r, Path::new(rel), last).unwrap();
             let fast = resolve(r, Some(fd.as_fd()), Path::new(rel), last).unwrap();
-            assert_eq!(fast, slow, "{rel}");
+            if last == Last::Follow {
+                let canon = |p: &Path| p.canonicalize().unwrap_or_else(|_| p.to_path_buf());
+                assert_eq!(canon(&fast), canon(&slow), "{rel}");
+            } else {
+                assert_eq!(fast, slow, "{rel}");
+            }
             slow
         };
         assert_eq!(f("etc/grub", Last::Follow), r.join("etc/grub-real"));
@@ -208,8 +236,11 @@ mod tests {
         let f = |rel: &str, last| resolve(r, Some(fd.as_fd()), Path::new(rel), last);
         let e = f("etc/real/up/x", Last::Follow).unwrap_err();
         assert!(e.to_string().contains("out of the host root"), "{e}");
-        let e = f("loop1", Last::Follow).unwrap_err();
+        let e = f("loop1", Last::Target).unwrap_err();
         assert!(e.to_string().contains("too many levels"), "{e}");
+        // Followed, the loop is the kernel's to report when the path is used.
+        let p = f("loop1", Last::Follow).unwrap();
+        assert!(std::fs::read(p).is_err());
         // Kept, the looping link itself can still be looked at or removed.
         assert_eq!(f("loop1", Last::Keep).unwrap(), r.join("loop1"));
     }
