@@ -202,3 +202,41 @@ fn units_on_a_foreign_root_are_enabled_by_their_links_only() {
     );
     assert!(f.path(unit).is_file());
 }
+
+#[test]
+fn import_on_a_foreign_root_links_its_unit_and_runs_nothing() {
+    let u = "2f82ee72-3ac5-4615-9c0b-327c12e8c83d";
+    let f = Foreign::new("a40x8-ready", |s| {
+        s.write(
+            "etc/rc.local",
+            &format!(
+                "#!/bin/sh -e\n/usr/lib/nvidia/sriov-manage -e 0000:e8:00.0\necho {u} > \
+                 /sys/class/mdev_bus/0000:e8:00.4/mdev_supported_types/nvidia-555/create\nexit 0\n"
+            ),
+        )
+    });
+    let r = f.run(&["import"]);
+    assert_eq!(f.calls(), "", "a program ran on this machine: {r:?}");
+    assert!(
+        !r.all().contains("refusing to run"),
+        "nothing was even tried: {r:?}"
+    );
+    assert!(!r.all().contains("daemon-reload"), "{r:?}");
+    // SR-IOV is imported; the vGPU on a VF cannot be resolved without enabling SR-IOV there,
+    // which needs the running system: reported (exit 1), its line left as it is.
+    assert!(
+        r.all().contains("run vgpuctl import inside that system"),
+        "{r:?}"
+    );
+    let profile = std::fs::read_to_string(f.path("etc/vgpuctl/profile.toml")).unwrap();
+    assert!(profile.contains("sriov = [\"0000:e8:00.0\"]"), "{profile}");
+    assert!(std::fs::read_to_string(f.path("etc/rc.local"))
+        .unwrap()
+        .contains(&format!("\necho {u}")));
+    assert!(f
+        .path("etc/systemd/system/multi-user.target.wants/vgpuctl-restore.service")
+        .symlink_metadata()
+        .is_ok());
+    assert!(r.all().contains("creates the vGPUs when it boots"), "{r:?}");
+    assert_eq!(r.code, 1, "{r:?}");
+}

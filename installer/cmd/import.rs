@@ -132,7 +132,14 @@ pub fn run(host: &Host, dry_run: bool, vf_timeout: Duration) -> Result<Exit, Fai
             }
         }
     }
-    if !dry_run {
+    if !dry_run && !pfs.is_empty() && !host.reach().runs_programs() {
+        problems.push(format!(
+            "SR-IOV on {}: not enabled from here ({} is not the running system), so the types \
+             of its VFs cannot be read; run vgpuctl import inside that system",
+            pfs.join(", "),
+            host.root().display()
+        ));
+    } else if !dry_run {
         for pf in &pfs {
             if let Err(e) = crate::vgpu::sriov::enable(host, pf, vf_timeout) {
                 problems.push(format!("SR-IOV on {pf}: {e:#}"));
