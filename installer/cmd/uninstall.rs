@@ -57,7 +57,8 @@ pub fn run(host: &Host, yes: bool) -> Result<Exit, Failure> {
     for t in &targets {
         host.remove_file(t)?;
     }
-    if host.is_system_root() || host.is_simulated() {
+    // Offline roots are handled like `systemctl --root`: only the links change, no reload.
+    if host.reach().runs_programs() {
         let out = host.run(&crate::host::Cmd::new("systemctl").arg("daemon-reload"))?;
         if !out.success() {
             eprintln!("systemctl daemon-reload: {}", out.tail(3));

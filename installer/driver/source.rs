@@ -242,6 +242,9 @@ mod tests {
 
     struct NoKernel;
     impl crate::host::Kernel for NoKernel {
+        fn reach(&self, _: &std::path::Path) -> crate::host::Reach {
+            crate::host::Reach::Simulated
+        }
         fn write_attr(
             &self,
             _: &std::path::Path,

@@ -210,7 +210,7 @@ pub fn observe(host: &Host) -> HostFacts {
 
 /// Ask systemd (read-only). None when it cannot be asked (no systemd, or a foreign root).
 pub fn systemctl_is(host: &Host, verb: &str, unit: &str) -> Option<bool> {
-    if !host.is_simulated() && !host.is_system_root() {
+    if !host.reach().runs_programs() {
         return None;
     }
     let out = host

@@ -108,10 +108,33 @@ impl RunOutput {
     }
 }
 
+/// How far vgpuctl reaches into the system behind a root: whether its programs can be run and
+/// its running kernel acted on. The answer decides what setup may do, not scattered checks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Reach {
+    /// The running system of this machine (`--root /`): programs run, sysfs is the kernel's.
+    Live,
+    /// The simulator plays the programs and the kernel.
+    Simulated,
+    /// A root that is not the running system (a mounted image, a chroot, a copied tree): its
+    /// files can be read and edited and its units linked, but no program is ever run for it,
+    /// because a program would act on this machine instead.
+    Offline,
+}
+
+impl Reach {
+    /// Programs can be run and answer for this root.
+    pub fn runs_programs(self) -> bool {
+        self != Reach::Offline
+    }
+}
+
 pub trait Kernel: Send + Sync {
     fn is_simulated(&self) -> bool {
         false
     }
+    /// What this kernel reaches for the host at `root`.
+    fn reach(&self, root: &Path) -> Reach;
     /// Called before every read so that a simulated kernel can let pending events happen
     /// (VFs that appear some time after `sriov-manage -e`).
     fn tick(&self, _root: &Path) {}
@@ -126,19 +149,31 @@ pub struct RealKernel;
 impl Kernel for RealKernel {
     fn write_attr(&self, root: &Path, rel: &Path, value: &str) -> io::Result<()> {
         // sysfs wants one write(2) of the whole value; no truncation games, no temp files.
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .open(root.join(rel))?;
+        let path = if is_running_root(root) {
+            root.join(rel)
+        } else {
+            super::resolve::resolve(root, None, rel, super::resolve::Last::Follow)?
+        };
+        let mut f = std::fs::OpenOptions::new().write(true).open(path)?;
         f.write_all(value.as_bytes())
     }
 
+    fn reach(&self, root: &Path) -> Reach {
+        if is_running_root(root) {
+            Reach::Live
+        } else {
+            Reach::Offline
+        }
+    }
+
     fn run(&self, host: &Host, cmd: &Cmd) -> anyhow::Result<RunOutput> {
-        if !host.is_system_root() && !cmd.program.starts_with('/') && cmd.name() != "systemctl" {
-            // A program on the real kernel acts on the real host, not on `--root`: refuse rather
-            // than edit the wrong machine. Tests use the simulator instead.
+        if !self.reach(host.root()).runs_programs() {
+            // Any program started here runs on this machine, whatever its path: for a foreign
+            // root it would act on the wrong system. Setup refuses such steps up front; this is
+            // the last line.
             bail!(
-                "refusing to run `{cmd}` for host root {}: programs act on the running system; \
-                 use --simulate for a test root",
+                "refusing to run `{cmd}` for host root {}: it is not the running system, and a \
+                 program would act on this machine; run vgpuctl inside that system",
                 host.root().display()
             );
         }
@@ -163,6 +198,11 @@ impl Kernel for RealKernel {
         }
         Ok(result)
     }
+}
+
+/// True when `root` is this machine's `/`.
+pub fn is_running_root(root: &Path) -> bool {
+    root == Path::new("/") || root.canonicalize().is_ok_and(|p| p == Path::new("/"))
 }
 
 /// Append a command's full output to a root-relative log file.

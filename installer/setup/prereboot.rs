@@ -158,7 +158,7 @@ fn iommu_steps(
                 ))
             })?;
             // Never a shell for a test or simulated root: their files are not this system's.
-            if !edits.is_empty() && host.is_system_root() && !host.is_simulated() {
+            if !edits.is_empty() && host.reach() == crate::host::Reach::Live {
                 check_with_sh(host, &files, &edits, wanted, &args)?;
             }
             let regen_pending = !edits.is_empty()

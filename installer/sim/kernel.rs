@@ -452,6 +452,9 @@ impl SimKernel {
 }
 
 impl Kernel for SimKernel {
+    fn reach(&self, _root: &std::path::Path) -> crate::host::kernel::Reach {
+        crate::host::kernel::Reach::Simulated
+    }
     fn is_simulated(&self) -> bool {
         true
     }

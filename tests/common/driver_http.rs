@@ -310,6 +310,11 @@ impl DriverKernel {
 }
 
 impl Kernel for DriverKernel {
+    /// It plays the programs, as the simulator does.
+    fn reach(&self, _: &Path) -> vgpuctl::host::Reach {
+        vgpuctl::host::Reach::Simulated
+    }
+
     fn write_attr(&self, _: &Path, _: &Path, _: &str) -> std::io::Result<()> {
         Err(std::io::Error::other("no sysfs in driver tests"))
     }
