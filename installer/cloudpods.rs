@@ -194,7 +194,7 @@ mod tests {
 
     impl Kernel for Recorder {
         fn reach(&self, _: &Path) -> crate::host::Reach {
-            crate::host::Reach::Offline
+            crate::host::Reach::Simulated
         }
         fn write_attr(&self, _: &Path, _: &Path, _: &str) -> std::io::Result<()> {
             Ok(())

@@ -63,8 +63,15 @@ pub fn run(host: &Host, args: &DriverArgs, install: bool) -> Result<Exit, Failur
             args.profile.display()
         )));
     };
-    if install && !host.reach().runs_programs() {
-        return Err(Failure::usage("driver install acts on the running system: use --root / (or --simulate for a test root)"));
+    if !host.reach().runs_programs() {
+        return Err(Failure::usage(crate::setup::offline::refusal(
+            host,
+            &[if install {
+                "the driver installer (the .run file's --check and install)"
+            } else {
+                "the driver package's check (`.run --check`)"
+            }],
+        )));
     }
     if install {
         crate::cmd::require_root(host, "driver install")?;

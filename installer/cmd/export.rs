@@ -3,7 +3,58 @@ use std::path::Path;
 use crate::exit::{Exit, Failure};
 use crate::host::{Host, WriteOpts};
 
+/// `-o PATH` is written only as a regular file in a directory that exists: a symlink, FIFO,
+/// device or directory there is refused (replacing it could break the system that owns it), and
+/// no directory is created that was not asked for.
+pub fn check_output(path: &Path) -> Result<(), Failure> {
+    use std::os::unix::fs::FileTypeExt;
+    let shown = path.display();
+    match std::fs::symlink_metadata(path) {
+        Ok(m) => {
+            let t = m.file_type();
+            let what = if t.is_file() {
+                return Ok(());
+            } else if t.is_symlink() {
+                "a symlink"
+            } else if t.is_dir() {
+                "a directory"
+            } else if t.is_fifo() {
+                "a FIFO"
+            } else if t.is_block_device() || t.is_char_device() {
+                "a device"
+            } else if t.is_socket() {
+                "a socket"
+            } else {
+                "not a regular file"
+            };
+            Err(Failure::usage(format!(
+                "export -o {shown}: {shown} is {what}; export writes only regular files: \
+                 give the path of a new or regular file (or omit -o to print the profile)"
+            )))
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let dir = path
+                .parent()
+                .filter(|d| !d.as_os_str().is_empty())
+                .unwrap_or(Path::new("."));
+            if dir.is_dir() {
+                Ok(())
+            } else {
+                Err(Failure::usage(format!(
+                    "export -o {shown}: the directory {} does not exist (export creates no \
+                     directories)",
+                    dir.display()
+                )))
+            }
+        }
+        Err(e) => Err(Failure::usage(format!("export -o {shown}: {e}"))),
+    }
+}
+
 pub fn run(host: &Host, mdevctl: bool, output: Option<&Path>) -> Result<Exit, Failure> {
+    if let Some(path) = output {
+        check_output(path)?;
+    }
     let active = crate::active::load(host)?;
     if mdevctl {
         crate::cmd::require_root(host, "export --mdevctl")?;
@@ -33,7 +84,7 @@ pub fn run(host: &Host, mdevctl: bool, output: Option<&Path>) -> Result<Exit, Fa
     );
     match output {
         Some(path) => {
-            crate::host::files::write_atomic(path, text.as_bytes(), 0o644)?;
+            crate::host::files::replace_atomic(path, text.as_bytes(), 0o644)?;
             eprintln!("wrote {}", path.display());
         }
         None => crate::out!("{text}"),

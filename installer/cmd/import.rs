@@ -133,7 +133,14 @@ pub fn run(host: &Host, dry_run: bool, vf_timeout: Duration) -> Result<Exit, Fai
             }
         }
     }
-    if !dry_run {
+    if !dry_run && !pfs.is_empty() && !host.reach().runs_programs() {
+        problems.push(format!(
+            "SR-IOV on {}: not enabled from here ({} is not the running system), so the types \
+             of its VFs cannot be read; run vgpuctl import inside that system",
+            pfs.join(", "),
+            host.root().display()
+        ));
+    } else if !dry_run {
         for pf in &pfs {
             if let Err(e) = crate::vgpu::sriov::enable(host, pf, vf_timeout) {
                 problems.push(format!("SR-IOV on {pf}: {e:#}"));
@@ -291,6 +298,15 @@ pub fn run(host: &Host, dry_run: bool, vf_timeout: Duration) -> Result<Exit, Fai
         }
     }
     crate::outln!("Enabled vgpuctl-restore.service.");
+    if !host.reach().runs_programs() {
+        // Creating the vGPUs needs that system's kernel: its restore unit does it when it boots.
+        crate::outln!("{} is not the running system: its vgpuctl-restore.service creates the vGPUs when it boots.", host.root().display());
+        return Ok(if problems.is_empty() {
+            Exit::Ok
+        } else {
+            Exit::Failed
+        });
+    }
     // Bring the host to the pinned state now, exactly as the boot unit will.
     let report = crate::vgpu::restore::restore(host, &active, vf_timeout)?;
     crate::outln!("{}", report.summary());

@@ -9,6 +9,12 @@ use crate::host::Host;
 
 pub fn run(host: &Host, vf_timeout: u64) -> Result<Exit, Failure> {
     crate::cmd::require_root(host, "restore")?;
+    if !host.reach().runs_programs() {
+        return Err(Failure::usage(crate::setup::offline::refusal(
+            host,
+            &["creating the vGPUs (sysfs, `sriov-manage`)"],
+        )));
+    }
     let Some(profile) = crate::active::load(host)? else {
         crate::outln!(
             "vgpuctl restore: no active profile (/etc/vgpuctl/profile.toml): nothing to restore"

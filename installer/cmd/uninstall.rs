@@ -57,6 +57,7 @@ pub fn run(host: &Host, yes: bool) -> Result<Exit, Failure> {
     for t in &targets {
         host.remove_file(t)?;
     }
+    // Offline roots are handled like `systemctl --root`: only the links change, no reload.
     if host.reach().runs_programs() {
         let out = host.run(&crate::host::Cmd::new("systemctl").arg("daemon-reload"))?;
         if !out.success() {

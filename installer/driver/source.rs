@@ -243,7 +243,7 @@ mod tests {
     struct NoKernel;
     impl crate::host::Kernel for NoKernel {
         fn reach(&self, _: &std::path::Path) -> crate::host::Reach {
-            crate::host::Reach::Offline
+            crate::host::Reach::Simulated
         }
         fn write_attr(
             &self,

@@ -7,6 +7,7 @@ use std::path::Path;
 
 use anyhow::{Context, Result};
 
+use super::resolve::Last;
 use super::Host;
 use crate::fault;
 
@@ -52,9 +53,10 @@ impl Host {
     }
 
     /// Write `contents` atomically. Unchanged content is not rewritten (re-runs modify nothing).
-    /// Returns whether the file changed.
+    /// Returns whether the file changed. Through a symlink, the file it points to (inside the
+    /// root) is replaced and the link kept; the backup is named after the path asked for.
     pub fn write_file(&self, rel: &str, contents: &[u8], opts: WriteOpts) -> Result<bool> {
-        let path = self.checked_path(rel)?;
+        let path = self.resolved(rel, Last::Target)?;
         if let Ok(old) = std::fs::read(&path) {
             if old == contents {
                 let mode = path.metadata().map(|m| m.permissions().mode() & 0o7777)?;
@@ -62,7 +64,7 @@ impl Host {
                     return Ok(false);
                 }
             } else if opts.backup {
-                let b = self.checked_path(&Host::backup_rel(rel))?;
+                let b = self.resolved(&Host::backup_rel(rel), Last::Target)?;
                 if !b.exists() {
                     write_atomic(&b, &old, 0o600)
                         .with_context(|| format!("cannot back up {}", path.display()))?;
@@ -75,7 +77,7 @@ impl Host {
     }
 
     pub fn remove_file(&self, rel: &str) -> Result<bool> {
-        let path = self.checked_path(rel)?;
+        let path = self.resolved(rel, Last::Keep)?;
         match std::fs::remove_file(&path) {
             Ok(()) => {
                 sync_dir(&path);
@@ -93,7 +95,7 @@ impl Host {
 
     /// Make `rel` a symlink to `target` (taken literally), replacing what was there atomically.
     pub fn symlink(&self, target: &str, rel: &str) -> Result<bool> {
-        let path = self.checked_path(rel)?;
+        let path = self.resolved(rel, Last::Keep)?;
         if std::fs::read_link(&path)
             .map(|t| t == Path::new(target))
             .unwrap_or(false)
@@ -119,6 +121,16 @@ impl Host {
 pub fn write_atomic(path: &Path, contents: &[u8], mode: u32) -> Result<()> {
     let dir = path.parent().context("file without a directory")?;
     std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    replace_atomic(path, contents, mode)
+}
+
+/// [`write_atomic`] into a directory that must exist already (an operator's path: nothing is
+/// created around it).
+pub fn replace_atomic(path: &Path, contents: &[u8], mode: u32) -> Result<()> {
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
     sweep_stale_temps(dir, path);
     let mut tmp = tempfile::Builder::new()
         .prefix(&format!(

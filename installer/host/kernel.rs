@@ -154,19 +154,23 @@ impl Kernel for RealKernel {
 
     fn write_attr(&self, root: &Path, rel: &Path, value: &str) -> io::Result<()> {
         // sysfs wants one write(2) of the whole value; no truncation games, no temp files.
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .open(root.join(rel))?;
+        let path = if is_running_root(root) {
+            root.join(rel)
+        } else {
+            super::resolve::resolve(root, None, rel, super::resolve::Last::Follow)?
+        };
+        let mut f = std::fs::OpenOptions::new().write(true).open(path)?;
         f.write_all(value.as_bytes())
     }
 
     fn run(&self, host: &Host, cmd: &Cmd) -> anyhow::Result<RunOutput> {
-        if !host.is_system_root() && !cmd.program.starts_with('/') && cmd.name() != "systemctl" {
-            // A program on the real kernel acts on the real host, not on `--root`: refuse rather
-            // than edit the wrong machine. Tests use the simulator instead.
+        if !self.reach(host.root()).runs_programs() {
+            // Any program started here runs on this machine, whatever its path: for a foreign
+            // root it would act on the wrong system. Setup refuses such steps up front; this is
+            // the last line.
             bail!(
-                "refusing to run `{cmd}` for host root {}: programs act on the running system; \
-                 use --simulate for a test root",
+                "refusing to run `{cmd}` for host root {}: it is not the running system, and a \
+                 program would act on this machine; run vgpuctl inside that system",
                 host.root().display()
             );
         }

@@ -7,6 +7,7 @@
 
 pub mod files;
 pub mod kernel;
+pub mod resolve;
 
 use std::fmt;
 use std::io;
@@ -15,12 +16,17 @@ use std::sync::Arc;
 
 pub use files::WriteOpts;
 pub use kernel::{Cmd, Kernel, Reach, RealKernel, RunOutput};
+use resolve::Last;
 
 /// A root-relative view of one host, plus the kernel that answers writes and program runs.
 #[derive(Clone)]
 pub struct Host {
     root: PathBuf,
     kernel: Arc<dyn Kernel>,
+    /// The root is this machine's `/`: the kernel resolves symlinks inside it by itself.
+    direct: bool,
+    /// The root directory, opened on first use, for the fast path of [`resolve`].
+    root_fd: Arc<std::sync::OnceLock<Option<std::os::fd::OwnedFd>>>,
 }
 
 impl fmt::Debug for Host {
@@ -52,9 +58,12 @@ pub fn clean_rel(rel: &str) -> io::Result<PathBuf> {
 
 impl Host {
     pub fn new(root: impl Into<PathBuf>, kernel: Arc<dyn Kernel>) -> Host {
+        let root = root.into();
         Host {
-            root: root.into(),
+            direct: kernel::is_running_root(&root),
+            root,
             kernel,
+            root_fd: Arc::default(),
         }
     }
 
@@ -69,14 +78,7 @@ impl Host {
 
     /// True when the root is the real `/` of this machine (mutations need privileges there).
     pub fn is_system_root(&self) -> bool {
-        self.root
-            .canonicalize()
-            .map(|p| p == Path::new("/"))
-            .unwrap_or(false)
-    }
-
-    pub fn kernel(&self) -> &Arc<dyn Kernel> {
-        &self.kernel
+        kernel::is_running_root(&self.root)
     }
 
     /// What this host's kernel reaches: the running system, the simulator, or an offline root
@@ -85,23 +87,59 @@ impl Host {
         self.kernel.reach(&self.root)
     }
 
-    /// The absolute path of a root-relative path. Panics never; a path that tries to leave the
-    /// root (`..`) maps to a path that cannot exist, so reads fail and writes are refused by
-    /// [`Host::checked_path`].
+    pub fn kernel(&self) -> &Arc<dyn Kernel> {
+        &self.kernel
+    }
+
+    /// The absolute path of a root-relative path, resolved inside the root. Panics never; a
+    /// path that tries to leave the root (`..`, or a symlink climbing out) maps to a path that
+    /// cannot exist, so reads fail and writes are refused by [`Host::checked_path`].
     pub fn path(&self, rel: &str) -> PathBuf {
-        match clean_rel(rel) {
-            Ok(p) => self.root.join(p),
-            Err(_) => self.root.join(".vgpuctl-invalid-path"),
-        }
+        self.checked_path(rel)
+            .unwrap_or_else(|_| self.root.join(".vgpuctl-invalid-path"))
     }
 
     /// Like [`Host::path`] but an error for a path leaving the root.
     pub fn checked_path(&self, rel: &str) -> io::Result<PathBuf> {
-        Ok(self.root.join(clean_rel(rel)?))
+        self.resolved(rel, Last::Follow)
+    }
+
+    /// `rel` inside the root with every symlink resolved as `chroot` would see it (see
+    /// [`resolve`]); with [`Last::Keep`] a symlink in the last place is the link itself.
+    pub fn resolved(&self, rel: &str, last: Last) -> io::Result<PathBuf> {
+        let clean = clean_rel(rel)?;
+        if self.direct {
+            return Ok(self.root.join(clean));
+        }
+        resolve::resolve(&self.root, self.root_fd(), &clean, last)
     }
 
     pub fn read(&self, rel: &str) -> io::Result<String> {
-        std::fs::read_to_string(self.checked_path(rel)?)
+        let mut s = String::new();
+        io::Read::read_to_string(&mut self.open(rel)?, &mut s)?;
+        Ok(s)
+    }
+
+    /// Open a file for reading, resolved inside the root. Off `/` this is one `openat2` in the
+    /// common case, as cheap as a plain open (the boot-time restore reads thousands of them).
+    fn open(&self, rel: &str) -> io::Result<std::fs::File> {
+        let clean = clean_rel(rel)?;
+        if self.direct {
+            return std::fs::File::open(self.root.join(clean));
+        }
+        if let Some(fd) = self.root_fd() {
+            if let Some(f) = resolve::open_beneath(fd, &clean, nix::fcntl::OFlag::O_RDONLY)? {
+                return Ok(std::fs::File::from(f));
+            }
+        }
+        std::fs::File::open(resolve::resolve(&self.root, None, &clean, Last::Follow)?)
+    }
+
+    fn root_fd(&self) -> Option<std::os::fd::BorrowedFd<'_>> {
+        self.root_fd
+            .get_or_init(|| resolve::open_root(&self.root))
+            .as_ref()
+            .map(std::os::fd::AsFd::as_fd)
     }
 
     /// The file's content trimmed, or None when it cannot be read.
@@ -110,11 +148,13 @@ impl Host {
     }
 
     pub fn read_bytes(&self, rel: &str) -> io::Result<Vec<u8>> {
-        std::fs::read(self.checked_path(rel)?)
+        let mut v = Vec::new();
+        io::Read::read_to_end(&mut self.open(rel)?, &mut v)?;
+        Ok(v)
     }
 
     pub fn exists(&self, rel: &str) -> bool {
-        self.checked_path(rel)
+        self.resolved(rel, Last::Keep)
             .map(|p| p.symlink_metadata().is_ok())
             .unwrap_or(false)
     }
@@ -141,7 +181,7 @@ impl Host {
 
     /// The last component of a symlink's target (`driver` -> `nvidia`), as sysfs links are read.
     pub fn link_name(&self, rel: &str) -> Option<String> {
-        let target = std::fs::read_link(self.checked_path(rel).ok()?).ok()?;
+        let target = std::fs::read_link(self.resolved(rel, Last::Keep).ok()?).ok()?;
         target
             .file_name()
             .and_then(|n| n.to_str())
@@ -150,7 +190,7 @@ impl Host {
 
     /// A symlink's target as stored (not resolved).
     pub fn read_link(&self, rel: &str) -> Option<PathBuf> {
-        std::fs::read_link(self.checked_path(rel).ok()?).ok()
+        std::fs::read_link(self.resolved(rel, Last::Keep).ok()?).ok()
     }
 
     /// Write a kernel attribute (sysfs). The kernel decides what happens.

@@ -3,6 +3,7 @@
 pub mod apply;
 pub mod grub_shell;
 pub mod lock;
+pub mod offline;
 pub mod plan;
 pub mod planner;
 pub mod prereboot;
@@ -16,7 +17,7 @@ use anyhow::Context;
 
 use crate::exit::{Exit, Failure};
 use crate::facts::{self, HostFacts};
-use crate::host::{Host, WriteOpts};
+use crate::host::{Host, Reach, WriteOpts};
 use crate::profile::{Profile, RebootPolicy};
 
 use plan::Plan;
@@ -234,7 +235,14 @@ pub fn run(host: &Host, profile: &Profile, opts: &Options) -> Result<Exit, Failu
     if resumed {
         crate::outln!("Resuming after the reboot (boot id changed).");
     }
+    let (plan, blocked) = match host.reach() {
+        Reach::Offline => offline::adapt(plan, profile, &reasons),
+        Reach::Live | Reach::Simulated => (plan, Vec::new()),
+    };
     crate::out!("{plan}");
+    if !blocked.is_empty() {
+        return Err(Failure::usage(offline::refusal(host, &blocked)));
+    }
     if opts.dry_run {
         crate::outln!("(dry run: nothing was changed)");
         return Ok(Exit::Ok);
@@ -253,6 +261,7 @@ pub fn run(host: &Host, profile: &Profile, opts: &Options) -> Result<Exit, Failu
         Decision::Stop(code) => return Ok(code),
         Decision::Go { plan, reasons, .. } => (plan, reasons),
     };
+    let plan = for_reach(host, profile, plan, &reasons)?;
     if st.reboot_boot_id.is_some() {
         st.reboot_boot_id = None;
         st.reboot_reasons.clear();
@@ -317,7 +326,6 @@ pub fn run(host: &Host, profile: &Profile, opts: &Options) -> Result<Exit, Failu
         if next.is_empty() || round == 1 {
             break;
         }
-        crate::out!("{next}");
         // Consent covered the first plan's unpins only (or every one, with --allow-remove).
         let consented = |u: &plan::Unpin| opts.allow_remove || plan.unpins.contains(u);
         if let Some(u) = next.unpins.iter().find(|u| !consented(u)) {
@@ -326,11 +334,31 @@ pub fn run(host: &Host, profile: &Profile, opts: &Options) -> Result<Exit, Failu
                  again to see and confirm it"
             )));
         }
-        plan = next;
+        plan = for_reach(host, profile, next, &reasons)?;
+        crate::out!("{plan}");
     }
     st.finished = true;
     state::save(host, &st)?;
     finish(host)
+}
+
+/// The plan as it is carried out on this host's reach; on an offline root, a refusal when a step
+/// needs the running system (checked again after every re-plan, before applying it).
+fn for_reach(
+    host: &Host,
+    profile: &Profile,
+    plan: Plan,
+    reasons: &[String],
+) -> Result<Plan, Failure> {
+    if host.reach() != Reach::Offline {
+        return Ok(plan);
+    }
+    let (plan, blocked) = offline::adapt(plan, profile, reasons);
+    if blocked.is_empty() {
+        Ok(plan)
+    } else {
+        Err(Failure::usage(offline::refusal(host, &blocked)))
+    }
 }
 
 fn finish(host: &Host) -> Result<Exit, Failure> {
@@ -381,19 +409,21 @@ fn checkpoint(
     state::save(host, st)?;
     crate::outln!("\nReboot needed: {}.", reasons.join("; "));
     let policy = profile.host.reboot;
-    let auto = match policy {
-        RebootPolicy::Auto => true,
-        RebootPolicy::Never => false,
-        RebootPolicy::Prompt => {
-            !opts.yes
-                && std::io::stdin().is_terminal()
-                && dialoguer::Confirm::new()
-                    .with_prompt("Reboot now?")
-                    .default(false)
-                    .interact()
-                    .unwrap_or(false)
-        }
-    };
+    // An offline root is never rebooted from here: `systemctl reboot` would reboot this machine.
+    let auto = host.reach().runs_programs()
+        && match policy {
+            RebootPolicy::Auto => true,
+            RebootPolicy::Never => false,
+            RebootPolicy::Prompt => {
+                !opts.yes
+                    && std::io::stdin().is_terminal()
+                    && dialoguer::Confirm::new()
+                        .with_prompt("Reboot now?")
+                        .default(false)
+                        .interact()
+                        .unwrap_or(false)
+            }
+        };
     if !auto {
         crate::outln!(
             "Reboot, then run the same command again: {}",

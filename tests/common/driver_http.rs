@@ -310,9 +310,9 @@ impl DriverKernel {
 }
 
 impl Kernel for DriverKernel {
+    /// It plays the programs, as the simulator does.
     fn reach(&self, _: &Path) -> vgpuctl::host::Reach {
-        // A temp root whose programs this test answers: not the running system, not simulated.
-        vgpuctl::host::Reach::Offline
+        vgpuctl::host::Reach::Simulated
     }
 
     fn write_attr(&self, _: &Path, _: &Path, _: &str) -> std::io::Result<()> {

@@ -937,7 +937,7 @@ fn reopening_repairs_files_a_crash_left_behind() {
     let u = "2f82ee72-3ac5-4615-9c0b-327c12e8c83d";
     h.write_attr(&format!("{E8}/nvidia-555/create"), u).unwrap();
     // A process died after the kernel state changed but before the files were rendered.
-    std::fs::remove_file(h.path(&format!("sys/bus/mdev/devices/{u}"))).unwrap();
+    std::fs::remove_file(h.root().join(format!("sys/bus/mdev/devices/{u}"))).unwrap();
     let h = open(h.root(), "a40x8-ready", &[]).unwrap();
     assert_eq!(h.list("sys/bus/mdev/devices"), vec![u.to_string()]);
 }
