@@ -8,7 +8,7 @@ use crate::exit::{Exit, Failure};
 use crate::host::Host;
 
 pub fn run(host: &Host, vf_timeout: u64) -> Result<Exit, Failure> {
-    crate::cmd::require_root(host, "restore")?;
+    crate::privilege::require_root(host, "restore")?;
     let Some(profile) = crate::active::load(host)? else {
         crate::outln!(
             "vgpuctl restore: no active profile (/etc/vgpuctl/profile.toml): nothing to restore"
