@@ -21,6 +21,7 @@ pub mod import;
 pub mod integrations;
 pub mod logging;
 pub mod models;
+pub mod opener;
 pub mod out;
 pub mod pci;
 pub mod privilege;
