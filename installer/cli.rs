@@ -1,11 +1,9 @@
-//! Command-line interface: argument definitions and dispatch. Commands live in `cmd/`.
+//! Command-line interface: the clap types only. main.rs dispatches to `cmd/`; opening the
+//! host the global options name is opener.rs's.
 
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
-
-use crate::exit::{Exit, Failure};
-use crate::host::Host;
 
 const AFTER_HELP: &str = "\
 Exit codes: 0 done, 1 failed, 2 bad input or usage, 3 stopped at a reboot checkpoint
@@ -165,117 +163,4 @@ pub enum SimCommand {
     Reboot,
     /// Create the simulated host (if needed) and print its model and knobs.
     Info,
-}
-
-/// Where hosts that are not this machine's kernel come from: the binary passes one in (the
-/// simulator when it is built with the `simulator` feature, see installer/simulator.rs), so this
-/// library never names or links what plays them.
-pub trait HostOpener {
-    /// The played host `g` names (`--simulate`, or a root that is a played host), or None
-    /// when `g` names a real root.
-    fn open(&self, g: &Global) -> Result<Option<Host>, Failure>;
-    /// `vgpuctl sim ...` on a played host.
-    fn sim_command(&self, host: &Host, g: &Global, c: &SimCommand) -> Result<Exit, Failure>;
-}
-
-/// A build without a simulator: only real roots; `--simulate` and `sim` are usage errors.
-pub struct RealOnly;
-
-const NO_SIMULATOR: &str = "this vgpuctl was built without the simulator (cargo feature \
-                            `simulator`): --simulate, --sim-opt and `vgpuctl sim` are not \
-                            available";
-
-impl HostOpener for RealOnly {
-    fn open(&self, g: &Global) -> Result<Option<Host>, Failure> {
-        if g.simulate.is_some() || !g.sim_opts.is_empty() {
-            return Err(Failure::usage(NO_SIMULATOR));
-        }
-        Ok(None)
-    }
-    fn sim_command(&self, _: &Host, _: &Global, _: &SimCommand) -> Result<Exit, Failure> {
-        Err(Failure::usage(NO_SIMULATOR))
-    }
-}
-
-/// Open the host the global options name.
-pub fn open_host(g: &Global, opener: &dyn HostOpener) -> Result<Host, Failure> {
-    if let Some(host) = opener.open(g)? {
-        return Ok(host);
-    }
-    if g.simulate.is_some() || !g.sim_opts.is_empty() {
-        return Err(Failure::usage("--sim-opt needs --simulate MODEL"));
-    }
-    Ok(Host::real(g.root.clone()))
-}
-
-/// The argv prefix that runs this binary on the same host (for units run by a simulated boot).
-pub fn relaunch_prefix(g: &Global) -> Vec<String> {
-    let exe = std::env::current_exe()
-        .map(|p| p.display().to_string())
-        .unwrap_or_else(|_| "vgpuctl".into());
-    let mut v = vec![exe, "--root".into(), g.root.display().to_string()];
-    if let Some(m) = &g.simulate {
-        v.push("--simulate".into());
-        v.push(m.clone());
-    }
-    v
-}
-
-pub fn run(cli: Cli, opener: &dyn HostOpener) -> Result<Exit, Failure> {
-    let host = open_host(&cli.global, opener)?;
-    match cli.command {
-        Command::Check { json } => crate::cmd::check::run(&host, json),
-        Command::Status { json, libvirt_xml } => {
-            crate::cmd::inspect::status(&host, json, libvirt_xml.as_deref())
-        }
-        Command::Export { mdevctl, output } => {
-            crate::cmd::export::run(&host, mdevctl, output.as_deref())
-        }
-        Command::Types { json } => crate::cmd::inspect::types(&host, json),
-        Command::Import {
-            dry_run,
-            vf_timeout,
-        } => crate::cmd::import::run(&host, dry_run, std::time::Duration::from_secs(vf_timeout)),
-        Command::Setup(args) => crate::cmd::setup::run(&host, &args),
-        Command::Uninstall { yes } => crate::cmd::uninstall::run(&host, yes),
-        Command::Driver(DriverCommand::Fetch(a)) => crate::cmd::driver::run(&host, &a, false),
-        Command::Driver(DriverCommand::Install(a)) => crate::cmd::driver::run(&host, &a, true),
-        Command::Restore { vf_timeout } => crate::cmd::restore::run(&host, vf_timeout),
-        Command::Sim(c) => opener.sim_command(&host, &cli.global, &c),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn cli(args: &[&str]) -> Cli {
-        Cli::parse_from(std::iter::once("vgpuctl").chain(args.iter().copied()))
-    }
-
-    /// What a `--no-default-features` binary does (main.rs passes `RealOnly` there).
-    #[test]
-    fn a_build_without_the_simulator_refuses_simulate_and_checks_a_real_root() {
-        let dir = tempfile::tempdir().unwrap();
-        let root = dir.path().to_str().unwrap();
-        for args in [
-            &["--simulate", "a40x8", "--root", root, "check"][..],
-            &["--root", root, "--sim-opt", "create_ms=1", "check"][..],
-            &["--root", root, "sim", "info"][..],
-        ] {
-            let err = run(cli(args), &RealOnly).unwrap_err();
-            assert_eq!(err.code, Exit::Usage, "{args:?}");
-            assert!(
-                err.to_string().contains("built without the simulator"),
-                "{args:?}: {err}"
-            );
-        }
-        assert!(
-            std::fs::read_dir(dir.path()).unwrap().next().is_none(),
-            "nothing written"
-        );
-        // A real (empty, offline) root is checked without running anything.
-        let code = run(cli(&["--root", root, "check", "--json"]), &RealOnly).unwrap();
-        assert!(matches!(code, Exit::Ok | Exit::Failed), "{code:?}");
-    }
 }

@@ -2,7 +2,8 @@
 //!
 //! The pipeline is observe -> plan -> show -> apply -> record (see README.md):
 //! [`host`] is the only way to touch the host, [`facts`] observes it, [`check`] judges it,
-//! [`setup`] plans and applies, [`vgpu`] creates and restores, [`sim`] plays a host for tests.
+//! [`setup`] plans and applies, [`vgpu`] creates and restores. The simulated host is its own
+//! crate (installer/sim/), wired into the binary by installer/simulator.rs.
 
 pub mod active;
 /// The vGPU type catalog, its own crate (installer/catalog/) because the simulator reads it too.
@@ -21,11 +22,14 @@ pub mod import;
 pub mod integrations;
 pub mod logging;
 pub mod models;
+pub mod opener;
 pub mod out;
 pub mod pci;
+pub mod privilege;
 pub mod profile;
 pub mod profile_load;
 pub mod setup;
+pub mod state;
 pub mod status;
 pub mod sysfs_parse;
 pub mod vgpu;

@@ -10,6 +10,9 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
+/// Where the kernel lists PCI functions, relative to the root.
+pub const PCI_DEVICES: &str = "sys/bus/pci/devices";
+
 /// A PCI function address. Displays in the kernel's canonical form `0000:e8:00.0`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct PciAddr {

@@ -11,6 +11,7 @@ use std::ops::Range;
 use toml::de::{DeTable, DeValue};
 use toml::Spanned;
 
+use crate::exit::Failure;
 use crate::pci::{check_mdev_parent, is_safe_name, is_uuid, PciAddr};
 use crate::profile::{CloudpodsConfig, DriverConfig, GpuRequest, Profile, SavedVgpu};
 
@@ -608,6 +609,21 @@ impl Profile {
     pub fn parse(text: &str, file_name: &str) -> Result<Profile, ProfileError> {
         check(text, file_name).map_err(|mut v| v.swap_remove(0))
     }
+}
+
+/// Read and parse the profile at `path` (a file on this machine, not in the host root); any
+/// error is bad input (exit 2).
+pub fn load_profile(path: &std::path::Path) -> Result<Profile, Failure> {
+    load_located(path).map(|(p, _)| p)
+}
+
+/// The profile and its text, for errors found later against the host.
+pub fn load_located(path: &std::path::Path) -> Result<(Profile, Located), Failure> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| Failure::usage(format!("cannot read profile {}: {e}", path.display())))?;
+    let file = path.display().to_string();
+    let profile = Profile::parse(&text, &file).map_err(Failure::usage_from)?;
+    Ok((profile, Located::new(file, text)))
 }
 
 #[cfg(test)]

@@ -16,9 +16,10 @@ use std::io;
 use std::path::Path;
 use std::sync::Arc;
 
-use vgpuctl::cli::{relaunch_prefix, Global, HostOpener, SimCommand};
+use vgpuctl::cli::{Global, SimCommand};
 use vgpuctl::exit::{Exit, Failure};
 use vgpuctl::host::{self, Cmd, Host, Kernel, Reach, RunOutput};
+use vgpuctl::opener::{relaunch_prefix, HostOpener};
 
 /// vgpuctl's `Kernel` answered by the simulated kernel.
 struct SimulatedKernel(vgpuctl_sim::SimHost);

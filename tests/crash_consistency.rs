@@ -211,7 +211,7 @@ fn snapshot(h: &Host) -> Snapshot {
             if rel == "var/lib/vgpuctl/state.toml" {
                 // Which steps a run recorded depends on where it was interrupted (a step whose
                 // effect was already there is not replanned); the outcome fields must agree.
-                let mut st: vgpuctl::setup::state::State =
+                let mut st: vgpuctl::state::State =
                     toml::from_str(&String::from_utf8_lossy(&bytes)).unwrap();
                 st.done.clear();
                 map.insert(rel, format!("{mode:o} {st:?}"));
@@ -259,7 +259,7 @@ fn check_intermediate(h: &Host, written_once: &BTreeMap<String, (Option<Vec<u8>>
     let root = h.sim.root();
     let read = |rel: &str| std::fs::read_to_string(root.join(rel)).ok();
     if let Some(t) = read("var/lib/vgpuctl/state.toml") {
-        toml::from_str::<vgpuctl::setup::state::State>(&t)
+        toml::from_str::<vgpuctl::state::State>(&t)
             .unwrap_or_else(|e| panic!("state.toml corrupt: {e}\n{t}"));
     }
     for p in ["etc/vgpuctl/profile.toml", "etc/vgpuctl/setup-profile.toml"] {

@@ -57,7 +57,7 @@ pub fn run(host: &Host, mdevctl: bool, output: Option<&Path>) -> Result<Exit, Fa
     }
     let active = crate::active::load(host)?;
     if mdevctl {
-        crate::cmd::require_root(host, "export --mdevctl")?;
+        crate::privilege::require_root(host, "export --mdevctl")?;
         let _lock = crate::setup::lock::acquire(host, "export --mdevctl")?;
         let Some(profile) = active else {
             return Err(Failure::failed(

@@ -39,7 +39,7 @@ fn pf_guess(parent: &str) -> Option<String> {
 
 pub fn run(host: &Host, dry_run: bool, vf_timeout: Duration) -> Result<Exit, Failure> {
     if !dry_run {
-        crate::cmd::require_root(host, "import")?;
+        crate::privilege::require_root(host, "import")?;
     }
     let _lock = if dry_run {
         None

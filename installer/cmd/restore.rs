@@ -8,7 +8,7 @@ use crate::exit::{Exit, Failure};
 use crate::host::Host;
 
 pub fn run(host: &Host, vf_timeout: u64) -> Result<Exit, Failure> {
-    crate::cmd::require_root(host, "restore")?;
+    crate::privilege::require_root(host, "restore")?;
     if !host.reach().runs_programs() {
         return Err(Failure::usage(crate::setup::offline::refusal(
             host,

@@ -5,22 +5,9 @@ use crate::cli::SetupArgs;
 use crate::exit::{Exit, Failure};
 use crate::host::Host;
 use crate::profile::Profile;
-use crate::profile_load::Located;
+use crate::profile_load::{load_located, Located};
 
 use crate::setup::RESUME_PROFILE;
-
-pub fn load_profile(path: &std::path::Path) -> Result<Profile, Failure> {
-    load_located(path).map(|(p, _)| p)
-}
-
-/// The profile and its text, for errors found later against the host.
-fn load_located(path: &std::path::Path) -> Result<(Profile, Located), Failure> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| Failure::usage(format!("cannot read profile {}: {e}", path.display())))?;
-    let file = path.display().to_string();
-    let profile = Profile::parse(&text, &file).map_err(Failure::usage_from)?;
-    Ok((profile, Located::new(file, text)))
-}
 
 pub fn run(host: &Host, args: &SetupArgs) -> Result<Exit, Failure> {
     let (profile, profile_path, source) = match (&args.profile, args.resume) {
@@ -63,7 +50,7 @@ pub fn run(host: &Host, args: &SetupArgs) -> Result<Exit, Failure> {
 
 fn run_wizard(host: &Host, args: &SetupArgs) -> Result<Exit, Failure> {
     let facts = crate::facts::observe(host);
-    let st = crate::setup::state::load(host)?;
+    let st = crate::state::load(host)?;
     // After the reboot checkpoint, ask only what is still open.
     let previous = if st.reboot_boot_id.is_some() && !st.finished {
         host.read(RESUME_PROFILE)

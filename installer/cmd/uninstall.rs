@@ -9,7 +9,7 @@ use crate::host::{Host, WriteOpts};
 use crate::setup::planner::{BINARY, RESTORE_UNIT, RESUME_UNIT, UNIT_DIR, WANTS_DIR};
 
 pub fn run(host: &Host, yes: bool) -> Result<Exit, Failure> {
-    crate::cmd::require_root(host, "uninstall")?;
+    crate::privilege::require_root(host, "uninstall")?;
     let targets: Vec<String> = [
         format!("{WANTS_DIR}/{RESTORE_UNIT}"),
         format!("{WANTS_DIR}/{RESUME_UNIT}"),

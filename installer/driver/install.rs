@@ -134,7 +134,7 @@ pub fn install(
     // Until the installer has finished, the files it writes (the manager's unit among them) are
     // not an installed driver: a full disk or a crash half-way leaves a partial install that the
     // next run must redo, not take for done.
-    crate::setup::state::mark_driver_install(host, Some(&fetched.version))?;
+    crate::state::mark_driver_install(host, Some(&fetched.version))?;
     let out = host.run(&cmd)?;
     if !out.success() {
         bail!(
@@ -157,7 +157,7 @@ pub fn install(
             out.tail(15)
         );
     };
-    crate::setup::state::mark_driver_install(host, None)?;
+    crate::state::mark_driver_install(host, None)?;
     let mut notes = vec![format!(
         "driver {} installed; reboot to load it",
         fetched.version

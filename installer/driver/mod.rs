@@ -12,6 +12,7 @@ pub mod install;
 pub mod link;
 pub mod progress;
 pub mod source;
+pub mod step;
 
 use std::path::PathBuf;
 
@@ -26,23 +27,15 @@ pub use install::{install, install_command, Installed};
 pub use link::{redact_url, SecretUrl};
 pub use progress::{Messages, ProgressMode};
 pub use source::{validate, Artifact, DriverSource, Origin};
+pub use step::fetch_and_install;
 
 /// Where downloads and extracted packages live, under the host root.
 pub const DOWNLOAD_DIR: &str = "var/lib/vgpuctl/downloads";
 /// Full output of the driver's own programs (`--check`, the installer, apt/dnf).
 pub const INSTALL_LOG: &str = "var/log/vgpuctl/driver-install.log";
 
-/// Which package format fits this host (from the lead's facts: `/etc/os-release` ID/ID_LIKE).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub enum OsFamily {
-    /// Debian, Ubuntu, Proxmox: prefers a `.deb` when the zip has one.
-    Debian,
-    /// RHEL, Rocky, Alma, Fedora: prefers an `.rpm` when the zip has one.
-    Rhel,
-    /// Anything else: the `.run`.
-    #[default]
-    Other,
-}
+/// Which package format fits this host: the family facts observe (`/etc/os-release`).
+pub use crate::facts::OsFamily;
 
 /// The host package that was picked.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]

@@ -18,6 +18,8 @@
 //! line ending is kept byte for byte. Block (`- 67:00.0`) and one-line flow
 //! (`[67:00.0, 68:00.0]`) forms are both edited in place; a key that is absent is appended.
 
+mod yaml_check;
+
 use super::lines;
 use crate::pci::PciAddr;
 
@@ -271,7 +273,7 @@ pub fn set_pfs(content: &str, pfs: &[&str]) -> Result<String, HostConfError> {
         // What the bytes mean, judged by a real YAML parser: exactly one key with the list,
         // every other key as it was.
         // A fault there is the edit's: name the key's line of the original file.
-        super::yaml_check::check_edit(content, &out, &want, norm).map_err(|e| match e {
+        yaml_check::check_edit(content, &out, &want, norm).map_err(|e| match e {
             HostConfError::Unsupported { reason, .. } => HostConfError::Unsupported {
                 line: find(content).ok().flatten().map_or(1, |f| f.key + 1),
                 reason,
@@ -298,7 +300,7 @@ fn check_shape(content: &str) -> Result<(), HostConfError> {
             });
         }
     }
-    super::yaml_check::check_original(content)
+    yaml_check::check_original(content)
 }
 
 fn edit(content: &str, want: &[String]) -> Result<String, HostConfError> {

@@ -7,7 +7,6 @@ pub mod kargs;
 pub mod kernel_cmdline_file;
 pub mod raw_text;
 pub mod sh_scan;
-pub mod yaml_check;
 
 /// Robustness over generated inputs: no editor panics, and each keeps its invariant (applying
 /// an edit twice equals applying it once). The cargo-fuzz targets do the same at scale; this

@@ -10,7 +10,7 @@ use crate::models::{self, Identified};
 use crate::sysfs_parse::parse_hex_u32;
 
 pub const NVIDIA: u32 = 0x10de;
-pub const PCI_DEVICES: &str = "sys/bus/pci/devices";
+pub use crate::pci::PCI_DEVICES;
 
 /// A physical NVIDIA GPU (a PF, never a VF).
 #[derive(Clone, Debug, Serialize)]
@@ -75,6 +75,36 @@ pub fn virtfns(host: &Host, pf: &str) -> Vec<String> {
     links.into_iter().map(|(_, vf)| vf).collect()
 }
 
+/// The PF and its VFs that expose a vGPU interface, as parents.
+pub fn observe_parents(
+    host: &Host,
+    pf: &str,
+    vfs: &[Vf],
+    in_use: &BTreeSet<String>,
+) -> Vec<Parent> {
+    let mut parents: Vec<Parent> = std::iter::once(pf)
+        .chain(vfs.iter().map(|v| v.address.as_str()))
+        .filter_map(|a| vgpus::read_parent(host, a, in_use))
+        .collect();
+    // A used VF lists no creatable types, so its type's name comes from a sibling that still
+    // offers it (equal-size mode keeps one type per GPU), else it stays the bare id.
+    let known: Vec<(String, String)> = parents
+        .iter()
+        .flat_map(|p| p.types.iter().map(|t| (t.id.clone(), t.name.clone())))
+        .collect();
+    for p in &mut parents {
+        if let Some(cur) = &mut p.current_type {
+            cur.name = known
+                .iter()
+                .find(|(id, _)| *id == cur.id)
+                .map(|(_, n)| n.clone())
+                .or_else(|| crate::vgpu_name::name_for_id(&cur.id))
+                .unwrap_or_else(|| format!("vGPU type {}", cur.id));
+        }
+    }
+    parents
+}
+
 pub fn observe(host: &Host, in_use: &BTreeSet<String>) -> Vec<Gpu> {
     let mut gpus = Vec::new();
     for addr in host.list(PCI_DEVICES) {
@@ -101,7 +131,7 @@ pub fn observe(host: &Host, in_use: &BTreeSet<String>) -> Vec<Gpu> {
                 address: vf,
             })
             .collect();
-        let parents = vgpus::observe_parents(host, &addr, &vfs, in_use);
+        let parents = observe_parents(host, &addr, &vfs, in_use);
         let interface = parents
             .iter()
             .map(|p| p.interface)

@@ -6,12 +6,15 @@ pub mod gpus;
 pub mod system;
 pub mod vgpus;
 
+use std::collections::BTreeSet;
+
 use serde::Serialize;
 
 use crate::host::Host;
 
 pub use gpus::{Gpu, Vf};
 pub use system::{BootLoader, CpuVendor, Driver, Modules, Os, OsFamily, RcLocalLine};
+use vgpus::MDEV_DEVICES;
 pub use vgpus::{Interface, Parent, Vgpu, VgpuType};
 
 #[derive(Clone, Debug, Serialize)]
@@ -77,6 +80,45 @@ pub fn observe(host: &Host) -> HostFacts {
     let in_use = vgpus::vfio_groups_in_use(host);
     let mut facts = system::observe(host);
     facts.gpus = gpus::observe(host, &in_use);
-    facts.mdevs = vgpus::observe_mdevs(host, &facts.gpus, &in_use);
+    facts.mdevs = observe_mdevs(host, &facts.gpus, &in_use);
     facts
+}
+
+/// Every mdev device under `sys/bus/mdev/devices`, whatever its parent (NVIDIA or not).
+pub fn observe_mdevs(host: &Host, gpus: &[Gpu], in_use: &BTreeSet<String>) -> Vec<Vgpu> {
+    host.list(MDEV_DEVICES)
+        .into_iter()
+        .map(|uuid| {
+            let base = format!("{MDEV_DEVICES}/{uuid}");
+            // The device lives under its parent: .../<parent>/<uuid>.
+            let parent = host
+                .read_link(&base)
+                .and_then(|t| {
+                    t.parent()
+                        .and_then(|p| p.file_name())
+                        .map(|n| n.to_string_lossy().into_owned())
+                })
+                .unwrap_or_default();
+            let type_id = host
+                .link_name(&format!("{base}/mdev_type"))
+                .unwrap_or_default();
+            let type_name = host
+                .read_trim(&format!("{base}/mdev_type/name"))
+                .unwrap_or_else(|| type_id.clone());
+            let gpu = gpus
+                .iter()
+                .find(|g| g.address == parent || g.vfs.iter().any(|v| v.address == parent))
+                .map(|g| g.address.clone());
+            let group = host.link_name(&format!("{base}/iommu_group"));
+            Vgpu {
+                in_use: group.map(|g| in_use.contains(&g)).unwrap_or(false),
+                uuid: Some(uuid),
+                parent,
+                gpu,
+                type_id,
+                type_name,
+                interface: Interface::Mdev,
+            }
+        })
+        .collect()
 }

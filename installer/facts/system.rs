@@ -16,11 +16,16 @@ pub enum CpuVendor {
     Other,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+/// From `/etc/os-release` ID/ID_LIKE; also which package of the driver zip fits this host.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum OsFamily {
+    /// Debian, Ubuntu, Proxmox: prefers a `.deb` when the zip has one.
     Debian,
+    /// RHEL, Rocky, Alma, Fedora: prefers an `.rpm` when the zip has one.
     Rhel,
+    /// Anything else: the `.run`.
+    #[default]
     Other,
 }
 
@@ -195,7 +200,7 @@ pub fn observe(host: &Host) -> HostFacts {
             }),
         driver: Driver {
             loaded_version,
-            install_unfinished: crate::setup::state::driver_install_unfinished(host),
+            install_unfinished: crate::state::driver_install_unfinished(host),
             vgpu_mgr_unit,
             vgpu_mgr_active,
             sriov_manage: host.exists(SRIOV_MANAGE),

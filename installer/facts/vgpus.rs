@@ -6,8 +6,8 @@ use std::collections::BTreeSet;
 
 use serde::Serialize;
 
-use super::gpus::{Gpu, Vf, PCI_DEVICES};
 use crate::host::Host;
+use crate::pci::PCI_DEVICES;
 use crate::sysfs_parse::{parse_creatable, parse_description, TypeDescription};
 
 pub const MDEV_BUS: &str = "sys/class/mdev_bus";
@@ -146,74 +146,6 @@ pub fn read_parent(host: &Host, address: &str, in_use: &BTreeSet<String>) -> Opt
         current_type: current,
         in_use: group.map(|g| in_use.contains(&g)).unwrap_or(false),
     })
-}
-
-pub fn observe_parents(
-    host: &Host,
-    pf: &str,
-    vfs: &[Vf],
-    in_use: &BTreeSet<String>,
-) -> Vec<Parent> {
-    let mut parents: Vec<Parent> = std::iter::once(pf)
-        .chain(vfs.iter().map(|v| v.address.as_str()))
-        .filter_map(|a| read_parent(host, a, in_use))
-        .collect();
-    // A used VF lists no creatable types, so its type's name comes from a sibling that still
-    // offers it (equal-size mode keeps one type per GPU), else it stays the bare id.
-    let known: Vec<(String, String)> = parents
-        .iter()
-        .flat_map(|p| p.types.iter().map(|t| (t.id.clone(), t.name.clone())))
-        .collect();
-    for p in &mut parents {
-        if let Some(cur) = &mut p.current_type {
-            cur.name = known
-                .iter()
-                .find(|(id, _)| *id == cur.id)
-                .map(|(_, n)| n.clone())
-                .or_else(|| crate::vgpu_name::name_for_id(&cur.id))
-                .unwrap_or_else(|| format!("vGPU type {}", cur.id));
-        }
-    }
-    parents
-}
-
-/// Every mdev device under `sys/bus/mdev/devices`, whatever its parent (NVIDIA or not).
-pub fn observe_mdevs(host: &Host, gpus: &[Gpu], in_use: &BTreeSet<String>) -> Vec<Vgpu> {
-    host.list(MDEV_DEVICES)
-        .into_iter()
-        .map(|uuid| {
-            let base = format!("{MDEV_DEVICES}/{uuid}");
-            // The device lives under its parent: .../<parent>/<uuid>.
-            let parent = host
-                .read_link(&base)
-                .and_then(|t| {
-                    t.parent()
-                        .and_then(|p| p.file_name())
-                        .map(|n| n.to_string_lossy().into_owned())
-                })
-                .unwrap_or_default();
-            let type_id = host
-                .link_name(&format!("{base}/mdev_type"))
-                .unwrap_or_default();
-            let type_name = host
-                .read_trim(&format!("{base}/mdev_type/name"))
-                .unwrap_or_else(|| type_id.clone());
-            let gpu = gpus
-                .iter()
-                .find(|g| g.address == parent || g.vfs.iter().any(|v| v.address == parent))
-                .map(|g| g.address.clone());
-            let group = host.link_name(&format!("{base}/iommu_group"));
-            Vgpu {
-                in_use: group.map(|g| in_use.contains(&g)).unwrap_or(false),
-                uuid: Some(uuid),
-                parent,
-                gpu,
-                type_id,
-                type_name,
-                interface: Interface::Mdev,
-            }
-        })
-        .collect()
 }
 
 /// IOMMU group numbers whose `/dev/vfio/N` some process (QEMU) holds open.

@@ -75,7 +75,7 @@ pub fn apply(ctx: &Ctx, step: &Step) -> Result<String> {
                 .driver
                 .as_ref()
                 .context("the profile has no [driver] section")?;
-            crate::cmd::driver::fetch_and_install(host, cfg, ctx.allow_unverified, false, true)
+            crate::driver::fetch_and_install(host, cfg, ctx.allow_unverified, false, true)
                 .map_err(|f| f.error)
         }
         Action::EnableSriov { pf, .. } => match sriov::enable(host, pf, ctx.vf_timeout)? {

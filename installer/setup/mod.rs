@@ -7,7 +7,6 @@ pub mod offline;
 pub mod plan;
 pub mod planner;
 pub mod prereboot;
-pub mod state;
 pub mod validate;
 
 use std::io::IsTerminal;
@@ -19,6 +18,7 @@ use crate::exit::{Exit, Failure};
 use crate::facts::{self, HostFacts};
 use crate::host::{Host, Reach, WriteOpts};
 use crate::profile::{Profile, RebootPolicy};
+use crate::state;
 
 use plan::Plan;
 use planner::{Inputs, BINARY, RESTORE_UNIT, RESUME_UNIT, UNIT_DIR, WANTS_DIR};
@@ -219,7 +219,7 @@ fn decide(
 /// Run setup with a validated profile.
 pub fn run(host: &Host, profile: &Profile, opts: &Options) -> Result<Exit, Failure> {
     if !opts.dry_run {
-        crate::cmd::require_root(host, "setup")?;
+        crate::privilege::require_root(host, "setup")?;
     }
     // Decide without touching anything: bad input and "nothing to do" change no file (not even
     // the lock). Only a plan that will be applied takes the lock, and is then made again under it.

@@ -1,9 +1,9 @@
 //! Judge a host.conf edit with a real YAML parser (yaml-rust2, YAML 1.2 like CloudPods' Go
-//! reader): the text editor in [`super::hostconf`] keeps bytes, this checks what they mean.
+//! reader): the text editor in [`super`] (hostconf) keeps bytes, this checks what they mean.
 
 use yaml_rust2::{Yaml, YamlLoader};
 
-use super::hostconf::{HostConfError, KEY};
+use super::{HostConfError, KEY};
 
 /// The one document of a host.conf as a mapping, or why it is not one vgpuctl can edit.
 fn load(text: &str, what: &str) -> Result<yaml_rust2::yaml::Hash, HostConfError> {
