@@ -160,3 +160,74 @@ pub fn create_with(host: &Host, c: &Create, dirs: &mut TypeDirs) -> Result<()> {
 pub fn name_matches(actual: &str, wanted: &str) -> bool {
     vgpu_name::same(actual, wanted) || actual == wanted
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+
+    struct NoKernel;
+    impl crate::host::Kernel for NoKernel {
+        fn reach(&self, _: &std::path::Path) -> crate::host::Reach {
+            crate::host::Reach::Offline
+        }
+        fn write_attr(
+            &self,
+            _: &std::path::Path,
+            _: &std::path::Path,
+            _: &str,
+        ) -> std::io::Result<()> {
+            unreachable!()
+        }
+        fn run(&self, _: &Host, _: &crate::host::Cmd) -> anyhow::Result<crate::host::RunOutput> {
+            unreachable!()
+        }
+    }
+
+    fn type_dir(root: &std::path::Path, parent: &str, dir: &str, name: &str) {
+        let d = root.join(format!(
+            "sys/class/mdev_bus/{parent}/mdev_supported_types/{dir}"
+        ));
+        std::fs::create_dir_all(&d).unwrap();
+        std::fs::write(d.join("name"), format!("{name}\n")).unwrap();
+        std::fs::write(d.join("available_instances"), "1\n").unwrap();
+    }
+
+    /// The cache finds what a full read finds: on VFs that name their directories alike, on a
+    /// VF that names them otherwise (the seed's slot-04 `vfio-pci-<id>`), and after a listing
+    /// changed under it (the remembered directory now holds another type).
+    #[test]
+    fn type_dirs_find_what_a_full_read_finds() {
+        let d = tempfile::tempdir().unwrap();
+        let h = Host::new(d.path(), Arc::new(NoKernel));
+        for vf in ["0000:e8:00.4", "0000:e8:00.5"] {
+            type_dir(d.path(), vf, "nvidia-555", "NVIDIA A40-1B");
+            type_dir(d.path(), vf, "nvidia-556", "NVIDIA A40-2B");
+        }
+        type_dir(d.path(), "0000:e8:04.0", "vfio-pci-555", "NVIDIA A40-1B");
+        type_dir(d.path(), "0000:e8:04.0", "vfio-pci-556", "NVIDIA A40-2B");
+        let mut dirs = TypeDirs::default();
+        let find = |dirs: &mut TypeDirs, vf: &str| dirs.find(&h, vf, "A40-1B", "nvidia-555");
+        for vf in [
+            "0000:e8:00.4",
+            "0000:e8:00.5",
+            "0000:e8:04.0",
+            "0000:e8:00.4",
+        ] {
+            assert_eq!(
+                find(&mut dirs, vf),
+                mdev_type_dir(&h, vf, "A40-1B", "nvidia-555"),
+                "{vf}"
+            );
+        }
+        // The listing changes: nvidia-555 is now another type, the wanted one moved.
+        type_dir(d.path(), "0000:e8:00.5", "nvidia-555", "NVIDIA A40-48Q");
+        type_dir(d.path(), "0000:e8:00.5", "nvidia-600", "NVIDIA A40-1B");
+        assert_eq!(
+            find(&mut dirs, "0000:e8:00.5").as_deref(),
+            Some("sys/class/mdev_bus/0000:e8:00.5/mdev_supported_types/nvidia-600")
+        );
+        assert_eq!(find(&mut dirs, "0000:e8:00.9"), None);
+    }
+}
