@@ -5,9 +5,19 @@ use std::time::{Duration, Instant};
 
 /// Poll `ready` until it returns Some or `timeout` passes. The interval starts at 2 ms and grows
 /// to at most 25 ms, so a condition that becomes true is seen within ~25 ms.
-pub fn until<T>(timeout: Duration, mut ready: impl FnMut() -> Option<T>) -> Option<T> {
+pub fn until<T>(timeout: Duration, ready: impl FnMut() -> Option<T>) -> Option<T> {
+    until_every(timeout, Duration::from_millis(25), ready)
+}
+
+/// [`until`] with the longest interval between two looks set by the caller: a condition that is
+/// a few cheap reads can be looked at every few ms, so what it waits for is seen at once.
+pub fn until_every<T>(
+    timeout: Duration,
+    longest: Duration,
+    mut ready: impl FnMut() -> Option<T>,
+) -> Option<T> {
     let start = Instant::now();
-    let mut interval = Duration::from_millis(2);
+    let mut interval = Duration::from_millis(2).min(longest);
     loop {
         if let Some(v) = ready() {
             return Some(v);
@@ -17,7 +27,7 @@ pub fn until<T>(timeout: Duration, mut ready: impl FnMut() -> Option<T>) -> Opti
             return None;
         }
         std::thread::sleep(interval.min(timeout - elapsed));
-        interval = (interval * 3 / 2).min(Duration::from_millis(25));
+        interval = (interval * 3 / 2).min(longest);
     }
 }
 

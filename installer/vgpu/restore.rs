@@ -9,12 +9,13 @@ use anyhow::Result;
 use serde::Serialize;
 
 use crate::facts::gpus::virtfns;
-use crate::facts::vgpus::{read_parent, vendor_dir};
+use crate::facts::vgpus::vendor_dir;
 use crate::facts::Interface;
 use crate::host::{Host, WriteOpts};
 use crate::profile::{Profile, SavedVgpu};
+use crate::sysfs_parse::parse_creatable;
 
-use super::create::{self, mdev_type_dir, mdev_type_of, name_matches, vendor_current};
+use super::create::{self, mdev_type_of, name_matches, vendor_current, TypeDirs};
 use super::place::Create;
 use super::sriov;
 
@@ -147,6 +148,62 @@ fn failed(d: &SavedVgpu, reason: String, ms: u64) -> DeviceResult {
     }
 }
 
+/// One GPU's SR-IOV enable, run beside its creations: each vGPU is created as soon as its own
+/// VF lists its type, not once every VF of the GPU is there.
+struct Enabling<'scope> {
+    pf: &'scope str,
+    started: Instant,
+    running: Option<std::thread::ScopedJoinHandle<'scope, Result<sriov::Enabled>>>,
+    done: Option<SriovResult>,
+}
+
+impl Enabling<'_> {
+    fn finished(&self) -> bool {
+        self.running.as_ref().is_none_or(|h| h.is_finished())
+    }
+
+    /// Wait for the enable to end and say how it went.
+    fn result(&mut self) -> &SriovResult {
+        if let Some(h) = self.running.take() {
+            let r = h
+                .join()
+                .unwrap_or_else(|_| Err(anyhow::anyhow!("internal error enabling SR-IOV")));
+            let ms = self.started.elapsed().as_millis() as u64;
+            let pf = self.pf.to_string();
+            self.done = Some(match r {
+                Ok(e) => SriovResult {
+                    pf,
+                    ok: true,
+                    vfs: match e {
+                        sriov::Enabled::Already(n) => n,
+                        sriov::Enabled::Now { vfs, .. } => vfs,
+                    },
+                    ms,
+                    reason: String::new(),
+                },
+                Err(e) => {
+                    let reason = format!("{e:#}");
+                    tracing::error!(pf, "{reason}");
+                    SriovResult {
+                        pf,
+                        ok: false,
+                        vfs: 0,
+                        ms,
+                        reason,
+                    }
+                }
+            });
+        }
+        self.done
+            .as_ref()
+            .expect("an enable that ended has a result")
+    }
+}
+
+/// How often a vGPU waiting for its VF looks again: a few cheap reads of its own parent, so
+/// looking often costs little and the vGPU is created within a few ms of the VF's listing.
+const VF_POLL: Duration = Duration::from_millis(4);
+
 fn restore_group(
     host: &Host,
     key: &str,
@@ -154,70 +211,66 @@ fn restore_group(
     sriov: bool,
     vf_timeout: Duration,
 ) -> (Option<SriovResult>, Vec<DeviceResult>) {
-    let mut sriov_result = None;
-    if sriov {
-        let t = Instant::now();
-        match sriov::enable(host, key, vf_timeout) {
-            Ok(e) => {
-                let vfs = match e {
-                    sriov::Enabled::Already(n) => n,
-                    sriov::Enabled::Now { vfs, .. } => vfs,
+    std::thread::scope(|s| {
+        let mut enabling = sriov.then(|| Enabling {
+            pf: key,
+            started: Instant::now(),
+            running: Some(s.spawn(move || sriov::enable(host, key, vf_timeout))),
+            done: None,
+        });
+        let mut group = Group {
+            host,
+            devs,
+            claimed: present_vendor_parents(host, devs),
+            dirs: TypeDirs::default(),
+            all_vfs_seen: !sriov,
+        };
+        let results = devs
+            .iter()
+            .map(|d| {
+                let t = Instant::now();
+                if let Some(e) = enabling.as_mut() {
+                    // Until SR-IOV is done, wait for this vGPU's own VF to offer its type.
+                    if !e.finished() {
+                        crate::wait::until_every(vf_timeout, VF_POLL, || {
+                            (e.finished() || group.offers(d)).then_some(())
+                        });
+                    }
+                    if e.finished() {
+                        let r = e.result();
+                        if !r.ok {
+                            let reason = format!("SR-IOV: {}", r.reason);
+                            return failed(d, reason, t.elapsed().as_millis() as u64);
+                        }
+                        group.all_vfs(host);
+                    }
+                }
+                let (state, reason) = match group.restore_one(d, &mut enabling) {
+                    Ok((state, reason)) => (state, reason),
+                    Err(e) => (State::Failed, format!("{e:#}")),
                 };
-                sriov_result = Some(SriovResult {
-                    pf: key.to_string(),
-                    ok: true,
-                    vfs,
+                DeviceResult {
+                    uuid: d.uuid.clone(),
+                    state,
+                    reason,
                     ms: t.elapsed().as_millis() as u64,
-                    reason: String::new(),
-                });
-            }
-            Err(e) => {
-                let reason = format!("{e:#}");
-                tracing::error!(pf = key, "{reason}");
-                let ms = t.elapsed().as_millis() as u64;
-                let devices = devs
-                    .iter()
-                    .map(|d| failed(d, format!("SR-IOV: {reason}"), ms))
-                    .collect();
-                return (
-                    Some(SriovResult {
-                        pf: key.to_string(),
-                        ok: false,
-                        vfs: 0,
-                        ms,
-                        reason,
-                    }),
-                    devices,
-                );
-            }
-        }
-    }
-    // VFs already claimed by a pinned device that is present, so a moved device never takes one.
-    let mut claimed: Vec<String> = devs
-        .iter()
+                    parent: d.parent.clone(),
+                    type_name: d.type_name.clone(),
+                }
+            })
+            .collect();
+        let sriov_result = enabling.as_mut().map(|e| e.result().clone());
+        (sriov_result, results)
+    })
+}
+
+/// VFs already holding the vendor-VFIO type of a pin, so a moved device never takes one.
+fn present_vendor_parents(host: &Host, devs: &[SavedVgpu]) -> Vec<String> {
+    devs.iter()
         .filter(|d| d.interface == "vendor-vfio")
         .filter(|d| vendor_current(host, &d.parent).as_deref() == Some(d.type_id.as_str()))
         .map(|d| d.parent.clone())
-        .collect();
-    let results = devs
-        .iter()
-        .map(|d| {
-            let t = Instant::now();
-            let (state, reason) = match restore_one(host, d, &mut claimed) {
-                Ok((state, reason)) => (state, reason),
-                Err(e) => (State::Failed, format!("{e:#}")),
-            };
-            DeviceResult {
-                uuid: d.uuid.clone(),
-                state,
-                reason,
-                ms: t.elapsed().as_millis() as u64,
-                parent: d.parent.clone(),
-                type_name: d.type_name.clone(),
-            }
-        })
-        .collect();
-    (sriov_result, results)
+        .collect()
 }
 
 fn interface_of(d: &SavedVgpu) -> Interface {
@@ -228,95 +281,162 @@ fn interface_of(d: &SavedVgpu) -> Interface {
     }
 }
 
-fn restore_one(host: &Host, d: &SavedVgpu, claimed: &mut Vec<String>) -> Result<(State, String)> {
-    let interface = interface_of(d);
-    // Present already?
-    match interface {
-        Interface::Mdev => {
-            if let Some(name) = mdev_type_of(host, &d.uuid) {
-                return if name_matches(&name, &d.type_name) || name == d.type_id {
-                    Ok((State::Present, String::new()))
-                } else {
-                    anyhow::bail!("exists with type {name}, not {}: left alone", d.type_name)
+/// What restoring one GPU's pins has learnt so far.
+struct Group<'a> {
+    host: &'a Host,
+    devs: &'a [SavedVgpu],
+    /// Parents taken by a pin (present, or created by this restore).
+    claimed: Vec<String>,
+    /// Type directories found on this GPU's parents, read once.
+    dirs: TypeDirs,
+    /// SR-IOV is done (or not needed): every VF there is to see is there.
+    all_vfs_seen: bool,
+}
+
+impl Group<'_> {
+    /// Once SR-IOV is done, count the pins found present on VFs that came since the start.
+    fn all_vfs(&mut self, host: &Host) {
+        if !self.all_vfs_seen {
+            for p in present_vendor_parents(host, self.devs) {
+                if !self.claimed.contains(&p) {
+                    self.claimed.push(p);
+                }
+            }
+            self.all_vfs_seen = true;
+        }
+    }
+
+    /// Does `d`'s saved parent list `d`'s type (whether or not it can take it now)?
+    fn offers(&mut self, d: &SavedVgpu) -> bool {
+        match interface_of(d) {
+            Interface::Mdev => self
+                .dirs
+                .find(self.host, &d.parent, &d.type_name, &d.type_id)
+                .is_some(),
+            _ => {
+                vendor_offers(self.host, &d.parent, &d.type_id)
+                    || vendor_current(self.host, &d.parent).is_some()
+            }
+        }
+    }
+
+    fn restore_one(
+        &mut self,
+        d: &SavedVgpu,
+        enabling: &mut Option<Enabling<'_>>,
+    ) -> Result<(State, String)> {
+        let host = self.host;
+        let interface = interface_of(d);
+        // Present already?
+        match interface {
+            Interface::Mdev => {
+                if let Some(name) = mdev_type_of(host, &d.uuid) {
+                    return if name_matches(&name, &d.type_name) || name == d.type_id {
+                        Ok((State::Present, String::new()))
+                    } else {
+                        anyhow::bail!("exists with type {name}, not {}: left alone", d.type_name)
+                    };
+                }
+            }
+            _ => {
+                if self.claimed.contains(&d.parent)
+                    && vendor_current(host, &d.parent).as_deref() == Some(d.type_id.as_str())
+                {
+                    return Ok((State::Present, String::new()));
+                }
+            }
+        }
+        let on = |parent: &str| Create {
+            gpu: d.gpu.clone().unwrap_or_default(),
+            parent: parent.to_string(),
+            type_id: d.type_id.clone(),
+            type_name: d.type_name.clone(),
+            uuid: d.uuid.clone(),
+            interface,
+        };
+        // The saved parent first, if it can take it.
+        if self.parent_free(d, &d.parent) {
+            create::create_with(host, &on(&d.parent), &mut self.dirs)?;
+            self.claim(d, &d.parent);
+            return Ok((State::Created, String::new()));
+        }
+        // Else any free VF of the same GPU, once SR-IOV is done: until then a VF that is not
+        // there yet is on its way, not gone.
+        if let Some(e) = enabling.as_mut() {
+            if !e.result().ok {
+                anyhow::bail!("SR-IOV: {}", e.result().reason);
+            }
+            self.all_vfs(host);
+            if self.parent_free(d, &d.parent) {
+                create::create_with(host, &on(&d.parent), &mut self.dirs)?;
+                self.claim(d, &d.parent);
+                return Ok((State::Created, String::new()));
+            }
+        }
+        if let Some(gpu) = d.gpu.as_deref() {
+            for vf in virtfns(host, gpu) {
+                if vf != d.parent && self.parent_free(d, &vf) {
+                    create::create_with(host, &on(&vf), &mut self.dirs)?;
+                    self.claim(d, &vf);
+                    return Ok((
+                        State::Created,
+                        format!(
+                            "saved parent {} was gone or taken; created on {vf}",
+                            d.parent
+                        ),
+                    ));
+                }
+            }
+        }
+        anyhow::bail!(
+            "no parent can take it: saved parent {} is gone or full and no other free parent of {} \
+             offers {} now (in NVIDIA's default equal-size mode a GPU holds one vGPU type at a time)",
+            d.parent,
+            d.gpu.as_deref().unwrap_or("its device"),
+            d.type_name
+        )
+    }
+
+    /// A vendor-VFIO VF holds one vGPU and shows no UUID, so a VF used by one pin is taken for
+    /// the others. mdev parents say themselves how many more they take (a pre-Ampere PF takes
+    /// many).
+    fn claim(&mut self, d: &SavedVgpu, parent: &str) {
+        if interface_of(d) == Interface::VendorVfio {
+            self.claimed.push(parent.to_string());
+        }
+    }
+
+    /// Can `parent` take device `d` now?
+    fn parent_free(&mut self, d: &SavedVgpu, parent: &str) -> bool {
+        let host = self.host;
+        if self.claimed.iter().any(|c| c == parent) {
+            return false;
+        }
+        match interface_of(d) {
+            Interface::Mdev => {
+                let Some(dir) = self.dirs.find(host, parent, &d.type_name, &d.type_id) else {
+                    return false;
                 };
+                host.read_trim(&format!("{dir}/available_instances"))
+                    .and_then(|s| s.parse::<u32>().ok())
+                    .unwrap_or(0)
+                    > 0
             }
+            _ => vendor_current(host, parent).is_none() && vendor_offers(host, parent, &d.type_id),
         }
-        _ => {
-            if claimed.contains(&d.parent)
-                && vendor_current(host, &d.parent).as_deref() == Some(d.type_id.as_str())
-            {
-                return Ok((State::Present, String::new()));
-            }
-        }
-    }
-    let on = |parent: &str| Create {
-        gpu: d.gpu.clone().unwrap_or_default(),
-        parent: parent.to_string(),
-        type_id: d.type_id.clone(),
-        type_name: d.type_name.clone(),
-        uuid: d.uuid.clone(),
-        interface,
-    };
-    // The saved parent first, if it can take it.
-    if parent_free(host, d, &d.parent, claimed) {
-        create::create(host, &on(&d.parent))?;
-        claim(claimed, d, &d.parent);
-        return Ok((State::Created, String::new()));
-    }
-    // Else any free VF of the same GPU.
-    if let Some(gpu) = d.gpu.as_deref() {
-        for vf in virtfns(host, gpu) {
-            if vf != d.parent && parent_free(host, d, &vf, claimed) {
-                create::create(host, &on(&vf))?;
-                claim(claimed, d, &vf);
-                return Ok((
-                    State::Created,
-                    format!(
-                        "saved parent {} was gone or taken; created on {vf}",
-                        d.parent
-                    ),
-                ));
-            }
-        }
-    }
-    anyhow::bail!(
-        "no parent can take it: saved parent {} is gone or full and no other free parent of {} \
-         offers {} now (in NVIDIA's default equal-size mode a GPU holds one vGPU type at a time)",
-        d.parent,
-        d.gpu.as_deref().unwrap_or("its device"),
-        d.type_name
-    )
-}
-
-/// A vendor-VFIO VF holds one vGPU and shows no UUID, so a VF used by one pin is taken for the
-/// others. mdev parents say themselves how many more they take (a pre-Ampere PF takes many).
-fn claim(claimed: &mut Vec<String>, d: &SavedVgpu, parent: &str) {
-    if interface_of(d) == Interface::VendorVfio {
-        claimed.push(parent.to_string());
     }
 }
 
-/// Can `parent` take device `d` now?
-fn parent_free(host: &Host, d: &SavedVgpu, parent: &str, claimed: &[String]) -> bool {
-    if claimed.iter().any(|c| c == parent) {
-        return false;
-    }
-    match interface_of(d) {
-        Interface::Mdev => {
-            let Some(dir) = mdev_type_dir(host, parent, &d.type_name, &d.type_id) else {
-                return false;
-            };
-            host.read_trim(&format!("{dir}/available_instances"))
-                .and_then(|s| s.parse::<u32>().ok())
-                .unwrap_or(0)
-                > 0
-        }
-        _ => {
-            vendor_current(host, parent).is_none()
-                && host.exists(&format!("{}/current_vgpu_type", vendor_dir(parent)))
-                && read_parent(host, parent, &Default::default())
-                    .map(|p| p.types.iter().any(|t| t.id == d.type_id))
-                    .unwrap_or(false)
-        }
-    }
+/// Does vendor-VFIO VF `vf` list type `type_id` as creatable now (and take a type at all)?
+fn vendor_offers(host: &Host, vf: &str, type_id: &str) -> bool {
+    let dir = vendor_dir(vf);
+    host.exists(&format!("{dir}/current_vgpu_type"))
+        && host
+            .read(&format!("{dir}/creatable_vgpu_types"))
+            .map(|t| {
+                parse_creatable(&t)
+                    .iter()
+                    .any(|c| c.id.to_string() == type_id)
+            })
+            .unwrap_or(false)
 }
