@@ -23,6 +23,7 @@ pub mod logging;
 pub mod models;
 pub mod out;
 pub mod pci;
+pub mod pins;
 pub mod profile;
 pub mod profile_load;
 pub mod setup;
