@@ -172,7 +172,7 @@ impl fmt::Display for Action {
                 };
                 writeln!(
                     f,
-                    "create {} x {type_name} on {model} {gpu} ({present} of {count} present){fixed}; pin them in /etc/vgpuctl/profile.toml",
+                    "create {} x {type_name} on {model} {gpu} ({present} of {count} present){fixed}; pin them in /etc/vgpuctl/vgpus.toml",
                     count - present
                 )
             }
