@@ -1,10 +1,13 @@
-//! The active profile, `/etc/vgpuctl/profile.toml`: what the operator asked for plus the vGPUs
-//! pinned with their UUIDs. `restore` reads it at every boot. It never holds the driver link.
+//! The active profile, `/etc/vgpuctl/profile.toml`: the copy of what the operator asked for
+//! (host policy, `[[gpus]]`, `[cloudpods]`), read by setup, restore (its `[cloudpods]`) and export.
+//! It never holds the driver link, nor the pins: those live in [`crate::pins`]
+//! (`/etc/vgpuctl/vgpus.toml`); an older release's copy may still hold them until
+//! [`crate::pins::migrate`] moves them.
 
 use anyhow::{Context, Result};
 
 use crate::host::{Host, WriteOpts};
-use crate::profile::{Profile, SavedVgpu};
+use crate::profile::Profile;
 
 pub const PATH: &str = "etc/vgpuctl/profile.toml";
 
@@ -22,28 +25,20 @@ pub fn load(host: &Host) -> Result<Option<Profile>> {
 }
 
 /// The profile as stored: the driver section is dropped (its link is a credential and restore
-/// has no use for it).
+/// has no use for it), and so are the pins (`sriov`, `[[vgpus]]`: they go to the pins file).
 pub fn render(profile: &Profile) -> Result<String> {
     let mut p = profile.clone();
     p.driver = None;
+    p.sriov.clear();
+    p.vgpus.clear();
     let body = toml::to_string_pretty(&p)?;
     Ok(format!(
-        "# vgpuctl active profile: restored at every boot by vgpuctl-restore.service.\n\
-         # Written by vgpuctl; [[vgpus]] entries pin each vGPU's UUID, type and parent.\n{body}"
+        "# vgpuctl active profile: a copy of the profile setup applied (without its driver link).\n\
+         # Written by vgpuctl; the vGPUs it pins are in /etc/vgpuctl/vgpus.toml.\n{body}"
     ))
 }
 
 /// Save atomically. Returns whether the file changed.
 pub fn save(host: &Host, profile: &Profile) -> Result<bool> {
     host.write_file(PATH, render(profile)?.as_bytes(), WriteOpts::state())
-}
-
-/// Add or replace pins by UUID, keeping the order of first appearance.
-pub fn pin(profile: &mut Profile, vgpus: impl IntoIterator<Item = SavedVgpu>) {
-    for v in vgpus {
-        match profile.vgpus.iter_mut().find(|s| s.uuid == v.uuid) {
-            Some(s) => *s = v,
-            None => profile.vgpus.push(v),
-        }
-    }
 }

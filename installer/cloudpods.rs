@@ -20,6 +20,7 @@ use anyhow::{anyhow, bail, Context};
 use crate::edit::hostconf::{self, HostConfError};
 use crate::host::{Cmd, Host, WriteOpts};
 use crate::pci::PciAddr;
+use crate::pins::Pins;
 use crate::profile::Profile;
 
 /// Marker: host.conf changed but the agent was not restarted yet.
@@ -39,11 +40,11 @@ pub struct Wanted {
 }
 
 /// The mdev parents of the pinned vGPUs in CloudPods' `bb:dd.f` form, in PCI order. Pure.
-pub fn wanted(profile: &Profile) -> Wanted {
+pub fn wanted(pins: &Pins) -> Wanted {
     let mut w = Wanted::default();
     let mut vendor_vfio = Vec::new();
     let mut other_domain = Vec::new();
-    for v in &profile.vgpus {
+    for v in &pins.vgpus {
         if v.interface == "vendor-vfio" {
             vendor_vfio.push(v.parent.clone());
             continue;
@@ -87,20 +88,19 @@ fn bracket(v: &[String]) -> String {
     format!("[{}]", v.join(", "))
 }
 
-/// Bring `[cloudpods] host_conf` in line with the pinned vGPUs of `profile` (normally the active
-/// profile) and restart the host agent when asked to. `None` when the profile has no
+/// Bring `[cloudpods] host_conf` of `profile` (normally the active profile) in line with `pins` and restart the host agent when asked to. `None` when the profile has no
 /// `[cloudpods]` section; otherwise what was done, warnings included, to print.
 ///
 /// Errors (host.conf missing or not editable, the restart failed) say what to do next; the
 /// file is never left half-written (atomic write, first version kept under
 /// `/var/lib/vgpuctl/backups/`).
-pub fn sync(host: &Host, profile: &Profile) -> anyhow::Result<Option<String>> {
+pub fn sync(host: &Host, profile: &Profile, pins: &Pins) -> anyhow::Result<Option<String>> {
     let Some(cfg) = &profile.cloudpods else {
         return Ok(None);
     };
     let path = &cfg.host_conf;
     let rel = path.trim_start_matches('/');
-    let want = wanted(profile);
+    let want = wanted(pins);
     let text = match host.read(rel) {
         Ok(t) => t,
         Err(e) if e.kind() == ErrorKind::NotFound => bail!(
@@ -224,6 +224,14 @@ mod tests {
         }
     }
 
+    /// The pins a profile built by [`profile`] stands for (the tests keep both in one value).
+    fn pins_of(p: &Profile) -> Pins {
+        Pins {
+            sriov: Vec::new(),
+            vgpus: p.vgpus.clone(),
+        }
+    }
+
     fn profile(pins: &[(&str, &str)], restart: bool) -> Profile {
         Profile {
             vgpus: pins.iter().map(|(p, i)| pin(p, i)).collect(),
@@ -261,7 +269,7 @@ mod tests {
             ],
             false,
         );
-        let w = wanted(&p);
+        let w = wanted(&pins_of(&p));
         assert_eq!(w.pfs, vec!["e8:00.4", "e8:04.0"]);
         assert_eq!(w.warnings.len(), 2, "{w:?}");
         assert!(
@@ -269,7 +277,7 @@ mod tests {
                 && w.warnings[0].contains("0000:41:00.4")
         );
         assert!(w.warnings[1].contains("0001:05:00.4"));
-        assert_eq!(wanted(&Profile::default()), Wanted::default());
+        assert_eq!(wanted(&Pins::default()), Wanted::default());
     }
 
     #[test]
@@ -277,7 +285,7 @@ mod tests {
         let (_d, h, k) = host(0);
         let mut p = profile(&[("0000:e8:00.4", "mdev")], true);
         p.cloudpods = None;
-        assert_eq!(sync(&h, &p).unwrap(), None);
+        assert_eq!(sync(&h, &p, &pins_of(&p)).unwrap(), None);
         assert!(k.runs.lock().unwrap().is_empty());
     }
 
@@ -291,7 +299,7 @@ mod tests {
         )
         .unwrap();
         let p = profile(&[("0000:e8:00.4", "mdev"), ("0000:e8:04.0", "mdev")], true);
-        let msg = sync(&h, &p).unwrap().unwrap();
+        let msg = sync(&h, &p, &pins_of(&p)).unwrap().unwrap();
         assert!(
             msg.contains("[e8:00.4, e8:04.0] (was [67:00.0, 67:00.4, e8:00.4])"),
             "{msg}"
@@ -314,7 +322,7 @@ mod tests {
         );
         assert!(!h.exists(RESTART_PENDING));
         // Second run: nothing changes, nothing restarts.
-        let msg = sync(&h, &p).unwrap().unwrap();
+        let msg = sync(&h, &p, &pins_of(&p)).unwrap().unwrap();
         assert!(msg.contains("already lists the 2 vGPU parent(s)"), "{msg}");
         assert_eq!(k.runs.lock().unwrap().len(), 1);
         assert_eq!(h.read("etc/yunion/host.conf").unwrap(), now);
@@ -330,7 +338,7 @@ mod tests {
         )
         .unwrap();
         let p = profile(&[("0000:67:00.4", "mdev")], true);
-        let e = format!("{:#}", sync(&h, &p).unwrap_err());
+        let e = format!("{:#}", sync(&h, &p, &pins_of(&p)).unwrap_err());
         assert!(e.contains("nvidia_vgpu_pfs is now [67:00.4]"), "{e}");
         assert!(
             e.contains("exited with status 1") && e.contains("Run it by hand"),
@@ -339,7 +347,7 @@ mod tests {
         assert!(h.exists(RESTART_PENDING));
         // The file is right now; the next run still restarts, and clears the marker.
         *k.status.lock().unwrap() = 0;
-        let msg = sync(&h, &p).unwrap().unwrap();
+        let msg = sync(&h, &p, &pins_of(&p)).unwrap().unwrap();
         assert!(
             msg.contains("already lists") && msg.contains("restarted"),
             "{msg}"
@@ -354,7 +362,7 @@ mod tests {
         h.write_file("etc/yunion/host.conf", b"region: r\n", WriteOpts::state())
             .unwrap();
         let p = profile(&[("0000:67:00.4", "mdev")], false);
-        let msg = sync(&h, &p).unwrap().unwrap();
+        let msg = sync(&h, &p, &pins_of(&p)).unwrap().unwrap();
         assert!(
             msg.contains("run `kubectl -n onecloud rollout restart ds default-host`"),
             "{msg}"
@@ -376,7 +384,7 @@ mod tests {
         )
         .unwrap();
         let p = profile(&[("0000:41:00.4", "vendor-vfio")], false);
-        let msg = sync(&h, &p).unwrap().unwrap();
+        let msg = sync(&h, &p, &pins_of(&p)).unwrap().unwrap();
         assert!(msg.contains("cannot discover them"), "{msg}");
         assert_eq!(
             hostconf::read_pfs(&h.read("etc/yunion/host.conf").unwrap()).unwrap(),
@@ -388,7 +396,7 @@ mod tests {
     fn missing_or_unsupported_file_says_what_to_do() {
         let (_d, h, _k) = host(0);
         let p = profile(&[("0000:67:00.4", "mdev")], false);
-        let e = format!("{:#}", sync(&h, &p).unwrap_err());
+        let e = format!("{:#}", sync(&h, &p, &pins_of(&p)).unwrap_err());
         assert!(
             e.contains("/etc/yunion/host.conf does not exist") && e.contains("host_conf"),
             "{e}"
@@ -399,7 +407,7 @@ mod tests {
             WriteOpts::state(),
         )
         .unwrap();
-        let e = format!("{:#}", sync(&h, &p).unwrap_err());
+        let e = format!("{:#}", sync(&h, &p, &pins_of(&p)).unwrap_err());
         assert!(
             e.starts_with("CloudPods: /etc/yunion/host.conf:2: the flow list"),
             "{e}"

@@ -4,6 +4,7 @@
 use crate::facts::{HostFacts, Interface};
 use crate::import::mdevctl::{self, MdevctlDef};
 use crate::pci::PciAddr;
+use crate::pins::Pins;
 use crate::profile::{GpuRequest, Profile, SavedVgpu};
 use crate::status::Status;
 use crate::vgpu_name;
@@ -66,9 +67,8 @@ pub fn libvirt_xml(status: &Status, only: Option<&str>) -> Result<String, String
 
 /// mdevctl definitions for the pinned mdev vGPUs, started manually (our unit starts them at the
 /// right time: mdevctl's udev autostart fires before NVIDIA's types are ready).
-pub fn mdevctl_defs(profile: &Profile) -> Vec<MdevctlDef> {
-    profile
-        .vgpus
+pub fn mdevctl_defs(pins: &Pins) -> Vec<MdevctlDef> {
+    pins.vgpus
         .iter()
         .filter(|v| v.interface == "mdev")
         .map(|v| MdevctlDef {
@@ -87,7 +87,7 @@ pub fn render_mdevctl(def: &MdevctlDef) -> (String, String) {
 
 /// The live host as a profile setup accepts: one `[[gpus]]` per GPU that has vGPUs (its type,
 /// its count, its UUIDs), plus the pins, so a hand-made host can be captured and replayed.
-pub fn export_profile(facts: &HostFacts, active: Option<&Profile>) -> Profile {
+pub fn export_profile(facts: &HostFacts, active: Option<&Profile>, pins: Option<&Pins>) -> Profile {
     let all = facts.vgpus();
     let mut p = Profile {
         host: active.map(|a| a.host.clone()).unwrap_or_default(),
@@ -107,7 +107,7 @@ pub fn export_profile(facts: &HostFacts, active: Option<&Profile>) -> Profile {
             .collect();
         let pin_uuid = |v: &crate::facts::Vgpu| {
             v.uuid.clone().or_else(|| {
-                active.and_then(|a| {
+                pins.and_then(|a| {
                     a.vgpus
                         .iter()
                         .find(|s| s.parent == v.parent)

@@ -25,6 +25,7 @@ pub mod models;
 pub mod opener;
 pub mod out;
 pub mod pci;
+pub mod pins;
 pub mod privilege;
 pub mod profile;
 pub mod profile_load;

@@ -4,7 +4,7 @@
 use serde::Serialize;
 
 use crate::facts::{HostFacts, Interface, Vgpu};
-use crate::profile::Profile;
+use crate::pins::Pins;
 use crate::vgpu_name;
 
 #[derive(Clone, Debug, Serialize)]
@@ -37,7 +37,7 @@ pub struct Status {
     pub drift: Vec<String>,
 }
 
-fn row(v: &Vgpu, profile: Option<&Profile>) -> VgpuRow {
+fn row(v: &Vgpu, profile: Option<&Pins>) -> VgpuRow {
     // A vendor-VFIO vGPU has no UUID in the kernel: ours is the pin of that VF.
     let uuid = v.uuid.clone().or_else(|| {
         profile.and_then(|p| {
@@ -56,7 +56,8 @@ fn row(v: &Vgpu, profile: Option<&Profile>) -> VgpuRow {
     }
 }
 
-pub fn status(facts: &HostFacts, profile: Option<&Profile>) -> Status {
+/// `profile`: the pins ([`crate::pins::load`]); drift is measured against them.
+pub fn status(facts: &HostFacts, profile: Option<&Pins>) -> Status {
     let all = facts.vgpus();
     let gpus = facts
         .gpus

@@ -202,11 +202,12 @@ fn short_pci_addresses_are_stored_in_full_and_restored() {
     let r = setup(&s, p.path());
     assert_eq!(r.code, 0, "{r:?}");
     let active = s.read("etc/vgpuctl/profile.toml");
+    let pins = s.read("etc/vgpuctl/vgpus.toml");
     assert!(
-        active.contains("\"0000:68:00.0\"")
-            && active.contains("\"0000:6a:00.0\"")
+        pins.contains("\"0000:68:00.0\"")
+            && pins.contains("\"0000:6a:00.0\"")
             && active.contains("select = \"0000:67:00.0\""),
-        "{active}"
+        "{active}\n{pins}"
     );
     let saved = s.live_vgpus();
     assert_eq!(saved.len(), 2, "{saved:?}");

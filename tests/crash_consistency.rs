@@ -267,6 +267,9 @@ fn check_intermediate(h: &Host, written_once: &BTreeMap<String, (Option<Vec<u8>>
             Profile::parse(&t, p).unwrap_or_else(|e| panic!("{p} corrupt: {e}\n{t}"));
         }
     }
+    if let Some(t) = read(vgpuctl::pins::PATH) {
+        vgpuctl::pins::parse(&t).unwrap_or_else(|e| panic!("vgpus.toml corrupt: {e}\n{t}"));
+    }
     // The boot loader configuration parses and either has the IOMMU arguments or not at all.
     let grub = read("etc/default/grub").expect("grub defaults exist");
     let cmdline = grub_default::effective_cmdline(&[("/etc/default/grub", grub.as_str())]);

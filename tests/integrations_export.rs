@@ -60,6 +60,7 @@ fn mdev_host_made_by_hand_is_captured_and_replayed() {
     );
     // Forget everything vgpuctl recorded: the live vGPUs are now as if made by hand.
     std::fs::remove_file(a.root().join("etc/vgpuctl/profile.toml")).unwrap();
+    std::fs::remove_file(a.root().join("etc/vgpuctl/vgpus.toml")).unwrap();
     let before = state(&a);
     assert_eq!(
         before.values().map(Vec::len).sum::<usize>(),

@@ -49,6 +49,7 @@ const LAYERS: &[(&str, &[&str])] = &[
             "profile_load",
             "state",
             "active",
+            "pins",
             "edit",
             "import",
         ],

@@ -195,7 +195,7 @@ fn shell_metacharacters_in_rc_local_are_inert() {
     assert!(r.code == 0 || r.code == 1, "{r:?}");
     // The UUID passes through as data; the dynamic line is reported, not imported.
     assert!(
-        s.read("etc/vgpuctl/profile.toml")
+        s.read("etc/vgpuctl/vgpus.toml")
             .contains("2f82ee72-3ac5-4615-9c0b-327c12e8c83d"),
         "{r:?}"
     );
@@ -223,17 +223,24 @@ fn active_profile_paths_are_validated() {
             "parent = \"0000:e8:00.4\"\ntype_id = \"nvidia-566\"\ngpu = \"0000:e8:00.0/../..\"",
         ),
     ] {
-        s.write(
-            "etc/vgpuctl/profile.toml",
-            &format!(
-                "[[vgpus]]\nuuid = \"2f82ee72-3ac5-4615-9c0b-327c12e8c83d\"\n{pin}\ntype_name = \"NVIDIA A40-24Q\"\ninterface = \"mdev\"\n"
-            ),
-        );
-        let before = s.hash();
-        let r = s.run(&["restore"]);
-        assert_ne!(r.code, 0, "{field}: {r:?}");
-        assert!(r.stderr.contains(field), "{field}: {r:?}");
-        assert_eq!(s.hash(), before, "{field}: restore changed the host");
+        // Where pins live (vgpus.toml) and where an older release kept them (the profile copy).
+        for file in ["etc/vgpuctl/vgpus.toml", "etc/vgpuctl/profile.toml"] {
+            for old in ["etc/vgpuctl/vgpus.toml", "etc/vgpuctl/profile.toml"] {
+                let _ = std::fs::remove_file(s.root().join(old));
+            }
+            s.write(
+                file,
+                &format!(
+                    "[[vgpus]]\nuuid = \"2f82ee72-3ac5-4615-9c0b-327c12e8c83d\"\n{pin}\ntype_name = \"NVIDIA A40-24Q\"\ninterface = \"mdev\"\n"
+                ),
+            );
+            let before = s.hash();
+            let r = s.run(&["restore"]);
+            assert_ne!(r.code, 0, "{file} {field}: {r:?}");
+            assert!(r.stderr.contains(field), "{file} {field}: {r:?}");
+            assert!(r.stderr.contains(file), "{file} {field}: {r:?}");
+            assert_eq!(s.hash(), before, "{file} {field}: restore changed the host");
+        }
     }
     // Paths from a profile or sysfs that try to leave the root never reach the file system.
     for bad in [

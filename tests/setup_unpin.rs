@@ -18,7 +18,7 @@ fn l40s_profile(count: u32) -> tempfile::NamedTempFile {
 }
 
 fn pinned_parents(s: &Sim) -> Vec<(String, String)> {
-    let t: toml::Value = toml::from_str(&s.read("etc/vgpuctl/profile.toml")).unwrap();
+    let t: toml::Value = toml::from_str(&s.read("etc/vgpuctl/vgpus.toml")).unwrap();
     t["vgpus"]
         .as_array()
         .unwrap()
@@ -33,7 +33,7 @@ fn pinned_parents(s: &Sim) -> Vec<(String, String)> {
 }
 
 fn pinned(s: &Sim) -> Vec<String> {
-    let t: toml::Value = toml::from_str(&s.read("etc/vgpuctl/profile.toml")).unwrap();
+    let t: toml::Value = toml::from_str(&s.read("etc/vgpuctl/vgpus.toml")).unwrap();
     t["vgpus"]
         .as_array()
         .unwrap()

@@ -90,7 +90,9 @@ fn restore_unit_orders_itself_for_the_boot() {
     let has = |l: &str| u.lines().any(|x| x.trim() == l);
     assert!(has("Type=oneshot") && has("RemainAfterExit=yes"));
     assert!(has("ExecStart=/usr/local/sbin/vgpuctl restore"));
-    assert!(has("ConditionPathExists=/etc/vgpuctl/profile.toml"));
+    // Either file starts it: older releases kept the pins in the profile copy.
+    assert!(has("ConditionPathExists=|/etc/vgpuctl/vgpus.toml"));
+    assert!(has("ConditionPathExists=|/etc/vgpuctl/profile.toml"));
     assert!(has("WantedBy=multi-user.target"));
     let after = u.lines().find(|l| l.starts_with("After=")).unwrap();
     for a in ["nvidia-vgpu-mgr.service", "nvidia-vgpud.service"] {

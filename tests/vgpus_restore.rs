@@ -33,7 +33,7 @@ fn ready_hosts_keep_their_vgpus_across_three_reboots() {
         );
         let saved = s.live_vgpus();
         assert_eq!(saved.len(), count * gpus, "{model}: {saved:?}");
-        let profile = s.read("etc/vgpuctl/profile.toml");
+        let profile = s.read("etc/vgpuctl/vgpus.toml");
         for u in saved.keys() {
             assert!(profile.contains(u.as_str()), "{u} pinned");
         }
@@ -228,7 +228,7 @@ fn seed_rc_local_lines_are_imported() {
         r.stdout.contains("nvidia-999") && r.stdout.contains("does not exist"),
         "{r:?}"
     );
-    let profile = s.read("etc/vgpuctl/profile.toml");
+    let profile = s.read("etc/vgpuctl/vgpus.toml");
     for u in [
         "2f82ee72-3ac5-4615-9c0b-327c12e8c83d",
         "242e5ea7-90e2-4d6e-afeb-a0b9a656c108",
@@ -336,8 +336,12 @@ fn uninstall_stops_restoring_and_leaves_vgpus_alone() {
     assert_eq!(s.live_vgpus(), before, "vGPUs left alone");
     assert!(!s.exists("etc/systemd/system/multi-user.target.wants/vgpuctl-restore.service"));
     assert!(!s.exists("etc/vgpuctl/profile.toml"));
+    assert!(!s.exists("etc/vgpuctl/vgpus.toml"));
     assert!(s
         .read("var/lib/vgpuctl/backups/etc/vgpuctl/profile.toml.uninstalled")
+        .contains("[[gpus]]"));
+    assert!(s
+        .read("var/lib/vgpuctl/backups/etc/vgpuctl/vgpus.toml.uninstalled")
         .contains("[[vgpus]]"));
     assert_eq!(s.run(&["sim", "reboot"]).code, 0);
     assert!(s.live_vgpus().is_empty());

@@ -56,15 +56,17 @@ pub fn run(host: &Host, mdevctl: bool, output: Option<&Path>) -> Result<Exit, Fa
         check_output(path)?;
     }
     let active = crate::active::load(host)?;
+    // Read-only: pins an older release left in the profile copy are read there, not moved.
+    let pins = crate::pins::load(host)?;
     if mdevctl {
         crate::privilege::require_root(host, "export --mdevctl")?;
         let _lock = crate::setup::lock::acquire(host, "export --mdevctl")?;
-        let Some(profile) = active else {
+        let Some(pins) = pins else {
             return Err(Failure::failed(
-                "no active profile (/etc/vgpuctl/profile.toml): nothing to export",
+                "no pins (/etc/vgpuctl/vgpus.toml) and no active profile: nothing to export",
             ));
         };
-        let defs = crate::integrations::mdevctl_defs(&profile);
+        let defs = crate::integrations::mdevctl_defs(&pins);
         for d in &defs {
             let (path, text) = crate::integrations::render_mdevctl(d);
             host.write_file(&path, text.as_bytes(), WriteOpts::default())?;
@@ -77,7 +79,7 @@ pub fn run(host: &Host, mdevctl: bool, output: Option<&Path>) -> Result<Exit, Fa
         return Ok(Exit::Ok);
     }
     let facts = crate::facts::observe(host);
-    let p = crate::integrations::export_profile(&facts, active.as_ref());
+    let p = crate::integrations::export_profile(&facts, active.as_ref(), pins.as_ref());
     let text = format!(
         "# Exported by vgpuctl from the live host: `vgpuctl setup --profile FILE` recreates it.\n{}",
         toml::to_string_pretty(&p).map_err(Failure::from)?

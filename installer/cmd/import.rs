@@ -205,7 +205,7 @@ pub fn run(host: &Host, dry_run: bool, vf_timeout: Duration) -> Result<Exit, Fai
         None => None,
     };
 
-    crate::outln!("Importing into /etc/vgpuctl/profile.toml:");
+    crate::outln!("Importing into /etc/vgpuctl/vgpus.toml:");
     for p in &pins {
         crate::outln!("  vGPU {} {} on {}", p.uuid, p.type_name, p.parent);
     }
@@ -230,15 +230,13 @@ pub fn run(host: &Host, dry_run: bool, vf_timeout: Duration) -> Result<Exit, Fai
         return Ok(Exit::Ok);
     }
 
-    // Active profile, unit, rc.local lines commented out, mdevctl definitions set to manual.
-    let mut active = crate::active::load(host)?.unwrap_or_else(Profile::default);
-    crate::active::pin(&mut active, pins.iter().cloned());
-    for s in &sriov {
-        if !active.sriov.contains(s) {
-            active.sriov.push(s.clone());
-        }
-    }
-    crate::active::save(host, &active)?;
+    // Pins, unit, rc.local lines commented out, mdevctl definitions set to manual.
+    crate::pins::migrate(host)?;
+    let mut saved = crate::pins::load(host)?.unwrap_or_default();
+    crate::pins::pin(&mut saved, pins.iter().cloned());
+    crate::pins::enable_sriov(&mut saved, &sriov);
+    crate::pins::save(host, &saved)?;
+    let active = crate::active::load(host)?.unwrap_or_else(Profile::default);
     let ctx = apply::Ctx {
         host,
         profile: &active,
@@ -308,7 +306,7 @@ pub fn run(host: &Host, dry_run: bool, vf_timeout: Duration) -> Result<Exit, Fai
         });
     }
     // Bring the host to the pinned state now, exactly as the boot unit will.
-    let report = crate::vgpu::restore::restore(host, &active, vf_timeout)?;
+    let report = crate::vgpu::restore::restore(host, &saved, vf_timeout)?;
     crate::outln!("{}", report.summary());
     if !problems.is_empty() || !report.ok {
         for d in report.devices.iter().filter(|d| !d.reason.is_empty()) {

@@ -4,7 +4,7 @@ use crate::host::Host;
 
 pub fn status(host: &Host, json: bool, libvirt_xml: Option<&str>) -> Result<Exit, Failure> {
     let facts = crate::facts::observe(host);
-    let profile = crate::active::load(host)?;
+    let profile = crate::pins::load(host)?;
     let s = crate::status::status(&facts, profile.as_ref());
     if let Some(only) = libvirt_xml {
         // The kernel names mdev devices in lowercase; a UUID copied in capitals is the same one.

@@ -15,16 +15,22 @@ pub fn run(host: &Host, vf_timeout: u64) -> Result<Exit, Failure> {
             &["creating the vGPUs (sysfs, `sriov-manage`)"],
         )));
     }
-    let Some(profile) = crate::active::load(host)? else {
+    if crate::pins::load(host)?.is_none() {
         crate::outln!(
-            "vgpuctl restore: no active profile (/etc/vgpuctl/profile.toml): nothing to restore"
+            "vgpuctl restore: no pins (/etc/vgpuctl/vgpus.toml) and no active profile: nothing to restore"
         );
         return Ok(Exit::Ok);
-    };
+    }
     // One run at a time (setup, import, another restore): two restores creating the same vGPUs at
     // once lose some of them to each other's EEXIST/EBUSY.
     let _lock = crate::setup::lock::acquire_waiting(host, "restore", LOCK_WAIT)?;
-    let report = crate::vgpu::restore::restore(host, &profile, Duration::from_secs(vf_timeout))?;
+    // A host set up by an older release: its pins move to vgpus.toml now.
+    if crate::pins::migrate(host)? {
+        crate::outln!("vgpuctl restore: moved the pins to /etc/vgpuctl/vgpus.toml");
+    }
+    let pins = crate::pins::load(host)?.unwrap_or_default();
+    let profile = crate::active::load(host)?.unwrap_or_default();
+    let report = crate::vgpu::restore::restore(host, &pins, Duration::from_secs(vf_timeout))?;
     for d in report.devices.iter().filter(|d| !d.reason.is_empty()) {
         eprintln!(
             "vgpuctl restore: {} ({} on {}): {:?}: {}",
@@ -37,7 +43,7 @@ pub fn run(host: &Host, vf_timeout: u64) -> Result<Exit, Failure> {
     // One summary line: what the journal shows for the unit.
     crate::outln!("{}", report.summary());
     // CloudPods' host.conf follows the pins; a failure there does not fail the restore.
-    match crate::cloudpods::sync(host, &profile) {
+    match crate::cloudpods::sync(host, &profile, &pins) {
         Ok(Some(msg)) => crate::outln!("{msg}"),
         Ok(None) => {}
         Err(e) => eprintln!("vgpuctl restore: {e:#}"),

@@ -1,5 +1,5 @@
 //! `vgpuctl uninstall`: stop restoring vGPUs at boot. The unit is disabled and removed and the
-//! active profile is kept as a backup; vGPUs that exist now, the driver and the kernel command
+//! active profile and the pins are kept as backups; vGPUs that exist now, the driver and the kernel command
 //! line are left alone (a VM may be using them; `vgpuctl check` still describes the host).
 
 use std::io::IsTerminal;
@@ -16,6 +16,7 @@ pub fn run(host: &Host, yes: bool) -> Result<Exit, Failure> {
         format!("{UNIT_DIR}/{RESTORE_UNIT}"),
         format!("{UNIT_DIR}/{RESUME_UNIT}"),
         crate::active::PATH.to_string(),
+        crate::pins::PATH.to_string(),
         crate::setup::RESUME_PROFILE.to_string(),
         BINARY.trim_start_matches('/').to_string(),
     ]
@@ -30,7 +31,7 @@ pub fn run(host: &Host, yes: bool) -> Result<Exit, Failure> {
     for t in &targets {
         crate::outln!("  /{t}");
     }
-    crate::outln!("The active profile is kept as /var/lib/vgpuctl/backups/etc/vgpuctl/profile.toml.uninstalled;");
+    crate::outln!("The active profile and the pins are kept as /var/lib/vgpuctl/backups/etc/vgpuctl/{{profile,vgpus}}.toml.uninstalled;");
     crate::outln!("existing vGPUs, the driver and the kernel command line are left as they are.");
     if !yes {
         if !std::io::stdin().is_terminal() {
@@ -47,12 +48,14 @@ pub fn run(host: &Host, yes: bool) -> Result<Exit, Failure> {
         }
     }
     let _lock = crate::setup::lock::acquire(host, "uninstall")?;
-    if let Ok(text) = host.read(crate::active::PATH) {
-        host.write_file(
-            &format!("{}.uninstalled", Host::backup_rel(crate::active::PATH)),
-            text.as_bytes(),
-            WriteOpts::state(),
-        )?;
+    for kept in [crate::active::PATH, crate::pins::PATH] {
+        if let Ok(text) = host.read(kept) {
+            host.write_file(
+                &format!("{}.uninstalled", Host::backup_rel(kept)),
+                text.as_bytes(),
+                WriteOpts::state(),
+            )?;
+        }
     }
     for t in &targets {
         host.remove_file(t)?;

@@ -209,7 +209,8 @@ pub fn observe(host: &Host) -> HostFacts {
         restore_unit_enabled: host.exists(&format!(
             "etc/systemd/system/multi-user.target.wants/{RESTORE_UNIT}"
         )),
-        active_profile: host.exists(ACTIVE_PROFILE),
+        // Pins or an active profile (an older release kept the pins in the profile copy).
+        active_profile: host.exists(ACTIVE_PROFILE) || host.exists(crate::pins::PATH),
     }
 }
 

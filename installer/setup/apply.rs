@@ -11,7 +11,7 @@ use crate::profile::Profile;
 use crate::vgpu::{create, place, select, sriov};
 
 use super::plan::{Action, Step};
-use super::planner::{desired_active, UNIT_DIR, WANTS_DIR};
+use super::planner::{desired_active, desired_pins, UNIT_DIR, WANTS_DIR};
 
 pub struct Ctx<'a> {
     pub host: &'a Host,
@@ -94,10 +94,13 @@ pub fn apply(ctx: &Ctx, step: &Step) -> Result<String> {
         } => create_vgpus(ctx, gpu, type_name, *count, uuids),
         Action::PinProfile => {
             let pins = present_pins(ctx)?;
-            let active = crate::active::load(host)?;
-            crate::active::save(host, &desired_active(ctx.profile, active.as_ref(), &pins))?;
+            let current = crate::pins::load(host)?;
+            // Pins first: an older release's copy still holding pins is stripped only after
+            // they are safe in vgpus.toml (see crate::pins::migrate).
+            crate::pins::save(host, &desired_pins(ctx.profile, current.as_ref(), &pins))?;
+            crate::active::save(host, &desired_active(ctx.profile))?;
             Ok(format!(
-                "pinned {} vGPU(s) in /etc/vgpuctl/profile.toml",
+                "pinned {} vGPU(s) in /etc/vgpuctl/vgpus.toml",
                 pins.len()
             ))
         }
@@ -147,27 +150,28 @@ fn create_vgpus(
     if !ty.live {
         bail!("{gpu_addr} shows no vGPU types yet (is SR-IOV enabled and the driver loaded?)");
     }
-    let mut active = crate::active::load(host)?.unwrap_or_default();
+    let mut saved = crate::pins::load(host)?.unwrap_or_default();
     let placement = place::place(
         gpu,
         &f.vgpus(),
         &ty,
         count,
         uuids,
-        &active.vgpus,
+        &saved.vgpus,
         &mut new_uuid,
     )
     .map_err(anyhow::Error::msg)?;
     let mut pins = placement.present.clone();
-    active = desired_active(ctx.profile, Some(&active), &pins);
-    crate::active::save(host, &active)?;
+    saved = desired_pins(ctx.profile, Some(&saved), &pins);
+    crate::pins::save(host, &saved)?;
+    crate::active::save(host, &desired_active(ctx.profile))?;
     let mut made = 0;
     for c in &placement.create {
         create::create(host, c)?;
         made += 1;
         pins.push(c.saved());
-        active = desired_active(ctx.profile, Some(&active), &pins);
-        crate::active::save(host, &active)?;
+        saved = desired_pins(ctx.profile, Some(&saved), &pins);
+        crate::pins::save(host, &saved)?;
     }
     Ok(format!(
         "{gpu_addr}: created {made}, {} already present ({})",
@@ -179,7 +183,7 @@ fn create_vgpus(
 /// The pins of everything the profile asks for that exists now.
 fn present_pins(ctx: &Ctx) -> Result<Vec<crate::profile::SavedVgpu>> {
     let f = facts::observe(ctx.host);
-    let active = crate::active::load(ctx.host)?.unwrap_or_default();
+    let saved = crate::pins::load(ctx.host)?.unwrap_or_default();
     let mut pins = Vec::new();
     for req in &ctx.profile.gpus {
         for gpu in select::select(&f, &req.select).map_err(anyhow::Error::msg)? {
@@ -190,7 +194,7 @@ fn present_pins(ctx: &Ctx) -> Result<Vec<crate::profile::SavedVgpu>> {
                 &ty,
                 req.count,
                 &req.uuids,
-                &active.vgpus,
+                &saved.vgpus,
                 &mut new_uuid,
             )
             .map_err(anyhow::Error::msg)?;

@@ -94,6 +94,7 @@ fn inputs<'a>(
     f: &'a HostFacts,
     profile: &'a Profile,
     active: Option<&'a Profile>,
+    pins: Option<&'a crate::pins::Pins>,
     done: &[String],
 ) -> Result<Inputs<'a>, Failure> {
     let (pre_reboot, reboot_reasons) = prereboot::plan(host, f, profile, done)?;
@@ -101,6 +102,7 @@ fn inputs<'a>(
         facts: f,
         profile,
         active,
+        pins,
         restore_unit: host.read(&format!("{UNIT_DIR}/{RESTORE_UNIT}")).ok(),
         resume_unit_enabled: host.exists(&format!("{WANTS_DIR}/{RESUME_UNIT}")),
         binary_current: binary_current(host),
@@ -117,7 +119,8 @@ fn make_plan(
     done: &[String],
 ) -> Result<(Plan, Vec<String>), Failure> {
     let active = crate::active::load(host)?;
-    let i = inputs(host, f, profile, active.as_ref(), done)?;
+    let pins = crate::pins::load(host)?;
+    let i = inputs(host, f, profile, active.as_ref(), pins.as_ref(), done)?;
     let reasons = i.reboot_reasons.clone();
     let plan =
         planner::plan(i).map_err(|e| Failure::usage_from(opts.source.error(&e.field, e.reason)))?;
@@ -364,15 +367,16 @@ fn for_reach(
 fn finish(host: &Host) -> Result<Exit, Failure> {
     let f = facts::observe(host);
     let active = crate::active::load(host)?;
+    let pins = crate::pins::load(host)?;
     // CloudPods' host.conf follows the pins (nothing without a [cloudpods] section).
     if let Some(msg) = active
         .as_ref()
-        .map(|p| crate::cloudpods::sync(host, p))
+        .map(|p| crate::cloudpods::sync(host, p, &pins.clone().unwrap_or_default()))
         .transpose()?
     {
         crate::outln!("{}", msg.unwrap_or_default());
     }
-    let s = crate::status::status(&f, active.as_ref());
+    let s = crate::status::status(&f, pins.as_ref());
     crate::out!("\n{}", crate::status::render_status(&s));
     if s.drift.is_empty() {
         crate::outln!("Setup is complete.");

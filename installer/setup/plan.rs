@@ -172,7 +172,7 @@ impl fmt::Display for Action {
                 };
                 writeln!(
                     f,
-                    "create {} x {type_name} on {model} {gpu} ({present} of {count} present){fixed}; pin them in /etc/vgpuctl/profile.toml",
+                    "create {} x {type_name} on {model} {gpu} ({present} of {count} present){fixed}; pin them in /etc/vgpuctl/vgpus.toml",
                     count - present
                 )
             }
@@ -182,7 +182,10 @@ impl fmt::Display for Action {
                 "enable {unit}: link /etc/systemd/system/multi-user.target.wants/{unit}"
             ),
             Action::DisableUnit { unit } => writeln!(f, "disable {unit}"),
-            Action::PinProfile => writeln!(f, "write the active profile /etc/vgpuctl/profile.toml"),
+            Action::PinProfile => writeln!(
+                f,
+                "write the pins /etc/vgpuctl/vgpus.toml, then the active profile /etc/vgpuctl/profile.toml"
+            ),
             Action::RemoveVgpus { devices } => {
                 writeln!(f, "remove (no VM uses them):")?;
                 for d in devices {

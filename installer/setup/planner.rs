@@ -1,6 +1,7 @@
 //! plan(facts, profile) -> Plan. Pure: everything it needs is in [`Inputs`].
 
 use crate::facts::HostFacts;
+use crate::pins::Pins;
 use crate::profile::{Profile, SavedVgpu};
 use crate::vgpu::select;
 use crate::vgpu_name;
@@ -21,6 +22,8 @@ pub struct Inputs<'a> {
     pub profile: &'a Profile,
     /// The active profile now on the host.
     pub active: Option<&'a Profile>,
+    /// The pins now on the host ([`crate::pins::load`]).
+    pub pins: Option<&'a Pins>,
     /// Installed unit files' contents.
     pub restore_unit: Option<String>,
     pub resume_unit_enabled: bool,
@@ -169,7 +172,7 @@ pub fn plan(i: Inputs) -> Result<Plan, PlanError> {
             } else {
                 // Already there: the pins are what exists (vendor-VFIO devices are named by the pin
                 // of their VF, or get one).
-                let pins = i.active.map(|a| a.vgpus.as_slice()).unwrap_or(&[]);
+                let pins = i.pins.map(|p| p.vgpus.as_slice()).unwrap_or(&[]);
                 let mut counter = 0;
                 let placement = crate::vgpu::place::place(
                     gpu,
@@ -249,15 +252,17 @@ pub fn plan(i: Inputs) -> Result<Plan, PlanError> {
             },
         );
     }
-    // Pins: when nothing is created, the active profile must still say what exists.
+    // Pins: when nothing is created, the pins file must still say what exists.
     if !creating {
-        let wanted = desired_active(i.profile, i.active, &present_pins);
-        if i.active != Some(&wanted) {
+        let wanted = desired_active(i.profile);
+        let wanted_pins = desired_pins(i.profile, i.pins, &present_pins);
+        // An older release's copy still holding pins differs from `wanted`: this step moves them.
+        if i.active != Some(&wanted) || i.pins != Some(&wanted_pins) {
             let title = if !plan.unpins.iter().any(|u| u.pinned) {
-                "Pin the vGPUs in the active profile".to_string()
+                "Pin the vGPUs in /etc/vgpuctl/vgpus.toml".to_string()
             } else {
                 format!(
-                    "Pin the vGPUs in the active profile, unpinning {}",
+                    "Pin the vGPUs in /etc/vgpuctl/vgpus.toml, unpinning {}",
                     plan.unpins
                         .iter()
                         .filter(|u| u.pinned)
@@ -346,27 +351,30 @@ fn dropped(
     Ok(out)
 }
 
-/// The active profile setup leaves: the operator's request (without the driver link) plus pins,
-/// keeping pins of devices this profile does not manage (imported ones).
-pub fn desired_active(profile: &Profile, active: Option<&Profile>, pins: &[SavedVgpu]) -> Profile {
+/// The active profile setup leaves: the operator's request without the driver link and without
+/// pins (those are [`desired_pins`]).
+pub fn desired_active(profile: &Profile) -> Profile {
     let mut p = profile.clone();
     p.driver = None;
-    p.vgpus = active.map(|a| a.vgpus.clone()).unwrap_or_default();
-    p.sriov = active.map(|a| a.sriov.clone()).unwrap_or_default();
-    for s in &profile.sriov {
-        if !p.sriov.contains(s) {
-            p.sriov.push(s.clone());
-        }
-    }
+    p.sriov.clear();
+    p.vgpus.clear();
+    p
+}
+
+/// The pins setup leaves: `present` on the GPUs this profile manages, the pins of devices it
+/// does not manage (imported ones) kept, and the profile's `sriov` PFs added.
+pub fn desired_pins(profile: &Profile, current: Option<&Pins>, present: &[SavedVgpu]) -> Pins {
+    let mut p = current.cloned().unwrap_or_default();
+    crate::pins::enable_sriov(&mut p, &profile.sriov);
     // Pins on the GPUs this profile manages are replaced by what exists now.
-    let managed: Vec<&str> = pins.iter().filter_map(|v| v.gpu.as_deref()).collect();
-    p.vgpus.retain(|v| {
-        !v.gpu
+    let managed: Vec<&str> = present.iter().filter_map(|v| v.gpu.as_deref()).collect();
+    crate::pins::unpin(&mut p, |v| {
+        v.gpu
             .as_deref()
             .map(|g| managed.contains(&g))
             .unwrap_or(false)
     });
-    crate::active::pin(&mut p, pins.iter().cloned());
+    crate::pins::pin(&mut p, present.iter().cloned());
     // A stable order, so that the same devices always give the same file.
     p.vgpus
         .sort_by(|a, b| (&a.gpu, &a.parent, &a.uuid).cmp(&(&b.gpu, &b.parent, &b.uuid)));

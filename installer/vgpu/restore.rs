@@ -12,7 +12,8 @@ use crate::facts::gpus::virtfns;
 use crate::facts::vgpus::vendor_dir;
 use crate::facts::Interface;
 use crate::host::{Host, WriteOpts};
-use crate::profile::{Profile, SavedVgpu};
+use crate::pins::Pins;
+use crate::profile::SavedVgpu;
 use crate::sysfs_parse::parse_creatable;
 
 use super::create::{self, mdev_type_of, name_matches, vendor_current, TypeDirs};
@@ -79,19 +80,19 @@ fn sriov_pf(v: &SavedVgpu) -> Option<&str> {
     v.gpu.as_deref().filter(|g| *g != v.parent)
 }
 
-pub fn restore(host: &Host, profile: &Profile, vf_timeout: Duration) -> Result<Report> {
+pub fn restore(host: &Host, pins: &Pins, vf_timeout: Duration) -> Result<Report> {
     let start = Instant::now();
     // Group by GPU (or by mdev parent when it is not a PCI function of a GPU).
     let mut groups: BTreeMap<String, Vec<SavedVgpu>> = BTreeMap::new();
-    for v in &profile.vgpus {
+    for v in &pins.vgpus {
         let key = v.gpu.clone().unwrap_or_else(|| v.parent.clone());
         groups.entry(key).or_default().push(v.clone());
     }
-    for pf in &profile.sriov {
+    for pf in &pins.sriov {
         groups.entry(pf.clone()).or_default();
     }
     let needs_sriov = |key: &str, devs: &[SavedVgpu]| {
-        profile.sriov.iter().any(|p| p == key) || devs.iter().any(|d| sriov_pf(d) == Some(key))
+        pins.sriov.iter().any(|p| p == key) || devs.iter().any(|d| sriov_pf(d) == Some(key))
     };
     let results: Vec<(Option<SriovResult>, Vec<DeviceResult>)> = std::thread::scope(|s| {
         let handles: Vec<_> = groups

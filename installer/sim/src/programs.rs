@@ -457,19 +457,38 @@ pub(crate) fn enabled_vgpuctl_units(root: &Path) -> Vec<(String, Vec<String>, bo
         {
             continue;
         }
-        let cond_ok = text
-            .lines()
-            .filter_map(|l| l.trim().strip_prefix("ConditionPathExists="))
-            .all(|c| {
-                let (neg, p) = match c.strip_prefix('!') {
-                    Some(p) => (true, p),
-                    None => (false, c),
-                };
-                root.join(p.trim_start_matches('/')).exists() != neg
-            });
+        let cond_ok = path_conditions_hold(root, &text);
         out.push((u, argv, cond_ok));
     }
     out
+}
+
+/// systemd.unit(5), "Conditions and Asserts": every plain `ConditionPathExists=` must hold; those
+/// written `|PATH` (triggering, `|` before any `!`) count when at least one of them holds.
+fn path_conditions_hold(root: &Path, text: &str) -> bool {
+    let mut any_trigger = false;
+    let mut a_trigger_holds = false;
+    for c in text
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("ConditionPathExists="))
+    {
+        let (trigger, c) = match c.strip_prefix('|') {
+            Some(c) => (true, c),
+            None => (false, c),
+        };
+        let (neg, p) = match c.strip_prefix('!') {
+            Some(p) => (true, p),
+            None => (false, c),
+        };
+        let holds = root.join(p.trim_start_matches('/')).exists() != neg;
+        if trigger {
+            any_trigger = true;
+            a_trigger_holds |= holds;
+        } else if !holds {
+            return false;
+        }
+    }
+    !any_trigger || a_trigger_holds
 }
 
 fn wanted_by(text: &str) -> Vec<String> {

@@ -676,6 +676,26 @@ fn secure_boot_refuses_unsigned_install() {
     assert!(out.success());
 }
 
+/// systemd.unit(5): plain conditions all hold; of the triggering (`|`) ones, at least one.
+#[test]
+fn triggering_path_conditions_need_one_of_them() {
+    let d = tmp();
+    let h = sim(&d, "a40x8-ready", &[]);
+    let unit = "[Unit]\nConditionPathExists=|/etc/a\nConditionPathExists=|/etc/b\n\
+                ConditionPathExists=!/etc/off\n[Service]\nExecStart=/usr/local/sbin/vgpuctl restore\n\
+                [Install]\nWantedBy=multi-user.target\n";
+    std::fs::create_dir_all(h.path("etc/systemd/system")).unwrap();
+    std::fs::write(h.path("etc/systemd/system/vgpuctl-restore.service"), unit).unwrap();
+    assert!(run(&h, "systemctl", &["enable", "vgpuctl-restore.service"]).success());
+    let root = h.root().to_path_buf();
+    let ok = |root: &std::path::Path| crate::programs::enabled_vgpuctl_units(root)[0].2;
+    assert!(!ok(&root), "neither triggering path exists");
+    std::fs::write(h.path("etc/b"), "").unwrap();
+    assert!(ok(&root), "one triggering path is enough");
+    std::fs::write(h.path("etc/off"), "").unwrap();
+    assert!(!ok(&root), "a plain condition still has to hold");
+}
+
 #[test]
 fn reboot_runs_enabled_vgpuctl_units_via_relaunch() {
     let d = tmp();
