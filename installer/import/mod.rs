@@ -2,5 +2,7 @@
 //! mdevctl definitions. `vgpuctl import` turns their output into saved vGPUs.
 
 pub mod mdevctl;
+pub mod plan;
 pub mod rc_rewrite;
 pub mod rclocal;
+pub mod sources;
