@@ -32,6 +32,8 @@ pub struct Waiting {
     pub parent: String,
     pub type_dir: String,
     pub pf: String,
+    /// Its rc.local line, if it came from there.
+    pub line: Option<usize>,
 }
 
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -153,6 +155,7 @@ pub fn plan(f: &Facts, src: &Sources, gave_up: &[String], vf_timeout_s: u64) -> 
                 parent: fd.parent.clone(),
                 type_dir: fd.type_dir.clone(),
                 pf,
+                line: fd.rc_item.map(|i| items[i].line),
             });
         }
     }
@@ -374,8 +377,14 @@ impl fmt::Display for ImportPlan {
         if !self.rc_changes.is_empty() {
             writeln!(f, "Would change /etc/rc.local:")?;
             for c in &self.rc_changes {
+                // A line whose VF does not exist yet changes only if the VF then offers its type.
+                let pending = if self.waiting.iter().any(|w| w.line == Some(c.line)) {
+                    "   (if the VF offers the type once it exists)"
+                } else {
+                    ""
+                };
                 writeln!(f, "  line {}: {}", c.line, c.before)?;
-                writeln!(f, "       -> {}", c.after)?;
+                writeln!(f, "       -> {}{pending}", c.after)?;
             }
         }
         write!(f, "{}", self.plan)
