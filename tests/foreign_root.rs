@@ -228,8 +228,8 @@ fn import_on_a_foreign_root_links_its_unit_and_runs_nothing() {
         r.all().contains("run vgpuctl import inside that system"),
         "{r:?}"
     );
-    let profile = std::fs::read_to_string(f.path("etc/vgpuctl/profile.toml")).unwrap();
-    assert!(profile.contains("sriov = [\"0000:e8:00.0\"]"), "{profile}");
+    let pins = std::fs::read_to_string(f.path("etc/vgpuctl/vgpus.toml")).unwrap();
+    assert!(pins.contains("sriov = [\"0000:e8:00.0\"]"), "{pins}");
     assert!(std::fs::read_to_string(f.path("etc/rc.local"))
         .unwrap()
         .contains(&format!("\necho {u}")));

@@ -54,6 +54,10 @@ pub struct Parent {
     pub current_type: Option<VgpuType>,
     /// A VM holds the VF's VFIO group open (vendor VFIO).
     pub in_use: bool,
+    /// Where its attributes are (under the root): the mdev type directory listing, or the
+    /// vendor-VFIO `nvidia` directory. The writes a plan makes are named from it.
+    #[serde(skip)]
+    pub attr_dir: String,
 }
 
 /// One existing vGPU.
@@ -115,6 +119,7 @@ pub fn read_parent(host: &Host, address: &str, in_use: &BTreeSet<String>) -> Opt
             types: read_mdev_types(host, &dir),
             current_type: None,
             in_use: false,
+            attr_dir: dir,
         });
     }
     let vdir = vendor_dir(address);
@@ -145,6 +150,7 @@ pub fn read_parent(host: &Host, address: &str, in_use: &BTreeSet<String>) -> Opt
         types,
         current_type: current,
         in_use: group.map(|g| in_use.contains(&g)).unwrap_or(false),
+        attr_dir: vdir,
     })
 }
 

@@ -2,8 +2,12 @@
 
 pub mod apply;
 pub mod grub_shell;
+pub mod import_plan;
+pub mod import_sources;
 pub mod lock;
+pub mod observe;
 pub mod offline;
+pub mod paths;
 pub mod plan;
 pub mod planner;
 pub mod prereboot;
@@ -20,8 +24,9 @@ use crate::host::{Host, Reach, WriteOpts};
 use crate::profile::{Profile, RebootPolicy};
 use crate::state;
 
+use observe::Facts;
 use plan::Plan;
-use planner::{Inputs, BINARY, RESTORE_UNIT, RESUME_UNIT, UNIT_DIR, WANTS_DIR};
+use planner::{Desired, BINARY, RESUME_UNIT, UNIT_DIR, WANTS_DIR};
 
 /// The profile a run stopped at a reboot continues with (`setup --resume`, the resumed wizard).
 pub const RESUME_PROFILE: &str = "etc/vgpuctl/setup-profile.toml";
@@ -79,53 +84,37 @@ fn refuse_unusable(f: &HostFacts) -> Result<(), Failure> {
     Ok(())
 }
 
-fn binary_current(host: &Host) -> bool {
-    let Ok(exe) = std::env::current_exe() else {
-        return false;
-    };
-    let (Ok(a), Ok(b)) = (std::fs::read(&exe), host.read_bytes(BINARY)) else {
-        return false;
-    };
-    a == b
+/// The whole plan from the facts: the pre-reboot steps, then the GPU work, and the reasons a
+/// reboot is needed now. Pure; a field's error points into the profile's text.
+pub fn make_plan(
+    f: &Facts,
+    want: &Desired,
+    source: &crate::profile_load::Located,
+) -> Result<(Plan, Vec<String>), Failure> {
+    let (pre, reasons) = prereboot::plan(f, want)?;
+    let plan = planner::plan(f, want, pre, &reasons)
+        .map_err(|e| Failure::usage_from(source.error(&e.field, e.reason)))?;
+    Ok((plan, reasons))
 }
 
-fn inputs<'a>(
+/// What the profile asks for, with its driver source validated against the host.
+fn desired<'a>(
     host: &Host,
-    f: &'a HostFacts,
+    f: &Facts,
     profile: &'a Profile,
-    active: Option<&'a Profile>,
-    pins: Option<&'a crate::pins::Pins>,
-    done: &[String],
-) -> Result<Inputs<'a>, Failure> {
-    let (pre_reboot, reboot_reasons) = prereboot::plan(host, f, profile, done)?;
-    Ok(Inputs {
-        facts: f,
+    opts: &Options,
+    seed: u64,
+) -> Result<Desired<'a>, Failure> {
+    Ok(Desired {
         profile,
-        active,
-        pins,
-        restore_unit: host.read(&format!("{UNIT_DIR}/{RESTORE_UNIT}")).ok(),
-        resume_unit_enabled: host.exists(&format!("{WANTS_DIR}/{RESUME_UNIT}")),
-        binary_current: binary_current(host),
-        pre_reboot,
-        reboot_reasons,
+        driver_source: prereboot::driver_source(host, f, profile)?,
+        vf_timeout_s: opts.vf_timeout.as_secs(),
+        uuid_seed: seed,
     })
 }
 
-fn make_plan(
-    host: &Host,
-    f: &HostFacts,
-    profile: &Profile,
-    opts: &Options,
-    done: &[String],
-) -> Result<(Plan, Vec<String>), Failure> {
-    let active = crate::active::load(host)?;
-    let pins = crate::pins::load(host)?;
-    let i = inputs(host, f, profile, active.as_ref(), pins.as_ref(), done)?;
-    let reasons = i.reboot_reasons.clone();
-    let plan =
-        planner::plan(i).map_err(|e| Failure::usage_from(opts.source.error(&e.field, e.reason)))?;
-    Ok((plan, reasons))
-}
+/// How many times a run observes and plans again when the host changed under its plan.
+pub const MAX_REPLANS: u32 = 3;
 
 /// A plan that unpins vGPUs needs consent: the interactive confirmation (which shows them), or
 /// `--allow-remove` with `--yes`. Checked before any change.
@@ -168,21 +157,22 @@ enum Decision {
         reasons: Vec<String>,
         /// The reboot of a checkpoint happened since the last run.
         resumed: bool,
+        /// The state says the last run finished.
+        finished: bool,
     },
 }
 
-/// Observe, validate and plan; read-only.
-fn decide(
-    host: &Host,
-    profile: &Profile,
-    opts: &Options,
-    st: &state::State,
-) -> Result<Decision, Failure> {
-    let f = facts::observe(host);
+/// Observe, validate and plan; read-only. Only `observe` reads the host for the plan; the checks
+/// of the input (the profile's fields, the driver source, the GRUB edit under /bin/sh) come
+/// before anything changes.
+fn decide(host: &Host, profile: &Profile, opts: &Options, seed: u64) -> Result<Decision, Failure> {
+    let f = observe::observe(host)?;
     refuse_unusable(&f)?;
     // Every field against this host, before anything can change it.
     validate::validate(host, &f, profile, &opts.source, opts.allow_unverified)
         .map_err(Failure::usage_from)?;
+    let want = desired(host, &f, profile, opts, seed)?;
+    let st = &f.state;
     let mut resumed = false;
     // The reboot checkpoint: has the reboot happened?
     if let Some(at) = st.reboot_boot_id.as_deref() {
@@ -193,7 +183,7 @@ fn decide(
             );
             return Ok(Decision::Stop(Exit::Reboot));
         }
-        let (_, still) = prereboot::plan(host, &f, profile, &st.done)?;
+        let (_, still) = prereboot::plan(&f, &want)?;
         if !still.is_empty() {
             return Err(Failure::failed(format!(
                 "the host rebooted but it did not take effect: {}. Check the boot loader \
@@ -211,11 +201,13 @@ fn decide(
         }
         resumed = true;
     }
-    let (plan, reasons) = make_plan(host, &f, profile, opts, &st.done)?;
+    let (plan, reasons) = make_plan(&f, &want, &opts.source)?;
+    prereboot::check_grub_edits(host, &f, &plan)?;
     Ok(Decision::Go {
         plan,
         reasons,
         resumed,
+        finished: st.finished,
     })
 }
 
@@ -226,14 +218,16 @@ pub fn run(host: &Host, profile: &Profile, opts: &Options) -> Result<Exit, Failu
     }
     // Decide without touching anything: bad input and "nothing to do" change no file (not even
     // the lock). Only a plan that will be applied takes the lock, and is then made again under it.
-    let st = state::load(host)?;
-    let (plan, reasons, resumed) = match decide(host, profile, opts, &st)? {
+    // One seed per run: the plan made again under the lock names the same new UUIDs as the one shown.
+    let seed = uuid::Uuid::new_v4().as_u64_pair().0;
+    let (plan, reasons, resumed, finished) = match decide(host, profile, opts, seed)? {
         Decision::Stop(code) => return Ok(code),
         Decision::Go {
             plan,
             reasons,
             resumed,
-        } => (plan, reasons, resumed),
+            finished,
+        } => (plan, reasons, resumed, finished),
     };
     if resumed {
         crate::outln!("Resuming after the reboot (boot id changed).");
@@ -250,7 +244,7 @@ pub fn run(host: &Host, profile: &Profile, opts: &Options) -> Result<Exit, Failu
         crate::outln!("(dry run: nothing was changed)");
         return Ok(Exit::Ok);
     }
-    if plan.is_empty() && reasons.is_empty() && !resumed && st.finished {
+    if plan.is_empty() && reasons.is_empty() && !resumed && finished {
         return finish(host);
     }
     refuse_unconsented_unpins(&plan, opts)?;
@@ -259,12 +253,19 @@ pub fn run(host: &Host, profile: &Profile, opts: &Options) -> Result<Exit, Failu
         return Ok(Exit::Failed);
     }
     let _lock = lock::acquire(host, "setup")?;
-    let mut st = state::load(host)?;
-    let (plan, reasons) = match decide(host, profile, opts, &st)? {
+    let shown = plan;
+    let (plan, reasons) = match decide(host, profile, opts, seed)? {
         Decision::Stop(code) => return Ok(code),
         Decision::Go { plan, reasons, .. } => (plan, reasons),
     };
     let plan = for_reach(host, profile, plan, &reasons)?;
+    if plan != shown {
+        // The host changed between the confirmation and the lock: this is the plan applied.
+        crate::outln!("The host changed before the lock was taken; the plan applied is:");
+        crate::out!("{plan}");
+        refuse_new_unpins(&shown, &plan, opts)?;
+    }
+    let mut st = state::load(host)?;
     if st.reboot_boot_id.is_some() {
         st.reboot_boot_id = None;
         st.reboot_reasons.clear();
@@ -286,34 +287,10 @@ pub fn run(host: &Host, profile: &Profile, opts: &Options) -> Result<Exit, Failu
         allow_unverified: opts.allow_unverified,
     };
     let mut plan = plan;
-    // Apply, re-planning once when the first plan deferred work that needed no reboot after all.
-    for round in 0..2 {
-        let mut failures = Vec::new();
-        for (i, step) in plan.steps.iter().enumerate() {
-            crate::fault::point("step");
-            crate::outln!("[{}/{}] {}", i + 1, plan.steps.len(), step.title);
-            let outcome = apply::apply(&ctx, step);
-            // The driver installer keeps its own started/finished mark in the state file.
-            st.driver_install_started = state::load(host)?.driver_install_started;
-            match outcome {
-                Ok(msg) => {
-                    crate::outln!("      ok: {msg}");
-                    st.done.push(step.id.clone());
-                    state::save(host, &st)?;
-                }
-                Err(e) => {
-                    crate::outln!("      FAILED: {e:#}");
-                    failures.push(format!("{}: {e:#}", step.title));
-                    // vGPU work on one GPU never blocks the others; anything else stops here.
-                    if !matches!(
-                        step.action,
-                        plan::Action::CreateVgpus { .. } | plan::Action::EnableSriov { .. }
-                    ) {
-                        break;
-                    }
-                }
-            }
-        }
+    let mut replans = 0;
+    let mut followups = 0;
+    loop {
+        let (failures, stale) = execute(&ctx, &plan, &mut st)?;
         if !failures.is_empty() {
             state::save(host, &st)?;
             return Err(Failure::failed(format!(
@@ -321,28 +298,79 @@ pub fn run(host: &Host, profile: &Profile, opts: &Options) -> Result<Exit, Failu
                 failures.join("; ")
             )));
         }
-        let f = facts::observe(host);
-        let (next, reasons) = make_plan(host, &f, profile, opts, &st.done)?;
+        // A later phase or the work after a reboot that was not needed is planned from a new
+        // observation, as the plan said.
+        let planned = plan.later.is_some() || !plan.after_reboot.is_empty();
+        if let Some(why) = &stale {
+            replans += 1;
+            if replans > MAX_REPLANS {
+                return Err(Failure::failed(format!(
+                    "setup stopped: the host kept changing under the plan ({why}); it was observed \
+                     and planned again {MAX_REPLANS} times. Run setup again once nothing else \
+                     changes the host."
+                )));
+            }
+            crate::outln!(
+                "The host changed since the plan ({why}): observing it again and planning again \
+                 ({replans} of {MAX_REPLANS})."
+            );
+        }
+        let f = observe::observe(host)?;
+        let want = desired(host, &f, profile, opts, seed)?;
+        let (next, reasons) = make_plan(&f, &want, &opts.source)?;
+        prereboot::check_grub_edits(host, &f, &next)?;
         if !reasons.is_empty() {
             return checkpoint(host, &mut st, profile, opts, reasons, &f);
         }
-        if next.is_empty() || round == 1 {
+        if next.is_empty() {
             break;
         }
-        // Consent covered the first plan's unpins only (or every one, with --allow-remove).
-        let consented = |u: &plan::Unpin| opts.allow_remove || plan.unpins.contains(u);
-        if let Some(u) = next.unpins.iter().find(|u| !consented(u)) {
-            return Err(Failure::usage(format!(
-                "the next plan would unpin {u}, which the confirmed plan did not say; run setup \
-                 again to see and confirm it"
-            )));
+        if stale.is_none() && !planned {
+            // The plan ran to its end and the host still differs: one more round, as planned
+            // again from what is there, then the status says what is left.
+            followups += 1;
+            if followups > 1 {
+                break;
+            }
         }
+        refuse_new_unpins(&plan, &next, opts)?;
         plan = for_reach(host, profile, next, &reasons)?;
         crate::out!("{plan}");
     }
     st.finished = true;
     state::save(host, &st)?;
     finish(host)
+}
+
+/// Consent covered the confirmed plan's unpins only (or every one, with --allow-remove).
+fn refuse_new_unpins(confirmed: &Plan, next: &Plan, opts: &Options) -> Result<(), Failure> {
+    let consented = |u: &plan::Unpin| opts.allow_remove || confirmed.unpins.contains(u);
+    if let Some(u) = next.unpins.iter().find(|u| !consented(u)) {
+        return Err(Failure::usage(format!(
+            "the next plan would unpin {u}, which the confirmed plan did not say; run setup \
+             again to see and confirm it"
+        )));
+    }
+    Ok(())
+}
+
+/// Run the plan, recording each step done in the state file as it finishes.
+fn execute(
+    ctx: &apply::Ctx,
+    plan: &Plan,
+    st: &mut state::State,
+) -> Result<(Vec<String>, Option<String>), Failure> {
+    let host = ctx.host;
+    let mut record = |step: &plan::Step, ok: bool| -> anyhow::Result<()> {
+        // The driver installer keeps its own started/finished mark in the state file.
+        st.driver_install_started = state::load(host)?.driver_install_started;
+        if ok {
+            st.done.push(step.id.clone());
+            state::save(host, st)?;
+        }
+        Ok(())
+    };
+    Ok(apply::execute(ctx, plan, &mut record)?)
 }
 
 /// The plan as it is carried out on this host's reach; on an offline root, a refusal when a step

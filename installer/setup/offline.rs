@@ -17,7 +17,8 @@ pub fn needs_running_system(action: &Action) -> Option<String> {
         | Action::CopyBinary { .. }
         | Action::EnableUnit { .. }
         | Action::DisableUnit { .. }
-        | Action::PinProfile => None,
+        | Action::PinProfile { .. }
+        | Action::PinImported { .. } => None,
         Action::Run(cmd) => Some(format!("`{cmd}`")),
         Action::WriteAttr { path, .. } => Some(format!("the kernel attribute {path}")),
         Action::InstallDriver { .. } => {
@@ -25,6 +26,9 @@ pub fn needs_running_system(action: &Action) -> Option<String> {
         }
         Action::EnableSriov { pf, .. } => Some(format!("`sriov-manage -e {pf}`")),
         Action::CreateVgpus { gpu, .. } => Some(format!("creating vGPUs on {gpu} (sysfs)")),
+        Action::RestorePins { .. } => {
+            Some("creating the pinned vGPUs (sysfs, `sriov-manage`)".into())
+        }
         Action::RemoveVgpus { devices } => {
             Some(format!("removing {} vGPU(s) (sysfs)", devices.len()))
         }

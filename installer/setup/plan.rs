@@ -3,7 +3,68 @@
 
 use std::fmt;
 
+use crate::facts::Interface;
 use crate::host::Cmd;
+use crate::profile::SavedVgpu;
+use crate::vgpu::place::Create;
+
+/// One vGPU creation as the sysfs write that makes it, with the precondition it relies on.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SysfsCreate {
+    pub create: Create,
+    /// The attribute written (under the root): `<type dir>/create` (mdev) or
+    /// `<VF>/nvidia/current_vgpu_type` (vendor VFIO).
+    pub path: String,
+    /// What is written: the UUID (mdev) or the type id (vendor VFIO).
+    pub value: String,
+    /// Where the precondition is read: the type directory (mdev) or the vendor directory.
+    pub attr_dir: String,
+}
+
+impl SysfsCreate {
+    pub fn new(create: Create, attr_dir: &str) -> SysfsCreate {
+        let (path, value) = match create.interface {
+            Interface::VendorVfio => (
+                format!("{attr_dir}/current_vgpu_type"),
+                create.type_id.clone(),
+            ),
+            _ => (
+                format!("{attr_dir}/{}/create", create.type_id),
+                create.uuid.clone(),
+            ),
+        };
+        SysfsCreate {
+            create,
+            path,
+            value,
+            attr_dir: attr_dir.to_string(),
+        }
+    }
+
+    /// What must still hold for the write to do what the plan says.
+    pub fn precondition(&self) -> String {
+        let c = &self.create;
+        match c.interface {
+            Interface::VendorVfio => format!(
+                "VF {} has no vGPU type set and still offers {} ({})",
+                c.parent, c.type_id, c.type_name
+            ),
+            _ => format!(
+                "{} still has room for {} ({}) and no vGPU {} exists",
+                c.parent, c.type_id, c.type_name, c.uuid
+            ),
+        }
+    }
+}
+
+/// Work a plan cannot place yet: after its waits finish, the executor observes the host again
+/// and plans this (a planned re-observation; the next plan is shown before it is applied).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Later {
+    /// What it waits for.
+    pub after: String,
+    pub work: Vec<String>,
+}
 
 #[derive(Clone, Debug, PartialEq)]
 pub enum Action {
@@ -32,19 +93,21 @@ pub enum Action {
     InstallDriver {
         source: String,
     },
-    /// `sriov-manage -e` then wait for the VFs.
+    /// `sriov-manage -e`, then wait for the named readiness condition (every VF of `pf` and its
+    /// type listing), at most `bound_s` seconds (`--vf-timeout`).
     EnableSriov {
         pf: String,
         vfs: u32,
+        bound_s: u64,
     },
-    /// Place and create vGPUs on one GPU, then pin them in the active profile.
+    /// Create placed vGPUs on one GPU, pinning each in the active profile once it exists (with
+    /// the ones already `present`). Each write's precondition is checked just before it.
     CreateVgpus {
         gpu: String,
         model: String,
         type_name: String,
-        count: u32,
-        present: u32,
-        uuids: Vec<String>,
+        present: Vec<SavedVgpu>,
+        create: Vec<SysfsCreate>,
     },
     /// Copy this binary to where the units run it from.
     CopyBinary {
@@ -54,8 +117,21 @@ pub enum Action {
     EnableUnit {
         unit: String,
     },
-    /// Pin vGPUs in the active profile.
-    PinProfile,
+    /// Add imported pins (and the PFs whose SR-IOV restore enables) to the active profile.
+    PinImported {
+        pins: Vec<SavedVgpu>,
+        sriov: Vec<String>,
+    },
+    /// Bring the host to the pinned state now, as the boot unit does; `create` are the pins not
+    /// live when planned.
+    RestorePins {
+        create: Vec<SavedVgpu>,
+        bound_s: u64,
+    },
+    /// Pin exactly these vGPUs (what exists) in the active profile.
+    PinProfile {
+        pins: Vec<SavedVgpu>,
+    },
     /// Remove live vGPUs a lower `count` drops (with the operator's consent).
     RemoveVgpus {
         devices: Vec<Unpin>,
@@ -106,6 +182,8 @@ pub struct Plan {
     pub steps: Vec<Step>,
     /// Work that can only be planned after the reboot (shown, not executed now).
     pub after_reboot: Vec<String>,
+    /// Work planned after this plan's waits, from a new observation.
+    pub later: Option<Later>,
     /// Notes for the operator (devices left alone, skipped GPUs).
     pub notes: Vec<String>,
     /// Pins this plan drops (a lower `count`): applied only with the operator's consent.
@@ -160,21 +238,21 @@ impl fmt::Display for Action {
                 f,
                 "fetch and verify the host driver from {source}, extract the host package, check it, install it"
             ),
-            Action::EnableSriov { pf, vfs } => writeln!(
+            Action::EnableSriov { pf, vfs, bound_s } => writeln!(
                 f,
-                "run: /usr/lib/nvidia/sriov-manage -e {pf}; wait until {vfs} VFs and their vGPU types appear"
+                "run: /usr/lib/nvidia/sriov-manage -e {pf}; wait until {vfs} VFs of {pf} and their vGPU type listings appear (at most {bound_s} s, --vf-timeout)"
             ),
-            Action::CreateVgpus { gpu, model, type_name, count, present, uuids } => {
-                let fixed = if uuids.is_empty() {
-                    String::new()
-                } else {
-                    format!(" (UUIDs {})", uuids.join(", "))
-                };
+            Action::CreateVgpus { gpu, model, type_name, present, create } => {
                 writeln!(
                     f,
-                    "create {} x {type_name} on {model} {gpu} ({present} of {count} present){fixed}; pin them in /etc/vgpuctl/vgpus.toml",
-                    count - present
-                )
+                    "create {} x {type_name} on {model} {gpu} ({} present); pin each in /etc/vgpuctl/vgpus.toml:",
+                    create.len(),
+                    present.len()
+                )?;
+                for c in create {
+                    writeln!(f, "      - write {:?} to /{}", c.value, c.path)?;
+                }
+                Ok(())
             }
             Action::CopyBinary { to } => writeln!(f, "copy this vgpuctl binary to {to}"),
             Action::EnableUnit { unit } => writeln!(
@@ -182,10 +260,34 @@ impl fmt::Display for Action {
                 "enable {unit}: link /etc/systemd/system/multi-user.target.wants/{unit}"
             ),
             Action::DisableUnit { unit } => writeln!(f, "disable {unit}"),
-            Action::PinProfile => writeln!(
-                f,
-                "write the pins /etc/vgpuctl/vgpus.toml, then the active profile /etc/vgpuctl/profile.toml"
-            ),
+            Action::PinImported { pins, sriov } => {
+                writeln!(f, "add to the pins /etc/vgpuctl/vgpus.toml:")?;
+                for p in pins {
+                    writeln!(f, "      - pin {} {} ({}) on {}", p.uuid, p.type_name, p.type_id, p.parent)?;
+                }
+                for s in sriov {
+                    writeln!(f, "      - SR-IOV on {s} at boot")?;
+                }
+                Ok(())
+            }
+            Action::RestorePins { create, bound_s } => {
+                writeln!(
+                    f,
+                    "run the restore of every pin (SR-IOV first, VFs waited for at most {bound_s} s); it creates:"
+                )?;
+                for p in create {
+                    writeln!(f, "      - vGPU {} {} on {}", p.uuid, p.type_name, p.parent)?;
+                }
+                Ok(())
+            }
+            Action::PinProfile { pins } => {
+                // By type and parent: the UUIDs named in a plan are the ones it creates or drops.
+                writeln!(f, "write the pins /etc/vgpuctl/vgpus.toml ({} vGPU(s)), then the active profile /etc/vgpuctl/profile.toml:", pins.len())?;
+                for p in pins {
+                    writeln!(f, "      - {} on {}", p.type_name, p.parent)?;
+                }
+                Ok(())
+            }
             Action::RemoveVgpus { devices } => {
                 writeln!(f, "remove (no VM uses them):")?;
                 for d in devices {
@@ -199,11 +301,17 @@ impl fmt::Display for Action {
 
 impl fmt::Display for Plan {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.steps.is_empty() && self.after_reboot.is_empty() {
+        if self.steps.is_empty() && self.after_reboot.is_empty() && self.later.is_none() {
             writeln!(f, "Nothing to do: the host already matches the profile.")?;
         }
         for (i, s) in self.steps.iter().enumerate() {
             write!(f, "{:>3}. {}\n     {}", i + 1, s.title, s.action)?;
+        }
+        if let Some(l) = &self.later {
+            writeln!(f, "After {}: observe the host again and plan:", l.after)?;
+            for w in &l.work {
+                writeln!(f, "     - {w}")?;
+            }
         }
         if !self.after_reboot.is_empty() {
             writeln!(

@@ -1,38 +1,46 @@
-//! plan(facts, profile) -> Plan. Pure: everything it needs is in [`Inputs`].
+//! plan(facts, desired) -> Plan. Pure: everything it needs is in [`Facts`] and [`Desired`].
 
-use crate::facts::HostFacts;
 use crate::pins::Pins;
 use crate::profile::{Profile, SavedVgpu};
-use crate::vgpu::select;
+use crate::vgpu::{place, select};
 use crate::vgpu_name;
 
-use super::plan::{Action, Plan, Unpin};
+pub use super::paths::{
+    BINARY, RESTORE_UNIT, RESTORE_UNIT_TEXT, RESUME_UNIT, RESUME_UNIT_TEXT, UNIT_DIR, WANTS_DIR,
+};
 
-pub const RESTORE_UNIT: &str = "vgpuctl-restore.service";
-pub const RESUME_UNIT: &str = "vgpuctl-resume.service";
-pub const UNIT_DIR: &str = "etc/systemd/system";
-pub const WANTS_DIR: &str = "etc/systemd/system/multi-user.target.wants";
-pub const BINARY: &str = "/usr/local/sbin/vgpuctl";
-pub const RESTORE_UNIT_TEXT: &str = include_str!("../../units/vgpuctl-restore.service");
-pub const RESUME_UNIT_TEXT: &str = include_str!("../../units/vgpuctl-resume.service");
+use super::observe::Facts;
+use super::plan::{Action, Later, Plan, SysfsCreate, Unpin};
 
-/// Everything the planner looks at. The caller reads these from the host.
-pub struct Inputs<'a> {
-    pub facts: &'a HostFacts,
+/// What the operator wants, from a profile. The driver source is validated before planning.
+pub struct Desired<'a> {
     pub profile: &'a Profile,
-    /// The active profile now on the host.
-    pub active: Option<&'a Profile>,
-    /// The pins now on the host ([`crate::pins::load`]).
-    pub pins: Option<&'a Pins>,
-    /// Installed unit files' contents.
-    pub restore_unit: Option<String>,
-    pub resume_unit_enabled: bool,
-    /// /usr/local/sbin/vgpuctl is this very binary.
-    pub binary_current: bool,
-    /// Pre-reboot steps already computed (IOMMU, nouveau, vfio-pci, driver).
-    pub pre_reboot: Plan,
-    /// A reboot is needed before the driver-dependent steps.
-    pub reboot_reasons: Vec<String>,
+    /// The described source of the driver to install (None: nothing to install).
+    pub driver_source: Option<String>,
+    /// The bound of every wait for VFs (`--vf-timeout`), in seconds.
+    pub vf_timeout_s: u64,
+    /// New UUIDs are drawn from this seed, so that planning the same facts again (under the lock,
+    /// after a planned re-observation) names the same devices the shown plan named.
+    pub uuid_seed: u64,
+}
+
+/// The `n`th new UUID of a plan (random version 4, lowercase), from the seed.
+pub fn seeded_uuid(seed: u64, n: u64) -> String {
+    // splitmix64: a seed and a counter give well-spread, distinct bytes.
+    let mix = |mut z: u64| {
+        z = z.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    };
+    let a = mix(seed ^ mix(n.wrapping_mul(2)));
+    let b = mix(seed ^ mix(n.wrapping_mul(2) + 1));
+    let mut bytes = [0u8; 16];
+    bytes[..8].copy_from_slice(&a.to_le_bytes());
+    bytes[8..].copy_from_slice(&b.to_le_bytes());
+    uuid::Builder::from_random_bytes(bytes)
+        .into_uuid()
+        .to_string()
 }
 
 /// Bad input found while planning: names the profile field.
@@ -47,22 +55,46 @@ fn err(field: String, reason: String) -> PlanError {
     PlanError { field, reason }
 }
 
-/// The work on GPUs, and the pins the active profile should end with when nothing is created.
-pub fn plan(i: Inputs) -> Result<Plan, PlanError> {
-    let f = i.facts;
-    let mut plan = i.pre_reboot;
+/// The work on GPUs after the pre-reboot steps `pre` (and the reboot they need, `reboot_reasons`),
+/// and the pins the active profile should end with when nothing is created.
+pub fn plan(
+    f: &Facts,
+    want: &Desired,
+    pre: Plan,
+    reboot_reasons: &[String],
+) -> Result<Plan, PlanError> {
+    let profile = want.profile;
+    let active = f.active.as_ref();
+    let mut plan = pre;
     // Driver-dependent work waits for a loaded driver and for any reboot the earlier steps need.
     let driver_ready = f.driver.loaded_version.is_some()
         && f.driver.installed()
         && plan.steps.is_empty()
-        && i.reboot_reasons.is_empty();
+        && reboot_reasons.is_empty();
     let mut seen: Vec<(String, usize)> = Vec::new();
     let mut present_pins: Vec<SavedVgpu> = Vec::new();
     let mut creating = false;
+    let pins = f.pins.as_ref().map(|p| p.vgpus.as_slice()).unwrap_or(&[]);
+    // A new UUID is never one that exists or is pinned (a plan made again after some of an
+    // earlier plan's devices were created draws from the start of the same sequence).
+    let taken: Vec<String> = f
+        .mdevs
+        .iter()
+        .filter_map(|v| v.uuid.clone())
+        .chain(pins.iter().map(|p| p.uuid.clone()))
+        .collect();
+    let mut minted = 0u64;
+    let mut fresh = || loop {
+        minted += 1;
+        let u = seeded_uuid(want.uuid_seed, minted);
+        if !taken.contains(&u) {
+            break u;
+        }
+    };
 
-    for (idx, req) in i.profile.gpus.iter().enumerate() {
+    for (idx, req) in profile.gpus.iter().enumerate() {
         let field = |k: &str| format!("gpus[{idx}].{k}");
-        let gpus = select::select(f, &req.select).map_err(|e| err(field("select"), e))?;
+        let gpus = select::select(&f.host, &req.select).map_err(|e| err(field("select"), e))?;
         for gpu in gpus {
             if let Some((_, other)) = seen.iter().find(|(a, _)| *a == gpu.address) {
                 return Err(err(
@@ -140,18 +172,52 @@ pub fn plan(i: Inputs) -> Result<Plan, PlanError> {
                 continue;
             }
             let total = gpu.sriov_totalvfs.unwrap_or(0);
-            if gpu.sriov_capable() && (total == 0 || gpu.sriov_numvfs != Some(total)) {
+            let vfs_pending =
+                gpu.sriov_capable() && (total == 0 || gpu.sriov_numvfs != Some(total));
+            if vfs_pending {
                 plan.push(
                     format!("sriov:{}", gpu.address),
                     format!("Enable SR-IOV on {} {}", gpu.model.name, gpu.address),
                     Action::EnableSriov {
                         pf: gpu.address.clone(),
                         vfs: total,
+                        bound_s: want.vf_timeout_s,
                     },
                 );
             }
             if present < req.count {
                 creating = true;
+                if vfs_pending {
+                    // Their parents are VFs that do not exist yet: placed once they do.
+                    let later = plan.later.get_or_insert_with(|| Later {
+                        after: "the VFs above and their type listings appear".into(),
+                        work: Vec::new(),
+                    });
+                    later.work.push(format!(
+                        "{} x {} on {} {} (placed on its VFs)",
+                        req.count,
+                        vgpu_name::short(&ty.name),
+                        gpu.model.name,
+                        gpu.address
+                    ));
+                    continue;
+                }
+                let placement =
+                    place::place(gpu, &existing, &ty, req.count, &req.uuids, pins, &mut fresh)
+                        .map_err(|e| err(field("count"), e))?;
+                let create = placement
+                    .create
+                    .into_iter()
+                    .map(|c| {
+                        let dir = gpu
+                            .parents
+                            .iter()
+                            .find(|p| p.address == c.parent)
+                            .map(|p| p.attr_dir.clone())
+                            .unwrap_or_default();
+                        SysfsCreate::new(c, &dir)
+                    })
+                    .collect();
                 plan.push(
                     format!("vgpus:{}", gpu.address),
                     format!(
@@ -164,29 +230,16 @@ pub fn plan(i: Inputs) -> Result<Plan, PlanError> {
                         gpu: gpu.address.clone(),
                         model: gpu.model.name.clone(),
                         type_name: ty.name.clone(),
-                        count: req.count,
-                        present,
-                        uuids: req.uuids.clone(),
+                        present: placement.present,
+                        create,
                     },
                 );
             } else {
                 // Already there: the pins are what exists (vendor-VFIO devices are named by the pin
                 // of their VF, or get one).
-                let pins = i.pins.map(|p| p.vgpus.as_slice()).unwrap_or(&[]);
-                let mut counter = 0;
-                let placement = crate::vgpu::place::place(
-                    gpu,
-                    &existing,
-                    &ty,
-                    req.count,
-                    &req.uuids,
-                    pins,
-                    &mut || {
-                        counter += 1;
-                        format!("pending-{counter}")
-                    },
-                )
-                .map_err(|e| err(field("count"), e))?;
+                let placement =
+                    place::place(gpu, &existing, &ty, req.count, &req.uuids, pins, &mut fresh)
+                        .map_err(|e| err(field("count"), e))?;
                 let dropped = dropped(gpu, &existing, &ty.name, pins, &placement.present)
                     .map_err(|e| err(field("count"), e))?;
                 let live: Vec<_> = dropped.iter().filter(|d| d.live).cloned().collect();
@@ -210,7 +263,7 @@ pub fn plan(i: Inputs) -> Result<Plan, PlanError> {
     }
 
     if !driver_ready {
-        if !plan.after_reboot.is_empty() || !i.profile.gpus.is_empty() {
+        if !plan.after_reboot.is_empty() || !profile.gpus.is_empty() {
             plan.after_reboot
                 .push("install and enable vgpuctl-restore.service, pin the vGPUs".into());
         }
@@ -218,7 +271,7 @@ pub fn plan(i: Inputs) -> Result<Plan, PlanError> {
     }
 
     // The boot-time restore unit, run from a stable path.
-    if !i.binary_current {
+    if !f.binary_current {
         plan.push(
             "binary",
             format!("Install vgpuctl as {BINARY}"),
@@ -226,13 +279,13 @@ pub fn plan(i: Inputs) -> Result<Plan, PlanError> {
         );
     }
     let unit_path = format!("/{UNIT_DIR}/{RESTORE_UNIT}");
-    if i.restore_unit.as_deref() != Some(RESTORE_UNIT_TEXT) {
+    if f.restore_unit.as_deref() != Some(RESTORE_UNIT_TEXT) {
         plan.push(
             "unit:restore",
             "Install the boot-time restore unit",
             Action::WriteFile {
                 path: unit_path,
-                before: i.restore_unit.clone(),
+                before: f.restore_unit.clone(),
                 after: RESTORE_UNIT_TEXT.to_string(),
                 mode: 0o644,
             },
@@ -254,10 +307,10 @@ pub fn plan(i: Inputs) -> Result<Plan, PlanError> {
     }
     // Pins: when nothing is created, the pins file must still say what exists.
     if !creating {
-        let wanted = desired_active(i.profile);
-        let wanted_pins = desired_pins(i.profile, i.pins, &present_pins);
+        let wanted = desired_active(profile);
+        let wanted_pins = desired_pins(profile, f.pins.as_ref(), &present_pins);
         // An older release's copy still holding pins differs from `wanted`: this step moves them.
-        if i.active != Some(&wanted) || i.pins != Some(&wanted_pins) {
+        if active != Some(&wanted) || f.pins.as_ref() != Some(&wanted_pins) {
             let title = if !plan.unpins.iter().any(|u| u.pinned) {
                 "Pin the vGPUs in /etc/vgpuctl/vgpus.toml".to_string()
             } else {
@@ -271,10 +324,16 @@ pub fn plan(i: Inputs) -> Result<Plan, PlanError> {
                         .join(", ")
                 )
             };
-            plan.push("pin", title, Action::PinProfile);
+            plan.push(
+                "pin",
+                title,
+                Action::PinProfile {
+                    pins: present_pins.clone(),
+                },
+            );
         }
     }
-    if i.resume_unit_enabled {
+    if f.resume_unit_enabled {
         plan.push(
             "disable:resume",
             "Disable the one-shot resume unit",

@@ -5,13 +5,16 @@ use crate::edit::{grub_default, kargs, kernel_cmdline_file, raw_text};
 use crate::exit::Failure;
 use crate::facts::{BootLoader, CpuVendor, HostFacts};
 use crate::host::{Cmd, Host};
-use crate::profile::{IommuPolicy, Profile};
+use crate::profile::IommuPolicy;
 use crate::vgpu::select;
 
 use super::grub_shell;
+use super::observe::{Facts, FileRead, GRUB_CFGS, GRUB_DEFAULT, KERNEL_CMDLINE};
 use super::plan::{Action, Plan};
+use super::planner::Desired;
 
-pub const NOUVEAU_CONF: &str = "/etc/modprobe.d/vgpuctl-blacklist-nouveau.conf";
+pub use super::paths::NOUVEAU_CONF;
+
 const NOUVEAU_TEXT: &str = "# Written by vgpuctl: the NVIDIA vGPU host driver needs the GPUs, not nouveau.\nblacklist nouveau\noptions nouveau modeset=0\n";
 /// Ids of regeneration steps: replanned until recorded done, so a crash between editing a
 /// file and regenerating from it is caught on the next run.
@@ -20,10 +23,6 @@ pub const REGEN_INITRAMFS: &str = "initramfs";
 
 pub fn wanted_args(f: &HostFacts) -> &'static [&'static str] {
     kargs::iommu_args(f.cpu_vendor == CpuVendor::Intel)
-}
-
-fn read(host: &Host, rel: &str) -> Option<String> {
-    host.read(rel).ok()
 }
 
 /// How to get past a boot configuration vgpuctl will not edit.
@@ -37,19 +36,15 @@ fn by_hand(args: &str) -> String {
 /// The files GRUB's defaults come from, main file first, as (path, text kept byte for byte, see
 /// [`raw_text`]). A file update-grub sources that cannot be read as a file (a directory, no
 /// permission) is refused: skipping it would leave the edit unmade and cost a reboot.
-fn grub_files(
-    host: &Host,
-    dropins: &[String],
-    args: &str,
-) -> Result<Vec<(String, String)>, Failure> {
+fn grub_files(f: &Facts, dropins: &[String], args: &str) -> Result<Vec<(String, String)>, Failure> {
     let mut out = Vec::new();
-    for (i, p) in std::iter::once("/etc/default/grub".to_string())
+    for (i, p) in std::iter::once(GRUB_DEFAULT.to_string())
         .chain(dropins.iter().cloned())
         .enumerate()
     {
         let sourced = i == 0 || p.ends_with(".cfg");
-        match host.read_bytes(&p) {
-            Ok(bytes) => match raw_text::decode(&bytes) {
+        match f.file(&p) {
+            FileRead::Bytes(bytes) => match raw_text::decode(bytes) {
                 Ok(text) => out.push((p, text)),
                 Err(off) => {
                     return Err(Failure::usage(format!(
@@ -59,8 +54,16 @@ fn grub_files(
                     )))
                 }
             },
-            Err(e) if !sourced || (i > 0 && e.kind() == std::io::ErrorKind::NotFound) => {}
-            Err(e) => {
+            FileRead::Missing if i > 0 || !sourced => {}
+            FileRead::Unreadable(_) if !sourced => {}
+            FileRead::Missing => {
+                return Err(Failure::usage(format!(
+                    "{p}: cannot be read as a file (No such file or directory (os error 2)); \
+                     update-grub sources it, so fix it first, {}",
+                    by_hand(args)
+                )))
+            }
+            FileRead::Unreadable(e) => {
                 return Err(Failure::usage(format!(
                     "{p}: cannot be read as a file ({e}); update-grub sources it, so fix it first, {}",
                     by_hand(args)
@@ -112,10 +115,8 @@ fn check_with_sh(
 }
 
 /// Does a generated grub.cfg give every `linux` line the arguments? (None: no grub.cfg.)
-fn grub_cfg_has(host: &Host, wanted: &[&str]) -> Option<bool> {
-    let cfg = ["boot/grub/grub.cfg", "boot/grub2/grub.cfg"]
-        .iter()
-        .find_map(|p| read(host, p))?;
+fn grub_cfg_has(f: &Facts, wanted: &[&str]) -> Option<bool> {
+    let cfg = GRUB_CFGS.iter().find_map(|p| f.file(p).text())?;
     let linux: Vec<&str> = cfg
         .lines()
         .map(str::trim_start)
@@ -124,29 +125,14 @@ fn grub_cfg_has(host: &Host, wanted: &[&str]) -> Option<bool> {
     Some(!linux.is_empty() && linux.iter().all(|l| kargs::has_args(l, wanted)))
 }
 
-fn bls_entries(host: &Host) -> Vec<(String, String)> {
-    host.list("boot/loader/entries")
-        .into_iter()
-        .filter(|n| n.ends_with(".conf"))
-        .filter_map(|n| {
-            let p = format!("/boot/loader/entries/{n}");
-            read(host, &p).map(|c| (p, c))
-        })
-        .collect()
-}
-
-fn iommu_steps(
-    host: &Host,
-    f: &HostFacts,
-    done: &[String],
-    plan: &mut Plan,
-) -> Result<(), Failure> {
+fn iommu_steps(f: &Facts, plan: &mut Plan) -> Result<(), Failure> {
+    let done = &f.state.done;
     let wanted = wanted_args(f);
     let args = wanted.join(" ");
     let booted_ok = kargs::has_args(&f.cmdline, wanted);
     match &f.boot {
         BootLoader::DebianGrub { dropins } => {
-            let files = grub_files(host, dropins, &args)?;
+            let files = grub_files(f, dropins, &args)?;
             let view: Vec<(&str, &str)> = files
                 .iter()
                 .map(|(p, c)| (p.as_str(), c.as_str()))
@@ -157,15 +143,11 @@ fn iommu_steps(
                     by_hand(&args)
                 ))
             })?;
-            // Never a shell for a test or simulated root: their files are not this system's.
-            if !edits.is_empty() && host.reach() == crate::host::Reach::Live {
-                check_with_sh(host, &files, &edits, wanted, &args)?;
-            }
             let regen_pending = !edits.is_empty()
-                || (!booted_ok && grub_cfg_has(host, wanted) == Some(false))
+                || (!booted_ok && grub_cfg_has(f, wanted) == Some(false))
                 || (!booted_ok
                     && !done.iter().any(|d| d == REGEN_BOOT)
-                    && grub_cfg_has(host, wanted).is_none());
+                    && grub_cfg_has(f, wanted).is_none());
             for e in edits {
                 plan.push(
                     format!("iommu:{}", e.name),
@@ -187,7 +169,7 @@ fn iommu_steps(
             }
         }
         BootLoader::Grubby => {
-            let entries = bls_entries(host);
+            let entries = &f.bls_entries;
             let all_have = !entries.is_empty()
                 && entries
                     .iter()
@@ -205,15 +187,15 @@ fn iommu_steps(
             }
         }
         BootLoader::KernelCmdline { proxmox } => {
-            let before = match host.read_bytes("etc/kernel/cmdline") {
-                Ok(b) => raw_text::decode(&b).map_err(|off| {
+            let before = match f.file(KERNEL_CMDLINE) {
+                FileRead::Bytes(b) => raw_text::decode(b).map_err(|off| {
                     Failure::usage(format!(
                         "/etc/kernel/cmdline: byte {off} is a character vgpuctl uses internally; {}",
                         by_hand(&args)
                     ))
                 })?,
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
-                Err(e) => {
+                FileRead::Missing => String::new(),
+                FileRead::Unreadable(e) => {
                     return Err(Failure::usage(format!(
                         "/etc/kernel/cmdline: cannot be read as a file ({e}), {}",
                         by_hand(&args)
@@ -270,17 +252,14 @@ fn iommu_steps(
     Ok(())
 }
 
-/// The pre-reboot steps, and the reasons a reboot is needed now (empty: none).
-pub fn plan(
-    host: &Host,
-    f: &HostFacts,
-    profile: &Profile,
-    done: &[String],
-) -> Result<(Plan, Vec<String>), Failure> {
+/// The pre-reboot steps, and the reasons a reboot is needed now (empty: none). Pure.
+pub fn plan(f: &Facts, want: &Desired) -> Result<(Plan, Vec<String>), Failure> {
+    let profile = want.profile;
+    let done = &f.state.done;
     let mut plan = Plan::default();
     let mut reasons = Vec::new();
     if profile.host.iommu == IommuPolicy::Auto {
-        iommu_steps(host, f, done, &mut plan)?;
+        iommu_steps(f, &mut plan)?;
         let wanted = wanted_args(f);
         if !kargs::has_args(&f.cmdline, wanted) {
             reasons.push(format!(
@@ -291,14 +270,14 @@ pub fn plan(
     }
 
     // nouveau must not claim the GPUs at the next boot.
-    let ours = host.exists(NOUVEAU_CONF);
+    let ours = f.nouveau_conf.is_some();
     if f.modules.nouveau && !f.nouveau_blacklisted {
         plan.push(
             "nouveau:blacklist",
             "Blacklist nouveau",
             Action::WriteFile {
                 path: NOUVEAU_CONF.into(),
-                before: None,
+                before: f.nouveau_conf.clone(),
                 after: NOUVEAU_TEXT.into(),
                 mode: 0o644,
             },
@@ -307,9 +286,7 @@ pub fn plan(
     if f.modules.nouveau
         && (!f.nouveau_blacklisted || (ours && !done.iter().any(|d| d == REGEN_INITRAMFS)))
     {
-        let cmd = if host.exists("usr/sbin/update-initramfs")
-            || f.os.family == crate::facts::OsFamily::Debian
-        {
+        let cmd = if f.has_update_initramfs || f.os.family == crate::facts::OsFamily::Debian {
             Cmd::new("update-initramfs").arg("-u")
         } else {
             Cmd::new("dracut").arg("-f")
@@ -346,16 +323,14 @@ pub fn plan(
     // The host driver.
     if !f.driver.installed() {
         match &profile.driver {
-            Some(d) => {
-                // Bad input (missing file, expired link, http) is refused before any change.
-                let src = crate::driver::validate(d, host, std::time::SystemTime::now())
-                    .map_err(Failure::usage_from)?;
-                plan.push(
-                    "driver",
-                    "Install the NVIDIA vGPU host driver",
-                    Action::InstallDriver { source: src.describe() },
-                )
-            }
+            // Validated before planning (see [`driver_source`]).
+            Some(_) => plan.push(
+                "driver",
+                "Install the NVIDIA vGPU host driver",
+                Action::InstallDriver {
+                    source: want.driver_source.clone().unwrap_or_default(),
+                },
+            ),
             None => {
                 return Err(Failure::usage(
                     "[driver]: the vGPU host driver is not installed and the profile has no [driver] \
@@ -367,4 +342,56 @@ pub fn plan(
         reasons.push("the vGPU host driver is installed but not loaded".into());
     }
     Ok((plan, reasons))
+}
+
+/// The driver source a plan installs from, validated against the host before planning: bad input
+/// (missing file, expired link, http) is refused before any change. None when nothing is to install.
+pub fn driver_source(
+    host: &Host,
+    f: &HostFacts,
+    profile: &crate::profile::Profile,
+) -> Result<Option<String>, Failure> {
+    match &profile.driver {
+        Some(d) if !f.driver.installed() => {
+            let src = crate::driver::validate(d, host, std::time::SystemTime::now())
+                .map_err(Failure::usage_from)?;
+            Ok(Some(src.describe()))
+        }
+        _ => Ok(None),
+    }
+}
+
+/// On the running system, judge the plan's GRUB edits by sourcing the files with `/bin/sh`, as
+/// update-grub will. Never a shell for a test or simulated root: their files are not this system's.
+pub fn check_grub_edits(host: &Host, f: &Facts, plan: &Plan) -> Result<(), Failure> {
+    let BootLoader::DebianGrub { dropins } = &f.boot else {
+        return Ok(());
+    };
+    if host.reach() != crate::host::Reach::Live {
+        return Ok(());
+    }
+    let wanted = wanted_args(f);
+    let args = wanted.join(" ");
+    let files = grub_files(f, dropins, &args)?;
+    let edits: Vec<grub_default::FileEdit> = plan
+        .steps
+        .iter()
+        .filter_map(|s| match &s.action {
+            Action::WriteBytes {
+                path,
+                before,
+                after,
+                ..
+            } if files.iter().any(|(p, _)| p == path) => Some(grub_default::FileEdit {
+                name: path.clone(),
+                before: raw_text::decode(before).ok()?,
+                after: raw_text::decode(after).ok()?,
+            }),
+            _ => None,
+        })
+        .collect();
+    if edits.is_empty() {
+        return Ok(());
+    }
+    check_with_sh(host, &files, &edits, wanted, &args)
 }

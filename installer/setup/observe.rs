@@ -1,0 +1,143 @@
+//! Observe: read, once, everything a setup or import decision needs: the host facts, the bytes of
+//! the boot configuration files the IOMMU edit reads, the units, the checkpoint state, the active
+//! profile (pins) and whether the installed binary is this one. The planner takes only this value;
+//! nothing after it reads the host to decide.
+
+use std::collections::BTreeMap;
+use std::io::ErrorKind;
+use std::ops::Deref;
+
+use crate::exit::Failure;
+use crate::facts::{self, BootLoader, HostFacts};
+use crate::host::Host;
+use crate::profile::Profile;
+
+use super::paths::{BINARY, NOUVEAU_CONF, RESTORE_UNIT, RESUME_UNIT, UNIT_DIR, WANTS_DIR};
+use super::state::{self, State};
+
+/// How reading one file went, kept as data so the planner can judge it without the host.
+#[derive(Clone, Debug, PartialEq)]
+pub enum FileRead {
+    Bytes(Vec<u8>),
+    Missing,
+    /// Present but not readable as a file (a directory, no permission): the error's text.
+    Unreadable(String),
+}
+
+impl FileRead {
+    fn of(host: &Host, rel: &str) -> FileRead {
+        match host.read_bytes(rel) {
+            Ok(b) => FileRead::Bytes(b),
+            Err(e) if e.kind() == ErrorKind::NotFound => FileRead::Missing,
+            Err(e) => FileRead::Unreadable(e.to_string()),
+        }
+    }
+    pub fn text(&self) -> Option<String> {
+        match self {
+            FileRead::Bytes(b) => String::from_utf8(b.clone()).ok(),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct Facts {
+    pub host: HostFacts,
+    /// Boot configuration files by path (absolute, as shown): GRUB's defaults and drop-ins,
+    /// grub.cfg, /etc/kernel/cmdline, as the host's boot loader needs.
+    pub files: BTreeMap<String, FileRead>,
+    /// BLS entries (path, text), for grubby hosts.
+    pub bls_entries: Vec<(String, String)>,
+    /// The installed restore unit's text.
+    pub restore_unit: Option<String>,
+    pub resume_unit_enabled: bool,
+    /// /usr/local/sbin/vgpuctl is this very binary.
+    pub binary_current: bool,
+    /// vgpuctl's own nouveau blacklist file, if it exists (its text).
+    pub nouveau_conf: Option<String>,
+    /// The host has update-initramfs (else dracut).
+    pub has_update_initramfs: bool,
+    /// The host runs programs (a live or simulated host; not a bare `--root`).
+    pub runs_programs: bool,
+    pub state: State,
+    /// The copy of the operator's profile on the host.
+    pub active: Option<Profile>,
+    /// The pins on the host (what restore recreates), [`crate::pins::load`].
+    pub pins: Option<crate::pins::Pins>,
+}
+
+impl Deref for Facts {
+    type Target = HostFacts;
+    fn deref(&self) -> &HostFacts {
+        &self.host
+    }
+}
+
+impl Facts {
+    /// A boot configuration file as observed (missing when it was not read).
+    pub fn file(&self, path: &str) -> &FileRead {
+        self.files.get(path).unwrap_or(&FileRead::Missing)
+    }
+}
+
+pub const GRUB_DEFAULT: &str = "/etc/default/grub";
+pub const GRUB_CFGS: [&str; 2] = ["/boot/grub/grub.cfg", "/boot/grub2/grub.cfg"];
+pub const KERNEL_CMDLINE: &str = "/etc/kernel/cmdline";
+
+fn binary_current(host: &Host) -> bool {
+    let Ok(exe) = std::env::current_exe() else {
+        return false;
+    };
+    let (Ok(a), Ok(b)) = (std::fs::read(&exe), host.read_bytes(BINARY)) else {
+        return false;
+    };
+    a == b
+}
+
+/// Observe the host. Fails only on vgpuctl's own files being unreadable or corrupt (the state,
+/// the active profile), which no plan can be made without.
+pub fn observe(host: &Host) -> Result<Facts, Failure> {
+    let hf = facts::observe(host);
+    let mut files = BTreeMap::new();
+    let mut bls_entries = Vec::new();
+    match &hf.boot {
+        BootLoader::DebianGrub { dropins } => {
+            for p in std::iter::once(GRUB_DEFAULT.to_string()).chain(dropins.iter().cloned()) {
+                let r = FileRead::of(host, &p);
+                files.insert(p, r);
+            }
+            for p in GRUB_CFGS {
+                files.insert(p.to_string(), FileRead::of(host, p));
+            }
+        }
+        BootLoader::Grubby => {
+            bls_entries = host
+                .list("boot/loader/entries")
+                .into_iter()
+                .filter(|n| n.ends_with(".conf"))
+                .filter_map(|n| {
+                    let p = format!("/boot/loader/entries/{n}");
+                    host.read(&p).ok().map(|c| (p, c))
+                })
+                .collect();
+        }
+        BootLoader::KernelCmdline { .. } => {
+            files.insert(KERNEL_CMDLINE.into(), FileRead::of(host, KERNEL_CMDLINE));
+        }
+        BootLoader::Unknown => {}
+    }
+    Ok(Facts {
+        files,
+        bls_entries,
+        restore_unit: host.read(&format!("{UNIT_DIR}/{RESTORE_UNIT}")).ok(),
+        resume_unit_enabled: host.exists(&format!("{WANTS_DIR}/{RESUME_UNIT}")),
+        binary_current: binary_current(host),
+        nouveau_conf: host.read(NOUVEAU_CONF).ok(),
+        has_update_initramfs: host.exists("usr/sbin/update-initramfs"),
+        runs_programs: host.reach().runs_programs(),
+        state: state::load(host)?,
+        active: crate::active::load(host)?,
+        pins: crate::pins::load(host)?,
+        host: hf,
+    })
+}
