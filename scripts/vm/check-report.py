@@ -69,7 +69,7 @@ def check_boot(n, boot, uuids, typ):
         if boot.get("import_rc") != "0":
             bad.append("vgpuctl import exited %s" % boot.get("import_rc", "(not run)"))
         if boot.get("profile") != "present":
-            bad.append("/etc/vgpuctl/profile.toml absent after import")
+            bad.append("/etc/vgpuctl/vgpus.toml (the pins) absent after import")
         if boot.get("installed") != "present":
             bad.append("/usr/local/sbin/vgpuctl absent after import")
         if unit.get("UnitFileState") != "enabled" and boot["header"].get("mode") != "negative":

@@ -8,7 +8,7 @@
 VMTEST_VGPUCTL=/opt/vgpuctl/vgpuctl
 
 # Boot 1 only, after rc-local.service ran the legacy lines: the operator's migration.
-# Expected effects: /etc/vgpuctl/profile.toml pins the rc.local devices, the rc.local lines are
+# Expected effects: /etc/vgpuctl/vgpus.toml pins the rc.local devices, the rc.local lines are
 # commented out, /usr/local/sbin/vgpuctl exists and vgpuctl-restore.service is enabled.
 vmtest_migrate() {
     "$VMTEST_VGPUCTL" import </dev/null
@@ -20,6 +20,7 @@ vmtest_status() {
 # Every boot the restore itself is run by systemd alone (vgpuctl-restore.service); the harness
 # only reads its results: the unit's state, /run/vgpuctl/restore.json and sysfs.
 VMTEST_RESTORE_JSON=/run/vgpuctl/restore.json
-VMTEST_PROFILE=/etc/vgpuctl/profile.toml
+# The pins import writes (vgpus.toml; releases before kept them in profile.toml).
+VMTEST_PROFILE=/etc/vgpuctl/vgpus.toml
 VMTEST_INSTALLED=/usr/local/sbin/vgpuctl
 # ============================================================================================
