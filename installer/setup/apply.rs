@@ -274,7 +274,13 @@ fn verify(host: &Host, c: &SysfsCreate) -> Result<()> {
             ),
         },
         _ => match create::mdev_type_of(host, &v.uuid) {
-            Some(name) if create::name_matches(&name, &v.type_name) => Ok(()),
+            // The `mdev_type` link names the directory whose `create` was written: its type.
+            Some(name)
+                if create::name_matches(&name, &v.type_name)
+                    || c.path.ends_with(&format!("/{name}/create")) =>
+            {
+                Ok(())
+            }
             Some(name) => bail!(
                 "vGPU {} appeared with type {name}, not {}",
                 v.uuid,

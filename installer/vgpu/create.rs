@@ -121,7 +121,13 @@ pub fn create_with(host: &Host, c: &Create, dirs: &mut TypeDirs) -> Result<()> {
                 format!("creating vGPU {} ({}) on {}", c.uuid, c.type_name, c.parent)
             })?;
             match mdev_type_of(host, &c.uuid) {
-                Some(name) if name_matches(&name, &c.type_name) => Ok(()),
+                // The device's `mdev_type` link names the directory whose `create` was written:
+                // that is its type, even when the directory's `name` cannot be read just then.
+                Some(name)
+                    if name_matches(&name, &c.type_name) || dir.ends_with(&format!("/{name}")) =>
+                {
+                    Ok(())
+                }
                 Some(name) => bail!(
                     "vGPU {} appeared with type {name}, not {}",
                     c.uuid,
