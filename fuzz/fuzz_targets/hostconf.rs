@@ -10,12 +10,21 @@ mod common;
 use libfuzzer_sys::fuzz_target;
 use vgpuctl::edit::hostconf;
 
-/// Lines that may change: the top-level key line and YAML block-list entries.
+/// Lines that may change: the top-level key line (the key bare, or quoted as the editor now
+/// takes it, after a BOM on the first line) and YAML block-list entries.
 fn keyish(l: &str) -> bool {
     let b = l.strip_suffix('\r').unwrap_or(l);
-    if let Some(rest) = b.strip_prefix(hostconf::KEY) {
-        if rest.trim_start_matches([' ', '\t']).starts_with(':') {
-            return true;
+    let b = b.strip_prefix('\u{feff}').unwrap_or(b);
+    let quoted = [
+        hostconf::KEY.to_string(),
+        format!("\"{}\"", hostconf::KEY),
+        format!("'{}'", hostconf::KEY),
+    ];
+    for k in &quoted {
+        if let Some(rest) = b.strip_prefix(k.as_str()) {
+            if rest.trim_start_matches([' ', '\t']).starts_with(':') {
+                return true;
+            }
         }
     }
     let t = b.trim_start_matches(' ');

@@ -327,10 +327,17 @@ pub fn run(host: &Host, profile: &Profile, opts: &Options) -> Result<Exit, Failu
         }
         if stale.is_none() && !planned {
             // The plan ran to its end and the host still differs: one more round, as planned
-            // again from what is there, then the status says what is left.
+            // again from what is there. Work still left after that is a failure, never a
+            // "complete" (the status only compares the pins, which lack what was not made).
             followups += 1;
             if followups > 1 {
-                break;
+                state::save(host, &st)?;
+                let left: Vec<&str> = next.steps.iter().map(|s| s.title.as_str()).collect();
+                return Err(Failure::failed(format!(
+                    "setup stopped: after applying the plan twice the host still needs: {}. \
+                     Run the same command again; `vgpuctl status` shows what is there.",
+                    left.join("; ")
+                )));
             }
         }
         refuse_new_unpins(&plan, &next, opts)?;
