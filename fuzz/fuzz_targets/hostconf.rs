@@ -42,8 +42,9 @@ fuzz_target!(|data: &[u8]| {
         return;
     };
     let Ok(once) = hostconf::set_pfs(content, &list) else {
-        // Refused: only for files the reader also refuses.
-        assert!(read.is_err(), "set refused what read accepted: {content:?}");
+        // Refused. Since issue 12 item 13 the editor also judges the whole document with a YAML
+        // parser and refuses shapes it cannot keep (invalid YAML, flow mappings, duplicate keys),
+        // which the line reader may still read a key from: a refusal is allowed, a panic is not.
         return;
     };
     assert_eq!(

@@ -1,12 +1,14 @@
 //! The importers: rc.local (`echo UUID > .../create`, `sriov-manage -e`) and mdevctl
-//! definitions. Never panic; every recognized line number exists; commenting the imported
-//! lines out twice == once, changes no other line, and leaves nothing a second import would
-//! pick up; an mdevctl definition that parses renders back to one that parses the same.
+//! definitions. Never panic; every recognized line number exists; rewriting rc.local without
+//! the imported commands (what `import` does, `rc_rewrite::rewrite`) changes no line it did not
+//! import, is done once (a second rewrite of its output imports nothing), and leaves nothing a
+//! second import would pick up; an mdevctl definition that parses renders back to one that
+//! parses the same.
 //! Input: RC.LOCAL (the same text is also tried as an mdevctl JSON definition).
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use vgpuctl::import::{mdevctl, rclocal};
+use vgpuctl::import::{mdevctl, rc_rewrite, rclocal};
 
 fuzz_target!(|data: &[u8]| {
     let c = String::from_utf8_lossy(data);
@@ -25,28 +27,34 @@ fuzz_target!(|data: &[u8]| {
             assert!(vgpuctl::pci::is_safe_name(type_dir), "{it:?}");
         }
     }
-    let lines: Vec<usize> = items.iter().map(|i| i.line).collect();
-    let once = rclocal::comment_out(&c, &lines);
-    assert_eq!(rclocal::comment_out(&once, &lines), once);
-    for (i, (a, b)) in c
-        .split_inclusive('\n')
-        .zip(once.split_inclusive('\n'))
-        .enumerate()
-    {
-        if !lines.contains(&(i + 1)) {
-            assert_eq!(a, b, "line {} changed", i + 1);
-        } else {
-            assert!(b.ends_with(a), "line {} lost text", i + 1);
+    let importable = |i: &rclocal::RcLine| {
+        matches!(
+            i.item,
+            rclocal::RcItem::Vgpu { .. } | rclocal::RcItem::SriovEnable { .. }
+        )
+    };
+    let imported: Vec<&rclocal::RcLine> = items.iter().filter(|i| importable(i)).collect();
+    if let Ok((once, _)) = rc_rewrite::rewrite(&c, &imported) {
+        let touched: Vec<usize> = imported.iter().map(|i| i.line).collect();
+        let (a_lines, b_lines): (Vec<&str>, Vec<&str>) = (
+            c.split_inclusive('\n').collect(),
+            once.split_inclusive('\n').collect(),
+        );
+        assert_eq!(a_lines.len(), b_lines.len(), "line count changed: {c:?} -> {once:?}");
+        for (i, (a, b)) in a_lines.iter().zip(&b_lines).enumerate() {
+            if !touched.contains(&(i + 1)) {
+                assert_eq!(a, b, "line {} changed: {c:?} -> {once:?}", i + 1);
+            }
         }
+        let again: Vec<_> = rclocal::parse(&once)
+            .into_iter()
+            .filter(|i| importable(i))
+            .collect();
+        assert!(
+            again.is_empty(),
+            "rewritten lines imported again: {again:?}\n{c:?} -> {once:?}"
+        );
     }
-    let again: Vec<_> = rclocal::parse(&once)
-        .into_iter()
-        .filter(|i| !matches!(i.item, rclocal::RcItem::Skipped { .. }))
-        .collect();
-    assert!(
-        again.is_empty(),
-        "commented-out lines imported again: {again:?}"
-    );
 
     if let Ok(def) = mdevctl::parse("0000:e8:04.0", "242e5ea7-90e2-4d6e-afeb-a0b9a656c108", &c) {
         let text = mdevctl::render(&def);
