@@ -40,7 +40,11 @@ fuzz_target!(|data: &[u8]| {
             c.split_inclusive('\n').collect(),
             once.split_inclusive('\n').collect(),
         );
-        assert_eq!(a_lines.len(), b_lines.len(), "line count changed: {c:?} -> {once:?}");
+        assert_eq!(
+            a_lines.len(),
+            b_lines.len(),
+            "line count changed: {c:?} -> {once:?}"
+        );
         for (i, (a, b)) in a_lines.iter().zip(&b_lines).enumerate() {
             if !touched.contains(&(i + 1)) {
                 assert_eq!(a, b, "line {} changed: {c:?} -> {once:?}", i + 1);
