@@ -63,6 +63,10 @@ pub enum Command {
         /// Maximum seconds to wait for a GPU's virtual functions to appear.
         #[arg(long, default_value_t = 120, value_name = "SECS")]
         vf_timeout: u64,
+        /// Show the restore plan (per GPU: SR-IOV, each wait and each sysfs write) and change
+        /// nothing.
+        #[arg(long)]
+        dry_run: bool,
     },
     /// Per GPU: interface, VFs, vGPUs, and drift against the active profile.
     Status {

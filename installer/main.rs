@@ -54,7 +54,10 @@ fn run(cli: Cli, opener: &dyn HostOpener) -> Result<Exit, Failure> {
         Command::Uninstall { yes } => cmd::uninstall::run(&host, yes),
         Command::Driver(DriverCommand::Fetch(a)) => cmd::driver::run(&host, &a, false),
         Command::Driver(DriverCommand::Install(a)) => cmd::driver::run(&host, &a, true),
-        Command::Restore { vf_timeout } => cmd::restore::run(&host, vf_timeout),
+        Command::Restore {
+            vf_timeout,
+            dry_run,
+        } => cmd::restore::run(&host, vf_timeout, dry_run),
         Command::Sim(c) => opener.sim_command(&host, &cli.global, &c),
     }
 }

@@ -6,19 +6,41 @@ pub const LOCK_WAIT: Duration = Duration::from_secs(150);
 
 use crate::exit::{Exit, Failure};
 use crate::host::Host;
+use crate::setup::{apply, observe, planner};
 
-pub fn run(host: &Host, vf_timeout: u64) -> Result<Exit, Failure> {
-    crate::privilege::require_root(host, "restore")?;
-    if !host.reach().runs_programs() {
-        return Err(Failure::usage(crate::setup::offline::refusal(
-            host,
-            &["creating the vGPUs (sysfs, `sriov-manage`)"],
-        )));
+pub fn run(host: &Host, vf_timeout: u64, dry_run: bool) -> Result<Exit, Failure> {
+    if !dry_run {
+        crate::privilege::require_root(host, "restore")?;
+        if !host.reach().runs_programs() {
+            return Err(Failure::usage(crate::setup::offline::refusal(
+                host,
+                &["creating the vGPUs (sysfs, `sriov-manage`)"],
+            )));
+        }
     }
     if crate::pins::load(host)?.is_none() {
         crate::outln!(
             "vgpuctl restore: no pins (/etc/vgpuctl/vgpus.toml) and no active profile: nothing to restore"
         );
+        return Ok(Exit::Ok);
+    }
+    if dry_run {
+        // Observe, plan, show: exactly the actions the real run starts with.
+        let pins = crate::pins::load(host)?.unwrap_or_default();
+        let lanes = planner::restore(&observe::observe_vgpus(host, &pins), &pins, vf_timeout);
+        crate::outln!(
+            "vgpuctl restore: the plan for {} pinned vGPU(s):",
+            pins.vgpus.len()
+        );
+        for l in &lanes {
+            crate::out!("  {l}");
+        }
+        crate::outln!(
+            "A write whose precondition no longer holds stops its GPU's lane, which observes the \
+             host again and plans again (at most {} times).",
+            crate::setup::MAX_REPLANS
+        );
+        crate::outln!("(dry run: nothing was changed)");
         return Ok(Exit::Ok);
     }
     // One run at a time (setup, import, another restore): two restores creating the same vGPUs at
@@ -30,7 +52,8 @@ pub fn run(host: &Host, vf_timeout: u64) -> Result<Exit, Failure> {
     }
     let pins = crate::pins::load(host)?.unwrap_or_default();
     let profile = crate::active::load(host)?.unwrap_or_default();
-    let report = crate::vgpu::restore::restore(host, &pins, Duration::from_secs(vf_timeout))?;
+    let lanes = planner::restore(&observe::observe_vgpus(host, &pins), &pins, vf_timeout);
+    let report = apply::restore(host, &lanes, Duration::from_secs(vf_timeout))?;
     for d in report.devices.iter().filter(|d| !d.reason.is_empty()) {
         eprintln!(
             "vgpuctl restore: {} ({} on {}): {:?}: {}",

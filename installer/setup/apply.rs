@@ -41,8 +41,11 @@ fn check_bytes(host: &Host, path: &str, before: &[u8]) -> Result<()> {
     Ok(())
 }
 
-/// The parent still offers the type and the device the write makes does not exist yet.
-fn check_create(host: &Host, c: &SysfsCreate) -> Result<()> {
+/// The write's precondition ([`SysfsCreate::precondition`]): the type directory (mdev) or the
+/// list entry (vendor VFIO) still names the planned type and can take one, and the device the
+/// write makes does not exist yet. A `name` that cannot be read at this instant does not fail it
+/// (the simulator showed such a moment); one that names another type does.
+pub fn check_create(host: &Host, c: &SysfsCreate) -> Result<()> {
     let v = &c.create;
     let holds = match v.interface {
         facts::Interface::VendorVfio => {
@@ -50,18 +53,24 @@ fn check_create(host: &Host, c: &SysfsCreate) -> Result<()> {
                 && host
                     .read(&format!("{}/creatable_vgpu_types", c.attr_dir))
                     .map(|t| {
-                        crate::sysfs_parse::parse_creatable(&t)
-                            .iter()
-                            .any(|x| x.id.to_string() == v.type_id)
+                        crate::sysfs_parse::parse_creatable(&t).iter().any(|x| {
+                            x.id.to_string() == v.type_id
+                                && (v.type_name.is_empty()
+                                    || crate::vgpu_name::same(&x.name, &v.type_name))
+                        })
                     })
                     .unwrap_or(false)
         }
         _ => {
+            let dir = format!("{}/{}", c.attr_dir, v.type_id);
             let room = host
-                .read_trim(&format!("{}/{}/available_instances", c.attr_dir, v.type_id))
+                .read_trim(&format!("{dir}/available_instances"))
                 .and_then(|s| s.parse::<u32>().ok())
                 .unwrap_or(0);
-            room > 0 && !host.exists(&format!("{}/{}", facts::vgpus::MDEV_DEVICES, v.uuid))
+            let named = host
+                .read_trim(&format!("{dir}/name"))
+                .is_none_or(|n| v.type_name.is_empty() || create::name_matches(&n, &v.type_name));
+            room > 0 && named && !host.exists(&format!("{}/{}", facts::vgpus::MDEV_DEVICES, v.uuid))
         }
     };
     if !holds {
@@ -167,10 +176,8 @@ pub fn apply(ctx: &Ctx, step: &Step) -> Result<String> {
                 pins.len()
             ))
         }
-        Action::RestorePins { bound_s, .. } => {
-            let saved = crate::pins::load(host)?.unwrap_or_default();
-            let report =
-                crate::vgpu::restore::restore(host, &saved, Duration::from_secs(*bound_s))?;
+        Action::RestorePins { lanes } => {
+            let report = restore(host, lanes, ctx.vf_timeout)?;
             if !report.ok {
                 let why: Vec<String> = report
                     .devices
@@ -369,6 +376,412 @@ pub fn execute(
         }
     }
     Ok((failures, None))
+}
+
+// ---- Restore: the lanes of a restore plan ----------------------------------------------------
+
+use crate::profile::SavedVgpu;
+use crate::vgpu::restore::{DeviceResult, Report, SriovResult, State};
+
+use super::plan::{Lane, LaneStep, PinWrite};
+
+/// How often a vGPU waiting for its parent looks again: one or two reads of its own parent, so
+/// looking often costs little and the vGPU is made within a few ms of its listing.
+const LISTED_POLL: Duration = Duration::from_millis(4);
+
+/// How long a parent's type listing must have been there before a type missing from it counts as
+/// not coming.
+const LISTING_SETTLES: Duration = Duration::from_millis(500);
+
+/// Run a restore plan: every lane in its own thread, so one failing or slow GPU never stops
+/// another. Writes the report (`run/vgpuctl/restore.json`) and returns it.
+pub fn restore(host: &Host, lanes: &[Lane], bound: Duration) -> Result<Report> {
+    let start = std::time::Instant::now();
+    let results: Vec<(Option<SriovResult>, Vec<DeviceResult>)> = std::thread::scope(|s| {
+        let handles: Vec<_> = lanes
+            .iter()
+            .map(|l| s.spawn(move || run_lane(host, l, bound)))
+            .collect();
+        handles
+            .into_iter()
+            .zip(lanes)
+            .map(|(h, l)| {
+                h.join().unwrap_or_else(|_| {
+                    let why = format!("internal error restoring {}", l.gpu);
+                    (
+                        None,
+                        l.pins.iter().map(|p| failed(p, why.clone(), 0)).collect(),
+                    )
+                })
+            })
+            .collect()
+    });
+    let mut report = Report {
+        boot_id: host.read_trim("proc/sys/kernel/random/boot_id"),
+        ok: true,
+        ms: 0,
+        sriov: Vec::new(),
+        devices: Vec::new(),
+    };
+    for (s, d) in results {
+        report.sriov.extend(s);
+        report.devices.extend(d);
+    }
+    report.ok = report.devices.iter().all(|d| d.state != State::Failed)
+        && report.sriov.iter().all(|s| s.ok);
+    report.ms = start.elapsed().as_millis() as u64;
+    crate::vgpu::restore::write(host, &report)?;
+    Ok(report)
+}
+
+fn device(p: &SavedVgpu, state: State, reason: String, ms: u64) -> DeviceResult {
+    DeviceResult {
+        uuid: p.uuid.clone(),
+        state,
+        reason,
+        ms,
+        parent: p.parent.clone(),
+        type_name: p.type_name.clone(),
+    }
+}
+
+fn failed(p: &SavedVgpu, reason: String, ms: u64) -> DeviceResult {
+    device(p, State::Failed, reason, ms)
+}
+
+/// One GPU's `sriov-manage -e`, run beside the lane's waits and writes.
+struct Enabling<'scope> {
+    pf: String,
+    started: std::time::Instant,
+    running: Option<std::thread::ScopedJoinHandle<'scope, Result<sriov::Enabled>>>,
+    done: Option<SriovResult>,
+}
+
+impl Enabling<'_> {
+    fn finished(&self) -> bool {
+        self.running.as_ref().is_none_or(|h| h.is_finished())
+    }
+
+    /// Wait for the enable to end (it is bounded) and say how it went.
+    fn result(&mut self) -> &SriovResult {
+        if let Some(h) = self.running.take() {
+            let r = h
+                .join()
+                .unwrap_or_else(|_| Err(anyhow::anyhow!("internal error enabling SR-IOV")));
+            let ms = self.started.elapsed().as_millis() as u64;
+            let pf = self.pf.clone();
+            self.done = Some(match r {
+                Ok(e) => SriovResult {
+                    pf,
+                    ok: true,
+                    vfs: match e {
+                        sriov::Enabled::Already(n) => n,
+                        sriov::Enabled::Now { vfs, .. } => vfs,
+                    },
+                    ms,
+                    reason: String::new(),
+                },
+                Err(e) => {
+                    let reason = format!("{e:#}");
+                    tracing::error!(pf, "{reason}");
+                    SriovResult {
+                        pf,
+                        ok: false,
+                        vfs: 0,
+                        ms,
+                        reason,
+                    }
+                }
+            });
+        }
+        self.done
+            .as_ref()
+            .expect("an enable that ended has a result")
+    }
+}
+
+/// How a wait for a parent's listing ended.
+enum Listed {
+    Yes,
+    /// It cannot come: the vGPU fails with this reason.
+    Failed(String),
+    /// The host is not what the plan assumed: observe and plan again.
+    Stale(String),
+}
+
+/// Does `parent` list the pin's type now? `Some(false)`: it lists types, but not this one (or it
+/// holds one already); `None`: no listing (yet). One or two small reads of this parent only.
+fn lists(host: &Host, pin: &SavedVgpu, parent: &str) -> Option<bool> {
+    if pin.interface == "vendor-vfio" {
+        if create::vendor_current(host, parent).is_some() {
+            return Some(false);
+        }
+        let text = host
+            .read(&format!(
+                "{}/creatable_vgpu_types",
+                facts::vgpus::vendor_dir(parent)
+            ))
+            .ok()?;
+        let types = crate::sysfs_parse::parse_creatable(&text);
+        if types.is_empty() {
+            return None;
+        }
+        return Some(
+            types
+                .iter()
+                .any(|t| crate::vgpu_name::same(&t.name, &pin.type_name)),
+        );
+    }
+    let quick = format!(
+        "{}/{parent}/mdev_supported_types/{}/name",
+        facts::vgpus::MDEV_BUS,
+        pin.type_id
+    );
+    if host
+        .read_trim(&quick)
+        .is_some_and(|n| pin.type_name.is_empty() || create::name_matches(&n, &pin.type_name))
+    {
+        return Some(true);
+    }
+    let dir = facts::vgpus::mdev_types_dir(host, parent)?;
+    let types = facts::vgpus::read_mdev_types(host, &dir);
+    if types.is_empty() {
+        return None;
+    }
+    Some(types.iter().any(|t| {
+        if pin.type_name.is_empty() {
+            t.id == pin.type_id
+        } else {
+            create::name_matches(&t.name, &pin.type_name)
+        }
+    }))
+}
+
+/// Wait, at most `bound`, until `parent` lists the pin's type. While this GPU's SR-IOV runs only
+/// the quick look is made; once it ended, a parent that lists other types, or a VF that does not
+/// exist, is the host differing from the plan.
+fn wait_listed(
+    host: &Host,
+    pin: &SavedVgpu,
+    parent: &str,
+    bound: Duration,
+    enabling: &mut Option<Enabling<'_>>,
+) -> Listed {
+    let exists = || host.exists(&format!("{}/{parent}", facts::gpus::PCI_DEVICES));
+    // A listing appears one entry at a time (the kernel registers each type in turn): one that
+    // lacks the type is judged only once it has been there a moment.
+    let mut listing_since: Option<std::time::Instant> = None;
+    let seen = crate::wait::until_every(bound, LISTED_POLL, || {
+        let enabled = enabling.as_ref().is_none_or(|e| e.finished());
+        let now = lists(host, pin, parent);
+        if now.is_some() {
+            listing_since.get_or_insert_with(std::time::Instant::now);
+        }
+        let settled = listing_since.is_some_and(|t| t.elapsed() >= LISTING_SETTLES);
+        match now {
+            Some(true) => Some(Listed::Yes),
+            Some(false) if enabled && settled => Some(Listed::Stale(format!(
+                "{parent} lists no {} it can take",
+                pin.type_name
+            ))),
+            None if enabled && enabling.is_some() && !exists() && pin.gpu.is_some() => {
+                Some(Listed::Stale(format!("VF {parent} does not exist")))
+            }
+            _ => None,
+        }
+    });
+    if let Some(l) = seen {
+        if let (Listed::Stale(_), Some(e)) = (&l, enabling.as_mut()) {
+            if !e.result().ok {
+                return Listed::Failed(format!("SR-IOV: {}", e.result().reason));
+            }
+        }
+        return l;
+    }
+    // The bound passed: an SR-IOV that failed says why better than the missing listing.
+    if let Some(e) = enabling.as_mut() {
+        if !e.result().ok {
+            return Listed::Failed(format!("SR-IOV: {}", e.result().reason));
+        }
+    }
+    Listed::Failed(format!(
+        "{parent} did not list {} within {} s (--vf-timeout): is the vGPU host driver bound to \
+         it (ls -l /sys/bus/pci/devices/{parent}/driver)?",
+        pin.type_name,
+        bound.as_secs()
+    ))
+}
+
+/// The write of one pin, checked first and verified after.
+fn write_pin(host: &Host, w: &PinWrite) -> Result<()> {
+    check_create(host, &w.write)?;
+    crate::fault::point("vgpu-create");
+    let c = &w.write;
+    host.write_attr(&c.path, &c.value).with_context(|| {
+        format!(
+            "creating vGPU {} ({}) on {}: writing {:?} to /{}",
+            c.create.uuid, c.create.type_name, c.create.parent, c.value, c.path
+        )
+    })?;
+    verify(host, c)
+}
+
+/// Run one GPU's lane; on a precondition gone, wait for its SR-IOV to end, observe, plan the
+/// pins not done yet again ([`super::planner::Phase::Settled`]) and go on, a bounded number of
+/// times, saying so.
+fn run_lane(
+    host: &Host,
+    first: &Lane,
+    bound: Duration,
+) -> (Option<SriovResult>, Vec<DeviceResult>) {
+    std::thread::scope(|s| {
+        let mut enabling: Option<Enabling> = None;
+        let mut done: Vec<DeviceResult> = Vec::new();
+        let mut lane = first.clone();
+        let mut replans = 0;
+        loop {
+            for p in &lane.present {
+                done.push(device(p, State::Present, String::new(), 0));
+            }
+            for (p, why) in &lane.failed {
+                done.push(failed(p, why.clone(), 0));
+            }
+            let mut stale: Option<String> = None;
+            let mut since = std::time::Instant::now();
+            let mut waited_for: Option<&str> = None;
+            for step in &lane.steps {
+                match step {
+                    LaneStep::EnableSriov { pf, bound_s } => {
+                        let pf = pf.clone();
+                        let t = Duration::from_secs(*bound_s);
+                        let target = pf.clone();
+                        enabling = Some(Enabling {
+                            pf,
+                            started: std::time::Instant::now(),
+                            running: Some(s.spawn(move || sriov::enable(host, &target, t))),
+                            done: None,
+                        });
+                    }
+                    LaneStep::WaitListed {
+                        pin,
+                        parent,
+                        bound_s,
+                    } => {
+                        since = std::time::Instant::now();
+                        let bound = Duration::from_secs(*bound_s);
+                        match wait_listed(host, pin, parent, bound, &mut enabling) {
+                            Listed::Yes => waited_for = Some(&pin.uuid),
+                            Listed::Failed(why) => {
+                                let ms = since.elapsed().as_millis() as u64;
+                                done.push(failed(pin, why, ms));
+                            }
+                            Listed::Stale(why) => {
+                                stale = Some(why);
+                                break;
+                            }
+                        }
+                    }
+                    LaneStep::Write(w) => {
+                        if done.iter().any(|d| d.uuid == w.pin.uuid) {
+                            continue;
+                        }
+                        if waited_for != Some(w.pin.uuid.as_str()) {
+                            since = std::time::Instant::now();
+                        }
+                        let outcome = write_pin(host, w);
+                        let ms = since.elapsed().as_millis() as u64;
+                        match outcome {
+                            Ok(()) => done.push(device(
+                                &w.pin,
+                                State::Created,
+                                w.moved.clone().unwrap_or_default(),
+                                ms,
+                            )),
+                            Err(e) if e.downcast_ref::<Stale>().is_some() => {
+                                stale = Some(format!("{e:#}"));
+                                break;
+                            }
+                            Err(e) => done.push(failed(&w.pin, format!("{e:#}"), ms)),
+                        }
+                    }
+                }
+            }
+            let Some(why) = stale else { break };
+            let rest: Vec<SavedVgpu> = first
+                .pins
+                .iter()
+                .filter(|p| !done.iter().any(|d| d.uuid == p.uuid))
+                .cloned()
+                .collect();
+            replans += 1;
+            if replans > super::MAX_REPLANS {
+                for p in &rest {
+                    let reason = format!(
+                        "the host kept changing under the plan ({why}); it was observed and \
+                         planned again {} times",
+                        super::MAX_REPLANS
+                    );
+                    done.push(failed(p, reason, 0));
+                }
+                break;
+            }
+            eprintln!(
+                "vgpuctl restore: {}: the host is not as planned ({why}): observing it again and \
+                 planning again ({replans} of {})",
+                first.gpu,
+                super::MAX_REPLANS
+            );
+            // The new plan sees every VF there is: this GPU's SR-IOV has ended.
+            if let Some(e) = enabling.as_mut() {
+                if !e.result().ok {
+                    let reason = format!("SR-IOV: {}", e.result().reason);
+                    for p in &rest {
+                        done.push(failed(p, reason.clone(), 0));
+                    }
+                    break;
+                }
+            }
+            let only = crate::pins::Pins {
+                sriov: Vec::new(),
+                vgpus: rest.clone(),
+            };
+            let f = super::observe::observe_vgpus(host, &only);
+            // The VFs this run's pins hold already, so that no other pin counts them as its own.
+            let held: Vec<String> = first
+                .pins
+                .iter()
+                .filter(|p| p.interface == "vendor-vfio")
+                .filter(|p| {
+                    done.iter()
+                        .any(|d| d.uuid == p.uuid && d.state != State::Failed)
+                })
+                .map(|p| p.parent.clone())
+                .collect();
+            lane = super::planner::restore_lane(
+                &f,
+                &first.gpu,
+                rest,
+                first.sriov,
+                super::planner::Phase::Settled,
+                &held,
+                bound.as_secs(),
+            );
+        }
+        let sriov = match enabling.as_mut() {
+            Some(e) => Some(e.result().clone()),
+            None => first.vfs_ready.map(|vfs| SriovResult {
+                pf: first.gpu.clone(),
+                ok: true,
+                vfs,
+                ms: 0,
+                reason: String::new(),
+            }),
+        };
+        // The pins' order, as the report always listed them.
+        let order = |u: &str| first.pins.iter().position(|p| p.uuid == u);
+        done.sort_by_key(|d| order(&d.uuid));
+        (sriov, done)
+    })
 }
 
 #[cfg(test)]

@@ -356,15 +356,11 @@ pub fn plan(f: &Facts, src: &Sources, gave_up: &[String], vf_timeout_s: u64) -> 
             },
         );
     }
-    // Every pin not live now, created as the boot unit will.
-    let live: Vec<&str> = f.mdevs.iter().filter_map(|v| v.uuid.as_deref()).collect();
+    // Every pin, restored as the boot unit will: the restore plan of the pins this import leaves.
     let mut after = f.pins.clone().unwrap_or_default();
     crate::pins::pin(&mut after, out.pins.iter().cloned());
-    let create: Vec<SavedVgpu> = after
-        .vgpus
-        .into_iter()
-        .filter(|p| !live.contains(&p.uuid.as_str()))
-        .collect();
+    crate::pins::enable_sriov(&mut after, &out.sriov);
+    let lanes = super::planner::restore(&(&f.host).into(), &after, vf_timeout_s);
     if !f.runs_programs {
         // Creating vGPUs needs that system's kernel: its restore unit does it when it boots.
         out.plan.notes.push(
@@ -377,10 +373,7 @@ pub fn plan(f: &Facts, src: &Sources, gave_up: &[String], vf_timeout_s: u64) -> 
     out.plan.push(
         "import:restore",
         "Create the pinned vGPUs now, as vgpuctl-restore.service does at boot",
-        Action::RestorePins {
-            create,
-            bound_s: vf_timeout_s,
-        },
+        Action::RestorePins { lanes },
     );
     out
 }

@@ -141,3 +141,75 @@ pub fn observe(host: &Host) -> Result<Facts, Failure> {
         host: hf,
     })
 }
+
+/// What a restore plans from: the GPUs (their VFs, parents and type listings), the vGPUs that
+/// exist, and the pinned parents that are no PCI function of a GPU. Read without running any
+/// program: at boot a restore starts no process it does not need.
+#[derive(Clone, Debug, Default)]
+pub struct VgpuFacts {
+    pub gpus: Vec<facts::Gpu>,
+    pub mdevs: Vec<facts::Vgpu>,
+    /// Pinned parents that belong to no GPU (an mdev parent such as `mtty`), as read.
+    pub others: Vec<facts::Parent>,
+}
+
+impl VgpuFacts {
+    /// The parent `address` as observed: a GPU's PF or VF, or another pinned parent.
+    pub fn parent(&self, address: &str) -> Option<&facts::Parent> {
+        self.gpus
+            .iter()
+            .flat_map(|g| g.parents.iter())
+            .chain(self.others.iter())
+            .find(|p| p.address == address)
+    }
+
+    /// Every vGPU: mdev devices and vendor-VFIO VFs with a type set (as [`HostFacts::vgpus`]).
+    pub fn vgpus(&self) -> Vec<facts::Vgpu> {
+        let mut out = self.mdevs.clone();
+        for g in &self.gpus {
+            for p in &g.parents {
+                if let (facts::Interface::VendorVfio, Some(t)) = (p.interface, &p.current_type) {
+                    out.push(facts::Vgpu {
+                        uuid: None,
+                        parent: p.address.clone(),
+                        gpu: Some(g.address.clone()),
+                        type_id: t.id.clone(),
+                        type_name: t.name.clone(),
+                        interface: facts::Interface::VendorVfio,
+                        in_use: p.in_use,
+                    });
+                }
+            }
+        }
+        out
+    }
+}
+
+impl From<&HostFacts> for VgpuFacts {
+    fn from(f: &HostFacts) -> VgpuFacts {
+        VgpuFacts {
+            gpus: f.gpus.clone(),
+            mdevs: f.mdevs.clone(),
+            others: Vec::new(),
+        }
+    }
+}
+
+/// Observe what a restore of `pins` needs.
+pub fn observe_vgpus(host: &Host, pins: &crate::pins::Pins) -> VgpuFacts {
+    let in_use = facts::vgpus::vfio_groups_in_use(host);
+    let gpus = facts::gpus::observe(host, &in_use);
+    let mdevs = facts::observe_mdevs(host, &gpus, &in_use);
+    let mut others: Vec<facts::Parent> = Vec::new();
+    for p in pins.vgpus.iter().filter(|p| p.gpu.is_none()) {
+        if others.iter().any(|o| o.address == p.parent) {
+            continue;
+        }
+        others.extend(facts::vgpus::read_parent(host, &p.parent, &in_use));
+    }
+    VgpuFacts {
+        gpus,
+        mdevs,
+        others,
+    }
+}

@@ -46,14 +46,126 @@ impl SysfsCreate {
         let c = &self.create;
         match c.interface {
             Interface::VendorVfio => format!(
-                "VF {} has no vGPU type set and still offers {} ({})",
+                "VF {} has no vGPU type set and its creatable_vgpu_types lists {} as {}",
                 c.parent, c.type_id, c.type_name
             ),
             _ => format!(
-                "{} still has room for {} ({}) and no vGPU {} exists",
+                "{}'s type directory {} is {} with room for one and no vGPU {} exists",
                 c.parent, c.type_id, c.type_name, c.uuid
             ),
         }
+    }
+}
+
+/// One GPU's part of a restore (from the pins), run in its own thread so that one failing or
+/// slow GPU never stops another.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Lane {
+    /// The GPU (PF), or the parent when it is no PCI function of a GPU.
+    pub gpu: String,
+    /// Every pin of this GPU, in the pins' order (the report's order).
+    pub pins: Vec<SavedVgpu>,
+    /// The pins ask for SR-IOV on this GPU.
+    pub sriov: bool,
+    /// SR-IOV wanted and its VFs all there when observed: how many.
+    pub vfs_ready: Option<u32>,
+    pub steps: Vec<LaneStep>,
+    /// Pins live as pinned: nothing to do.
+    pub present: Vec<SavedVgpu>,
+    /// Pins this plan cannot make, with why.
+    pub failed: Vec<(SavedVgpu, String)>,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub enum LaneStep {
+    /// `sriov-manage -e`, bounded by `bound_s` (`--vf-timeout`). It runs beside the steps after it,
+    /// so each vGPU is made as soon as its own VF lists its type; those steps stop when it fails.
+    EnableSriov { pf: String, bound_s: u64 },
+    /// The named readiness condition of one vGPU: `parent` (its VF, or the PF once its driver
+    /// is bound) lists the pin's type, at most `bound_s` seconds (`--vf-timeout`).
+    WaitListed {
+        pin: SavedVgpu,
+        parent: String,
+        bound_s: u64,
+    },
+    /// The sysfs write that makes one pinned vGPU.
+    Write(PinWrite),
+}
+
+/// A pin's creation: the write, with its precondition (the type directory or list entry still
+/// names the pinned type and can take one).
+#[derive(Clone, Debug, PartialEq)]
+pub struct PinWrite {
+    pub pin: SavedVgpu,
+    pub write: SysfsCreate,
+    /// Why it is not made on the pinned parent (an mdev pin on another free VF of its GPU).
+    pub moved: Option<String>,
+}
+
+impl fmt::Display for LaneStep {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            LaneStep::EnableSriov { pf, bound_s } => write!(
+                f,
+                "run: {} -e {pf} (at most {bound_s} s, --vf-timeout), beside the steps below; \
+                 they stop if it fails",
+                crate::vgpu::sriov::SRIOV_MANAGE
+            ),
+            LaneStep::WaitListed {
+                pin,
+                parent,
+                bound_s,
+            } => write!(
+                f,
+                "wait until {parent} lists {} (at most {bound_s} s, --vf-timeout)",
+                pin.type_name
+            ),
+            LaneStep::Write(w) => {
+                write!(
+                    f,
+                    "write {:?} to /{} (if {})",
+                    w.write.value,
+                    w.write.path,
+                    w.write.precondition()
+                )?;
+                if let Some(m) = &w.moved {
+                    write!(f, "; {m}")?;
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+impl fmt::Display for Lane {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(
+            f,
+            "GPU {} ({} pinned vGPU(s), in its own thread):",
+            self.gpu,
+            self.pins.len()
+        )?;
+        if let Some(n) = self.vfs_ready {
+            writeln!(f, "      - SR-IOV: its {n} VFs are there")?;
+        }
+        for s in &self.steps {
+            writeln!(f, "      - {s}")?;
+        }
+        for p in &self.present {
+            writeln!(
+                f,
+                "      - present: vGPU {} {} on {}",
+                p.uuid, p.type_name, p.parent
+            )?;
+        }
+        for (p, why) in &self.failed {
+            writeln!(
+                f,
+                "      - fails: vGPU {} {} on {}: {why}",
+                p.uuid, p.type_name, p.parent
+            )?;
+        }
+        Ok(())
     }
 }
 
@@ -122,11 +234,10 @@ pub enum Action {
         pins: Vec<SavedVgpu>,
         sriov: Vec<String>,
     },
-    /// Bring the host to the pinned state now, as the boot unit does; `create` are the pins not
-    /// live when planned.
+    /// Bring the host to the pinned state now, as the boot unit does: the restore plan of the
+    /// pins (one lane per GPU, each run in its own thread).
     RestorePins {
-        create: Vec<SavedVgpu>,
-        bound_s: u64,
+        lanes: Vec<Lane>,
     },
     /// Pin exactly these vGPUs (what exists) in the active profile.
     PinProfile {
@@ -270,13 +381,10 @@ impl fmt::Display for Action {
                 }
                 Ok(())
             }
-            Action::RestorePins { create, bound_s } => {
-                writeln!(
-                    f,
-                    "run the restore of every pin (SR-IOV first, VFs waited for at most {bound_s} s); it creates:"
-                )?;
-                for p in create {
-                    writeln!(f, "      - vGPU {} {} on {}", p.uuid, p.type_name, p.parent)?;
+            Action::RestorePins { lanes } => {
+                writeln!(f, "restore every pin, as vgpuctl-restore.service does at boot:")?;
+                for l in lanes {
+                    write!(f, "    {l}")?;
                 }
                 Ok(())
             }

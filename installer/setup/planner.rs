@@ -439,3 +439,294 @@ pub fn desired_pins(profile: &Profile, current: Option<&Pins>, present: &[SavedV
         .sort_by(|a, b| (&a.gpu, &a.parent, &a.uuid).cmp(&(&b.gpu, &b.parent, &b.uuid)));
     p
 }
+
+// ---- Restore: the pins are the Desired ----------------------------------------------------
+
+/// Where a restore stands when it plans a GPU's lane.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Phase {
+    /// The start (at boot): a parent that does not list its pin's type yet may still come (its
+    /// VF after `sriov-manage`, the PF's listing once udev binds its driver), so it is waited for.
+    First,
+    /// After the executor found a precondition gone and this GPU's SR-IOV ended: what is not
+    /// there now is gone, and an mdev pin moves to another free parent of its GPU.
+    Settled,
+}
+
+fn pin_interface(p: &SavedVgpu) -> crate::facts::Interface {
+    if p.interface == "vendor-vfio" {
+        crate::facts::Interface::VendorVfio
+    } else {
+        crate::facts::Interface::Mdev
+    }
+}
+
+/// The physical function a pin's SR-IOV depends on (None: a PF parent or a non-PCI parent).
+fn sriov_pf(v: &SavedVgpu) -> Option<&str> {
+    v.gpu.as_deref().filter(|g| *g != v.parent)
+}
+
+/// Does `t` (listed on a parent) name the pin's type? By name; a pin without a name (a generic
+/// mdev type) by its directory.
+fn names_pin(t: &crate::facts::VgpuType, p: &SavedVgpu) -> bool {
+    if p.type_name.is_empty() {
+        t.id == p.type_id
+    } else {
+        vgpu_name::same(&t.name, &p.type_name) || t.name == p.type_name
+    }
+}
+
+/// The restore plan of `pins`: one lane per GPU they name (or per parent that is no PCI function
+/// of a GPU) and per PF whose SR-IOV they ask for, in address order.
+pub fn restore(f: &super::observe::VgpuFacts, pins: &Pins, bound_s: u64) -> Vec<super::plan::Lane> {
+    let mut groups: std::collections::BTreeMap<String, Vec<SavedVgpu>> = Default::default();
+    for v in &pins.vgpus {
+        let key = v.gpu.clone().unwrap_or_else(|| v.parent.clone());
+        groups.entry(key).or_default().push(v.clone());
+    }
+    for pf in &pins.sriov {
+        groups.entry(pf.clone()).or_default();
+    }
+    groups
+        .into_iter()
+        .map(|(key, devs)| {
+            let sriov =
+                pins.sriov.contains(&key) || devs.iter().any(|d| sriov_pf(d) == Some(key.as_str()));
+            restore_lane(f, &key, devs, sriov, Phase::First, &[], bound_s)
+        })
+        .collect()
+}
+
+/// One GPU's lane: its SR-IOV, then per pin not live a wait for its parent to list its type
+/// (when it may still come) and the write that makes it, on its pinned parent. An mdev pin whose
+/// parent is gone or taken once everything is there moves to a free parent of the same GPU (its
+/// UUID is its identity to the VM); a vendor-VFIO pin never moves (its VF is its identity) and
+/// fails naming the VF. A vendor-VFIO type id is the live list's id for the pinned type's name.
+pub fn restore_lane(
+    f: &super::observe::VgpuFacts,
+    key: &str,
+    pins: Vec<SavedVgpu>,
+    sriov: bool,
+    phase: Phase,
+    claimed: &[String],
+    bound_s: u64,
+) -> super::plan::Lane {
+    use super::plan::{Lane, LaneStep, PinWrite};
+    use crate::facts::Interface;
+    use crate::vgpu::place::Create;
+
+    let gpu = f.gpus.iter().find(|g| g.address == key);
+    let vfs_ready = gpu.filter(|_| sriov).and_then(|g| {
+        let total = g.sriov_totalvfs.filter(|t| *t > 0)?;
+        let all_listed = g.vfs.len() == total as usize
+            && g.vfs
+                .iter()
+                .all(|vf| g.parents.iter().any(|p| p.address == vf.address));
+        (g.sriov_numvfs == Some(total) && all_listed).then_some(total)
+    });
+    let mut lane = Lane {
+        gpu: key.to_string(),
+        pins: pins.clone(),
+        sriov,
+        vfs_ready,
+        steps: Vec::new(),
+        present: Vec::new(),
+        failed: Vec::new(),
+    };
+    let sriov_pending = sriov && vfs_ready.is_none();
+    if sriov_pending && phase == Phase::First {
+        lane.steps.push(LaneStep::EnableSriov {
+            pf: key.to_string(),
+            bound_s,
+        });
+    }
+    // Nothing more will come: SR-IOV is done (or not needed) and the GPU's driver is bound.
+    let settled = phase == Phase::Settled
+        || (!sriov_pending && gpu.is_none_or(|g| g.driver.is_some() && !g.parents.is_empty()));
+    let existing = f.vgpus();
+    // Parents this plan fills: a VF takes one vGPU; a PF's room is counted down.
+    let mut taken: Vec<String> = existing
+        .iter()
+        .filter(|v| v.interface == Interface::VendorVfio)
+        .map(|v| v.parent.clone())
+        .collect();
+    let mut used: Vec<(String, String)> = Vec::new();
+    // Vendor-VFIO VFs a pin holds (made by this run, or planned or found present here): a VF
+    // holds one vGPU, so it is taken for every other pin naming it.
+    let mut claimed: Vec<String> = claimed.to_vec();
+    let room =
+        |parent: &crate::facts::Parent, t: &crate::facts::VgpuType, used: &[(String, String)]| {
+            let planned = used
+                .iter()
+                .filter(|(p, id)| *p == parent.address && *id == t.id)
+                .count() as u32;
+            t.available > planned
+        };
+    for pin in pins {
+        let iface = pin_interface(&pin);
+        // Live already?
+        if iface == Interface::Mdev {
+            if let Some(v) = f
+                .mdevs
+                .iter()
+                .find(|v| v.uuid.as_deref() == Some(&pin.uuid))
+            {
+                if crate::vgpu::create::name_matches(&v.type_name, &pin.type_name)
+                    || v.type_id == pin.type_id
+                {
+                    lane.present.push(pin);
+                } else {
+                    let why = format!(
+                        "exists with type {}, not {}: left alone",
+                        v.type_name, pin.type_name
+                    );
+                    lane.failed.push((pin, why));
+                }
+                continue;
+            }
+        } else if claimed.contains(&pin.parent) {
+            let why = format!(
+                "VF {} is taken by another pinned vGPU: the VM expects this vGPU at VF {} (a \
+                 vendor-specific VFIO vGPU is never moved to another VF)",
+                pin.parent, pin.parent
+            );
+            lane.failed.push((pin, why));
+            continue;
+        } else if let Some(cur) = f.parent(&pin.parent).and_then(|p| p.current_type.as_ref()) {
+            if cur.id == pin.type_id || vgpu_name::same(&cur.name, &pin.type_name) {
+                claimed.push(pin.parent.clone());
+                lane.present.push(pin);
+            } else {
+                let why = format!(
+                    "VF {} holds vGPU type {} ({}), not {}: left alone; the VM expects this vGPU \
+                     at VF {} (a vendor-specific VFIO vGPU is never moved to another VF)",
+                    pin.parent, cur.id, cur.name, pin.type_name, pin.parent
+                );
+                lane.failed.push((pin, why));
+            }
+            continue;
+        }
+        let create_on = |parent: &str, type_id: &str, attr_dir: &str| {
+            super::plan::SysfsCreate::new(
+                Create {
+                    gpu: pin.gpu.clone().unwrap_or_default(),
+                    parent: parent.to_string(),
+                    type_id: type_id.to_string(),
+                    type_name: pin.type_name.clone(),
+                    uuid: pin.uuid.clone(),
+                    interface: iface,
+                },
+                attr_dir,
+            )
+        };
+        // Its pinned parent, when it lists the type and can take one now.
+        let parent = f.parent(&pin.parent);
+        let listed =
+            parent.and_then(|p| p.types.iter().find(|t| names_pin(t, &pin)).map(|t| (p, t)));
+        if let Some((p, t)) = listed {
+            let free = match iface {
+                Interface::VendorVfio => !taken.contains(&p.address),
+                _ => room(p, t, &used) && (p.address == key || !taken.contains(&p.address)),
+            };
+            if free {
+                taken.push(p.address.clone());
+                claimed.push(p.address.clone());
+                used.push((p.address.clone(), t.id.clone()));
+                let write = create_on(&p.address, &t.id, &p.attr_dir);
+                lane.steps.push(LaneStep::Write(PinWrite {
+                    pin,
+                    write,
+                    moved: None,
+                }));
+                continue;
+            }
+        }
+        if !settled {
+            // Not there yet: wait for its own parent to list it, then write what the pin says
+            // (a listing that then says otherwise fails the precondition: observed, replanned).
+            let attr_dir = match iface {
+                Interface::VendorVfio => crate::facts::vgpus::vendor_dir(&pin.parent),
+                _ => parent.map(|p| p.attr_dir.clone()).unwrap_or_else(|| {
+                    format!(
+                        "{}/{}/mdev_supported_types",
+                        crate::facts::vgpus::MDEV_BUS,
+                        pin.parent
+                    )
+                }),
+            };
+            lane.steps.push(LaneStep::WaitListed {
+                pin: pin.clone(),
+                parent: pin.parent.clone(),
+                bound_s,
+            });
+            taken.push(pin.parent.clone());
+            claimed.push(pin.parent.clone());
+            let write = create_on(&pin.parent, &pin.type_id, &attr_dir);
+            lane.steps.push(LaneStep::Write(PinWrite {
+                pin,
+                write,
+                moved: None,
+            }));
+            continue;
+        }
+        let why_not = match parent {
+            None => format!("{} is gone", pin.parent),
+            Some(p) if p.current_type.is_some() || taken.contains(&p.address) => {
+                format!("{} is taken", pin.parent)
+            }
+            Some(_) if listed.is_none() => {
+                format!("{} does not offer {} now", pin.parent, pin.type_name)
+            }
+            Some(_) => format!("{} has no room for {} now", pin.parent, pin.type_name),
+        };
+        if iface == Interface::VendorVfio {
+            let why = format!(
+                "{why_not}; the VM expects this vGPU at VF {} (a vendor-specific VFIO vGPU is \
+                 never moved to another VF: the VF is its PCI identity to the VM)",
+                pin.parent
+            );
+            lane.failed.push((pin, why));
+            continue;
+        }
+        // An mdev pin: another free parent of the same GPU (the UUID is what the VM knows).
+        let slot = gpu.and_then(|g| {
+            let mut seen: Vec<(String, String)> = Vec::new();
+            crate::vgpu::place::free_slots(g, &existing, &pin.type_name)
+                .into_iter()
+                .find(|(p, id, _)| {
+                    // The k-th slot of a parent is free when fewer than k were planned there.
+                    seen.push((p.clone(), id.clone()));
+                    let k = seen.iter().filter(|(q, i)| q == p && i == id).count();
+                    let planned = used.iter().filter(|(q, i)| q == p && i == id).count();
+                    (*p == g.address || !taken.contains(p)) && k > planned
+                })
+        });
+        match slot {
+            Some((p, id, _)) => {
+                let attr_dir = f.parent(&p).map(|x| x.attr_dir.clone()).unwrap_or_default();
+                taken.push(p.clone());
+                used.push((p.clone(), id.clone()));
+                let moved = format!(
+                    "saved parent {} was gone or taken ({why_not}); created on {p}",
+                    pin.parent
+                );
+                let write = create_on(&p, &id, &attr_dir);
+                lane.steps.push(LaneStep::Write(PinWrite {
+                    pin,
+                    write,
+                    moved: Some(moved),
+                }));
+            }
+            None => {
+                let why = format!(
+                    "no parent can take it: {why_not} and no other free parent of {} offers {} \
+                     now (in NVIDIA's default equal-size mode a GPU holds one vGPU type at a time)",
+                    pin.gpu.as_deref().unwrap_or("its device"),
+                    pin.type_name
+                );
+                lane.failed.push((pin, why));
+            }
+        }
+    }
+    lane
+}

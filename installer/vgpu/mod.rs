@@ -1,4 +1,4 @@
-//! vGPUs: selection and placement (pure), SR-IOV, creation, restore at boot.
+//! vGPUs: selection and placement (pure), SR-IOV, reading back creations, the restore report.
 pub mod create;
 pub mod place;
 pub mod restore;

@@ -40,6 +40,40 @@ pub struct Placement {
     pub foreign: Vec<String>,
 }
 
+/// The free slots of `gpu` for type `type_name`, as (parent, type id there, interface): a VF
+/// holds one vGPU; a pre-Ampere PF holds `available` more. Setup places on them, and restore
+/// moves an mdev pin whose parent is gone or taken onto one.
+pub fn free_slots(
+    gpu: &Gpu,
+    existing: &[Vgpu],
+    type_name: &str,
+) -> Vec<(String, String, Interface)> {
+    let occupied: Vec<&str> = existing
+        .iter()
+        .filter(|v| v.gpu.as_deref() == Some(gpu.address.as_str()))
+        .map(|v| v.parent.as_str())
+        .collect();
+    let mut slots = Vec::new();
+    for p in &gpu.parents {
+        let Some(t) = p
+            .types
+            .iter()
+            .find(|t| vgpu_name::same(&t.name, type_name) && t.available > 0)
+        else {
+            continue;
+        };
+        let is_vf = p.address != gpu.address;
+        if is_vf && (occupied.contains(&p.address.as_str()) || p.current_type.is_some()) {
+            continue;
+        }
+        let n = if is_vf { 1 } else { t.available as usize };
+        for _ in 0..n {
+            slots.push((p.address.clone(), t.id.clone(), p.interface));
+        }
+    }
+    slots
+}
+
 /// Place `count` vGPUs of type `ty` on `gpu`. `existing` are the host's vGPUs; `pinned` the active
 /// profile's pins (their UUIDs are reused so a re-run recreates the same devices); `uuids` the
 /// profile's fixed UUIDs, used first and in order; `fresh` makes new UUIDs.
@@ -117,26 +151,7 @@ pub fn place(
         return Ok(out);
     }
 
-    // Free slots for this type: a VF holds one vGPU; a pre-Ampere PF holds `available` more.
-    let occupied: Vec<&str> = on_gpu.iter().map(|v| v.parent.as_str()).collect();
-    let mut slots: Vec<(String, String, Interface)> = Vec::new();
-    for p in &gpu.parents {
-        let Some(t) = p
-            .types
-            .iter()
-            .find(|t| vgpu_name::same(&t.name, &ty.name) && t.available > 0)
-        else {
-            continue;
-        };
-        let is_vf = p.address != gpu.address;
-        if is_vf && (occupied.contains(&p.address.as_str()) || p.current_type.is_some()) {
-            continue;
-        }
-        let n = if is_vf { 1 } else { t.available as usize };
-        for _ in 0..n {
-            slots.push((p.address.clone(), t.id.clone(), p.interface));
-        }
-    }
+    let mut slots = free_slots(gpu, existing, &ty.name);
     if let Some(max) = ty.max_instance {
         let room = (max as usize).saturating_sub(same.len());
         slots.truncate(room);
