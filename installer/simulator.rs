@@ -38,8 +38,16 @@ impl Kernel for SimulatedKernel {
             program: cmd.program.clone(),
             args: cmd.args.clone(),
             env: cmd.env.clone(),
+            // The simulated kernel honours the same bound as the real one.
+            timeout: Some(cmd.bound()),
         };
-        let out = self.0.kernel().run(host.root(), &sim_cmd)?;
+        let out = match self.0.kernel().run(host.root(), &sim_cmd) {
+            Ok(out) => out,
+            Err(e) => match e.downcast_ref::<vgpuctl_sim::TimedOut>() {
+                Some(t) => return Err(host::kernel::timed_out(&cmd.to_string(), t.after)),
+                None => return Err(e),
+            },
+        };
         let out = RunOutput {
             status: out.status,
             stdout: out.stdout,

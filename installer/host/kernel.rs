@@ -1,8 +1,9 @@
 //! What answers a sysfs write or a program run: the real kernel, or the simulator.
 
 use std::fmt;
-use std::io::{self, Write};
+use std::io::{self, Read, Write};
 use std::path::Path;
+use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 
@@ -17,6 +18,34 @@ pub struct Cmd {
     pub env: Vec<(String, String)>,
     /// Root-relative file that receives the full output (appended), e.g. the driver install log.
     pub log_to: Option<String>,
+    /// How long the program may run before it is killed; None = [`default_timeout`].
+    pub timeout: Option<Duration>,
+}
+
+/// How long a program may run unless its caller says otherwise. Every run is bounded: a hung
+/// program would otherwise hold what its caller holds (sriov-manage's lock) until systemd kills
+/// the whole unit. The figures are generous upper bounds for a healthy host (choices, not
+/// measurements): the driver installer and package installs build kernel modules (DKMS) and
+/// get half an hour; initramfs and boot-loader tools ten minutes; the rest two.
+pub fn default_timeout(program_name: &str) -> Duration {
+    let secs = match program_name {
+        n if n.ends_with(".run") => 1800,
+        "apt-get" | "apt" | "dnf" | "yum" | "dpkg" | "rpm" | "sh" | "bash" => 1800,
+        "update-initramfs" | "dracut" | "update-grub" | "grub-mkconfig" | "grub2-mkconfig"
+        | "grubby" | "proxmox-boot-tool" | "kernel-install" => 600,
+        "sriov-manage" => 180,
+        _ => 120,
+    };
+    Duration::from_secs(secs)
+}
+
+/// The error of a run that outlived its bound (the same words for the real and the simulated
+/// kernel): `timed out after N s: PROGRAM`.
+pub fn timed_out(program: &str, after: Duration) -> anyhow::Error {
+    anyhow::anyhow!(
+        "timed out after {} s: {program}",
+        after.as_secs_f64().ceil() as u64
+    )
 }
 
 impl Cmd {
@@ -26,7 +55,19 @@ impl Cmd {
             args: Vec::new(),
             env: Vec::new(),
             log_to: None,
+            timeout: None,
         }
+    }
+    /// Kill the program (its whole process group) when it runs longer than `d`.
+    pub fn timeout(mut self, d: Duration) -> Cmd {
+        self.timeout = Some(d);
+        self
+    }
+    /// The bound this run gets: its own, or its program's default.
+    pub fn bound(&self) -> Duration {
+        self.timeout
+            .unwrap_or_else(|| default_timeout(self.name()))
+            .max(Duration::from_millis(1))
     }
     pub fn arg(mut self, a: impl Into<String>) -> Cmd {
         self.args.push(a.into());
@@ -174,27 +215,67 @@ impl Kernel for RealKernel {
                 host.root().display()
             );
         }
-        let mut expr = duct::cmd(&cmd.program, &cmd.args)
-            .stdout_capture()
-            .stderr_capture()
-            .stdin_null()
-            .unchecked();
-        for (k, v) in &cmd.env {
-            expr = expr.env(k, v);
-        }
-        let out = expr
-            .run()
-            .with_context(|| format!("could not start `{}`", cmd.program))?;
-        let result = RunOutput {
-            status: out.status.code().unwrap_or(128),
-            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-        };
+        let out = run_bounded(cmd)?;
+        let result = out;
         if let Some(log) = &cmd.log_to {
             append_log(host, log, cmd, &result)?;
         }
         Ok(result)
     }
+}
+
+/// Run `cmd` in its own process group, capturing its output, and kill the group when it outlives
+/// [`Cmd::bound`] (a child it forked that keeps the pipes open dies with it, so the readers end).
+fn run_bounded(cmd: &Cmd) -> anyhow::Result<RunOutput> {
+    use std::os::unix::process::CommandExt;
+    use std::process::{Command, Stdio};
+    let bound = cmd.bound();
+    let mut c = Command::new(&cmd.program);
+    c.args(&cmd.args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .process_group(0);
+    for (k, v) in &cmd.env {
+        c.env(k, v);
+    }
+    let mut child = c
+        .spawn()
+        .with_context(|| format!("could not start `{}`", cmd.program))?;
+    let reader = |mut r: Box<dyn Read + Send>| {
+        std::thread::spawn(move || {
+            let mut buf = Vec::new();
+            let _ = r.read_to_end(&mut buf);
+            buf
+        })
+    };
+    let out_t = reader(Box::new(child.stdout.take().expect("piped stdout")));
+    let err_t = reader(Box::new(child.stderr.take().expect("piped stderr")));
+    let start = Instant::now();
+    let status = loop {
+        if let Some(st) = child.try_wait()? {
+            break Some(st);
+        }
+        if start.elapsed() >= bound {
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(10).min(bound.saturating_sub(start.elapsed())));
+    };
+    let Some(status) = status else {
+        let pgid = nix::unistd::Pid::from_raw(child.id() as i32);
+        let _ = nix::sys::signal::killpg(pgid, nix::sys::signal::Signal::SIGKILL);
+        let _ = child.wait();
+        let _ = (out_t.join(), err_t.join());
+        return Err(timed_out(&cmd.to_string(), bound));
+    };
+    let text = |t: std::thread::JoinHandle<Vec<u8>>| {
+        String::from_utf8_lossy(&t.join().unwrap_or_default()).into_owned()
+    };
+    Ok(RunOutput {
+        status: status.code().unwrap_or(128),
+        stdout: text(out_t),
+        stderr: text(err_t),
+    })
 }
 
 /// True when `root` is this machine's `/`.
@@ -246,5 +327,39 @@ mod tests {
             stderr: "d\n".into(),
         };
         assert_eq!(o.tail(2), "c\nd");
+    }
+}
+
+#[cfg(test)]
+mod bounded {
+    use super::*;
+
+    /// The bounded runner itself (not for any host root): a program that outlives its bound is
+    /// killed with the children it forked, and the error names the bound and the program.
+    #[test]
+    fn a_run_past_its_bound_is_killed_with_its_process_group() {
+        let c = Cmd::new("/bin/sh")
+            .args(["-c", "sleep 30 & sleep 30"])
+            .timeout(Duration::from_millis(300));
+        let e = run_bounded(&c).unwrap_err().to_string();
+        assert_eq!(e, "timed out after 1 s: /bin/sh -c 'sleep 30 & sleep 30'");
+        let ok = run_bounded(&Cmd::new("/bin/sh").args(["-c", "echo hi; exit 3"])).unwrap();
+        assert_eq!((ok.status, ok.stdout.as_str()), (3, "hi\n"));
+    }
+
+    #[test]
+    fn every_program_has_a_bound_and_the_installer_a_long_one() {
+        assert!(default_timeout("NVIDIA-Linux-x86_64-550.163.02-vgpu-kvm.run").as_secs() >= 1800);
+        assert_eq!(
+            Cmd::new("/usr/lib/nvidia/sriov-manage").bound().as_secs(),
+            180
+        );
+        assert_eq!(
+            Cmd::new("systemctl")
+                .timeout(Duration::from_secs(7))
+                .bound()
+                .as_secs(),
+            7
+        );
     }
 }

@@ -37,10 +37,29 @@ pub fn put_mode(root: &Path, rel: &str, content: &str, mode: u32) -> Result<()> 
     if let Some(d) = p.parent() {
         std::fs::create_dir_all(d)?;
     }
-    // Replace rather than write in place: the old file may be a shared template link.
-    let _ = std::fs::remove_file(&p);
-    std::fs::write(&p, content)?;
-    std::fs::set_permissions(&p, std::fs::Permissions::from_mode(mode))?;
+    // Replace rather than write in place (the old file may be a shared template link), and
+    // atomically: a reader on another thread sees the old content or the new, never no file.
+    replace_file(root, &p, content.as_bytes(), mode)
+}
+
+/// The root's scratch directory for files being built (same file system as everything under
+/// the root, so a rename moves them in; never a directory vgpuctl lists).
+pub fn tmp_dir(root: &Path) -> Result<std::path::PathBuf> {
+    let d = root.join(super::state::STATE_DIR).join("tmp");
+    std::fs::create_dir_all(&d)?;
+    Ok(d)
+}
+
+/// Write `bytes` to a temp file and rename it over `path` (under `root`).
+pub fn replace_file(root: &Path, path: &Path, bytes: &[u8], mode: u32) -> Result<()> {
+    use std::io::Write;
+    let mut tmp = tempfile::Builder::new()
+        .prefix("f-")
+        .tempfile_in(tmp_dir(root)?)?;
+    tmp.write_all(bytes)?;
+    tmp.as_file()
+        .set_permissions(std::fs::Permissions::from_mode(mode))?;
+    tmp.persist(path).map_err(|e| e.error)?;
     Ok(())
 }
 
@@ -53,22 +72,16 @@ fn fresh_file(root: &Path, rel: &str, content: &str, mode: u32) -> Result<()> {
     let digest = hex::encode(&sha2::Sha256::digest(content.as_bytes())[..12]);
     let tpl = root.join(format!("{}/tpl/{mode:o}-{digest}", super::state::STATE_DIR));
     if !tpl.exists() {
+        // Each writer its own temp file: a shared temp name let one thread truncate the inode
+        // another had just renamed into place and linked, showing an empty file for a moment.
         std::fs::create_dir_all(tpl.parent().expect("template dir"))?;
-        let tmp = tpl.with_extension("tmp");
-        std::fs::write(&tmp, content)?;
-        std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(mode))?;
-        std::fs::rename(&tmp, &tpl)?;
+        replace_file(root, &tpl, content.as_bytes(), mode)?;
     }
     let dest = root.join(rel);
     match std::fs::hard_link(&tpl, &dest) {
         Ok(()) => Ok(()),
         // Too many links, or a file already there: a plain file does the same job.
-        Err(_) => {
-            let _ = std::fs::remove_file(&dest);
-            std::fs::write(&dest, content)?;
-            std::fs::set_permissions(&dest, std::fs::Permissions::from_mode(mode))?;
-            Ok(())
-        }
+        Err(_) => replace_file(root, &dest, content.as_bytes(), mode),
     }
 }
 
@@ -83,8 +96,12 @@ pub fn link(root: &Path, rel: &str, target: &str) -> Result<()> {
     if let Some(d) = p.parent() {
         std::fs::create_dir_all(d)?;
     }
-    let _ = std::fs::remove_file(&p);
-    std::os::unix::fs::symlink(target, &p)?;
+    // A new link under a unique name, renamed over the old one: never a moment without it.
+    let tmp = tmp_dir(root)?.join(format!("l-{}", uuid::Uuid::new_v4().simple()));
+    std::os::unix::fs::symlink(target, &tmp)?;
+    std::fs::rename(&tmp, &p).inspect_err(|_| {
+        let _ = std::fs::remove_file(&tmp);
+    })?;
     Ok(())
 }
 
@@ -745,8 +762,13 @@ pub fn vgpu_ready(m: &Model, st: &State, dev: &str) -> bool {
 /// The parents that can hold vGPUs on this GPU now: its VFs (SR-IOV) or the PF itself.
 pub fn parents(m: &Model, st: &State, pf: &str) -> Vec<String> {
     let list = if m.sriov_total > 0 {
+        // A VF is a parent once the driver filled in its vGPU group (recorded-behaviour §2).
         let n = st.numvfs.get(pf).copied().unwrap_or(0) as usize;
-        m.vfs_of(pf).into_iter().take(n).collect()
+        m.vfs_of(pf)
+            .into_iter()
+            .take(n)
+            .filter(|vf| st.vf_groups.contains(vf))
+            .collect()
     } else {
         vec![pf.to_string()]
     };
@@ -887,104 +909,149 @@ fn prune_dangling(root: &Path, rel: &str) {
 
 /// mdev type directories / vendor-VFIO files and vGPU devices of one GPU, from the state.
 pub fn render_types(root: &Path, m: &Model, st: &State, pf: &str) -> Result<()> {
-    let types = catalog::types_for(m.gpu);
     let mut candidates: Vec<String> = m.vfs_of(pf);
     candidates.push(pf.to_string());
     let ready = parents(m, st, pf);
     let usage = GpuUse::of(st, pf);
     for p in &candidates {
-        let pd = devdir(m, p);
-        if !root.join(&pd).exists() {
-            continue;
-        }
-        let is_parent = ready.contains(p);
-        // mdev
-        if is_parent && m.iface == Iface::Mdev {
-            link(
-                root,
-                &format!("sys/class/mdev_bus/{p}"),
-                &format!("../../devices/{}/{p}", m.pci_root(p)),
-            )?;
-            for t in types {
-                let td = format!("{pd}/mdev_supported_types/{}", m.type_dir(p, t.id));
-                if !root.join(&td).exists() {
-                    // New type directory: plain creates, no compare (VF enable writes thousands).
-                    std::fs::create_dir_all(root.join(format!("{td}/devices")))?;
-                    let avail = format!("{}\n", usage.available(m, p, t));
-                    for (f, c, mode) in [
-                        ("name", format!("{}\n", t.name), 0o444),
-                        ("description", format!("{}\n", t.description()), 0o444),
-                        ("device_api", "vfio-pci\n".to_string(), 0o444),
-                        ("available_instances", avail, 0o644),
-                        ("create", String::new(), 0o200),
-                    ] {
-                        fresh_file(root, &format!("{td}/{f}"), &c, mode)?;
-                    }
-                    continue;
+        render_parent(root, m, st, pf, p, ready.contains(p), &usage, false)?;
+    }
+    Ok(())
+}
+
+/// One VF's vGPU group appearing (the driver filled it in): move the staged one into place when
+/// there is one, then bring only what differs from the staged copy up to date.
+pub fn render_group(root: &Path, m: &Model, st: &State, pf: &str, vf: &str) -> Result<()> {
+    let adopted = adopt_group(root, m, vf);
+    let ready = parents(m, st, pf).iter().any(|p| p == vf);
+    render_parent(root, m, st, pf, vf, ready, &GpuUse::of(st, pf), adopted)
+}
+
+/// The vGPU files of one parent. `adopted`: its group was just moved in from staging, built
+/// for a GPU holding no vGPU, so only the availability that differs from that is written.
+#[allow(clippy::too_many_arguments)]
+fn render_parent(
+    root: &Path,
+    m: &Model,
+    st: &State,
+    pf: &str,
+    p: &str,
+    is_parent: bool,
+    usage: &GpuUse,
+    adopted: bool,
+) -> Result<()> {
+    let types = catalog::types_for(m.gpu);
+    let pd = devdir(m, p);
+    if !root.join(&pd).exists() {
+        return Ok(());
+    }
+    // mdev
+    if is_parent && m.iface == Iface::Mdev {
+        link(
+            root,
+            &format!("sys/class/mdev_bus/{p}"),
+            &format!("../../devices/{}/{p}", m.pci_root(p)),
+        )?;
+        let idle = GpuUse {
+            count: 0,
+            type_id: None,
+            parents: Vec::new(),
+        };
+        for t in types {
+            let td = format!("{pd}/mdev_supported_types/{}", m.type_dir(p, t.id));
+            let avail = format!("{}\n", usage.available(m, p, t));
+            if adopted && root.join(&td).exists() {
+                if usage.available(m, p, t) != idle.available(m, p, t) {
+                    put(root, &format!("{td}/available_instances"), &avail)?;
                 }
-                put(root, &format!("{td}/name"), &format!("{}\n", t.name))?;
-                put(
-                    root,
-                    &format!("{td}/description"),
-                    &format!("{}\n", t.description()),
-                )?;
-                put(root, &format!("{td}/device_api"), "vfio-pci\n")?;
-                put(
-                    root,
-                    &format!("{td}/available_instances"),
-                    &format!("{}\n", usage.available(m, p, t)),
-                )?;
-                put_mode(root, &format!("{td}/create"), "", 0o200)?;
-                std::fs::create_dir_all(root.join(format!("{td}/devices")))?;
+                continue;
             }
-        } else {
-            unlink(root, &format!("sys/class/mdev_bus/{p}"));
-            rmtree(root, &format!("{pd}/mdev_supported_types"));
-        }
-        // vendor-specific VFIO
-        if is_parent && m.iface == Iface::VendorVfio && p != pf {
-            let current = st
-                .vgpus
-                .iter()
-                .find(|v| v.parent == *p)
-                .map(|v| v.type_id)
-                .unwrap_or(0);
-            let mut list = String::from("ID    : vGPU Name\n");
-            for t in types {
-                if usage.available(m, p, t) > 0 {
-                    list.push_str(&format!("{:<6}: {}\n", t.id, t.name));
+            if !root.join(&td).exists() {
+                // New type directory: plain creates, no compare (VF enable writes thousands).
+                // Built under a temp name and renamed in, so a reader never sees it half made.
+                let tmp = format!(
+                    "{}/tmp/t-{}",
+                    super::state::STATE_DIR,
+                    uuid::Uuid::new_v4().simple()
+                );
+                std::fs::create_dir_all(root.join(format!("{tmp}/devices")))?;
+                std::fs::create_dir_all(root.join(&td).parent().expect("types dir"))?;
+                for (f, c, mode) in [
+                    ("name", format!("{}\n", t.name), 0o444),
+                    ("description", format!("{}\n", t.description()), 0o444),
+                    ("device_api", "vfio-pci\n".to_string(), 0o444),
+                    ("available_instances", avail, 0o644),
+                    ("create", String::new(), 0o200),
+                ] {
+                    fresh_file(root, &format!("{tmp}/{f}"), &c, mode)?;
                 }
+                if std::fs::rename(root.join(&tmp), root.join(&td)).is_err() {
+                    rmtree(root, &tmp);
+                }
+                continue;
             }
-            put(root, &format!("{pd}/nvidia/creatable_vgpu_types"), &list)?;
+            put(root, &format!("{td}/name"), &format!("{}\n", t.name))?;
             put(
                 root,
-                &format!("{pd}/nvidia/current_vgpu_type"),
-                &format!("{current}\n"),
+                &format!("{td}/description"),
+                &format!("{}\n", t.description()),
             )?;
-            put(root, &format!("{pd}/nvidia/vgpu_params"), "\n")?;
-            put(root, &format!("{pd}/nvidia/gpu_instance_id"), "\n")?;
-            put(root, &format!("{pd}/nvidia/placement_id"), "\n")?;
-        } else {
-            rmtree(root, &format!("{pd}/nvidia"));
+            put(root, &format!("{td}/device_api"), "vfio-pci\n")?;
+            put(root, &format!("{td}/available_instances"), &avail)?;
+            put_mode(root, &format!("{td}/create"), "", 0o200)?;
+            std::fs::create_dir_all(root.join(format!("{td}/devices")))?;
         }
-        // mdev devices: keep those in the state, remove the rest.
-        let wanted: Vec<&super::state::Vgpu> = st
+    } else {
+        unlink(root, &format!("sys/class/mdev_bus/{p}"));
+        rmtree(root, &format!("{pd}/mdev_supported_types"));
+    }
+    // vendor-specific VFIO
+    if is_parent && m.iface == Iface::VendorVfio && p != pf {
+        let current = st
             .vgpus
             .iter()
-            .filter(|v| v.parent == *p && !v.uuid.is_empty())
-            .collect();
-        if let Ok(rd) = std::fs::read_dir(root.join(&pd)) {
-            for e in rd.flatten() {
-                let name = e.file_name().to_string_lossy().to_string();
-                if uuid::Uuid::parse_str(&name).is_ok() && !wanted.iter().any(|v| v.uuid == name) {
-                    rmtree(root, &format!("{pd}/{name}"));
-                    unlink(root, &format!("sys/bus/mdev/devices/{name}"));
-                }
+            .find(|v| v.parent == *p)
+            .map(|v| v.type_id)
+            .unwrap_or(0);
+        let mut list = String::from("ID    : vGPU Name\n");
+        for t in types {
+            if usage.available(m, p, t) > 0 {
+                list.push_str(&format!("{:<6}: {}\n", t.id, t.name));
             }
         }
-        for v in wanted {
-            render_mdev_device(root, m, v)?;
+        put(root, &format!("{pd}/nvidia/creatable_vgpu_types"), &list)?;
+        put(
+            root,
+            &format!("{pd}/nvidia/current_vgpu_type"),
+            &format!("{current}\n"),
+        )?;
+        put(root, &format!("{pd}/nvidia/vgpu_params"), "\n")?;
+        put(root, &format!("{pd}/nvidia/gpu_instance_id"), "\n")?;
+        put(root, &format!("{pd}/nvidia/placement_id"), "\n")?;
+    } else {
+        rmtree(root, &format!("{pd}/nvidia"));
+    }
+    if adopted {
+        // No vGPU can exist on a parent whose group just appeared.
+        return Ok(());
+    }
+    // mdev devices: keep those in the state, remove the rest.
+    let wanted: Vec<&super::state::Vgpu> = st
+        .vgpus
+        .iter()
+        .filter(|v| v.parent == *p && !v.uuid.is_empty())
+        .collect();
+    if let Ok(rd) = std::fs::read_dir(root.join(&pd)) {
+        for e in rd.flatten() {
+            let name = e.file_name().to_string_lossy().to_string();
+            if uuid::Uuid::parse_str(&name).is_ok() && !wanted.iter().any(|v| v.uuid == name) {
+                rmtree(root, &format!("{pd}/{name}"));
+                unlink(root, &format!("sys/bus/mdev/devices/{name}"));
+            }
         }
+    }
+    for v in wanted {
+        render_mdev_device(root, m, v)?;
     }
     Ok(())
 }
@@ -1044,10 +1111,11 @@ pub fn staging_rel(pf: &str, due_ms: u64) -> String {
     format!("{}/staging/{pf}-{due_ms}", super::state::STATE_DIR)
 }
 
-/// Build, in a scratch root, the VF directories `pf` will have once its VFs appear. Runs on a
-/// background thread while the kernel "takes" `vf_delay_ms`, so that the VFs can appear with
-/// a few renames instead of thousands of file creations at their due time (a real kernel
-/// creates them in memory). `st` is a snapshot of the state when `sriov-manage` ran.
+/// Build, in a scratch root, the VF directories `pf` will have once its VFs appear, each with
+/// its vGPU group. Runs on a background thread while the kernel "takes" `vf_delay_ms`, so that
+/// the VFs and later each group can appear with a rename instead of thousands of file creations
+/// at their due time (a real kernel creates them in memory). `st` is a snapshot of the state
+/// when `sriov-manage` ran.
 pub fn stage_vfs(root: &Path, m: &Model, mut st: State, pf: &str, due_ms: u64) -> Result<()> {
     let scratch = root.join(staging_rel(pf, due_ms));
     let numa = std::fs::read_to_string(root.join(format!("{}/numa_node", devdir(m, pf))))
@@ -1056,15 +1124,30 @@ pub fn stage_vfs(root: &Path, m: &Model, mut st: State, pf: &str, due_ms: u64) -
     st.vgpus.retain(|v| v.pf != pf);
     st.numvfs.insert(pf.to_string(), m.sriov_total);
     for vf in m.vfs_of(pf) {
-        st.bound.insert(vf, "nvidia".into());
+        st.bound.insert(vf.clone(), "nvidia".into());
+        st.vf_groups.insert(vf);
     }
     render_gpu(&scratch, m, &st, pf)?;
     std::fs::write(scratch.join(".complete"), format!("iommu={}\n", st.iommu))?;
     Ok(())
 }
 
-/// Move staged VF directories into place when staging finished for the same IOMMU state.
-/// Returns whether it did; the caller renders the rest as usual either way.
+/// The name of a VF's vGPU group directory on this interface.
+fn group_name(m: &Model) -> &'static str {
+    match m.iface {
+        Iface::Mdev => "mdev_supported_types",
+        Iface::VendorVfio => "nvidia",
+    }
+}
+
+/// Where a VF's staged vGPU group waits for its time (`vf_group_ms`).
+pub fn staged_group_rel(vf: &str) -> String {
+    format!("{}/staging/groups/{vf}", super::state::STATE_DIR)
+}
+
+/// Move staged VF directories into place, one rename per VF, when staging finished for the same
+/// IOMMU state; each VF's group is set aside first, to appear at its own time. Returns whether
+/// it did; the caller renders the rest as usual either way.
 pub fn adopt_staged(root: &Path, m: &Model, pf: &str, due_ms: u64, iommu: bool) -> bool {
     let scratch = root.join(staging_rel(pf, due_ms));
     let complete = std::fs::read_to_string(scratch.join(".complete"))
@@ -1072,11 +1155,44 @@ pub fn adopt_staged(root: &Path, m: &Model, pf: &str, due_ms: u64, iommu: bool) 
     if complete {
         for vf in m.vfs_of(pf) {
             let rel = devdir(m, &vf);
-            if !root.join(&rel).exists() {
-                let _ = std::fs::rename(scratch.join(&rel), root.join(&rel));
+            if root.join(&rel).exists() {
+                continue;
             }
+            let aside = root.join(staged_group_rel(&vf));
+            let _ = std::fs::remove_dir_all(&aside);
+            if std::fs::create_dir_all(&aside).is_ok() {
+                let g = group_name(m);
+                let _ = std::fs::rename(scratch.join(&rel).join(g), aside.join(g));
+            }
+            let _ = std::fs::rename(scratch.join(&rel), root.join(&rel));
         }
         let _ = std::fs::remove_dir_all(&scratch);
     }
     complete
+}
+
+/// Move a VF's staged vGPU group into place; whether there was one. The group is set aside
+/// when its VF was adopted, or, when staging finished only after the VFs were due (a busy
+/// machine), still in the finished staging tree.
+fn adopt_group(root: &Path, m: &Model, vf: &str) -> bool {
+    let g = group_name(m);
+    let aside = root.join(staged_group_rel(vf));
+    let dest = root.join(devdir(m, vf)).join(g);
+    let mut moved = !dest.exists() && std::fs::rename(aside.join(g), &dest).is_ok();
+    let _ = std::fs::remove_dir_all(&aside);
+    if !moved && !dest.exists() {
+        let pf = pf_of(m, vf).unwrap_or_default();
+        let staging = root.join(super::state::STATE_DIR).join("staging");
+        for e in std::fs::read_dir(&staging).into_iter().flatten().flatten() {
+            let name = e.file_name().to_string_lossy().to_string();
+            if name.starts_with(&format!("{pf}-")) && e.path().join(".complete").exists() {
+                let src = e.path().join(devdir(m, vf)).join(g);
+                if std::fs::rename(&src, &dest).is_ok() {
+                    moved = true;
+                    break;
+                }
+            }
+        }
+    }
+    moved
 }

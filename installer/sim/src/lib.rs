@@ -22,7 +22,7 @@ use std::path::{Path, PathBuf};
 
 pub use kernel::SimKernel;
 use models::{FreshDriver, Model};
-pub use seam::{Cmd, RunOutput, SimHost};
+pub use seam::{Cmd, RunOutput, SimHost, TimedOut};
 use state::State;
 
 /// The models `--simulate` accepts (each also as `<model>-ready`).
@@ -64,6 +64,23 @@ pub const OPTS: &[(&str, &str)] = &[
     (
         "driver_delay_ms",
         "after a boot, the GPUs get their driver this long later (udev race)",
+    ),
+    (
+        "vf_group_ms",
+        "each VF's vGPU sysfs group appears this long after the previous one, once \
+         `sriov-manage -e` returned (default 2)",
+    ),
+    (
+        "unbind_lock_busy",
+        "N: `sriov-manage -e` fails N times with `Cannot obtain unbindLock`, then works",
+    ),
+    (
+        "boot_race",
+        "1: the first `sriov-manage` after each boot fails (vGPU manager still starting)",
+    ),
+    (
+        "hang",
+        "PROGRAM[@ADDR], comma-separated: that program (on that PCI address) never returns",
     ),
 ];
 
@@ -152,11 +169,26 @@ fn parse_opts(opts: &[String]) -> Result<Vec<(String, String)>> {
             );
         }
         let v = v.trim();
-        let numeric = matches!(k, "vf_delay_ms" | "create_ms" | "driver_delay_ms");
+        let numeric = matches!(
+            k,
+            "vf_delay_ms" | "create_ms" | "driver_delay_ms" | "vf_group_ms"
+        );
         if numeric && !v.is_empty() && v.parse::<u64>().is_err() {
             bail!("--sim-opt {k}={v:?}: expected milliseconds (a whole number)");
         }
-        if matches!(k, "vfs_never" | "secure_boot") && !matches!(v, "" | "0" | "1") {
+        if k == "unbind_lock_busy" && !v.is_empty() && v.parse::<u32>().is_err() {
+            bail!("--sim-opt {k}={v:?}: expected a count (a whole number)");
+        }
+        if k == "hang" {
+            for h in v.split(',').map(str::trim).filter(|h| !h.is_empty()) {
+                if let Some((_, addr)) = h.split_once('@') {
+                    if programs::normalize_addr(addr).is_none() {
+                        bail!("--sim-opt hang={v:?}: {addr:?} is not a PCI address (ssss:bb:dd.f)");
+                    }
+                }
+            }
+        }
+        if matches!(k, "vfs_never" | "secure_boot" | "boot_race") && !matches!(v, "" | "0" | "1") {
             bail!("--sim-opt {k}={v:?}: expected 0 or 1");
         }
         out.push((k.to_string(), v.to_string()));

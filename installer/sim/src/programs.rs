@@ -55,12 +55,15 @@ pub(crate) fn run(k: &SimKernel, root: &Path, cmd: &Cmd) -> Result<RunOutput> {
         return fail(127, format!("{program}: command not found\n"));
     };
     let name = file.rsplit('/').next().unwrap_or(&file).to_string();
+    if hangs(k, &name, &args) {
+        return hang(cmd, &program);
+    }
     let a: Vec<&str> = args.iter().map(String::as_str).collect();
     if name.ends_with(".run") {
         return run_installer(k, root, &file, &a);
     }
     match name.as_str() {
-        "sriov-manage" => sriov_manage(k, &a),
+        "sriov-manage" => sriov_manage(k, cmd, &a),
         "update-grub" | "grub-mkconfig" | "grub2-mkconfig" => grub_mkconfig(k, root, &name, &a),
         "grubby" => grubby(root, &a),
         "proxmox-boot-tool" | "kernel-install" => {
@@ -113,16 +116,49 @@ pub(crate) fn run(k: &SimKernel, root: &Path, cmd: &Cmd) -> Result<RunOutput> {
     }
 }
 
-fn sriov_manage(k: &SimKernel, a: &[&str]) -> Result<RunOutput> {
+/// `hang=PROGRAM[@ADDR],...`: whether this run is one that never returns.
+fn hangs(k: &SimKernel, name: &str, args: &[String]) -> bool {
+    let Some(spec) = k.opt("hang") else {
+        return false;
+    };
+    spec.split(',').map(str::trim).any(|h| {
+        let (prog, addr) = match h.split_once('@') {
+            Some((p, a)) => (p, normalize_addr(a)),
+            None => (h, None),
+        };
+        prog == name
+            && addr.is_none_or(|want| {
+                args.iter()
+                    .any(|a| normalize_addr(a).is_some_and(|got| got == want))
+            })
+    })
+}
+
+/// A run that does not return: it lasts its caller's bound and then ends as a killed one would
+/// (with no bound it lasts a day, which no test waits for).
+fn hang(cmd: &Cmd, program: &str) -> Result<RunOutput> {
+    let after = cmd
+        .timeout
+        .unwrap_or(std::time::Duration::from_secs(24 * 3600));
+    std::thread::sleep(after);
+    Err(anyhow::Error::new(crate::seam::TimedOut {
+        program: program.to_string(),
+        after,
+    }))
+}
+
+const SRIOV_MANAGE_USAGE: &str = "Usage:\n    /usr/lib/nvidia/sriov-manage <-e|-d> <ssss:bb:dd.f|ALL>\n        Enable/disable Virtual functions on the GPU specified by the PCI_ID=ssss:bb:dd.f.\n        If 'ALL' is specified in place of PCI_ID, operate on all the nvidia GPUs in the system.\n\n    /usr/lib/nvidia/sriov-manage -e <ssss:bb:dd.f|ALL> -r 1\n\t\tReset and rescan the GPU followed by enabling Virtual functions on the GPU.\n\n    /usr/lib/nvidia/sriov-manage -h\n        Print this help.\n";
+
+/// NVIDIA's `sriov-manage` (recorded-behaviour §2): for each GPU it unbinds the PF from nvidia,
+/// binds it to pci-pf-stub, writes `sriov_numvfs` and rebinds nvidia, so the VFs exist when it
+/// returns (`vf_delay_ms` later); each VF's vGPU group is filled in afterwards (`vf_group_ms`).
+/// Exits 0 on a GPU it cannot enable. Failures: `unbind_lock_busy`, `boot_race`.
+fn sriov_manage(k: &SimKernel, cmd: &Cmd, a: &[&str]) -> Result<RunOutput> {
     let m = k.model;
     let (enable, target) = match a {
         ["-e", t, ..] => (true, *t),
         ["-d", t, ..] => (false, *t),
-        _ => {
-            return ok(
-                "Usage:\n    /usr/lib/nvidia/sriov-manage <-e|-d> <ssss:bb:dd.f|ALL>\n        Enable/disable Virtual functions on the GPU specified by the PCI_ID=ssss:bb:dd.f.\n        If 'ALL' is specified in place of PCI_ID, operate on all the nvidia GPUs in the system.\n\n    /usr/lib/nvidia/sriov-manage -e <ssss:bb:dd.f|ALL> -r 1\n\t\tReset and rescan the GPU followed by enabling Virtual functions on the GPU.\n\n    /usr/lib/nvidia/sriov-manage -h\n        Print this help.\n",
-            )
-        }
+        _ => return ok(SRIOV_MANAGE_USAGE),
     };
     let pfs: Vec<String> = if target.eq_ignore_ascii_case("all") {
         m.pfs.iter().map(|s| s.to_string()).collect()
@@ -137,13 +173,34 @@ fn sriov_manage(k: &SimKernel, a: &[&str]) -> Result<RunOutput> {
         .and_then(|v| v.parse().ok())
         .unwrap_or(0);
     let never = k.opt("vfs_never").is_some_and(|v| v == "1");
+    let boot_race = k.opt("boot_race").is_some_and(|v| v == "1");
+    let busy: u32 = k
+        .opt("unbind_lock_busy")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
     let mut out = String::new();
+    let mut failed: Option<String> = None;
     let mut staged = Vec::new();
+    let mut due = Vec::new();
     k.with(|st| {
+        if boot_race && st.boot_race_played != st.boot_count {
+            // While nvidia-vgpu-mgr initialises after a boot: the script's awk write to the
+            // stub driver's new_id fails, then its bind finds no device (stackhpc PR 37).
+            st.boot_race_played = st.boot_count;
+            if let Some(pf) = pfs.first() {
+                out.push_str(&format!("Enabling VFs on {pf}\n"));
+            }
+            failed = Some(
+                "awk: write failure: error writing standard output: File exists\n\
+                 echo: write error: No such device\n"
+                    .to_string(),
+            );
+            return Ok(());
+        }
         for pf in &pfs {
             let bound = st.bound.get(pf).is_some_and(|d| d == "nvidia");
             if m.sriov_total == 0 || !st.modules.contains("nvidia") || !bound {
-                // Like 17.x: complain on stderr-ish output, still exit 0.
+                // Not a GPU it can enable: it says so in passing and still exits 0.
                 out.push_str(&format!(
                     "Enabling VFs on {pf}\nFailed to enable VFs on {pf}\n"
                 ));
@@ -151,41 +208,52 @@ fn sriov_manage(k: &SimKernel, a: &[&str]) -> Result<RunOutput> {
             }
             if !enable {
                 out.push_str(&format!("Disabling VFs on {pf}\n"));
-                st.pending
-                    .retain(|p| !matches!(&p.event, Event::EnableVfs { pf: x } if x == pf));
-                st.numvfs.remove(pf);
-                for vf in m.vfs_of(pf) {
-                    st.bound.remove(&vf);
-                }
-                st.vgpus.retain(|v| v.pf != *pf);
+                k.drop_vfs(st, pf);
                 k.render_gpu(st, pf)?;
                 continue;
             }
+            let has_vfs = st.numvfs.get(pf).copied().unwrap_or(0) > 0
+                || st
+                    .pending
+                    .iter()
+                    .any(|p| matches!(&p.event, Event::EnableVfs { pf: x } if x == pf));
+            if has_vfs {
+                out.push_str(&format!("GPU at {pf} already has VFs enabled.\n"));
+                continue;
+            }
+            if st.unbind_lock_failures < busy {
+                // An NVML client (nvidia-smi, DCGM, nvidia-persistenced) holds the GPU.
+                st.unbind_lock_failures += 1;
+                failed = Some(format!("Cannot obtain unbindLock for {pf}\n"));
+                return Ok(());
+            }
             out.push_str(&format!("Enabling VFs on {pf}\n"));
-            if never || st.numvfs.get(pf).copied().unwrap_or(0) > 0 {
+            if never {
+                // vGPU 17.2: VF creation failed, the script still exits 0.
                 continue;
             }
             if delay == 0 {
-                st.numvfs.insert(pf.clone(), m.sriov_total);
-                for vf in m.vfs_of(pf) {
-                    st.bound.insert(vf, "nvidia".into());
-                }
-                k.render_gpu(st, pf)?;
-            } else if !st
-                .pending
-                .iter()
-                .any(|p| matches!(&p.event, Event::EnableVfs { pf: x } if x == pf))
-            {
+                k.enable_vfs(st, pf, m.sriov_total)?;
+            } else {
                 let due_ms = state::now_ms() + delay;
                 st.pending.push(Pending {
                     due_ms,
                     event: Event::EnableVfs { pf: pf.clone() },
                 });
                 staged.push((pf.clone(), due_ms, st.clone()));
+                due.push(due_ms);
             }
         }
         Ok(())
     })?;
+    if let Some(msg) = failed {
+        return Ok(RunOutput {
+            status: 1,
+            stdout: out,
+            stderr: msg,
+        });
+    }
+    let staged_pfs: Vec<String> = staged.iter().map(|(pf, _, _)| pf.clone()).collect();
     for (pf, due_ms, snapshot) in staged {
         let (root, m) = (k.root.clone(), k.model);
         std::thread::spawn(move || {
@@ -193,6 +261,36 @@ fn sriov_manage(k: &SimKernel, a: &[&str]) -> Result<RunOutput> {
                 tracing::debug!(pf, error = %e, "staging VFs failed; they will be built when due");
             }
         });
+    }
+    // The script returns once its sriov_numvfs write did, i.e. with the VFs there.
+    if let Some(last) = due.iter().max().copied() {
+        let bound = cmd.timeout.map(|t| state::now_ms() + t.as_millis() as u64);
+        let until = bound.map_or(last, |b| b.min(last));
+        loop {
+            let now = state::now_ms();
+            if now >= until {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis((until - now).min(20)));
+        }
+        if bound.is_some_and(|b| b < last) {
+            return Err(anyhow::Error::new(crate::seam::TimedOut {
+                program: cmd.program.clone(),
+                after: cmd.timeout.unwrap_or_default(),
+            }));
+        }
+        // The clock thread has made them appear by now, unless it is behind: then do it here
+        // (only when needed, so as not to queue behind the per-VF groups that follow).
+        let shown = |pf: &str| {
+            std::fs::read_to_string(
+                k.root
+                    .join(format!("{}/sriov_numvfs", layout::devdir(m, pf))),
+            )
+            .is_ok_and(|n| n.trim() != "0")
+        };
+        if !staged_pfs.iter().all(|pf| shown(pf)) {
+            k.apply_due();
+        }
     }
     ok(out)
 }

@@ -17,7 +17,30 @@ pub struct Cmd {
     pub program: String,
     pub args: Vec<String>,
     pub env: Vec<(String, String)>,
+    /// The caller's bound on the run: a program that would take longer (`hang=PROGRAM`, a
+    /// `sriov-manage` slower than this) gives up at it with [`TimedOut`], as a killed one would.
+    pub timeout: Option<std::time::Duration>,
 }
+
+/// A simulated run that did not end within its caller's bound (the product kills a real one).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TimedOut {
+    pub program: String,
+    pub after: std::time::Duration,
+}
+
+impl fmt::Display for TimedOut {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "timed out after {} s: {}",
+            self.after.as_secs_f64().ceil() as u64,
+            self.program
+        )
+    }
+}
+
+impl std::error::Error for TimedOut {}
 
 impl Cmd {
     pub fn new(program: impl Into<String>) -> Cmd {
@@ -25,7 +48,12 @@ impl Cmd {
             program: program.into(),
             args: Vec::new(),
             env: Vec::new(),
+            timeout: None,
         }
+    }
+    pub fn timeout(mut self, d: std::time::Duration) -> Cmd {
+        self.timeout = Some(d);
+        self
     }
     pub fn arg(mut self, a: impl Into<String>) -> Cmd {
         self.args.push(a.into());

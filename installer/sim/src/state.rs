@@ -40,6 +40,13 @@ pub struct State {
     pub overrides: BTreeMap<String, String>,
     /// PF -> number of enabled VFs.
     pub numvfs: BTreeMap<String, u32>,
+    /// VFs whose vGPU sysfs group (`mdev_supported_types/` or `nvidia/`) the driver has filled
+    /// in: it appears per VF some time after `sriov-manage -e` returned (recorded-behaviour §2).
+    pub vf_groups: BTreeSet<String>,
+    /// The boot (`boot_count`) whose first `sriov-manage` already failed (`boot_race=1`).
+    pub boot_race_played: u32,
+    /// How many `Cannot obtain unbindLock` failures were played (`unbind_lock_busy=N`).
+    pub unbind_lock_failures: u32,
     pub vgpus: Vec<Vgpu>,
 }
 
@@ -64,6 +71,8 @@ pub struct Pending {
 pub enum Event {
     /// `sriov-manage -e` finishing: the PF's VFs appear.
     EnableVfs { pf: String },
+    /// The driver filling in one VF's vGPU sysfs group after its VFs appeared.
+    VfGroup { vf: String },
     /// udev binding a driver to a device some time after boot.
     Bind { dev: String, driver: String },
 }
