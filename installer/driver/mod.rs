@@ -10,6 +10,7 @@ pub mod download;
 pub mod extract;
 pub mod install;
 pub mod link;
+pub mod nouveau;
 pub mod progress;
 pub mod source;
 pub mod step;

@@ -335,6 +335,10 @@ fn modprobe(k: &SimKernel, root: &Path, a: &[&str]) -> Result<RunOutput> {
     let mut err = String::new();
     k.with(|st| {
         for md in &mods {
+            if remove && md == "nouveau" {
+                err.push_str(&super::nouveau::remove(st).unwrap_or_default());
+                continue;
+            }
             if remove {
                 let in_use = st.bound.values().any(|d| layout::module_of(d) == md);
                 if in_use {
@@ -715,6 +719,14 @@ fn run_installer(k: &SimKernel, root: &Path, file: &str, a: &[&str]) -> Result<R
             "Verifying archive integrity... OK\nUncompressing {}...\n",
             info.label
         ));
+    }
+    if !a.contains(&"--no-nouveau-check") && k.with(|st| Ok(super::nouveau::drives_a_device(st)))? {
+        layout::put(
+            root,
+            "var/log/nvidia-installer.log",
+            super::nouveau::INSTALLER_REFUSAL,
+        )?;
+        return fail(1, super::nouveau::INSTALLER_REFUSAL);
     }
     if !info.target.ends_with("vgpu-kvm") {
         return fail(
