@@ -11,6 +11,7 @@ pub mod bootcfg;
 pub mod driver_pkg;
 mod kernel;
 pub mod layout;
+pub mod makeself;
 pub mod models;
 mod nouveau;
 mod programs;
