@@ -51,9 +51,25 @@ fn windows_version(host_ver: &str) -> &'static str {
 /// Write the whole licensed-zip look-alike to `dest` (a `.zip` path).
 pub fn build_driver_zip(dest: &Path, host_ver: &str) -> Result<()> {
     check_version(host_ver)?;
+    let guest_run = run_bytes(&guest_version(host_ver), RunKind::GuestGrid);
+    build_driver_zip_with(
+        dest,
+        host_ver,
+        &run_bytes(host_ver, RunKind::HostVgpuKvm),
+        &guest_run,
+    )
+}
+
+/// The licensed-zip layout around the given host and guest `.run` files (tests pass archives
+/// built by the real `makeself`).
+pub fn build_driver_zip_with(
+    dest: &Path,
+    host_ver: &str,
+    host_run: &[u8],
+    guest_run: &[u8],
+) -> Result<()> {
+    check_version(host_ver)?;
     let guest_ver = guest_version(host_ver);
-    let host_run = run_bytes(host_ver, RunKind::HostVgpuKvm);
-    let guest_run = run_bytes(&guest_ver, RunKind::GuestGrid);
     if let Some(dir) = dest.parent() {
         std::fs::create_dir_all(dir)?;
     }
@@ -68,13 +84,13 @@ pub fn build_driver_zip(dest: &Path, host_ver: &str) -> Result<()> {
         .unix_permissions(0o644);
     zip.add_directory("Host_Drivers/", doc)?;
     zip.start_file(format!("Host_Drivers/{}", run_name(host_ver)), exe)?;
-    zip.write_all(&host_run)?;
+    zip.write_all(host_run)?;
     zip.add_directory("Guest_Drivers/", doc)?;
     zip.start_file(
         format!("Guest_Drivers/NVIDIA-Linux-x86_64-{guest_ver}-grid.run"),
         exe,
     )?;
-    zip.write_all(&guest_run)?;
+    zip.write_all(guest_run)?;
     zip.add_directory("Signing_Keys/", doc)?;
     zip.start_file("Signing_Keys/README.txt", doc)?;
     zip.write_all(SIM_NOTICE.as_bytes())?;
@@ -128,7 +144,7 @@ pub enum RunKind {
 }
 
 impl RunKind {
-    fn suffix(self) -> &'static str {
+    pub fn suffix(self) -> &'static str {
         match self {
             RunKind::HostVgpuKvm => "vgpu-kvm",
             RunKind::GuestGrid => "grid",
@@ -272,7 +288,8 @@ pub(crate) fn play(root: &Path, file: &str, a: &[&str]) -> Result<Result<RunInfo
             }
         }
         return Ok(Err(RunOutput::ok(format!(
-            "Verifying archive integrity... OK\nUncompressing {}...\n",
+            "Creating directory {}\nVerifying archive integrity... OK\nUncompressing {}...\n",
+            target.as_deref().unwrap_or(&info.target),
             info.label
         ))));
     }

@@ -10,7 +10,12 @@
 //! field is all zeros), its MD5 (likewise), and its POSIX `cksum` CRC only when neither digest
 //! was checked; a mismatch exits 2. Older makeself releases (2.1.x, which NVIDIA's own tool
 //! derives from) write the line count into `head -n N` instead of a `skip=` variable and have no
-//! `totalsize`: both are read too (a guess from makeself's history, not from an NVIDIA file).
+//! `totalsize`: both are read too (a guess from makeself's history). NVIDIA's label reads
+//! `NVIDIA Accelerated Graphics Driver for Linux-x86_64 <version>`, as its `.run` prints it
+//! ("Uncompressing NVIDIA Accelerated Graphics Driver for Linux-x86_64 550.163.01..." in public
+//! install logs; an old NVIDIA header posted publicly assigns `skip=`, `CRCsum=`, `MD5=`,
+//! `label="NVIDIA Accelerated Graphics Driver for Linux-ia64 1.0-5336"`, `script=` and
+//! `targetdir=` unquoted).
 
 use anyhow::{bail, Context, Result};
 use sha2::{Digest, Sha256};
@@ -69,22 +74,12 @@ pub fn parse(bytes: &[u8]) -> Result<RunInfo> {
             .map(|v| v.split_whitespace().map(str::to_string).collect())
             .unwrap_or_default()
     };
-    let (Some(label), Some(target), Some(sizes)) =
-        (field("label"), field("targetdir"), field("filesizes"))
-    else {
-        bail!("not a makeself archive: its header lacks label=, targetdir= or filesizes=");
+    let (Some(label), Some(target)) = (field("label"), field("targetdir")) else {
+        bail!("not a makeself archive: its header lacks label= or targetdir=");
     };
-    let filesizes: Vec<usize> = sizes
-        .split_whitespace()
-        .map(|n| n.parse().context("filesizes= is not a list of numbers"))
-        .collect::<Result<_>>()?;
     let skip: usize = match field("skip") {
         Some(v) => v.parse().context("skip= is not a number")?,
         None => old_skip(&head).context("not a makeself archive: no skip= and no `head -n N`")?,
-    };
-    let size = match field("totalsize") {
-        Some(v) => v.parse().context("totalsize= is not a number")?,
-        None => filesizes.iter().sum(),
     };
     let mut offset = 0;
     for _ in 0..skip {
@@ -94,6 +89,19 @@ pub fn parse(bytes: &[u8]) -> Result<RunInfo> {
             .context("the archive is shorter than its header")?;
         offset += nl + 1;
     }
+    // Very old headers (NVIDIA's of the 1.0 series: `skip=`, `CRCsum=`, `MD5=`, `label=`,
+    // `script=`, `targetdir=`) have no `filesizes`: one part, the rest of the file.
+    let filesizes: Vec<usize> = match field("filesizes") {
+        Some(sizes) => sizes
+            .split_whitespace()
+            .map(|n| n.parse().context("filesizes= is not a list of numbers"))
+            .collect::<Result<_>>()?,
+        None => vec![bytes.len() - offset],
+    };
+    let size = match field("totalsize") {
+        Some(v) => v.parse().context("totalsize= is not a number")?,
+        None => filesizes.iter().sum(),
+    };
     Ok(RunInfo {
         version: version_from_label(&label).unwrap_or_default(),
         label,
