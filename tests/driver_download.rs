@@ -2,6 +2,9 @@
 //! a server that ignores Range, 403, 404, wrong checksum, HTML, truncated zip, zip without
 //! Host_Drivers/, expired link refused without a connection.
 
+#[path = "common/makeself.rs"]
+mod makeself;
+
 #[path = "common/driver_http.rs"]
 mod support;
 
@@ -38,7 +41,7 @@ fn env_with(kernel: DriverKernel) -> Env {
     let dir = tempfile::tempdir().unwrap();
     let zip_name = vgpuctl_sim::driver_pkg::zip_name(VER);
     let zip_path = dir.path().join("src").join(&zip_name);
-    vgpuctl_sim::driver_pkg::build_driver_zip(&zip_path, VER).unwrap();
+    makeself::driver_zip(&zip_path, VER);
     let zip = std::fs::read(&zip_path).unwrap();
     let root = dir.path().join("root");
     std::fs::create_dir_all(&root).unwrap();

@@ -1,6 +1,9 @@
 //! Driver install through the runner: argument vectors, Secure Boot keys, failure output,
 //! the vGPU manager unit as proof, bare `.run`/`.deb` sources given by path.
 
+#[path = "common/makeself.rs"]
+mod makeself;
+
 #[path = "common/driver_http.rs"]
 mod support;
 
@@ -22,7 +25,11 @@ fn host_with(kernel: DriverKernel) -> (tempfile::TempDir, Host, Arc<DriverKernel
     let dir = tempfile::tempdir().unwrap();
     let k = Arc::new(kernel);
     let host = Host::new(dir.path(), k.clone());
-    vgpuctl_sim::driver_pkg::build_run(&host.path(RUN), VER).unwrap();
+    makeself::run(
+        &host.path(RUN),
+        VER,
+        vgpuctl_sim::driver_pkg::RunKind::HostVgpuKvm,
+    );
     (dir, host, k)
 }
 
@@ -62,7 +69,11 @@ fn a_bare_run_is_checked_then_installed_with_dkms_silent() {
         vec![format!("/{RUN} --check"), format!("/{RUN} --dkms -s")]
     );
     let log = host.read("var/log/vgpuctl/driver-install.log").unwrap();
-    assert!(log.contains("Verifying archive integrity... OK"), "{log}");
+    // The real makeself archive's own words (its --check ran).
+    assert!(
+        log.contains("Verifying archive integrity... All good."),
+        "{log}"
+    );
     assert!(
         log.contains("--dkms -s") && log.contains("[exit status 0]"),
         "{log}"
@@ -226,7 +237,7 @@ fn a_deb_goes_through_apt_and_an_rpm_through_dnf() {
 fn a_zip_given_by_path_is_verified_against_its_pin() {
     let (_d, host, _k) = host_with(DriverKernel::default());
     let zip = "root/NVIDIA-GRID-Linux-KVM-550.163.02-550.163.01-553.74.zip";
-    vgpuctl_sim::driver_pkg::build_driver_zip(&host.path(zip), VER).unwrap();
+    makeself::driver_zip(&host.path(zip), VER);
     let mut cfg = path_cfg(zip);
     cfg.sha256 = Some("ab".repeat(32));
     let src = driver::validate(&cfg, &host, SystemTime::now()).unwrap();
@@ -290,4 +301,28 @@ fn on_debian_the_zips_deb_is_picked_with_its_mode_and_installed_with_apt() {
     // Elsewhere the same zip gives the .run.
     let f = driver::fetch(&host, &src, &quiet()).unwrap();
     assert_eq!(f.kind, PackageKind::Run);
+}
+
+/// A `.run` built by the real makeself and renamed: its version comes from its makeself label;
+/// a name that says another version than the label is refused before anything runs.
+#[test]
+fn a_renamed_run_is_known_by_its_makeself_label_and_a_lying_name_is_refused() {
+    let (_d, host, k) = host_with(DriverKernel::default());
+    let renamed = "root/driver.run";
+    std::fs::copy(host.path(RUN), host.path(renamed)).unwrap();
+    let f = fetch(&host, &path_cfg(renamed));
+    assert_eq!((f.kind, f.version.as_str()), (PackageKind::Run, VER));
+
+    let lying = "root/NVIDIA-Linux-x86_64-535.247.02-vgpu-kvm.run";
+    std::fs::copy(host.path(RUN), host.path(lying)).unwrap();
+    let before = k.commands().len();
+    let src = driver::validate(&path_cfg(lying), &host, SystemTime::now()).unwrap();
+    let err = driver::fetch(&host, &src, &quiet())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("says driver 535.247.02 but the archive's label says 550.163.02"),
+        "{err}"
+    );
+    assert_eq!(k.commands().len(), before, "nothing ran");
 }

@@ -6,6 +6,9 @@
 //! The parent runs the server; the child is this same test binary running `child_driver_run`
 //! with `VGPUCTL_TEST_CHILD` set, which does what the CLI does and prints like it does.
 
+#[path = "common/makeself.rs"]
+mod makeself;
+
 #[path = "common/driver_http.rs"]
 mod support;
 
@@ -143,7 +146,7 @@ fn run_child(
 fn zip_bytes(dir: &Path) -> (String, Vec<u8>) {
     let name = vgpuctl_sim::driver_pkg::zip_name(VER);
     let p = dir.join("src").join(&name);
-    vgpuctl_sim::driver_pkg::build_driver_zip(&p, VER).unwrap();
+    makeself::driver_zip(&p, VER);
     (name, std::fs::read(p).unwrap())
 }
 

@@ -104,7 +104,18 @@ fn secure_boot_on_the_sim_needs_keys_and_signs_with_them() {
 #[test]
 fn the_zip_over_http_installs_on_the_rhel_host() {
     let dir = tempfile::tempdir().unwrap();
-    let host = simulator::open(&dir.path().join("rhel"), "rhel-a10", &[]).unwrap();
+    // nouveau drives the A10 on a fresh host and NVIDIA's installer refuses that: a headless
+    // host (the console elsewhere) lets it be unloaded first (tests/driver_nouveau.rs).
+    let host = simulator::open(
+        &dir.path().join("rhel"),
+        "rhel-a10",
+        &["nouveau_fbcon=0".to_string()],
+    )
+    .unwrap();
+    let rm = host
+        .run(&vgpuctl::host::Cmd::new("modprobe").args(["-r", "nouveau"]))
+        .unwrap();
+    assert!(rm.success(), "{}", rm.tail(3));
     let zip = std::fs::read(host.path(&zip_rel())).unwrap();
     let server = support::TestServer::start();
     let p = format!(

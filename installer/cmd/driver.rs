@@ -25,6 +25,7 @@ pub fn run(host: &Host, args: &DriverArgs, install: bool) -> Result<Exit, Failur
     }
     if install {
         crate::privilege::require_root(host, "driver install")?;
+        crate::driver::step::refuse_held_nouveau(host)?;
     }
     let _lock = crate::setup::lock::acquire(
         host,

@@ -10,6 +10,8 @@ pub mod download;
 pub mod extract;
 pub mod install;
 pub mod link;
+pub mod makeself;
+pub mod nouveau;
 pub mod progress;
 pub mod source;
 pub mod step;
@@ -222,9 +224,24 @@ pub fn fetch(host: &Host, src: &DriverSource, opts: &FetchOptions) -> Result<Fet
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
-    let version = version_from_name(&file_name).with_context(|| {
-        format!("cannot tell the driver version from the package name {file_name}")
-    })?;
+    // A `.run` says its version in its makeself label too: a renamed file is still known, and a
+    // name that says another version than the archive is refused.
+    let labelled = (kind == PackageKind::Run)
+        .then(|| makeself::label(host, &package))
+        .flatten()
+        .and_then(|l| makeself::version_of_label(&l));
+    let version = match (version_from_name(&file_name), labelled) {
+        (Some(n), Some(l)) if n != l => anyhow::bail!(
+            "/{}: the file name says driver {n} but the archive's label says {l}: rename it \
+             or fetch the right file",
+            package.display()
+        ),
+        (Some(v), _) | (None, Some(v)) => v,
+        (None, None) => anyhow::bail!(
+            "cannot tell the driver version from the package name {file_name} (nor from a \
+             makeself label inside it)"
+        ),
+    };
     if kind == PackageKind::Run {
         check_run(host, &package)?;
     }

@@ -191,8 +191,9 @@ fn decide(host: &Host, profile: &Profile, opts: &Options, seed: u64) -> Result<D
                 still.join("; ")
             )));
         }
-        // The driver is loaded; its manager must be running too, or no vGPU can be created.
-        if f.driver.vgpu_mgr_active == Some(false) {
+        // A loaded driver's manager must be running too, or no vGPU can be created. (The driver
+        // is installed after this reboot when nouveau had to go first.)
+        if f.driver.loaded_version.is_some() && f.driver.vgpu_mgr_active == Some(false) {
             return Err(Failure::failed(
                 "the host rebooted and the driver is loaded, but nvidia-vgpu-mgr.service is not \
                  running: see `systemctl status nvidia-vgpu-mgr` and `journalctl -u \

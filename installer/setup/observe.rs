@@ -55,6 +55,8 @@ pub struct Facts {
     pub binary_current: bool,
     /// vgpuctl's own nouveau blacklist file, if it exists (its text).
     pub nouveau_conf: Option<String>,
+    /// What drives and holds nouveau (whether it can be unloaded before the driver install).
+    pub nouveau_use: crate::driver::nouveau::NouveauUse,
     /// The host has update-initramfs (else dracut).
     pub has_update_initramfs: bool,
     /// The host runs programs (a live or simulated host; not a bare `--root`).
@@ -133,6 +135,7 @@ pub fn observe(host: &Host) -> Result<Facts, Failure> {
         resume_unit_enabled: host.exists(&format!("{WANTS_DIR}/{RESUME_UNIT}")),
         binary_current: binary_current(host),
         nouveau_conf: host.read(NOUVEAU_CONF).ok(),
+        nouveau_use: crate::driver::nouveau::NouveauUse::observe(host, &hf),
         has_update_initramfs: host.exists("usr/sbin/update-initramfs"),
         runs_programs: host.reach().runs_programs(),
         state: state::load(host)?,

@@ -1,6 +1,7 @@
 //! Steps before the reboot: IOMMU on the kernel command line (for the host's boot loader),
 //! nouveau, vfio-pci, the driver. Also: why a reboot is (still) needed, judged from the facts.
 
+use crate::driver::nouveau::Verdict;
 use crate::edit::{grub_default, kargs, kernel_cmdline_file, raw_text};
 use crate::exit::Failure;
 use crate::facts::{BootLoader, CpuVendor, HostFacts};
@@ -297,8 +298,24 @@ pub fn plan(f: &Facts, want: &Desired) -> Result<(Plan, Vec<String>), Failure> {
             Action::Run(cmd),
         );
     }
+    // NVIDIA's installer refuses while nouveau drives a GPU: unload it now when nothing holds it
+    // (no reboot for it), else the install waits for the reboot the blacklist needs.
+    let mut install_after_reboot = None;
     if f.modules.nouveau {
-        reasons.push("nouveau is loaded until the reboot".into());
+        match f.nouveau_use.judge() {
+            Verdict::Unload if f.runs_programs => plan.push(
+                "nouveau:unload",
+                "Unload nouveau (nothing holds it) so the driver installer can run",
+                Action::Run(Cmd::new("modprobe").arg("-r").arg("nouveau")),
+            ),
+            Verdict::Clear | Verdict::Unload => {
+                reasons.push("nouveau is loaded until the reboot".into())
+            }
+            Verdict::Reboot(why) => {
+                reasons.push(format!("{why}; it goes at the reboot"));
+                install_after_reboot = Some(why);
+            }
+        }
     }
 
     // Selected GPUs passed through to vfio-pci are given back.
@@ -323,6 +340,11 @@ pub fn plan(f: &Facts, want: &Desired) -> Result<(Plan, Vec<String>), Failure> {
     // The host driver.
     if !f.driver.installed() {
         match &profile.driver {
+            Some(_) if install_after_reboot.is_some() => plan.after_reboot.push(format!(
+                "install the NVIDIA vGPU host driver, then reboot to load it (not before: {}, \
+                 and NVIDIA's installer refuses while nouveau drives a GPU)",
+                install_after_reboot.unwrap_or_default()
+            )),
             // Validated before planning (see [`driver_source`]).
             Some(_) => plan.push(
                 "driver",

@@ -9,6 +9,9 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
 use anyhow::{bail, Context, Result};
+
+use crate::makeself;
+use crate::seam::RunOutput;
 use sha2::{Digest, Sha256};
 
 /// The seed's zip name for a host driver version (`550.163.02` -> the 17.6 zip).
@@ -48,9 +51,25 @@ fn windows_version(host_ver: &str) -> &'static str {
 /// Write the whole licensed-zip look-alike to `dest` (a `.zip` path).
 pub fn build_driver_zip(dest: &Path, host_ver: &str) -> Result<()> {
     check_version(host_ver)?;
+    let guest_run = run_bytes(&guest_version(host_ver), RunKind::GuestGrid);
+    build_driver_zip_with(
+        dest,
+        host_ver,
+        &run_bytes(host_ver, RunKind::HostVgpuKvm),
+        &guest_run,
+    )
+}
+
+/// The licensed-zip layout around the given host and guest `.run` files (tests pass archives
+/// built by the real `makeself`).
+pub fn build_driver_zip_with(
+    dest: &Path,
+    host_ver: &str,
+    host_run: &[u8],
+    guest_run: &[u8],
+) -> Result<()> {
+    check_version(host_ver)?;
     let guest_ver = guest_version(host_ver);
-    let host_run = run_bytes(host_ver, RunKind::HostVgpuKvm);
-    let guest_run = run_bytes(&guest_ver, RunKind::GuestGrid);
     if let Some(dir) = dest.parent() {
         std::fs::create_dir_all(dir)?;
     }
@@ -65,13 +84,13 @@ pub fn build_driver_zip(dest: &Path, host_ver: &str) -> Result<()> {
         .unix_permissions(0o644);
     zip.add_directory("Host_Drivers/", doc)?;
     zip.start_file(format!("Host_Drivers/{}", run_name(host_ver)), exe)?;
-    zip.write_all(&host_run)?;
+    zip.write_all(host_run)?;
     zip.add_directory("Guest_Drivers/", doc)?;
     zip.start_file(
         format!("Guest_Drivers/NVIDIA-Linux-x86_64-{guest_ver}-grid.run"),
         exe,
     )?;
-    zip.write_all(&guest_run)?;
+    zip.write_all(guest_run)?;
     zip.add_directory("Signing_Keys/", doc)?;
     zip.start_file("Signing_Keys/README.txt", doc)?;
     zip.write_all(SIM_NOTICE.as_bytes())?;
@@ -125,7 +144,7 @@ pub enum RunKind {
 }
 
 impl RunKind {
-    fn suffix(self) -> &'static str {
+    pub fn suffix(self) -> &'static str {
         match self {
             RunKind::HostVgpuKvm => "vgpu-kvm",
             RunKind::GuestGrid => "grid",
@@ -133,11 +152,17 @@ impl RunKind {
     }
 }
 
-/// The bytes of a self-extracting `.run`.
+/// The bytes of a self-extracting `.run` in makeself's format (see [`crate::makeself`]): the
+/// header assigns makeself's fields (`CRCsum`, `MD5`, `SHA`, `label`, `script`, `targetdir`,
+/// `filesizes`, `totalsize`, `skip`) and the payload, after the first `skip` lines, is a gzip'd
+/// tar of the target directory's contents (`./...`), as `makeself DIR FILE LABEL SCRIPT` writes.
+/// The shell code below the fields is vgpuctl's own, not makeself's.
 pub fn run_bytes(version: &str, kind: RunKind) -> Vec<u8> {
     let target = format!("NVIDIA-Linux-x86_64-{version}-{}", kind.suffix());
-    let payload = targz(&payload_files(&target, version, kind));
+    let payload = targz(&payload_files(version, kind));
     let sha = hex::encode(Sha256::digest(&payload));
+    let md5 = hex::encode(makeself::md5(&payload));
+    let crc = makeself::cksum(&payload).to_string();
     // The header's line count does not depend on the digits of `skip`, so compute it with a
     // placeholder and substitute.
     let header = |skip: usize| {
@@ -146,144 +171,194 @@ pub fn run_bytes(version: &str, kind: RunKind) -> Vec<u8> {
                 "@LABEL@",
                 &format!("NVIDIA Accelerated Graphics Driver for Linux-x86_64 {version}"),
             )
-            .replace("@VERSION@", version)
             .replace("@TARGET@", &target)
+            .replace("@CRC@", &crc)
+            .replace("@MD5@", &md5)
             .replace("@SHA256@", &sha)
             .replace("@SIZE@", &payload.len().to_string())
             .replace("@SKIP@", &skip.to_string())
     };
     let lines = header(0).lines().count();
-    let mut out = header(lines + 1).into_bytes();
+    let mut out = header(lines).into_bytes();
     out.extend_from_slice(&payload);
     out
 }
 
-/// What the header of a `.run` says about itself.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct RunInfo {
-    pub label: String,
-    pub version: String,
-    pub target: String,
-    pub sha256: String,
-    pub size: usize,
-    /// Byte offset of the payload.
-    pub payload_offset: usize,
-}
+pub use crate::makeself::RunInfo;
 
-/// Parse a makeself-style header written by [`run_bytes`] (and verify nothing).
+/// Parse a makeself header, ours or one the real `makeself` wrote (and verify nothing).
 pub fn parse_run(bytes: &[u8]) -> Result<RunInfo> {
-    let head_len = bytes.len().min(16 * 1024);
-    let head = String::from_utf8_lossy(&bytes[..head_len]);
-    let field = |key: &str| -> Option<String> {
-        head.lines()
-            .take(200)
-            .find_map(|l| l.strip_prefix(&format!("{key}=")))
-            .map(|v| v.trim_matches('"').to_string())
-    };
-    if !head.starts_with("#!/bin/sh") {
-        bail!("not a self-extracting archive: no #!/bin/sh header");
-    }
-    let (Some(label), Some(version), Some(target), Some(sha256), Some(size), Some(skip)) = (
-        field("label"),
-        field("version"),
-        field("targetdir"),
-        field("sha256"),
-        field("filesize"),
-        field("skip"),
-    ) else {
-        bail!("not a makeself-style archive: header fields missing");
-    };
-    let skip: usize = skip.parse().context("bad skip= line")?;
-    let size: usize = size.parse().context("bad filesize= line")?;
-    // Payload starts after the (skip-1)th newline.
-    let mut offset = 0;
-    for _ in 1..skip {
-        let nl = bytes[offset..]
-            .iter()
-            .position(|&b| b == b'\n')
-            .context("archive shorter than its header")?;
-        offset += nl + 1;
-    }
-    Ok(RunInfo {
-        label,
-        version,
-        target,
-        sha256,
-        size,
-        payload_offset: offset,
-    })
+    makeself::parse(bytes)
 }
 
-/// What `--check` does, in Rust: the payload's size and SHA-256 match the header.
+/// What `--check` does, in Rust: the size and every embedded checksum match the header.
 pub fn verify_run(bytes: &[u8]) -> Result<RunInfo> {
-    let info = parse_run(bytes)?;
-    let payload = &bytes[info.payload_offset..];
-    if payload.len() != info.size {
-        bail!(
-            "Error in archive size: payload is {} bytes, the header says {} (truncated or \
-             corrupted download)",
-            payload.len(),
-            info.size
-        );
-    }
-    let got = hex::encode(Sha256::digest(payload));
-    if got != info.sha256 {
-        bail!(
-            "Error in SHA256 checksums: {got} is different from {} (corrupted file)",
-            info.sha256
-        );
-    }
-    Ok(info)
+    makeself::verify(bytes)
 }
 
-/// The files of a verified `.run` payload (path, mode, bytes), as `-x` would extract them.
+/// The files of a verified `.run` payload (path under `targetdir/`, mode, bytes), as `-x`
+/// would extract them.
 pub fn extract_run(bytes: &[u8]) -> Result<Vec<(String, u32, Vec<u8>)>> {
-    let info = verify_run(bytes)?;
-    let mut raw = Vec::new();
-    std::io::Read::read_to_end(
-        &mut flate2::read::GzDecoder::new(&bytes[info.payload_offset..]),
-        &mut raw,
-    )
-    .context("payload is not gzip")?;
-    untar(&raw)
+    Ok(makeself::extract(bytes)?.1)
+}
+
+/// The archive's own options on the simulated host, as NVIDIA's `.run` answers them:
+/// `--check`, `--version`, `--info`, `--list`, `-x`/`--extract-only` [`--target DIR`]. Returns
+/// the answer, or (`Ok(info)`) the verified header when the call is an install for the caller to
+/// play. A damaged archive fails every option with makeself's words and exit 2, as `MS_Check`
+/// does (`--info` and `--list` read the header without checking, as makeself's do).
+pub(crate) fn play(root: &Path, file: &str, a: &[&str]) -> Result<Result<RunInfo, RunOutput>> {
+    let bytes = std::fs::read(root.join(file))?;
+    let has = |o: &str| a.contains(&o);
+    if has("--info") || has("--list") {
+        let info = match makeself::parse(&bytes) {
+            Ok(i) => i,
+            Err(e) => return Ok(Err(RunOutput::failed(2, format!("{e:#}\n")))),
+        };
+        if has("--info") {
+            let usize_kb = makeself::extract(&bytes)
+                .map(|(_, f)| {
+                    f.iter()
+                        .map(|(_, _, d)| d.len())
+                        .sum::<usize>()
+                        .div_ceil(1024)
+                })
+                .unwrap_or(0);
+            return Ok(Err(RunOutput::ok(format!(
+                "Identification: {}\nTarget directory: {}\nUncompressed size: {usize_kb} KB\n\
+                 Compression: gzip\nScript run after extraction:\n     {}\n",
+                info.label, info.target, info.script
+            ))));
+        }
+        let files = match makeself::extract(&bytes) {
+            Ok((_, f)) => f,
+            Err(e) => return Ok(Err(RunOutput::failed(2, format!("{e:#}\n")))),
+        };
+        let mut out = format!("Target directory: {}\n", info.target);
+        for (name, _, _) in files.iter().skip(1) {
+            out.push_str(&format!(
+                "./{}\n",
+                name.strip_prefix(&format!("{}/", info.target))
+                    .unwrap_or(name)
+            ));
+        }
+        return Ok(Err(RunOutput::ok(out)));
+    }
+    let info = match makeself::verify(&bytes) {
+        Ok(i) => i,
+        Err(e) => {
+            return Ok(Err(RunOutput {
+                status: 2,
+                stdout: "Verifying archive integrity...".into(),
+                stderr: format!(" {e:#}\n"),
+            }))
+        }
+    };
+    if has("--check") {
+        return Ok(Err(RunOutput::ok("Verifying archive integrity... OK\n")));
+    }
+    if has("--version") || has("-v") {
+        return Ok(Err(RunOutput::ok(format!("{}\n", info.label))));
+    }
+    if has("-x") || has("--extract-only") {
+        // `-x` extracts into ./<targetdir> (the archive's directory here: the simulator has no
+        // working directory); `--target DIR` straight into DIR, as makeself's option does.
+        let here = Path::new(file).parent().unwrap_or(Path::new(""));
+        let target = a
+            .iter()
+            .position(|x| *x == "--target")
+            .and_then(|i| a.get(i + 1))
+            .map(|d| d.trim_start_matches('/').to_string());
+        for (name, mode, data) in extract_run(&bytes)? {
+            let rel = name
+                .strip_prefix(&format!("{}/", info.target))
+                .unwrap_or(&name);
+            let dest = match &target {
+                Some(t) => root.join(t).join(rel),
+                None => root.join(here).join(&info.target).join(rel),
+            };
+            if name.ends_with('/') {
+                std::fs::create_dir_all(&dest)?;
+            } else {
+                if let Some(d) = dest.parent() {
+                    std::fs::create_dir_all(d)?;
+                }
+                std::fs::write(&dest, &data)?;
+                std::fs::set_permissions(&dest, std::fs::Permissions::from_mode(mode))?;
+            }
+        }
+        return Ok(Err(RunOutput::ok(format!(
+            "Creating directory {}\nVerifying archive integrity... OK\nUncompressing {}...\n",
+            target.as_deref().unwrap_or(&info.target),
+            info.label
+        ))));
+    }
+    if info.version.is_empty() {
+        return Ok(Err(RunOutput::failed(
+            1,
+            format!(
+                "ERROR: the archive's label {:?} names no driver version (NVIDIA's reads \
+                 \"NVIDIA Accelerated Graphics Driver for Linux-x86_64 <version>\")\n",
+                info.label
+            ),
+        )));
+    }
+    Ok(Ok(info))
 }
 
 const HEADER: &str = r##"#!/bin/sh
-# This is vgpuctl's SIMULATED NVIDIA driver package, NOT NVIDIA's: a makeself-style
-# self-extracting archive built for tests and demos. It holds stub files only and installs
-# nothing on a real machine; the vgpuctl simulator plays its installation.
+# This is vgpuctl's SIMULATED NVIDIA driver package, NOT NVIDIA's: a self-extracting archive in
+# makeself's format (its header fields and payload layout) built for tests and demos. It holds
+# stub files only and installs nothing on a real machine; the vgpuctl simulator plays its
+# installation. The shell code is vgpuctl's own.
+
+CRCsum="@CRC@"
+MD5="@MD5@"
+SHA="@SHA256@"
 label="@LABEL@"
-version="@VERSION@"
+script="./nvidia-installer"
+scriptargs=""
 targetdir="@TARGET@"
-sha256="@SHA256@"
-filesize="@SIZE@"
+filesizes="@SIZE@"
+totalsize="@SIZE@"
+keep="n"
 skip="@SKIP@"
 umask 022
 
-payload() { tail -n +"$skip" "$0"; }
-sha256_of() {
-    if command -v sha256sum >/dev/null 2>&1; then sha256sum | cut -d' ' -f1
-    elif command -v shasum >/dev/null 2>&1; then shasum -a 256 | cut -d' ' -f1
-    else openssl dgst -sha256 | sed 's/.* //'; fi
-}
+offset=$(head -n "$skip" "$0" | wc -c | tr -d ' ')
+payload() { tail -c +"$((offset + 1))" "$0"; }
 check() {
     printf 'Verifying archive integrity...'
-    got_size=$(payload | wc -c | tr -d ' ')
-    if [ "$got_size" != "$filesize" ]; then
-        echo " Error in archive size: $got_size bytes instead of $filesize" >&2
-        return 1
+    fsize=$(wc -c < "$0" | tr -d ' ')
+    if [ "$totalsize" -ne "$((fsize - offset))" ]; then
+        echo " Unexpected archive size." >&2
+        return 2
     fi
-    got=$(payload | sha256_of)
-    if [ "$got" != "$sha256" ]; then
-        echo " Error in SHA256 checksums: $got is different from $sha256" >&2
-        return 1
+    if command -v sha256sum >/dev/null 2>&1; then
+        got=$(payload | sha256sum | cut -b-64)
+        if [ "$got" != "$SHA" ]; then
+            echo " Error in SHA256 checksums: $got is different from $SHA" >&2
+            return 2
+        fi
+    elif command -v md5sum >/dev/null 2>&1; then
+        got=$(payload | md5sum | cut -b-32)
+        if [ "$got" != "$MD5" ]; then
+            echo " Error in MD5 checksums: $got is different from $MD5" >&2
+            return 2
+        fi
+    else
+        got=$(payload | cksum | awk '{print $1}')
+        if [ "$got" != "$CRCsum" ]; then
+            echo " Error in checksums: $got is different from $CRCsum" >&2
+            return 2
+        fi
     fi
     echo " OK"
 }
 extract() {
     mkdir -p "$1" || return 1
     printf 'Uncompressing %s' "$label"
-    payload | gzip -dc | tar -xf - -C "$1" || { echo " failed" >&2; return 1; }
+    payload | gzip -dc | (cd "$1" && tar -xf -) || { echo " failed" >&2; return 1; }
     echo "..."
 }
 usage() {
@@ -293,19 +368,21 @@ usage() {
     echo "  --info            print the archive header"
     echo "  --list            list the payload"
     echo "  -x, --extract-only  extract into ./$targetdir"
-    echo "  --target DIR      extract into DIR/$targetdir"
+    echo "  --target DIR      extract into DIR"
     echo "  other options go to nvidia-installer"
 }
 
-dest="."
+dest="$targetdir"
 extract_only=0
 while [ $# -gt 0 ]; do
     case "$1" in
         --check) check; exit $? ;;
-        --version|-v) echo "$label"; echo "version: $version"; exit 0 ;;
+        --version|-v) echo "$label"; exit 0 ;;
         --info) echo "Identification: $label"; echo "Target directory: $targetdir";
-                echo "Uncompressed size: $filesize bytes"; echo "SHA256: $sha256"; exit 0 ;;
-        --list) check >/dev/null || exit 1; payload | gzip -dc | tar -tf -; exit $? ;;
+                echo "Uncompressed size: $(( ($(payload | gzip -dc | wc -c) + 1023) / 1024 )) KB";
+                echo "Compression: gzip"; echo "Script run after extraction:";
+                echo "     $script $scriptargs"; exit 0 ;;
+        --list) echo "Target directory: $targetdir"; payload | gzip -dc | tar -tvf -; exit $? ;;
         -x|--extract-only) extract_only=1; shift ;;
         --target) dest="$2"; shift 2 ;;
         -h|--help|-A|--advanced-options) usage; exit 0 ;;
@@ -316,17 +393,18 @@ check || exit 1
 if [ "$extract_only" = 1 ]; then extract "$dest"; exit $?; fi
 tmp=$(mktemp -d "${TMPDIR:-/tmp}/selfgz.XXXXXX") || exit 1
 extract "$tmp" || { rm -rf "$tmp"; exit 1; }
-(cd "$tmp/$targetdir" && ./nvidia-installer "$@")
+(cd "$tmp" && $script $scriptargs "$@")
 rc=$?
 rm -rf "$tmp"
 exit $rc
 "##;
 
-fn payload_files(target: &str, version: &str, kind: RunKind) -> Vec<(String, u32, Vec<u8>)> {
+/// The files of a `.run` payload (path relative to its `targetdir`, mode, bytes): directories end
+/// in `/`. Tests lay them out and hand them to the real `makeself`.
+pub fn payload_files(version: &str, kind: RunKind) -> Vec<(String, u32, Vec<u8>)> {
     let mut files = vec![
-        (format!("{target}/"), 0o755, Vec::new()),
-        (
-            format!("{target}/nvidia-installer"),
+                (
+            "nvidia-installer".to_string(),
             0o755,
             format!(
                 "#!/bin/sh\n# vgpuctl simulated nvidia-installer {version}\n\
@@ -335,36 +413,36 @@ fn payload_files(target: &str, version: &str, kind: RunKind) -> Vec<(String, u32
             )
             .into_bytes(),
         ),
-        (format!("{target}/README.txt"), 0o644, SIM_NOTICE.as_bytes().to_vec()),
+        ("README.txt".to_string(), 0o644, SIM_NOTICE.as_bytes().to_vec()),
         (
-            format!("{target}/.manifest"),
+            ".manifest".to_string(),
             0o644,
             format!("{version}\nx86_64\nkind: {}\n", kind.suffix()).into_bytes(),
         ),
-        (format!("{target}/kernel/"), 0o755, Vec::new()),
+        ("kernel/".to_string(), 0o755, Vec::new()),
         // A few KB of deterministic filler stands in for the kernel module sources, so that
         // a flipped byte lands in compressed data as it would in a real driver.
-        (format!("{target}/kernel/nvidia.o_binary"), 0o644, filler(version, 48 * 1024)),
+        ("kernel/nvidia.o_binary".to_string(), 0o644, filler(version, 48 * 1024)),
         (
-            format!("{target}/nvidia-smi"),
+            "nvidia-smi".to_string(),
             0o755,
             format!("#!/bin/sh\necho 'vgpuctl simulated nvidia-smi {version}'\n").into_bytes(),
         ),
     ];
     if kind == RunKind::HostVgpuKvm {
         files.push((
-            format!("{target}/sriov-manage"),
+            "sriov-manage".to_string(),
             0o755,
             b"#!/bin/sh\necho 'vgpuctl simulated sriov-manage'\n".to_vec(),
         ));
-        files.push((format!("{target}/init-scripts/"), 0o755, Vec::new()));
+        files.push(("init-scripts/".to_string(), 0o755, Vec::new()));
         files.push((
-            format!("{target}/init-scripts/systemd/nvidia-vgpu-mgr.service"),
+            "init-scripts/systemd/nvidia-vgpu-mgr.service".to_string(),
             0o644,
             VGPU_MGR_UNIT.as_bytes().to_vec(),
         ));
         files.push((
-            format!("{target}/init-scripts/systemd/nvidia-vgpud.service"),
+            "init-scripts/systemd/nvidia-vgpud.service".to_string(),
             0o644,
             VGPUD_UNIT.as_bytes().to_vec(),
         ));
@@ -397,7 +475,13 @@ fn filler(seed: &str, len: usize) -> Vec<u8> {
 /// A ustar archive, gzip-compressed. Entries ending in `/` are directories.
 fn targz(files: &[(String, u32, Vec<u8>)]) -> Vec<u8> {
     let mut tar = Vec::new();
-    for (name, mode, data) in files {
+    // GNU tar of `.` (what makeself runs in the target directory): `./` first, `./`-prefixed names.
+    let root = [("./".to_string(), 0o755, Vec::new())];
+    let named: Vec<(String, u32, Vec<u8>)> = files
+        .iter()
+        .map(|(n, m, d)| (format!("./{n}"), *m, d.clone()))
+        .collect();
+    for (name, mode, data) in root.iter().chain(named.iter()) {
         let mut h = [0u8; 512];
         let is_dir = name.ends_with('/');
         put(&mut h[0..100], name.as_bytes());
@@ -430,33 +514,6 @@ fn targz(files: &[(String, u32, Vec<u8>)]) -> Vec<u8> {
 
 fn put(field: &mut [u8], v: &[u8]) {
     field[..v.len()].copy_from_slice(v);
-}
-
-fn untar(raw: &[u8]) -> Result<Vec<(String, u32, Vec<u8>)>> {
-    let mut out = Vec::new();
-    let mut off = 0;
-    while off + 512 <= raw.len() {
-        let h = &raw[off..off + 512];
-        if h.iter().all(|&b| b == 0) {
-            break;
-        }
-        let text = |r: std::ops::Range<usize>| {
-            let f = &h[r];
-            let end = f.iter().position(|&b| b == 0).unwrap_or(f.len());
-            String::from_utf8_lossy(&f[..end]).trim().to_string()
-        };
-        let name = text(0..100);
-        let mode = u32::from_str_radix(&text(100..108), 8).context("bad tar mode")?;
-        let size = usize::from_str_radix(&text(124..136), 8).context("bad tar size")?;
-        let start = off + 512;
-        let data = raw
-            .get(start..start + size)
-            .context("tar entry runs past the end")?
-            .to_vec();
-        out.push((name, mode, data));
-        off = start + size.div_ceil(512) * 512;
-    }
-    Ok(out)
 }
 
 #[cfg(test)]

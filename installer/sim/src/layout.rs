@@ -572,6 +572,7 @@ pub fn render_globals(root: &Path, m: &Model, st: &State) -> Result<()> {
         &format!("{}\n", st.boot_id),
     )?;
     put(root, "proc/modules", &proc_modules(st))?;
+    put(root, "proc/fb", &super::nouveau::proc_fb(st))?;
     let sb = st.opts.get("secure_boot").is_some_and(|v| v == "1");
     std::fs::create_dir_all(root.join("sys/firmware/efi/efivars"))?;
     std::fs::write(root.join(SECURE_BOOT_VAR), [6u8, 0, 0, 0, sb as u8])?;
@@ -703,7 +704,7 @@ fn proc_modules(st: &State) -> String {
         };
         out.push_str(&format!(
             "{name} {size} {} {used} Live 0x0000000000000000{taint}\n",
-            u.len()
+            u.len() + super::nouveau::extra_refs(st, name)
         ));
     }
     out

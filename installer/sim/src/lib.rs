@@ -11,7 +11,9 @@ pub mod bootcfg;
 pub mod driver_pkg;
 mod kernel;
 pub mod layout;
+pub mod makeself;
 pub mod models;
+mod nouveau;
 mod programs;
 pub mod seam;
 pub mod state;
@@ -60,6 +62,10 @@ pub const OPTS: &[(&str, &str)] = &[
     (
         "secure_boot",
         "1: Secure Boot is on (unsigned modules fail to install)",
+    ),
+    (
+        "nouveau_fbcon",
+        "0: the console is not on nouveau's framebuffer (a headless host), so nouveau can be unloaded",
     ),
     (
         "driver_delay_ms",
@@ -188,7 +194,9 @@ fn parse_opts(opts: &[String]) -> Result<Vec<(String, String)>> {
                 }
             }
         }
-        if matches!(k, "vfs_never" | "secure_boot" | "boot_race") && !matches!(v, "" | "0" | "1") {
+        if matches!(k, "vfs_never" | "secure_boot" | "boot_race" | "nouveau_fbcon")
+            && !matches!(v, "" | "0" | "1")
+        {
             bail!("--sim-opt {k}={v:?}: expected 0 or 1");
         }
         out.push((k.to_string(), v.to_string()));
@@ -310,6 +318,8 @@ fn make_ready(root: &Path, m: &'static Model) -> Result<()> {
     } else {
         run(Cmd::new("dracut").arg("-f"))?;
     }
+    // NVIDIA's installer refuses while nouveau drives a GPU: the blacklist takes effect first.
+    reboot(&host, &[])?;
     let run_file = format!("root/{}", driver_pkg::run_name(DRIVER_VERSION));
     driver_pkg::build_run(&root.join(&run_file), DRIVER_VERSION)?;
     run(Cmd::new(format!("/{run_file}")).args(["--dkms", "-s"]))?;

@@ -433,6 +433,10 @@ fn modprobe(k: &SimKernel, root: &Path, a: &[&str]) -> Result<RunOutput> {
     let mut err = String::new();
     k.with(|st| {
         for md in &mods {
+            if remove && md == "nouveau" {
+                err.push_str(&super::nouveau::remove(st).unwrap_or_default());
+                continue;
+            }
             if remove {
                 let in_use = st.bound.values().any(|d| layout::module_of(d) == md);
                 if in_use {
@@ -774,45 +778,17 @@ fn nvidia_smi(k: &SimKernel, a: &[&str]) -> Result<RunOutput> {
 
 /// The `.run` archive: `--check`, `--version`, `-x`, or an install (`--dkms -s ...`).
 fn run_installer(k: &SimKernel, root: &Path, file: &str, a: &[&str]) -> Result<RunOutput> {
-    let bytes = std::fs::read(root.join(file))?;
-    let info = match driver_pkg::verify_run(&bytes) {
-        Ok(i) => i,
-        Err(e) => {
-            return Ok(RunOutput {
-                status: 1,
-                stdout: "Verifying archive integrity...".into(),
-                stderr: format!(" {e:#}\n"),
-            })
-        }
+    let info = match driver_pkg::play(root, file, a)? {
+        Ok(info) => info,
+        Err(answered) => return Ok(answered),
     };
-    if a.contains(&"--check") {
-        return ok("Verifying archive integrity... OK\n");
-    }
-    if a.iter().any(|x| *x == "--version" || *x == "-v") {
-        return ok(format!("{}\nversion: {}\n", info.label, info.version));
-    }
-    if a.iter().any(|x| *x == "-x" || *x == "--extract-only") {
-        for (name, mode, data) in driver_pkg::extract_run(&bytes)? {
-            let dir = Path::new(file)
-                .parent()
-                .unwrap_or(Path::new(""))
-                .to_string_lossy()
-                .to_string();
-            let rel = if dir.is_empty() {
-                name.clone()
-            } else {
-                format!("{dir}/{name}")
-            };
-            if name.ends_with('/') {
-                std::fs::create_dir_all(root.join(&rel))?;
-            } else {
-                layout::put_mode(root, &rel, &String::from_utf8_lossy(&data), mode)?;
-            }
-        }
-        return ok(format!(
-            "Verifying archive integrity... OK\nUncompressing {}...\n",
-            info.label
-        ));
+    if !a.contains(&"--no-nouveau-check") && k.with(|st| Ok(super::nouveau::drives_a_device(st)))? {
+        layout::put(
+            root,
+            "var/log/nvidia-installer.log",
+            super::nouveau::INSTALLER_REFUSAL,
+        )?;
+        return fail(1, super::nouveau::INSTALLER_REFUSAL);
     }
     if !info.target.ends_with("vgpu-kvm") {
         return fail(

@@ -609,6 +609,54 @@ fn nouveau_needs_blacklist_and_initramfs_rebuild() {
     assert!(!h.exists("sys/bus/pci/devices/0000:01:00.0/driver"));
 }
 
+/// recorded-behaviour.md §7: nvidia-installer refuses while nouveau drives a GPU, with its own
+/// words, and stops (exit 1); the blacklist, the initramfs and a reboot get past it.
+#[test]
+fn driver_installer_refuses_while_nouveau_drives_a_gpu() {
+    let d = tmp();
+    let h = sim(&d, "l40s-vfio", &[]);
+    let run_file = "root/d.run";
+    driver_pkg::build_run(&h.path(run_file), DRIVER_VERSION).unwrap();
+    let out = run(&h, "/root/d.run", &["--dkms", "-s"]);
+    assert_eq!(out.status, 1, "{out:?}");
+    assert!(out
+        .stderr
+        .contains("ERROR: The Nouveau kernel driver is currently in use by your system."));
+    assert!(!h.exists("usr/lib/systemd/system/nvidia-vgpu-mgr.service"));
+    // The console is on nouveau's framebuffer: it cannot be unloaded.
+    assert!(h.read("proc/fb").unwrap().contains("nouveaudrmfb"));
+    let line = h.read("proc/modules").unwrap();
+    let nv = line.lines().find(|l| l.starts_with("nouveau ")).unwrap();
+    assert_eq!(nv.split_whitespace().nth(2), Some("1"), "{nv}");
+    let rm = run(&h, "modprobe", &["-r", "nouveau"]);
+    assert!(!rm.success() && rm.stderr.contains("in use"), "{rm:?}");
+    std::fs::write(
+        h.path("etc/modprobe.d/blacklist-nouveau.conf"),
+        "blacklist nouveau\noptions nouveau modeset=0\n",
+    )
+    .unwrap();
+    assert!(run(&h, "update-initramfs", &["-u"]).success());
+    reboot(&h, &[]).unwrap();
+    let out = run(&h, "/root/d.run", &["--dkms", "-s"]);
+    assert!(out.success(), "{out:?}");
+}
+
+/// Without the console on it (`nouveau_fbcon=0`), nouveau's use count is 0 and `modprobe -r`
+/// unbinds its GPUs and unloads it: the installer then runs without a reboot.
+#[test]
+fn unused_nouveau_unloads_and_the_installer_then_runs() {
+    let d = tmp();
+    let h = sim(&d, "rhel-a10", &["nouveau_fbcon=0"]);
+    let mods = h.read("proc/modules").unwrap();
+    let nv = mods.lines().find(|l| l.starts_with("nouveau ")).unwrap();
+    assert_eq!(nv.split_whitespace().nth(2), Some("0"), "{nv}");
+    assert_eq!(h.read("proc/fb").unwrap(), "");
+    assert!(run(&h, "modprobe", &["-r", "nouveau"]).success());
+    assert!(!h.read("proc/modules").unwrap().contains("nouveau"));
+    driver_pkg::build_run(&h.path("root/d.run"), DRIVER_VERSION).unwrap();
+    assert!(run(&h, "/root/d.run", &["--dkms", "-s"]).success());
+}
+
 #[test]
 fn grubby_and_proxmox_boot_tool() {
     let d = tmp();
@@ -667,7 +715,9 @@ fn grubby_and_proxmox_boot_tool() {
 #[test]
 fn driver_install_takes_effect_after_reboot_and_checks_the_archive() {
     let d = tmp();
-    let h = sim(&d, "l40s-vfio", &[]);
+    // A headless host (console not on nouveau): nouveau can be unloaded before the install.
+    let h = sim(&d, "l40s-vfio", &["nouveau_fbcon=0"]);
+    assert!(run(&h, "modprobe", &["-r", "nouveau"]).success());
     let zip = format!("root/{}", driver_pkg::zip_name(DRIVER_VERSION));
     assert!(h.exists(&zip));
     let run_file = format!("root/{}", driver_pkg::run_name(DRIVER_VERSION));
