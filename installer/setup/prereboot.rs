@@ -269,6 +269,15 @@ pub fn plan(f: &Facts, want: &Desired) -> Result<(Plan, Vec<String>), Failure> {
         }
     }
 
+    // Nothing may give the selected GPUs to vfio-pci again at the next boot.
+    let selected: Vec<&crate::facts::Gpu> = profile
+        .gpus
+        .iter()
+        .filter_map(|req| select::select(f, &req.select).ok())
+        .flatten()
+        .collect();
+    let release = super::vfio_release::plan(f, &selected, REGEN_BOOT, &mut plan, &mut reasons)?;
+
     // nouveau must not claim the GPUs at the next boot.
     let ours = f.nouveau_conf.is_some();
     if f.modules.nouveau && !f.nouveau_blacklisted {
@@ -299,6 +308,19 @@ pub fn plan(f: &Facts, want: &Desired) -> Result<(Plan, Vec<String>), Failure> {
     }
     if f.modules.nouveau {
         reasons.push("nouveau is loaded until the reboot".into());
+    }
+    // The initramfs carries a copy of modprobe.d.
+    if release.initramfs && !plan.steps.iter().any(|s| s.id == REGEN_INITRAMFS) {
+        let cmd = if f.has_update_initramfs || f.os.family == crate::facts::OsFamily::Debian {
+            Cmd::new("update-initramfs").arg("-u")
+        } else {
+            Cmd::new("dracut").arg("-f")
+        };
+        plan.push(
+            REGEN_INITRAMFS,
+            "Rebuild the initramfs with the edited modprobe.d",
+            Action::Run(cmd),
+        );
     }
 
     // Selected GPUs passed through to vfio-pci are given back.
