@@ -167,3 +167,25 @@ fn other_devices_ids_are_kept() {
     );
     assert_eq!(driver(&s, "0000:3b:00.0"), "nvidia");
 }
+
+/// With the NVIDIA driver loaded, the GPUs go back to it at once (the override cleared, unbound,
+/// probed) and the fixed source keeps them there at the next boot: no reboot needed.
+#[test]
+fn a_ready_host_gets_its_gpus_back_without_a_reboot() {
+    for kind in ["udev", "driverctl", "modprobe", "cmdline"] {
+        let s = bound("t4x2-ready", kind, T4);
+        let prof = repo().join("profiles").join("t4.toml");
+        let r = s.run(&["setup", "--profile", prof.to_str().unwrap(), "--yes"]);
+        assert_eq!(r.code, 0, "{kind}: {r:?}");
+        for pf in T4 {
+            assert_eq!(driver(&s, pf), "nvidia", "{kind}: {pf}");
+        }
+        assert_eq!(s.live_vgpus().len(), 8, "{kind}");
+        let rb = s.run(&["sim", "reboot"]);
+        assert_eq!(rb.code, 0, "{rb:?}");
+        for pf in T4 {
+            assert_eq!(driver(&s, pf), "nvidia", "{kind} after the boot: {pf}");
+        }
+        assert_eq!(s.live_vgpus().len(), 8, "{kind}: restored at boot");
+    }
+}

@@ -276,7 +276,7 @@ pub fn plan(f: &Facts, want: &Desired) -> Result<(Plan, Vec<String>), Failure> {
         .filter_map(|req| select::select(f, &req.select).ok())
         .flatten()
         .collect();
-    let release = super::vfio_release::plan(f, &selected, REGEN_BOOT, &mut plan, &mut reasons)?;
+    let release = super::vfio_release::plan(f, &selected, REGEN_BOOT, &mut plan)?;
 
     // nouveau must not claim the GPUs at the next boot.
     let ours = f.nouveau_conf.is_some();
@@ -323,22 +323,44 @@ pub fn plan(f: &Facts, want: &Desired) -> Result<(Plan, Vec<String>), Failure> {
         );
     }
 
-    // Selected GPUs passed through to vfio-pci are given back.
-    for req in &profile.gpus {
-        if let Ok(gpus) = select::select(f, &req.select) {
-            for g in gpus
-                .into_iter()
-                .filter(|g| g.driver.as_deref() == Some("vfio-pci"))
-            {
-                plan.push(
-                    format!("unbind:{}", g.address),
-                    format!("Unbind {} from vfio-pci", g.address),
-                    Action::WriteAttr {
-                        path: format!("/sys/bus/pci/devices/{}/driver/unbind", g.address),
-                        value: g.address.clone(),
-                    },
-                );
-            }
+    // Selected GPUs passed through to vfio-pci are given back: a `driver_override` (what driverctl
+    // and udev rules set) is cleared, the GPU unbound and, with the NVIDIA driver loaded, probed
+    // again so that it binds now. What would give it back at the next boot is fixed above.
+    let mut given_back: Vec<&str> = Vec::new();
+    for g in selected
+        .iter()
+        .filter(|g| g.driver.as_deref() == Some("vfio-pci"))
+    {
+        if given_back.contains(&g.address.as_str()) {
+            continue;
+        }
+        given_back.push(&g.address);
+        let dev = format!("/sys/bus/pci/devices/{}", g.address);
+        plan.push(
+            format!("override:{}", g.address),
+            format!("Clear the driver override of {}", g.address),
+            Action::WriteAttr {
+                path: format!("{dev}/driver_override"),
+                value: "\n".into(),
+            },
+        );
+        plan.push(
+            format!("unbind:{}", g.address),
+            format!("Unbind {} from vfio-pci", g.address),
+            Action::WriteAttr {
+                path: format!("{dev}/driver/unbind"),
+                value: g.address.clone(),
+            },
+        );
+        if f.driver.loaded_version.is_some() {
+            plan.push(
+                format!("probe:{}", g.address),
+                format!("Bind {} to the NVIDIA driver", g.address),
+                Action::WriteAttr {
+                    path: "/sys/bus/pci/drivers_probe".into(),
+                    value: g.address.clone(),
+                },
+            );
         }
     }
 

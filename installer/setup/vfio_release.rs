@@ -44,14 +44,15 @@ fn refs(v: &[String]) -> Vec<&str> {
     v.iter().map(String::as_str).collect()
 }
 
-/// The steps for the bindings that catch one of `selected`; reasons for the reboot are added.
-/// `regen_boot`: the id of the step that regenerates the boot configuration.
+/// The steps for the bindings that catch one of `selected`. `regen_boot`: the id of the step
+/// that regenerates the boot configuration. They need no reboot of their own: the GPUs are given
+/// back to the NVIDIA driver at run time (by the caller), and these edits keep them there at the
+/// next boot; a kernel booted with `vfio-pci.ids=` binds nothing more once they are unbound.
 pub fn plan(
     f: &Facts,
     selected: &[&Gpu],
     regen_boot: &str,
     plan: &mut Plan,
-    reasons: &mut Vec<String>,
 ) -> Result<Release, Failure> {
     let mut release = Release::default();
     let gpus: Vec<vp::Gpu> = crate::facts::vfio_persist::gpus_of(
@@ -67,10 +68,6 @@ pub fn plan(
     let mut files: Vec<&str> = Vec::new();
     for b in &ours {
         if b.source == Source::Cmdline && b.file == PROC_CMDLINE {
-            reasons.push(format!(
-                "the running kernel was booted with {}, which gives the GPUs to vfio-pci",
-                b.text
-            ));
             continue;
         }
         if !files.contains(&b.file.as_str()) {
@@ -79,9 +76,6 @@ pub fn plan(
     }
     for file in files {
         let source = ours.iter().find(|b| b.file == file).expect("listed").source;
-        reasons.push(format!(
-            "{file} gives the GPUs to vfio-pci at every boot until the next one"
-        ));
         match source {
             Source::Cmdline => {
                 boot_edit |= cmdline_step(f, file, &gpus, plan)?;
