@@ -189,3 +189,35 @@ fn a_ready_host_gets_its_gpus_back_without_a_reboot() {
         assert_eq!(s.live_vgpus().len(), 8, "{kind}: restored at boot");
     }
 }
+
+/// A run killed at any point of releasing the kernel command line (the GRUB defaults' write,
+/// update-grub, the rebinding): the next run finishes it, and the boot after gives the GPUs to
+/// nvidia with their vGPUs.
+#[test]
+fn a_run_killed_while_releasing_the_command_line_is_finished_by_the_next() {
+    let prof = repo().join("profiles").join("t4.toml");
+    let setup = ["setup", "--profile", prof.to_str().unwrap(), "--yes"];
+    for n in 1..=24 {
+        let s = bound("t4x2-ready", "cmdline", T4);
+        let killed = s
+            .cmd()
+            .env("VGPUCTL_FAULT_KILL_AT", n.to_string())
+            .args(setup)
+            .output()
+            .unwrap();
+        assert!(killed.status.code() != Some(2), "kill at {n}: {killed:?}");
+        let r = s.run(&setup);
+        assert_eq!(r.code, 0, "after a kill at {n}: {r:?}");
+        let rb = s.run(&["sim", "reboot"]);
+        assert_eq!(rb.code, 0, "{rb:?}");
+        assert!(
+            !s.read("proc/cmdline").contains("vfio-pci.ids"),
+            "kill at {n}: {}",
+            s.read("proc/cmdline")
+        );
+        for pf in T4 {
+            assert_eq!(driver(&s, pf), "nvidia", "kill at {n}: {pf}");
+        }
+        assert_eq!(s.live_vgpus().len(), 8, "kill at {n}: restored at boot");
+    }
+}

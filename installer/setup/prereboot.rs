@@ -326,11 +326,13 @@ pub fn plan(f: &Facts, want: &Desired) -> Result<(Plan, Vec<String>), Failure> {
     // Selected GPUs passed through to vfio-pci are given back: a `driver_override` (what driverctl
     // and udev rules set) is cleared, the GPU unbound and, with the NVIDIA driver loaded, probed
     // again so that it binds now. What would give it back at the next boot is fixed above.
+    // A GPU left without a driver (a run stopped between the unbind and the probe) is probed too.
+    let nvidia_loaded = f.driver.loaded_version.is_some();
     let mut given_back: Vec<&str> = Vec::new();
-    for g in selected
-        .iter()
-        .filter(|g| g.driver.as_deref() == Some("vfio-pci"))
-    {
+    for g in selected.iter().filter(|g| match g.driver.as_deref() {
+        Some(d) => d == "vfio-pci",
+        None => nvidia_loaded,
+    }) {
         if given_back.contains(&g.address.as_str()) {
             continue;
         }
@@ -344,15 +346,17 @@ pub fn plan(f: &Facts, want: &Desired) -> Result<(Plan, Vec<String>), Failure> {
                 value: "\n".into(),
             },
         );
-        plan.push(
-            format!("unbind:{}", g.address),
-            format!("Unbind {} from vfio-pci", g.address),
-            Action::WriteAttr {
-                path: format!("{dev}/driver/unbind"),
-                value: g.address.clone(),
-            },
-        );
-        if f.driver.loaded_version.is_some() {
+        if g.driver.is_some() {
+            plan.push(
+                format!("unbind:{}", g.address),
+                format!("Unbind {} from vfio-pci", g.address),
+                Action::WriteAttr {
+                    path: format!("{dev}/driver/unbind"),
+                    value: g.address.clone(),
+                },
+            );
+        }
+        if nvidia_loaded {
             plan.push(
                 format!("probe:{}", g.address),
                 format!("Bind {} to the NVIDIA driver", g.address),

@@ -115,14 +115,19 @@ pub fn plan(
         }
     }
     // A grub.cfg generated while the defaults still had the ids (a run stopped between the edit
-    // and update-grub) is regenerated too.
+    // and update-grub, before or after the edit was recorded) is regenerated too: its default
+    // entry, the one booted, has ids that the defaults no longer give. (Ids only in other
+    // entries, such as an /etc/grub.d/40_custom one, are not the boot's and not regenerated.)
     let stale_cfg = matches!(f.boot, BootLoader::DebianGrub { .. })
+        && !ours
+            .iter()
+            .any(|b| b.source == Source::Cmdline && b.file != PROC_CMDLINE)
         && GRUB_CFGS.iter().any(|p| {
             f.file(p).text().is_some_and(|cfg| {
                 cfg.lines()
                     .map(str::trim_start)
-                    .filter(|l| l.starts_with("linux"))
-                    .any(|l| !vp::cmdline_bindings(p, l, &gpus).is_empty())
+                    .find(|l| l.starts_with("linux"))
+                    .is_some_and(|l| !vp::cmdline_bindings(p, l, &gpus).is_empty())
             })
         });
     if boot_edit || stale_cfg {
