@@ -257,6 +257,32 @@ pub fn check(f: &HostFacts) -> Report {
         );
     }
 
+    // What gives them to vfio-pci again at every boot (a runtime unbind alone does not last).
+    for (i, b) in f.vfio_persist.bindings.iter().enumerate() {
+        let caught: Vec<&String> = b
+            .gpus
+            .iter()
+            .filter(|a| supported.iter().any(|g| g.address == **a))
+            .collect();
+        if caught.is_empty() {
+            continue;
+        }
+        out.warn(
+            &format!("vfio.persist.{i}.{}", b.file),
+            format!(
+                "`{}` in {} gives {} to vfio-pci at every boot",
+                b.text,
+                b.file,
+                caught
+                    .iter()
+                    .map(|s| s.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+            b.fix(),
+        );
+    }
+
     // Host driver and services.
     let d = &f.driver;
     if !f.is_vm {
