@@ -1,9 +1,8 @@
 //! NVIDIA PCI functions under `sys/bus/pci/devices`.
 
-use std::collections::BTreeSet;
-
 use serde::Serialize;
 
+use super::vfio_holders::VfioHolders;
 use super::vgpus::{self, Interface, Parent};
 use crate::host::Host;
 use crate::models::{self, Identified};
@@ -76,12 +75,7 @@ pub fn virtfns(host: &Host, pf: &str) -> Vec<String> {
 }
 
 /// The PF and its VFs that expose a vGPU interface, as parents.
-pub fn observe_parents(
-    host: &Host,
-    pf: &str,
-    vfs: &[Vf],
-    in_use: &BTreeSet<String>,
-) -> Vec<Parent> {
+pub fn observe_parents(host: &Host, pf: &str, vfs: &[Vf], in_use: &VfioHolders) -> Vec<Parent> {
     let mut parents: Vec<Parent> = std::iter::once(pf)
         .chain(vfs.iter().map(|v| v.address.as_str()))
         .filter_map(|a| vgpus::read_parent(host, a, in_use))
@@ -105,7 +99,7 @@ pub fn observe_parents(
     parents
 }
 
-pub fn observe(host: &Host, in_use: &BTreeSet<String>) -> Vec<Gpu> {
+pub fn observe(host: &Host, in_use: &VfioHolders) -> Vec<Gpu> {
     let mut gpus = Vec::new();
     for addr in host.list(PCI_DEVICES) {
         if read_hex(host, &addr, "vendor") != Some(NVIDIA) {

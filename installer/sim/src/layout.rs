@@ -964,8 +964,10 @@ pub fn render_types(root: &Path, m: &Model, st: &State, pf: &str) -> Result<()> 
             put(root, &format!("{pd}/nvidia/vgpu_params"), "\n")?;
             put(root, &format!("{pd}/nvidia/gpu_instance_id"), "\n")?;
             put(root, &format!("{pd}/nvidia/placement_id"), "\n")?;
+            render_vfio_cdev(root, m, p)?;
         } else {
             rmtree(root, &format!("{pd}/nvidia"));
+            rmtree(root, &format!("{pd}/vfio-dev"));
         }
         // mdev devices: keep those in the state, remove the rest.
         let wanted: Vec<&super::state::Vgpu> = st
@@ -987,6 +989,25 @@ pub fn render_types(root: &Path, m: &Model, st: &State, pf: &str) -> Result<()> 
         }
     }
     Ok(())
+}
+
+/// The VF's iommufd cdev: `nvidia.ko` registers each vendor-VFIO VF as a VFIO device, which
+/// gives it a `vfio-dev/vfioN` directory (and `/dev/vfio/devices/vfioN`) besides its group
+/// (recorded-behaviour.md §1, kubevirt issue 17642). N is the VF's place among all VFs of the
+/// host, a stable stand-in for the kernel's probe-order number.
+fn render_vfio_cdev(root: &Path, m: &Model, vf: &str) -> Result<()> {
+    let n = vfio_cdev_number(m, vf);
+    let d = format!("{}/vfio-dev/vfio{n}", devdir(m, vf));
+    std::fs::create_dir_all(root.join(&d))?;
+    put(root, &format!("{d}/dev"), &format!("511:{n}\n"))
+}
+
+pub fn vfio_cdev_number(m: &Model, vf: &str) -> usize {
+    m.pfs
+        .iter()
+        .flat_map(|pf| m.vfs_of(pf))
+        .position(|v| v == vf)
+        .unwrap_or(0)
 }
 
 pub fn render_mdev_device(root: &Path, m: &Model, v: &super::state::Vgpu) -> Result<()> {
