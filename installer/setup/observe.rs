@@ -200,7 +200,7 @@ impl From<&HostFacts> for VgpuFacts {
 
 /// Observe what a restore of `pins` needs.
 pub fn observe_vgpus(host: &Host, pins: &crate::pins::Pins) -> VgpuFacts {
-    let in_use = facts::vgpus::vfio_groups_in_use(host);
+    let in_use = facts::vfio_holders::VfioHolders::observe(host);
     let gpus = facts::gpus::observe(host, &in_use);
     let mdevs = facts::observe_mdevs(host, &gpus, &in_use);
     let mut others: Vec<facts::Parent> = Vec::new();
