@@ -387,21 +387,20 @@ pub fn plan(f: &Facts, want: &Desired) -> Result<(Plan, Vec<String>), Failure> {
 
     // The host driver.
     if !f.driver.installed() {
-        match &profile.driver {
-            Some(_) if install_after_reboot.is_some() => plan.after_reboot.push(format!(
-                "install the NVIDIA vGPU host driver, then reboot to load it (not before: {}, \
-                 and NVIDIA's installer refuses while nouveau drives a GPU)",
-                install_after_reboot.unwrap_or_default()
+        match (&profile.driver, install_after_reboot) {
+            (Some(_), Some(why)) => plan.after_reboot.push(format!(
+                "install the NVIDIA vGPU host driver, then reboot to load it (not before: {why}, \
+                 and NVIDIA's installer refuses while nouveau drives a GPU)"
             )),
             // Validated before planning (see [`driver_source`]).
-            Some(_) => plan.push(
+            (Some(_), None) => plan.push(
                 "driver",
                 "Install the NVIDIA vGPU host driver",
                 Action::InstallDriver {
                     source: want.driver_source.clone().unwrap_or_default(),
                 },
             ),
-            None => {
+            (None, _) => {
                 return Err(Failure::usage(
                     "[driver]: the vGPU host driver is not installed and the profile has no [driver] \
                      section: add `path = \"/root/NVIDIA-GRID-Linux-KVM-....zip\"` or a licensed `url`",
