@@ -94,7 +94,12 @@ pub fn check(f: &HostFacts) -> Report {
             driver: g.driver.clone(),
             interface: g.interface.as_str().to_string(),
             vfs_enabled: g.sriov_numvfs.unwrap_or(0),
-            vfs_total: g.sriov_totalvfs.unwrap_or(0),
+            // A pre-Ampere PF may advertise VFs its vGPU driver never makes: not VFs to count.
+            vfs_total: if g.sriov_capable() {
+                g.sriov_totalvfs.unwrap_or(0)
+            } else {
+                0
+            },
         })
         .collect();
     let supported: Vec<_> = f.gpus.iter().filter(|g| g.model.vgpu_supported).collect();

@@ -43,4 +43,9 @@ fn t4_with_a_phantom_sriov_capability_gets_its_vgpus_on_the_pf() {
     // check agrees: nothing to fix about SR-IOV on a T4.
     let c = s.run(&["check"]);
     assert!(!c.all().contains("SR-IOV"), "{c:?}");
+    // Nor does it count the advertised VFs as the GPU's.
+    let j = s.json(&["check", "--json"]);
+    for g in j["gpus"].as_array().unwrap() {
+        assert_eq!(g["vfs_total"], 0, "{g}");
+    }
 }
