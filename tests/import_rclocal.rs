@@ -333,3 +333,75 @@ fn a_vendor_vfio_id_unknown_here_is_reported_and_left() {
         assert_eq!(s.read(&vendor_attr(vf)[1..]).trim(), "0");
     }
 }
+
+/// The usual case: rc.local ran at this boot, so its VFs already hold the types its lines write.
+/// The import pins them (the name read from a VF of the same GPU that still lists the id, as a
+/// holding VF lists none) and writes nothing to those VFs again; a line whose VF holds another
+/// type than it writes is reported and left.
+#[test]
+fn vendor_vfio_lines_that_already_ran_are_pinned_without_writing_again() {
+    let s = Sim::new("l40s-vfio-ready");
+    let (a, b, c) = ("0000:41:00.4", "0000:41:00.5", "0000:41:00.6");
+    // What rc.local did at boot, through the simulated kernel.
+    let host = vgpuctl_sim::open(s.root(), "l40s-vfio-ready", &[]).unwrap();
+    let out = host
+        .run(&vgpuctl_sim::Cmd::new("/usr/lib/nvidia/sriov-manage").args(["-e", "0000:41:00.0"]))
+        .unwrap();
+    assert!(out.success(), "{out:?}");
+    for vf in [a, b, c] {
+        let attr = &vendor_attr(vf)[1..];
+        let mut tries = 0;
+        // The VF's type listing may appear a moment after sriov-manage returns.
+        while host.write_attr(attr, "1153").is_err() {
+            tries += 1;
+            assert!(tries < 200, "{vf} never took a type");
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+    }
+    drop(host);
+    let rc = format!(
+        "#!/bin/sh\n\
+         /usr/lib/nvidia/sriov-manage -e 0000:41:00.0\n\
+         echo 1153 > {}\n\
+         echo 1153 > {}\n\
+         echo 1147 > {}\n\
+         exit 0\n",
+        vendor_attr(a),
+        vendor_attr(b),
+        vendor_attr(c)
+    );
+    s.write("etc/rc.local", &rc);
+    let dry = s.run(&["import", "--dry-run"]);
+    assert_eq!(dry.code, 0, "{dry:?}");
+    assert!(
+        dry.stdout.contains(&format!(
+            "VF {c} holds type id 1153 now, and the line writes 1147"
+        )),
+        "{dry:?}"
+    );
+    let r = s.run(&["import"]);
+    assert_eq!(r.code, 1, "the .6 line is reported: {r:?}");
+    assert_eq!(listed_vgpus(&r.stdout), listed_vgpus(&dry.stdout), "{r:?}");
+    let want: Vec<(String, String, String, String)> = [a, b]
+        .iter()
+        .map(|vf| {
+            (
+                vf.to_string(),
+                "NVIDIA L40S-12Q".to_string(),
+                "1153".to_string(),
+                "vendor-vfio".to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(pinned_vendor(&s), want, "{r:?}");
+    assert!(
+        !r.stdout.contains("failed") || r.stdout.contains("0 failed"),
+        "{r:?}"
+    );
+    let after = s.read("etc/rc.local");
+    assert!(after.contains(&format!("# vgpuctl: echo 1153 > {}", vendor_attr(a))));
+    assert!(
+        after.contains(&format!("\necho 1147 > {}\n", vendor_attr(c))),
+        "{after}"
+    );
+}
