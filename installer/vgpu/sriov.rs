@@ -1,7 +1,7 @@
 //! Enabling SR-IOV: `sriov-manage -e`, then wait until the VFs and their type listings are
 //! really there. The exit status is never trusted (vGPU 17.x returns 0 when VF creation failed).
 
-use std::sync::Mutex;
+use std::sync::{Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Result};
@@ -28,7 +28,8 @@ const BACKOFF_MAX: Duration = Duration::from_secs(4);
 /// `new_id` is shared by every GPU of one model, and two runs at once fail on it (`File exists`).
 /// Each hold is bounded (the run is killed at its timeout), and so is the wait for it: one
 /// GPU's hung run delays the others by at most its bound, never stops them.
-static SRIOV_MANAGE_LOCK: Mutex<()> = Mutex::new(());
+static SRIOV_MANAGE_BUSY: Mutex<bool> = Mutex::new(false);
+static SRIOV_MANAGE_FREE: Condvar = Condvar::new();
 
 /// The longest a GPU waits for another GPU's run before it gives up: longer than any one run's
 /// bound, so only a queue of runs that each used their whole bound ends here.
@@ -36,22 +37,33 @@ fn lock_wait_max() -> Duration {
     crate::host::kernel::default_timeout("sriov-manage") * 2
 }
 
-/// Take the sriov-manage lock within `max`; how long the wait took.
-fn lock_bounded(max: Duration) -> Option<(std::sync::MutexGuard<'static, ()>, Duration)> {
+/// The right to run sriov-manage, given back when dropped.
+struct Serial;
+
+impl Drop for Serial {
+    fn drop(&mut self) {
+        *SRIOV_MANAGE_BUSY.lock().unwrap_or_else(|e| e.into_inner()) = false;
+        SRIOV_MANAGE_FREE.notify_one();
+    }
+}
+
+/// Take the right to run sriov-manage within `max` (woken the moment it is given back); how
+/// long the wait took.
+fn lock_bounded(max: Duration) -> Option<(Serial, Duration)> {
     let start = Instant::now();
-    loop {
-        match SRIOV_MANAGE_LOCK.try_lock() {
-            Ok(g) => return Some((g, start.elapsed())),
-            Err(std::sync::TryLockError::Poisoned(p)) => {
-                return Some((p.into_inner(), start.elapsed()))
-            }
-            Err(std::sync::TryLockError::WouldBlock) => {}
-        }
-        if start.elapsed() >= max {
+    let mut busy = SRIOV_MANAGE_BUSY.lock().unwrap_or_else(|e| e.into_inner());
+    while *busy {
+        let left = max.saturating_sub(start.elapsed());
+        if left.is_zero() {
             return None;
         }
-        std::thread::sleep(Duration::from_millis(5));
+        busy = SRIOV_MANAGE_FREE
+            .wait_timeout(busy, left)
+            .unwrap_or_else(|e| e.into_inner())
+            .0;
     }
+    *busy = true;
+    Some((Serial, start.elapsed()))
 }
 
 /// Why a run of `sriov-manage -e` failed, as its recorded messages say (recorded-behaviour §2).
