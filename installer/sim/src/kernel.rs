@@ -724,7 +724,8 @@ impl SimKernel {
                 }
                 let busy = self.with(|st| Ok(st.vgpus.iter().any(|x| x.parent == vf)))?;
                 if busy {
-                    return Err(errno(libc::EBUSY, "VF already holds a vGPU"));
+                    // recorded-behaviour.md §1: a second type on a VF that holds one is EPERM.
+                    return Err(errno(libc::EPERM, "VF already holds a vGPU"));
                 }
                 self.create(&vf, id, "")
             }

@@ -406,7 +406,7 @@ fn vendor_vfio_on_l40s() {
         h.write_attr(&format!("{vf}/nvidia/current_vgpu_type"), "1147")
             .unwrap_err()
             .raw_os_error(),
-        Some(nix::libc::EBUSY)
+        Some(nix::libc::EPERM)
     );
     h.write_attr(&format!("{vf}/nvidia/current_vgpu_type"), "0")
         .unwrap();
