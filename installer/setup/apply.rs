@@ -43,8 +43,8 @@ fn check_bytes(host: &Host, path: &str, before: &[u8]) -> Result<()> {
 
 /// The write's precondition ([`SysfsCreate::precondition`]): the type directory (mdev) or the
 /// list entry (vendor VFIO) still names the planned type and can take one, and the device the
-/// write makes does not exist yet. A `name` that cannot be read at this instant does not fail it
-/// (the simulator showed such a moment); one that names another type does.
+/// write makes does not exist yet. A `name` or `available_instances` that cannot be read at this
+/// instant does not fail it (the simulator showed such moments); one that says otherwise does.
 pub fn check_create(host: &Host, c: &SysfsCreate) -> Result<()> {
     let v = &c.create;
     let holds = match v.interface {
@@ -63,14 +63,34 @@ pub fn check_create(host: &Host, c: &SysfsCreate) -> Result<()> {
         }
         _ => {
             let dir = format!("{}/{}", c.attr_dir, v.type_id);
-            let room = host
-                .read_trim(&format!("{dir}/available_instances"))
-                .and_then(|s| s.parse::<u32>().ok())
-                .unwrap_or(0);
-            let named = host
-                .read_trim(&format!("{dir}/name"))
-                .is_none_or(|n| v.type_name.is_empty() || create::name_matches(&n, &v.type_name));
-            room > 0 && named && !host.exists(&format!("{}/{}", facts::vgpus::MDEV_DEVICES, v.uuid))
+            let room = host.read_trim(&format!("{dir}/available_instances"));
+            let named = host.read_trim(&format!("{dir}/name"));
+            let wrong_name = named
+                .as_deref()
+                .filter(|n| !v.type_name.is_empty() && !create::name_matches(n, &v.type_name));
+            if let Some(n) = wrong_name {
+                return Err(stale(format!("{} (it is {n})", c.precondition())));
+            }
+            // Unreadable at this instant (the simulator rewrites attributes by remove and
+            // write): not judged, the kernel refuses a create that has no room.
+            if room
+                .as_deref()
+                .is_some_and(|r| r.parse::<u32>().unwrap_or(0) == 0)
+            {
+                return Err(stale(format!(
+                    "{} (available_instances reads {})",
+                    c.precondition(),
+                    room.as_deref().unwrap_or("nothing")
+                )));
+            }
+            if host.exists(&format!("{}/{}", facts::vgpus::MDEV_DEVICES, v.uuid)) {
+                return Err(stale(format!(
+                    "{} (vGPU {} exists)",
+                    c.precondition(),
+                    v.uuid
+                )));
+            }
+            true
         }
     };
     if !holds {
@@ -532,16 +552,21 @@ fn lists(host: &Host, pin: &SavedVgpu, parent: &str) -> Option<bool> {
                 .any(|t| crate::vgpu_name::same(&t.name, &pin.type_name)),
         );
     }
+    // A type directory is there once its `available_instances` is too (the kernel fills a
+    // directory's attributes one by one).
     let quick = format!(
-        "{}/{parent}/mdev_supported_types/{}/name",
+        "{}/{parent}/mdev_supported_types/{}",
         facts::vgpus::MDEV_BUS,
         pin.type_id
     );
     if host
-        .read_trim(&quick)
+        .read_trim(&format!("{quick}/name"))
         .is_some_and(|n| pin.type_name.is_empty() || create::name_matches(&n, &pin.type_name))
     {
-        return Some(true);
+        if host.exists(&format!("{quick}/available_instances")) {
+            return Some(true);
+        }
+        return None;
     }
     let dir = facts::vgpus::mdev_types_dir(host, parent)?;
     let types = facts::vgpus::read_mdev_types(host, &dir);
