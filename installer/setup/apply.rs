@@ -413,6 +413,9 @@ const LISTED_POLL: Duration = Duration::from_millis(4);
 /// not coming.
 const LISTING_SETTLES: Duration = Duration::from_millis(500);
 
+/// How often a wait reads a parent's whole type listing when the type is not where the pin says.
+const FULL_READ_EVERY: Duration = Duration::from_millis(100);
+
 /// Run a restore plan: every lane in its own thread, so one failing or slow GPU never stops
 /// another. Writes the report (`run/vgpuctl/restore.json`) and returns it.
 pub fn restore(host: &Host, lanes: &[Lane], bound: Duration) -> Result<Report> {
@@ -530,8 +533,10 @@ enum Listed {
 }
 
 /// Does `parent` list the pin's type now? `Some(false)`: it lists types, but not this one (or it
-/// holds one already); `None`: no listing (yet). One or two small reads of this parent only.
-fn lists(host: &Host, pin: &SavedVgpu, parent: &str) -> Option<bool> {
+/// holds one already); `None`: no listing (yet), or not judged. A few small reads of this parent
+/// only; the whole mdev type listing is read only when `full` (the type is not where the pin
+/// says, and the caller is ready to judge that).
+fn lists(host: &Host, pin: &SavedVgpu, parent: &str, full: bool) -> Option<bool> {
     if pin.interface == "vendor-vfio" {
         if create::vendor_current(host, parent).is_some() {
             return Some(false);
@@ -568,6 +573,9 @@ fn lists(host: &Host, pin: &SavedVgpu, parent: &str) -> Option<bool> {
         }
         return None;
     }
+    if !full {
+        return None;
+    }
     let dir = facts::vgpus::mdev_types_dir(host, parent)?;
     let types = facts::vgpus::read_mdev_types(host, &dir);
     if types.is_empty() {
@@ -596,9 +604,16 @@ fn wait_listed(
     // A listing appears one entry at a time (the kernel registers each type in turn): one that
     // lacks the type is judged only once it has been there a moment.
     let mut listing_since: Option<std::time::Instant> = None;
+    // The whole listing is read only once this GPU's SR-IOV ended, and then at most every
+    // FULL_READ_EVERY: a VF's dozens of type directories are not read again on every look.
+    let mut full_read: Option<std::time::Instant> = None;
     let seen = crate::wait::until_every(bound, LISTED_POLL, || {
         let enabled = enabling.as_ref().is_none_or(|e| e.finished());
-        let now = lists(host, pin, parent);
+        let full = enabled && full_read.is_none_or(|t| t.elapsed() >= FULL_READ_EVERY);
+        if full {
+            full_read = Some(std::time::Instant::now());
+        }
+        let now = lists(host, pin, parent, full);
         if now.is_some() {
             listing_since.get_or_insert_with(std::time::Instant::now);
         }
