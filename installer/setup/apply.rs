@@ -537,6 +537,14 @@ enum Listed {
 /// only; the whole mdev type listing is read only when `full` (the type is not where the pin
 /// says, and the caller is ready to judge that).
 fn lists(host: &Host, pin: &SavedVgpu, parent: &str, full: bool) -> Option<bool> {
+    // A VF is there once its PF says its VFs are enabled: files of a VF seen before that are
+    // not a device the kernel will create on.
+    if let Some(pf) = pin.gpu.as_deref().filter(|g| *g != parent) {
+        let numvfs = format!("{}/{pf}/sriov_numvfs", facts::gpus::PCI_DEVICES);
+        if host.read_trim(&numvfs).is_none_or(|n| n == "0") {
+            return None;
+        }
+    }
     if pin.interface == "vendor-vfio" {
         if create::vendor_current(host, parent).is_some() {
             return Some(false);
@@ -608,7 +616,17 @@ fn wait_listed(
     // FULL_READ_EVERY: a VF's dozens of type directories are not read again on every look.
     let mut full_read: Option<std::time::Instant> = None;
     let seen = crate::wait::until_every(bound, LISTED_POLL, || {
-        let enabled = enabling.as_ref().is_none_or(|e| e.finished());
+        let enabled = match enabling.as_mut() {
+            None => true,
+            Some(e) if e.finished() => {
+                // Its SR-IOV failed: this VF is not coming.
+                if !e.result().ok {
+                    return Some(Listed::Failed(format!("SR-IOV: {}", e.result().reason)));
+                }
+                true
+            }
+            Some(_) => false,
+        };
         let full = enabled && full_read.is_none_or(|t| t.elapsed() >= FULL_READ_EVERY);
         if full {
             full_read = Some(std::time::Instant::now());
@@ -657,12 +675,22 @@ fn write_pin(host: &Host, w: &PinWrite) -> Result<()> {
     check_create(host, &w.write)?;
     crate::fault::point("vgpu-create");
     let c = &w.write;
-    host.write_attr(&c.path, &c.value).with_context(|| {
-        format!(
-            "creating vGPU {} ({}) on {}: writing {:?} to /{}",
-            c.create.uuid, c.create.type_name, c.create.parent, c.value, c.path
-        )
-    })?;
+    if let Err(e) = host.write_attr(&c.path, &c.value) {
+        // The parent is not there (any more): the host differs from the plan, which observes
+        // it again rather than failing the vGPU.
+        if e.raw_os_error() == Some(19) {
+            return Err(stale(format!(
+                "{} is not there (writing /{} said ENODEV)",
+                c.create.parent, c.path
+            )));
+        }
+        return Err(e).with_context(|| {
+            format!(
+                "creating vGPU {} ({}) on {}: writing {:?} to /{}",
+                c.create.uuid, c.create.type_name, c.create.parent, c.value, c.path
+            )
+        });
+    }
     verify(host, c)
 }
 
