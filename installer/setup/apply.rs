@@ -43,8 +43,8 @@ fn check_bytes(host: &Host, path: &str, before: &[u8]) -> Result<()> {
 
 /// The write's precondition ([`SysfsCreate::precondition`]): the type directory (mdev) or the
 /// list entry (vendor VFIO) still names the planned type and can take one, and the device the
-/// write makes does not exist yet. A `name` that cannot be read at this instant does not fail it
-/// (the simulator showed such a moment); one that names another type does.
+/// write makes does not exist yet. A `name` or `available_instances` that cannot be read at this
+/// instant does not fail it (the simulator showed such moments); one that says otherwise does.
 pub fn check_create(host: &Host, c: &SysfsCreate) -> Result<()> {
     let v = &c.create;
     let holds = match v.interface {
@@ -63,14 +63,34 @@ pub fn check_create(host: &Host, c: &SysfsCreate) -> Result<()> {
         }
         _ => {
             let dir = format!("{}/{}", c.attr_dir, v.type_id);
-            let room = host
-                .read_trim(&format!("{dir}/available_instances"))
-                .and_then(|s| s.parse::<u32>().ok())
-                .unwrap_or(0);
-            let named = host
-                .read_trim(&format!("{dir}/name"))
-                .is_none_or(|n| v.type_name.is_empty() || create::name_matches(&n, &v.type_name));
-            room > 0 && named && !host.exists(&format!("{}/{}", facts::vgpus::MDEV_DEVICES, v.uuid))
+            let room = host.read_trim(&format!("{dir}/available_instances"));
+            let named = host.read_trim(&format!("{dir}/name"));
+            let wrong_name = named
+                .as_deref()
+                .filter(|n| !v.type_name.is_empty() && !create::name_matches(n, &v.type_name));
+            if let Some(n) = wrong_name {
+                return Err(stale(format!("{} (it is {n})", c.precondition())));
+            }
+            // Unreadable at this instant (the simulator rewrites attributes by remove and
+            // write): not judged, the kernel refuses a create that has no room.
+            if room
+                .as_deref()
+                .is_some_and(|r| r.parse::<u32>().unwrap_or(0) == 0)
+            {
+                return Err(stale(format!(
+                    "{} (available_instances reads {})",
+                    c.precondition(),
+                    room.as_deref().unwrap_or("nothing")
+                )));
+            }
+            if host.exists(&format!("{}/{}", facts::vgpus::MDEV_DEVICES, v.uuid)) {
+                return Err(stale(format!(
+                    "{} (vGPU {} exists)",
+                    c.precondition(),
+                    v.uuid
+                )));
+            }
+            true
         }
     };
     if !holds {
@@ -393,6 +413,9 @@ const LISTED_POLL: Duration = Duration::from_millis(4);
 /// not coming.
 const LISTING_SETTLES: Duration = Duration::from_millis(500);
 
+/// How often a wait reads a parent's whole type listing when the type is not where the pin says.
+const FULL_READ_EVERY: Duration = Duration::from_millis(100);
+
 /// Run a restore plan: every lane in its own thread, so one failing or slow GPU never stops
 /// another. Writes the report (`run/vgpuctl/restore.json`) and returns it.
 pub fn restore(host: &Host, lanes: &[Lane], bound: Duration) -> Result<Report> {
@@ -510,8 +533,18 @@ enum Listed {
 }
 
 /// Does `parent` list the pin's type now? `Some(false)`: it lists types, but not this one (or it
-/// holds one already); `None`: no listing (yet). One or two small reads of this parent only.
-fn lists(host: &Host, pin: &SavedVgpu, parent: &str) -> Option<bool> {
+/// holds one already); `None`: no listing (yet), or not judged. A few small reads of this parent
+/// only; the whole mdev type listing is read only when `full` (the type is not where the pin
+/// says, and the caller is ready to judge that).
+fn lists(host: &Host, pin: &SavedVgpu, parent: &str, full: bool) -> Option<bool> {
+    // A VF is there once its PF says its VFs are enabled: files of a VF seen before that are
+    // not a device the kernel will create on.
+    if let Some(pf) = pin.gpu.as_deref().filter(|g| *g != parent) {
+        let numvfs = format!("{}/{pf}/sriov_numvfs", facts::gpus::PCI_DEVICES);
+        if host.read_trim(&numvfs).is_none_or(|n| n == "0") {
+            return None;
+        }
+    }
     if pin.interface == "vendor-vfio" {
         if create::vendor_current(host, parent).is_some() {
             return Some(false);
@@ -532,16 +565,24 @@ fn lists(host: &Host, pin: &SavedVgpu, parent: &str) -> Option<bool> {
                 .any(|t| crate::vgpu_name::same(&t.name, &pin.type_name)),
         );
     }
+    // A type directory is there once its `available_instances` is too (the kernel fills a
+    // directory's attributes one by one).
     let quick = format!(
-        "{}/{parent}/mdev_supported_types/{}/name",
+        "{}/{parent}/mdev_supported_types/{}",
         facts::vgpus::MDEV_BUS,
         pin.type_id
     );
     if host
-        .read_trim(&quick)
+        .read_trim(&format!("{quick}/name"))
         .is_some_and(|n| pin.type_name.is_empty() || create::name_matches(&n, &pin.type_name))
     {
-        return Some(true);
+        if host.exists(&format!("{quick}/available_instances")) {
+            return Some(true);
+        }
+        return None;
+    }
+    if !full {
+        return None;
     }
     let dir = facts::vgpus::mdev_types_dir(host, parent)?;
     let types = facts::vgpus::read_mdev_types(host, &dir);
@@ -571,9 +612,26 @@ fn wait_listed(
     // A listing appears one entry at a time (the kernel registers each type in turn): one that
     // lacks the type is judged only once it has been there a moment.
     let mut listing_since: Option<std::time::Instant> = None;
+    // The whole listing is read only once this GPU's SR-IOV ended, and then at most every
+    // FULL_READ_EVERY: a VF's dozens of type directories are not read again on every look.
+    let mut full_read: Option<std::time::Instant> = None;
     let seen = crate::wait::until_every(bound, LISTED_POLL, || {
-        let enabled = enabling.as_ref().is_none_or(|e| e.finished());
-        let now = lists(host, pin, parent);
+        let enabled = match enabling.as_mut() {
+            None => true,
+            Some(e) if e.finished() => {
+                // Its SR-IOV failed: this VF is not coming.
+                if !e.result().ok {
+                    return Some(Listed::Failed(format!("SR-IOV: {}", e.result().reason)));
+                }
+                true
+            }
+            Some(_) => false,
+        };
+        let full = enabled && full_read.is_none_or(|t| t.elapsed() >= FULL_READ_EVERY);
+        if full {
+            full_read = Some(std::time::Instant::now());
+        }
+        let now = lists(host, pin, parent, full);
         if now.is_some() {
             listing_since.get_or_insert_with(std::time::Instant::now);
         }
@@ -617,12 +675,22 @@ fn write_pin(host: &Host, w: &PinWrite) -> Result<()> {
     check_create(host, &w.write)?;
     crate::fault::point("vgpu-create");
     let c = &w.write;
-    host.write_attr(&c.path, &c.value).with_context(|| {
-        format!(
-            "creating vGPU {} ({}) on {}: writing {:?} to /{}",
-            c.create.uuid, c.create.type_name, c.create.parent, c.value, c.path
-        )
-    })?;
+    if let Err(e) = host.write_attr(&c.path, &c.value) {
+        // The parent is not there (any more): the host differs from the plan, which observes
+        // it again rather than failing the vGPU.
+        if e.raw_os_error() == Some(19) {
+            return Err(stale(format!(
+                "{} is not there (writing /{} said ENODEV)",
+                c.create.parent, c.path
+            )));
+        }
+        return Err(e).with_context(|| {
+            format!(
+                "creating vGPU {} ({}) on {}: writing {:?} to /{}",
+                c.create.uuid, c.create.type_name, c.create.parent, c.value, c.path
+            )
+        });
+    }
     verify(host, c)
 }
 
