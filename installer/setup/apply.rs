@@ -615,6 +615,18 @@ fn wait_listed(
     // The whole listing is read only once this GPU's SR-IOV ended, and then at most every
     // FULL_READ_EVERY: a VF's dozens of type directories are not read again on every look.
     let mut full_read: Option<std::time::Instant> = None;
+    // The bound starts once this GPU's SR-IOV ended: the enable is bounded itself, and time it
+    // spent queued behind another GPU's sriov-manage (a hung one, killed at its own bound) is
+    // not this VF's to lose. Until then only the quick look is made.
+    while let Some(e) = enabling.as_mut() {
+        if e.finished() {
+            break;
+        }
+        if lists(host, pin, parent, false) == Some(true) {
+            return Listed::Yes;
+        }
+        std::thread::sleep(LISTED_POLL);
+    }
     let seen = crate::wait::until_every(bound, LISTED_POLL, || {
         let enabled = match enabling.as_mut() {
             None => true,

@@ -210,8 +210,10 @@ fn parse_opts(opts: &[String]) -> Result<Vec<(String, String)>> {
                 }
             }
         }
-        if matches!(k, "vfs_never" | "secure_boot" | "boot_race" | "nouveau_fbcon")
-            && !matches!(v, "" | "0" | "1")
+        if matches!(
+            k,
+            "vfs_never" | "secure_boot" | "boot_race" | "nouveau_fbcon"
+        ) && !matches!(v, "" | "0" | "1")
         {
             bail!("--sim-opt {k}={v:?}: expected 0 or 1");
         }
