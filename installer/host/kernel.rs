@@ -1,7 +1,7 @@
 //! What answers a sysfs write or a program run: the real kernel, or the simulator.
 
 use std::fmt;
-use std::io::{self, Read, Write};
+use std::io::{self, Write};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -181,7 +181,7 @@ pub trait Kernel: Send + Sync {
     fn run(&self, host: &Host, cmd: &Cmd) -> anyhow::Result<RunOutput>;
 }
 
-/// The real kernel: sysfs writes are plain writes, programs are run with duct.
+/// The real kernel: sysfs writes are plain writes, programs are run with duct, each bounded.
 pub struct RealKernel;
 
 impl Kernel for RealKernel {
@@ -224,58 +224,48 @@ impl Kernel for RealKernel {
     }
 }
 
-/// Run `cmd` in its own process group, capturing its output, and kill the group when it outlives
-/// [`Cmd::bound`] (a child it forked that keeps the pipes open dies with it, so the readers end).
+/// Run `cmd` (duct, an argument vector, never a shell) in its own process group, capturing its
+/// output, and kill the group when it outlives [`Cmd::bound`]: a child it forked that keeps the
+/// pipes open dies with it, so duct's readers end.
 fn run_bounded(cmd: &Cmd) -> anyhow::Result<RunOutput> {
-    use std::os::unix::process::CommandExt;
-    use std::process::{Command, Stdio};
+    use std::os::unix::prelude::CommandExt;
     let bound = cmd.bound();
-    let mut c = Command::new(&cmd.program);
-    c.args(&cmd.args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .process_group(0);
+    let mut e = duct::cmd(&cmd.program, &cmd.args)
+        .stdin_null()
+        .stdout_capture()
+        .stderr_capture()
+        .unchecked()
+        .before_spawn(|c| {
+            c.process_group(0);
+            Ok(())
+        });
     for (k, v) in &cmd.env {
-        c.env(k, v);
+        e = e.env(k, v);
     }
-    let mut child = c
-        .spawn()
+    let handle = e
+        .start()
         .with_context(|| format!("could not start `{}`", cmd.program))?;
-    let reader = |mut r: Box<dyn Read + Send>| {
-        std::thread::spawn(move || {
-            let mut buf = Vec::new();
-            let _ = r.read_to_end(&mut buf);
-            buf
-        })
-    };
-    let out_t = reader(Box::new(child.stdout.take().expect("piped stdout")));
-    let err_t = reader(Box::new(child.stderr.take().expect("piped stderr")));
     let start = Instant::now();
-    let status = loop {
-        if let Some(st) = child.try_wait()? {
-            break Some(st);
+    loop {
+        if let Some(out) = handle.try_wait()? {
+            return Ok(RunOutput {
+                status: out.status.code().unwrap_or(128),
+                stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+                stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+            });
         }
         if start.elapsed() >= bound {
-            break None;
+            break;
         }
         std::thread::sleep(Duration::from_millis(10).min(bound.saturating_sub(start.elapsed())));
-    };
-    let Some(status) = status else {
-        let pgid = nix::unistd::Pid::from_raw(child.id() as i32);
+    }
+    for pid in handle.pids() {
+        let pgid = nix::unistd::Pid::from_raw(pid as i32);
         let _ = nix::sys::signal::killpg(pgid, nix::sys::signal::Signal::SIGKILL);
-        let _ = child.wait();
-        let _ = (out_t.join(), err_t.join());
-        return Err(timed_out(&cmd.to_string(), bound));
-    };
-    let text = |t: std::thread::JoinHandle<Vec<u8>>| {
-        String::from_utf8_lossy(&t.join().unwrap_or_default()).into_owned()
-    };
-    Ok(RunOutput {
-        status: status.code().unwrap_or(128),
-        stdout: text(out_t),
-        stderr: text(err_t),
-    })
+    }
+    let _ = handle.kill();
+    let _ = handle.wait();
+    Err(timed_out(&cmd.to_string(), bound))
 }
 
 /// True when `root` is this machine's `/`.
