@@ -29,6 +29,12 @@ fn open_write_reboot_through_the_public_api() {
         "sys/class/mdev_bus/0000:e8:04.0/mdev_supported_types/vfio-pci-{}/create",
         t.id
     );
+    // sriov-manage returns with the VFs there; each VF's type group appears shortly after
+    // (recorded-behaviour.md §2), so the create attribute is waited for, bounded.
+    let start = std::time::Instant::now();
+    while !host.exists(&create) && start.elapsed() < std::time::Duration::from_secs(30) {
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
     host.write_attr(&create, "242e5ea7-90e2-4d6e-afeb-a0b9a656c108")
         .unwrap();
     assert_eq!(

@@ -218,6 +218,11 @@ fn a_run_killed_while_releasing_the_command_line_is_finished_by_the_next() {
         for pf in T4 {
             assert_eq!(driver(&s, pf), "nvidia", "kill at {n}: {pf}");
         }
-        assert_eq!(s.live_vgpus().len(), 8, "kill at {n}: restored at boot");
+        assert_eq!(
+            s.live_vgpus().len(),
+            8,
+            "kill at {n}: restored at boot: {}",
+            s.read("run/vgpuctl/restore.json")
+        );
     }
 }
