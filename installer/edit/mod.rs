@@ -6,6 +6,7 @@ pub mod hostconf;
 pub mod kargs;
 pub mod kernel_cmdline_file;
 pub mod raw_text;
+pub mod registry_dwords;
 pub mod sh_scan;
 
 /// Robustness over generated inputs: no editor panics, and each keeps its invariant (applying
