@@ -188,4 +188,19 @@ fn bad_values_change_nothing_and_exit_2() {
         assert!(r.stderr.contains(why), "{extra}: {r:?}");
         assert_eq!(s.hash(), before, "{extra}: changed the host");
     }
+    // A setting in effect that cannot be rewritten safely (an unmatched quote) is refused too.
+    s.write(
+        "etc/modprobe.d/nvidia.conf",
+        "options nvidia NVreg_RegistryDwords=\"PerfLevelSrc=0x2222\n",
+    );
+    let before = s.hash();
+    let p = a40_profile(EQUAL_2MS);
+    let r = s.run(&["setup", "--profile", p.path().to_str().unwrap(), "--yes"]);
+    assert_eq!(r.code, 2, "{r:?}");
+    assert!(
+        r.stderr
+            .contains("/etc/modprobe.d/nvidia.conf line 1: the NVreg_RegistryDwords value has an unmatched quote"),
+        "{r:?}"
+    );
+    assert_eq!(s.hash(), before, "changed the host");
 }

@@ -136,10 +136,13 @@ pub struct Setting {
     span: std::ops::Range<usize>,
     /// The list, without quotes.
     pub value: String,
+    /// An unmatched quote, or a quote inside a bare value: no list vgpuctl can rewrite safely.
+    malformed: bool,
 }
 
-/// `NVreg_RegistryDwords=...` in one physical line of an `options nvidia` logical line.
-fn find_in(line: &str) -> Option<(std::ops::Range<usize>, String)> {
+/// `NVreg_RegistryDwords=...` in one physical line of an `options nvidia` logical line: its span,
+/// its list and whether it is malformed.
+fn find_in(line: &str) -> Option<(std::ops::Range<usize>, String, bool)> {
     let mut from = 0;
     while let Some(i) = line[from..].find(PARAM) {
         let start = from + i;
@@ -149,12 +152,15 @@ fn find_in(line: &str) -> Option<(std::ops::Range<usize>, String)> {
             let v = &rest[1..];
             let vstart = start + PARAM.len() + 1;
             if let Some(q) = v.strip_prefix('"') {
-                let end = q.find('"').map_or(line.len(), |e| vstart + 1 + e + 1);
-                let value = q[..q.find('"').unwrap_or(q.len())].to_string();
-                return Some((start..end, value));
+                return Some(match q.find('"') {
+                    Some(e) => (start..vstart + 1 + e + 1, q[..e].to_string(), false),
+                    None => (start..line.len(), q.to_string(), true),
+                });
             }
             let len = v.find(char::is_whitespace).unwrap_or(v.len());
-            return Some((start..vstart + len, v[..len].to_string()));
+            let value = v[..len].to_string();
+            let malformed = value.contains('"');
+            return Some((start..vstart + len, value, malformed));
         }
         from = start + PARAM.len();
     }
@@ -177,12 +183,13 @@ pub fn settings(files: &[(String, String)]) -> Vec<Setting> {
             if !in_nvidia || (!continued && t.starts_with('#')) {
                 continue;
             }
-            if let Some((span, value)) = find_in(body) {
+            if let Some((span, value, malformed)) = find_in(body) {
                 out.push(Setting {
                     file: file.clone(),
                     line: n,
                     span,
                     value,
+                    malformed,
                 });
             }
         }
@@ -222,10 +229,19 @@ pub struct Edit {
 /// files in modprobe's order, (path, text). The setting in effect is merged into, keeping its
 /// other keys; a setting outside `/etc/modprobe.d` (a package's) is overridden by a copy of its
 /// file of the same name in `/etc/modprobe.d` (modprobe.d(5): /etc wins), the package's file left
-/// alone; with none, vgpuctl's own file.
-pub fn plan(files: &[(String, String)], value: u32) -> Option<Edit> {
+/// alone; with none, vgpuctl's own file. Refused (the reason) when the setting in effect has an
+/// unmatched quote: modprobe's reading of such a line is not one to guess.
+pub fn plan(files: &[(String, String)], value: u32) -> Result<Option<Edit>, String> {
+    if let Some(s) = effective(files).filter(|s| s.malformed) {
+        return Err(format!(
+            "{} line {}: the {PARAM} value has an unmatched quote; fix it by hand (give it as \
+             {PARAM}=\"key=value;key=value\")",
+            s.file,
+            s.line + 1
+        ));
+    }
     if configured(files) == Some(value) {
-        return None;
+        return Ok(None);
     }
     let v = format_value(value);
     let Some(s) = effective(files) else {
@@ -242,11 +258,11 @@ pub fn plan(files: &[(String, String)], value: u32) -> Option<Edit> {
             after.push('\n');
         }
         after.push_str(&format!("options nvidia {PARAM}=\"{KEY}={v}\"\n"));
-        return Some(Edit {
+        return Ok(Some(Edit {
             path: OWN_FILE.into(),
             before,
             after,
-        });
+        }));
     };
     let text = &files.iter().find(|(p, _)| *p == s.file).expect("listed").1;
     let mut after = String::new();
@@ -261,18 +277,18 @@ pub fn plan(files: &[(String, String)], value: u32) -> Option<Edit> {
         after.push_str(end);
     }
     if s.file.starts_with("/etc/modprobe.d/") {
-        Some(Edit {
+        Ok(Some(Edit {
             path: s.file,
             before: Some(text.clone()),
             after,
-        })
+        }))
     } else {
         let name = s.file.rsplit('/').next().unwrap_or_default();
-        Some(Edit {
+        Ok(Some(Edit {
             path: format!("/etc/modprobe.d/{name}"),
             before: None,
             after,
-        })
+        }))
     }
 }
 
@@ -322,6 +338,7 @@ mod tests {
             &[f("/etc/modprobe.d/blacklist.conf", "blacklist nouveau\n")],
             0x0002_0001,
         )
+        .unwrap()
         .unwrap();
         assert_eq!(e.path, OWN_FILE);
         assert_eq!(e.before, None);
@@ -330,7 +347,7 @@ mod tests {
             .ends_with("options nvidia NVreg_RegistryDwords=\"RmPVMRL=0x00020001\"\n"));
         let applied = [f(OWN_FILE, &e.after)];
         assert_eq!(configured(&applied), Some(0x0002_0001));
-        assert_eq!(plan(&applied, 0x0002_0001), None);
+        assert_eq!(plan(&applied, 0x0002_0001), Ok(None));
     }
 
     #[test]
@@ -338,7 +355,7 @@ mod tests {
         let t = "# tuning\noptions nvidia NVreg_EnablePCIeGen3=1 NVreg_RegistryDwords=\"PerfLevelSrc=0x2222;RmPVMRL=0x11\" NVreg_X=1\r\n";
         let files = [f("/etc/modprobe.d/nvidia.conf", t)];
         assert_eq!(configured(&files), Some(0x11));
-        let e = plan(&files, 0x01).unwrap();
+        let e = plan(&files, 0x01).unwrap().unwrap();
         assert_eq!(e.path, "/etc/modprobe.d/nvidia.conf");
         assert_eq!(e.before.as_deref(), Some(t));
         assert_eq!(
@@ -347,7 +364,9 @@ mod tests {
         );
         // Unquoted, on a continued line.
         let t = "options nvidia \\\n  NVreg_RegistryDwords=PerfLevelSrc=0x2222\n";
-        let e = plan(&[f("/etc/modprobe.d/a.conf", t)], 0x11).unwrap();
+        let e = plan(&[f("/etc/modprobe.d/a.conf", t)], 0x11)
+            .unwrap()
+            .unwrap();
         assert_eq!(
             e.after,
             "options nvidia \\\n  NVreg_RegistryDwords=\"PerfLevelSrc=0x2222;RmPVMRL=0x11\"\n"
@@ -360,8 +379,8 @@ mod tests {
         let t = "options nvidia NVreg_RegistryDwords=\"PerfLevelSrc=0x2222\"\noptions nvidia NVreg_RegistryDwords=\"RmPVMRL=0x1\"\n";
         let files = [f("/etc/modprobe.d/nvidia.conf", t)];
         assert_eq!(configured(&files), Some(0x01));
-        assert_eq!(plan(&files, 0x01), None);
-        let e = plan(&files, 0x11).unwrap();
+        assert_eq!(plan(&files, 0x01), Ok(None));
+        let e = plan(&files, 0x11).unwrap().unwrap();
         assert!(
             e.after.ends_with("NVreg_RegistryDwords=\"RmPVMRL=0x11\"\n"),
             "{}",
@@ -376,19 +395,32 @@ mod tests {
             "# options nvidia NVreg_RegistryDwords=\"RmPVMRL=0x11\"\noptions nvidia_drm NVreg_RegistryDwords=\"RmPVMRL=0x11\"\n",
         )];
         assert_eq!(configured(&files), None);
-        assert_eq!(plan(&files, 0x11).unwrap().path, OWN_FILE);
+        assert_eq!(plan(&files, 0x11).unwrap().unwrap().path, OWN_FILE);
     }
 
     #[test]
     fn a_packages_setting_is_overridden_by_a_copy_in_etc() {
         let t = "options nvidia NVreg_RegistryDwords=\"A=1\"\n";
-        let e = plan(&[f("/usr/lib/modprobe.d/nvidia.conf", t)], 0x11).unwrap();
+        let e = plan(&[f("/usr/lib/modprobe.d/nvidia.conf", t)], 0x11)
+            .unwrap()
+            .unwrap();
         assert_eq!(e.path, "/etc/modprobe.d/nvidia.conf");
         assert_eq!(e.before, None);
         assert_eq!(
             e.after,
             "options nvidia NVreg_RegistryDwords=\"A=1;RmPVMRL=0x11\"\n"
         );
+    }
+
+    #[test]
+    fn an_unmatched_quote_is_refused() {
+        for t in [
+            "options nvidia NVreg_RegistryDwords=\"RmPVMRL=0x11\n",
+            "options nvidia NVreg_RegistryDwords=A=\"1\"\n",
+        ] {
+            let e = plan(&[f("/etc/modprobe.d/n.conf", t)], 0x01).unwrap_err();
+            assert!(e.starts_with("/etc/modprobe.d/n.conf line 1: "), "{e}");
+        }
     }
 
     #[test]

@@ -257,18 +257,23 @@ fn iommu_steps(f: &Facts, plan: &mut Plan) -> Result<(), Failure> {
 /// of `NVreg_RegistryDwords` in effect (see [`registry_dwords`]). The driver reads it when the
 /// module loads, so a loaded driver running another policy is a reboot checkpoint when the
 /// profile asks for vGPUs (they must run under the new policy); without vGPUs wanted the plan
-/// only says when it takes effect. True when a modprobe.d file is edited.
+/// only says when it takes effect. True when a modprobe.d file is edited; refused (exit 2) when
+/// the setting in effect cannot be rewritten safely.
 fn scheduler_step(
     f: &Facts,
     profile: &crate::profile::Profile,
     plan: &mut Plan,
     reasons: &mut Vec<String>,
-) -> bool {
+) -> Result<bool, Failure> {
     let Some(s) = profile.host.scheduler else {
-        return false;
+        return Ok(false);
     };
     let want = registry_dwords::rmpvmrl(s, profile.host.timeslice_ms);
-    let edit = registry_dwords::plan(&f.modprobe_d, want);
+    let edit = registry_dwords::plan(&f.modprobe_d, want).map_err(|e| {
+        Failure::usage(format!(
+            "[host] scheduler: {e}, or remove scheduler from the profile. Nothing was changed."
+        ))
+    })?;
     let edited = edit.is_some();
     if let Some(e) = edit {
         plan.push(
@@ -287,7 +292,7 @@ fn scheduler_step(
         );
     }
     if f.driver.loaded_version.is_none() {
-        return edited;
+        return Ok(edited);
     }
     // The loaded driver's value (unset: best effort, the driver's default); unknown when the
     // driver shows no params file, then judged by whether the file is edited now.
@@ -308,7 +313,7 @@ fn scheduler_step(
             reasons.push(why);
         }
     }
-    edited
+    Ok(edited)
 }
 
 /// The pre-reboot steps, and the reasons a reboot is needed now (empty: none). Pure.
@@ -384,7 +389,7 @@ pub fn plan(f: &Facts, want: &Desired) -> Result<(Plan, Vec<String>), Failure> {
             }
         }
     }
-    let scheduler_edit = scheduler_step(f, profile, &mut plan, &mut reasons);
+    let scheduler_edit = scheduler_step(f, profile, &mut plan, &mut reasons)?;
     // The initramfs carries a copy of modprobe.d.
     if (release.initramfs || scheduler_edit) && !plan.steps.iter().any(|s| s.id == REGEN_INITRAMFS)
     {
