@@ -73,6 +73,17 @@ fn setup_merges_the_policy_and_reboots_into_it() {
         ),
         "{c:?}"
     );
+    let st = s.run(&["status"]);
+    assert!(
+        st.stdout
+            .contains("vGPU scheduler: equal-share, 2 ms time slice (RmPVMRL=0x00020001)\n"),
+        "{st:?}"
+    );
+    let j = s.json(&["status", "--json"]);
+    assert_eq!(
+        j["scheduler"], "equal-share, 2 ms time slice (RmPVMRL=0x00020001)",
+        "{j}"
+    );
     // A second run plans nothing and changes no file.
     let before = s.hash();
     let again = s.run(&["setup", "--profile", p.path().to_str().unwrap(), "--yes"]);
