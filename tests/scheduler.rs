@@ -164,6 +164,27 @@ fn check_reports_the_loaded_policy_and_a_pending_one() {
     );
 }
 
+/// On a fresh host (IOMMU, nouveau, driver install ahead) the option is written before the
+/// driver's first load, which then runs the policy: no extra reboot for it.
+#[test]
+fn a_fresh_host_loads_the_driver_with_the_policy() {
+    let s = Sim::new("a40x8");
+    let p = a40_profile("scheduler = \"fixed-share\"\ntimeslice_ms = 24");
+    let runs = s.setup_to_end(p.path());
+    assert_eq!(
+        runs.len(),
+        2,
+        "one reboot, as without a scheduler: {runs:?}"
+    );
+    assert!(
+        s.read("proc/driver/nvidia/params")
+            .contains("RegistryDwords: \"RmPVMRL=0x00180011\""),
+        "{}",
+        s.read("proc/driver/nvidia/params")
+    );
+    assert_eq!(s.live_vgpus().len(), 16);
+}
+
 /// Bad values exit 2 naming the file, line and field, with nothing changed.
 #[test]
 fn bad_values_change_nothing_and_exit_2() {
