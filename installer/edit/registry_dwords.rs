@@ -8,12 +8,15 @@
 //!   `TT`, bits 16-23, is the time slice in ms for equal and fixed share, 0x01-0x1E (1-30 ms;
 //!   00 = the driver's default, 2 ms up to 8 vGPUs per GPU, else 1 ms; above 0x1E capped). Its
 //!   examples: `0x00030001` equal share with 3 ms, `0x00180011` fixed share with 24 ms. The value
-//!   is read when the module loads ("Reboot your hypervisor host machine"). One discrepancy in
-//!   the guide (the copy read was the NVIDIA AI Enterprise edition): its RmPVMRL section gives
-//!   equal share "without a strict round-robin policy" and 3 ms as `0x00030003`, its how-to
-//!   section as `0x00030001`, and fixed share with 24 ms as `0x00180011` in both; vgpuctl follows
-//!   the how-to form (the brief's `0x00NN0001`), and leaves the strict round-robin fields (`AA`,
-//!   `FFF`, the top 12 bits) at 0, the driver's defaults.
+//!   is read when the module loads ("Reboot your hypervisor host machine").
+//!   *Open question*, to confirm on hardware (dmesg `NVRM: Software scheduler timeslice set to N
+//!   ms`): since vGPU 15.0 the schedulers default to a strict round-robin policy whose averaging
+//!   factor `AA` (bits 24-31) and frequency `FFF` (bits 12-23, overlapping `TT`) share the word,
+//!   and the guide's RmPVMRL section gives equal share with 3 ms "without a strict round-robin
+//!   policy" as `0x00030003` where its how-to gives `0x00030001` (fixed share, 24 ms, is
+//!   `0x00180011` in both). The table that says which bit picks the mode is missing from the copy
+//!   read (the NVIDIA AI Enterprise edition). vgpuctl writes the how-to form, `0x00TT0001` /
+//!   `0x00TT0011`, as the issue's brief does.
 //! - open-gpu-kernel-modules `kernel-open/nvidia/nv-reg.h` (Option: RegistryDwords): a
 //!   semicolon-separated list of `key=value` pairs. The module parameter is registered with
 //!   permissions 0 (`module_param(x, charp, 0)`), so `/sys/module/nvidia/parameters/` does not show
