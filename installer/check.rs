@@ -395,6 +395,59 @@ pub fn check(f: &HostFacts) -> Report {
     }
 }
 
+/// What the vGPU scheduling policy is and will be, as `RmPVMRL` values (NVIDIA's vGPU user guide,
+/// "Changing Scheduling Behavior for Time-Sliced vGPUs"; see [`crate::edit::registry_dwords`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SchedulerFacts {
+    /// The loaded driver's (`/proc/driver/nvidia/params`): None when no driver shows one,
+    /// Some(None) when its `NVreg_RegistryDwords` sets none (best effort, the default).
+    pub loaded: Option<Option<u32>>,
+    /// What modprobe.d gives the module at its next load (None: not set).
+    pub configured: Option<u32>,
+    /// What the active profile's `[host] scheduler` asks (None: leave the driver's).
+    pub wanted: Option<u32>,
+}
+
+/// One finding on the scheduling policy, with the fix when it is not (yet) the wanted one.
+pub fn scheduler_finding(s: &SchedulerFacts) -> Finding {
+    use crate::edit::registry_dwords::{describe, format_value};
+    let next = s.configured.unwrap_or(0);
+    let now = s.loaded.map(|v| v.unwrap_or(0));
+    let mut out = Findings(Vec::new());
+    match (s.wanted, now) {
+        (Some(w), _) if w != next => out.warn(
+            "scheduler",
+            format!(
+                "vGPU scheduler: modprobe.d gives the driver {} at its next load; the profile asks {}",
+                describe(next),
+                describe(w)
+            ),
+            format!(
+                "`vgpuctl setup --profile /etc/vgpuctl/profile.toml` sets RmPVMRL={} in the nvidia                  module's NVreg_RegistryDwords (modprobe.d); a reboot loads it",
+                format_value(w)
+            ),
+        ),
+        (_, Some(n)) if n != next => out.warn(
+            "scheduler",
+            format!(
+                "vGPU scheduler: the loaded driver runs {}; modprobe.d gives {} at the next module load",
+                describe(n),
+                describe(next)
+            ),
+            "reboot to load the nvidia module with it",
+        ),
+        (_, Some(n)) => out.ok("scheduler", format!("vGPU scheduler: {} (loaded driver)", describe(n))),
+        (_, None) => out.ok(
+            "scheduler",
+            format!(
+                "vGPU scheduler: {} (modprobe.d; no loaded driver shows its options)",
+                describe(next)
+            ),
+        ),
+    }
+    out.0.remove(0)
+}
+
 /// The human form of a report.
 pub fn render(report: &Report, facts: &HostFacts) -> String {
     use std::fmt::Write;

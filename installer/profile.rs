@@ -33,6 +33,13 @@ pub struct HostPolicy {
     pub reboot: RebootPolicy,
     #[serde(default)]
     pub iommu: IommuPolicy,
+    /// The vGPU scheduling policy for every GPU (None: leave the driver's), written as the
+    /// driver's `RmPVMRL` module option ([`crate::edit::registry_dwords`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scheduler: Option<Scheduler>,
+    /// The time slice in ms, with equal-share or fixed-share only (NVIDIA allows 1-30).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeslice_ms: Option<u32>,
 }
 
 impl Default for HostPolicy {
@@ -40,6 +47,8 @@ impl Default for HostPolicy {
         HostPolicy {
             reboot: RebootPolicy::Prompt,
             iommu: IommuPolicy::Auto,
+            scheduler: None,
+            timeslice_ms: None,
         }
     }
 }
@@ -59,6 +68,27 @@ pub enum IommuPolicy {
     #[default]
     Auto,
     Skip,
+}
+
+/// NVIDIA's schedulers for time-sliced vGPUs (vGPU user guide, "Scheduling Policies for
+/// Time-Sliced vGPUs").
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Scheduler {
+    BestEffort,
+    EqualShare,
+    FixedShare,
+}
+
+impl Scheduler {
+    /// The profile's word for it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Scheduler::BestEffort => "best-effort",
+            Scheduler::EqualShare => "equal-share",
+            Scheduler::FixedShare => "fixed-share",
+        }
+    }
 }
 
 /// `[driver]`: where the GRID host driver comes from.

@@ -385,6 +385,36 @@ fn check_driver(cx: &mut Ctx, d: &DriverConfig) {
     }
 }
 
+/// `timeslice_ms` sets the equal-share and fixed-share schedulers' time slice, within the range
+/// NVIDIA's guide gives for `RmPVMRL`'s `TT` (1-30 ms; see [`crate::edit::registry_dwords`]).
+fn check_scheduler(cx: &mut Ctx, h: &crate::profile::HostPolicy) {
+    use crate::profile::Scheduler;
+    let Some(ms) = h.timeslice_ms else {
+        return;
+    };
+    let at = [key("host"), key("timeslice_ms")];
+    let range = crate::edit::registry_dwords::TIMESLICE_MS;
+    match h.scheduler {
+        None | Some(Scheduler::BestEffort) => cx.err(
+            &at,
+            format!(
+                "a time slice needs scheduler = \"equal-share\" or \"fixed-share\" (the best-effort \
+                 scheduler has none){}",
+                if h.scheduler.is_none() { "; set scheduler too" } else { "" }
+            ),
+        ),
+        Some(_) if !range.contains(&ms) => cx.err(
+            &at,
+            format!(
+                "{ms} is outside {}-{} (ms, the range NVIDIA's vGPU user guide allows)",
+                range.start(),
+                range.end()
+            ),
+        ),
+        Some(_) => {}
+    }
+}
+
 fn check_cloudpods(cx: &mut Ctx, c: &CloudpodsConfig) {
     if let Err(e) = check_abs_path(&c.host_conf) {
         cx.err(&[key("cloudpods"), key("host_conf")], e);
@@ -543,6 +573,7 @@ pub fn check(text: &str, file: &str) -> Result<Profile, Vec<ProfileError>> {
             }]);
         }
     };
+    check_scheduler(&mut cx, &profile.host);
     if let Some(d) = &profile.driver {
         check_driver(&mut cx, d);
     }
@@ -710,6 +741,44 @@ uuids = []
         assert_eq!(e.field, "gpus[0].count");
         let e = &errs(&A40.replace("uuids = []", "uuids = \"x\""))[0];
         assert_eq!(e.field, "gpus[0].uuids");
+    }
+
+    #[test]
+    fn scheduler_rules() {
+        use crate::profile::Scheduler;
+        let p = Profile::parse(
+            "[host]\nscheduler = \"equal-share\"\ntimeslice_ms = 2\n",
+            "t.toml",
+        )
+        .unwrap();
+        assert_eq!(p.host.scheduler, Some(Scheduler::EqualShare));
+        assert_eq!(p.host.timeslice_ms, Some(2));
+        let p = Profile::parse("[host]\nscheduler = \"fixed-share\"\n", "t.toml").unwrap();
+        assert_eq!(p.host.scheduler, Some(Scheduler::FixedShare));
+        let e = &errs("[host]\nscheduler = \"round-robin\"\n")[0];
+        assert_eq!((e.field.as_str(), e.line), ("host.scheduler", 2), "{e}");
+        for (t, why) in [
+            (
+                "scheduler = \"equal-share\"\ntimeslice_ms = 0\n",
+                "outside 1-30",
+            ),
+            (
+                "scheduler = \"fixed-share\"\ntimeslice_ms = 31\n",
+                "outside 1-30",
+            ),
+            (
+                "scheduler = \"best-effort\"\ntimeslice_ms = 2\n",
+                "needs scheduler",
+            ),
+            ("timeslice_ms = 2\n", "set scheduler too"),
+        ] {
+            let e = &errs(&format!("[host]\n{t}"))[0];
+            assert_eq!(e.field, "host.timeslice_ms", "{e}");
+            assert!(e.reason.contains(why), "{e}");
+            assert!(e.line >= 2, "{e}");
+        }
+        let e = &errs("[host]\nscheduler = \"equal-share\"\ntimeslice_ms = -1\n")[0];
+        assert_eq!(e.field, "host.timeslice_ms", "{e}");
     }
 
     #[test]

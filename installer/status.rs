@@ -35,6 +35,10 @@ pub struct Status {
     pub active_profile: bool,
     pub restore_unit_enabled: bool,
     pub drift: Vec<String>,
+    /// The vGPU scheduling policy the loaded driver runs (`/proc/driver/nvidia/params`), as
+    /// [`crate::edit::registry_dwords::describe`] words it; None when no driver shows it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub scheduler: Option<String>,
 }
 
 fn row(v: &Vgpu, profile: Option<&Pins>) -> VgpuRow {
@@ -136,6 +140,7 @@ pub fn status(facts: &HostFacts, profile: Option<&Pins>) -> Status {
         active_profile: profile.is_some(),
         restore_unit_enabled: facts.restore_unit_enabled,
         drift,
+        scheduler: None,
     }
 }
 
@@ -190,6 +195,9 @@ pub fn render_status(s: &Status) -> String {
             "not enabled"
         }
     );
+    if let Some(p) = &s.scheduler {
+        let _ = writeln!(out, "vGPU scheduler: {p}");
+    }
     if s.drift.is_empty() {
         if s.active_profile {
             let _ = writeln!(out, "No drift: every pinned vGPU is present.");

@@ -361,6 +361,7 @@ pub fn ask(
         host: HostPolicy {
             reboot,
             iommu: IommuPolicy::Auto,
+            ..HostPolicy::default()
         },
         driver,
         gpus: select

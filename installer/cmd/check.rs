@@ -3,11 +3,33 @@ use crate::host::Host;
 
 pub fn run(host: &Host, json: bool) -> Result<Exit, Failure> {
     let facts = crate::facts::observe(host);
-    let report = crate::check::check(&facts);
+    let mut report = crate::check::check(&facts);
+    report
+        .findings
+        .push(crate::check::scheduler_finding(&scheduler_facts(host)));
     if json {
         crate::outln!("{}", serde_json::to_string_pretty(&report)?);
     } else {
         crate::out!("{}", crate::check::render(&report, &facts));
     }
     Ok(if report.ready { Exit::Ok } else { Exit::Failed })
+}
+
+/// The scheduling policy's three sources: the loaded driver, modprobe.d, the active profile.
+fn scheduler_facts(host: &Host) -> crate::check::SchedulerFacts {
+    use crate::edit::registry_dwords as rd;
+    let wanted = crate::active::load(host).ok().flatten().and_then(|p| {
+        p.host
+            .scheduler
+            .map(|s| rd::rmpvmrl(s, p.host.timeslice_ms))
+    });
+    crate::check::SchedulerFacts {
+        loaded: host
+            .read(rd::PROC_PARAMS)
+            .ok()
+            .as_deref()
+            .and_then(rd::loaded),
+        configured: rd::configured(&crate::setup::observe::modprobe_d(host)),
+        wanted,
+    }
 }

@@ -5,7 +5,16 @@ use crate::host::Host;
 pub fn status(host: &Host, json: bool, libvirt_xml: Option<&str>) -> Result<Exit, Failure> {
     let facts = crate::facts::observe(host);
     let profile = crate::pins::load(host)?;
-    let s = crate::status::status(&facts, profile.as_ref());
+    let mut s = crate::status::status(&facts, profile.as_ref());
+    {
+        use crate::edit::registry_dwords as rd;
+        s.scheduler = host
+            .read(rd::PROC_PARAMS)
+            .ok()
+            .as_deref()
+            .and_then(rd::loaded)
+            .map(|v| rd::describe(v.unwrap_or(0)));
+    }
     if let Some(only) = libvirt_xml {
         // The kernel names mdev devices in lowercase; a UUID copied in capitals is the same one.
         let only = only.to_ascii_lowercase();

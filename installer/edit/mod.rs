@@ -6,6 +6,7 @@ pub mod hostconf;
 pub mod kargs;
 pub mod kernel_cmdline_file;
 pub mod raw_text;
+pub mod registry_dwords;
 pub mod sh_scan;
 
 /// Robustness over generated inputs: no editor panics, and each keeps its invariant (applying
@@ -201,6 +202,73 @@ mod robustness {
         }
         eprintln!("hostconf: {found} inputs with a non-empty list");
         assert!(found > 20, "{found}");
+    }
+
+    #[test]
+    fn registry_dwords_never_panics_and_converges() {
+        use registry_dwords as rd;
+        let vocab: Vec<&str> = CHARS
+            .iter()
+            .copied()
+            .chain([
+                "options nvidia ",
+                "options nvidia_drm ",
+                "NVreg_RegistryDwords=",
+                "NVreg_RegistryDwords=\"",
+                "RmPVMRL=0x11",
+                "RmPVMRL=",
+                "PerfLevelSrc=0x2222",
+                " \\\n",
+                "\n",
+            ])
+            .collect();
+        let mut merged = 0;
+        for (i, t) in inputs(6, 3000, &vocab).iter().enumerate() {
+            // Half start as a setting, so that the merge paths are reached often.
+            let t = &if i % 2 == 0 {
+                format!("options nvidia NVreg_RegistryDwords={t}")
+            } else {
+                t.clone()
+            };
+            let files = vec![
+                ("/etc/modprobe.d/nvidia.conf".to_string(), t.clone()),
+                (rd::OWN_FILE.to_string(), String::new()),
+            ];
+            let want = [0x00, 0x01, 0x11, 0x0002_0001][i % 4];
+            let _ = rd::loaded(t);
+            let e = match rd::plan(&files, want) {
+                Err(_) => continue,
+                Ok(None) => {
+                    assert_eq!(rd::configured(&files), Some(want), "{t:?}");
+                    continue;
+                }
+                Ok(Some(e)) => e,
+            };
+            merged += usize::from(e.path != rd::OWN_FILE);
+            let applied: Vec<(String, String)> = files
+                .iter()
+                .map(|(p, c)| {
+                    (
+                        p.clone(),
+                        if *p == e.path {
+                            e.after.clone()
+                        } else {
+                            c.clone()
+                        },
+                    )
+                })
+                .collect();
+            // Once applied, the value is the one in effect and nothing more is planned.
+            assert_eq!(
+                rd::configured(&applied),
+                Some(want),
+                "{t:?} -> {:?}",
+                e.after
+            );
+            assert_eq!(rd::plan(&applied, want), Ok(None), "{t:?}");
+        }
+        eprintln!("registry_dwords: {merged} merges into an existing setting");
+        assert!(merged > 200, "{merged}");
     }
 
     #[test]

@@ -66,6 +66,10 @@ pub struct Facts {
     pub active: Option<Profile>,
     /// The pins on the host (what restore recreates), [`crate::pins::load`].
     pub pins: Option<crate::pins::Pins>,
+    /// modprobe.d files (path, text) in modprobe's order, [`modprobe_d`].
+    pub modprobe_d: Vec<(String, String)>,
+    /// `/proc/driver/nvidia/params`: the loaded driver's options.
+    pub nvidia_params: Option<String>,
 }
 
 impl Deref for Facts {
@@ -141,8 +145,38 @@ pub fn observe(host: &Host) -> Result<Facts, Failure> {
         state: state::load(host)?,
         active: crate::active::load(host)?,
         pins: crate::pins::load(host)?,
+        modprobe_d: modprobe_d(host),
+        nvidia_params: host.read(crate::edit::registry_dwords::PROC_PARAMS).ok(),
         host: hf,
     })
+}
+
+/// The directories modprobe reads its configuration from, the one that wins for a file name
+/// first (modprobe.d(5)).
+const MODPROBE_DIRS: [&str; 4] = [
+    "/etc/modprobe.d",
+    "/run/modprobe.d",
+    "/usr/lib/modprobe.d",
+    "/lib/modprobe.d",
+];
+
+/// The `*.conf` files modprobe reads, (path, text), in the order it applies them: by file name,
+/// a name in /etc hiding the same name further down [`MODPROBE_DIRS`]. Unreadable files are left
+/// out (modprobe skips them too).
+pub fn modprobe_d(host: &Host) -> Vec<(String, String)> {
+    let mut by_name: BTreeMap<String, (String, String)> = BTreeMap::new();
+    for dir in MODPROBE_DIRS {
+        for name in host.list(dir.trim_start_matches('/')) {
+            if !name.ends_with(".conf") || by_name.contains_key(&name) {
+                continue;
+            }
+            let p = format!("{dir}/{name}");
+            if let Ok(t) = host.read(&p) {
+                by_name.insert(name, (p, t));
+            }
+        }
+    }
+    by_name.into_values().collect()
 }
 
 /// What a restore plans from: the GPUs (their VFs, parents and type listings), the vGPUs that

@@ -2,7 +2,7 @@
 //! nouveau, vfio-pci, the driver. Also: why a reboot is (still) needed, judged from the facts.
 
 use crate::driver::nouveau::Verdict;
-use crate::edit::{grub_default, kargs, kernel_cmdline_file, raw_text};
+use crate::edit::{grub_default, kargs, kernel_cmdline_file, raw_text, registry_dwords};
 use crate::exit::Failure;
 use crate::facts::{BootLoader, CpuVendor, HostFacts};
 use crate::host::{Cmd, Host};
@@ -253,6 +253,69 @@ fn iommu_steps(f: &Facts, plan: &mut Plan) -> Result<(), Failure> {
     Ok(())
 }
 
+/// The vGPU scheduling policy (`[host] scheduler`): `RmPVMRL` merged into the modprobe.d setting
+/// of `NVreg_RegistryDwords` in effect (see [`registry_dwords`]). The driver reads it when the
+/// module loads, so a loaded driver running another policy is a reboot checkpoint when the
+/// profile asks for vGPUs (they must run under the new policy); without vGPUs wanted the plan
+/// only says when it takes effect. True when a modprobe.d file is edited; refused (exit 2) when
+/// the setting in effect cannot be rewritten safely.
+fn scheduler_step(
+    f: &Facts,
+    profile: &crate::profile::Profile,
+    plan: &mut Plan,
+    reasons: &mut Vec<String>,
+) -> Result<bool, Failure> {
+    let Some(s) = profile.host.scheduler else {
+        return Ok(false);
+    };
+    let want = registry_dwords::rmpvmrl(s, profile.host.timeslice_ms);
+    let edit = registry_dwords::plan(&f.modprobe_d, want).map_err(|e| {
+        Failure::usage(format!(
+            "[host] scheduler: {e}, or remove scheduler from the profile. Nothing was changed."
+        ))
+    })?;
+    let edited = edit.is_some();
+    if let Some(e) = edit {
+        plan.push(
+            "scheduler:modprobe",
+            format!(
+                "Set the vGPU scheduler to {} in {} (read when the nvidia module next loads)",
+                registry_dwords::describe(want),
+                e.path
+            ),
+            Action::WriteFile {
+                path: e.path,
+                before: e.before,
+                after: e.after,
+                mode: 0o644,
+            },
+        );
+    }
+    if f.driver.loaded_version.is_none() {
+        return Ok(edited);
+    }
+    // The loaded driver's value (unset: best effort, the driver's default); unknown when the
+    // driver shows no params file, then judged by whether the file is edited now.
+    let running = f
+        .nvidia_params
+        .as_deref()
+        .and_then(registry_dwords::loaded)
+        .map(|v| v.unwrap_or(0));
+    if running.map_or(edited, |v| v != want) {
+        let now = running.map_or("another policy".to_string(), registry_dwords::describe);
+        let why = format!(
+            "the loaded NVIDIA driver runs {now}; the profile's {} takes effect when the module loads again",
+            registry_dwords::describe(want)
+        );
+        if profile.gpus.is_empty() {
+            plan.after_reboot.push(why);
+        } else {
+            reasons.push(why);
+        }
+    }
+    Ok(edited)
+}
+
 /// The pre-reboot steps, and the reasons a reboot is needed now (empty: none). Pure.
 pub fn plan(f: &Facts, want: &Desired) -> Result<(Plan, Vec<String>), Failure> {
     let profile = want.profile;
@@ -326,8 +389,10 @@ pub fn plan(f: &Facts, want: &Desired) -> Result<(Plan, Vec<String>), Failure> {
             }
         }
     }
+    let scheduler_edit = scheduler_step(f, profile, &mut plan, &mut reasons)?;
     // The initramfs carries a copy of modprobe.d.
-    if release.initramfs && !plan.steps.iter().any(|s| s.id == REGEN_INITRAMFS) {
+    if (release.initramfs || scheduler_edit) && !plan.steps.iter().any(|s| s.id == REGEN_INITRAMFS)
+    {
         let cmd = if f.has_update_initramfs || f.os.family == crate::facts::OsFamily::Debian {
             Cmd::new("update-initramfs").arg("-u")
         } else {

@@ -451,6 +451,7 @@ impl SimKernel {
                 .exists();
             let gpu_driver = if nvidia_installed {
                 st.modules.insert("nvidia".into());
+                st.registry_dwords = super::modprobe::nvidia_registry_dwords(&root);
                 if st.driver.is_some() && m.iface == Iface::Mdev {
                     st.modules.extend(
                         [

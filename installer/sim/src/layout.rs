@@ -635,6 +635,16 @@ pub fn render_globals(root: &Path, m: &Model, st: &State) -> Result<()> {
                 ),
             )?;
             put(root, "sys/module/nvidia/version", &format!("{v}\n"))?;
+            // nv-procfs.c nv_procfs_read_params: the string options last, quoted. (The real
+            // file lists the dword options first; the sim shows the ones vgpuctl reads.)
+            put(
+                root,
+                "proc/driver/nvidia/params",
+                &format!(
+                    "RegistryDwords: \"{}\"\nRegistryDwordsPerDevice: \"\"\nRmMsg: \"\"\n",
+                    st.registry_dwords
+                ),
+            )?;
         }
         None => {
             rmtree(root, "proc/driver/nvidia");

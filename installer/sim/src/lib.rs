@@ -13,6 +13,7 @@ mod kernel;
 pub mod layout;
 pub mod makeself;
 pub mod models;
+mod modprobe;
 mod nouveau;
 mod programs;
 pub mod seam;

@@ -48,6 +48,9 @@ pub struct State {
     /// How many `Cannot obtain unbindLock` failures were played (`unbind_lock_busy=N`).
     pub unbind_lock_failures: u32,
     pub vgpus: Vec<Vgpu>,
+    /// `NVreg_RegistryDwords` as modprobe.d gave it when the nvidia module last loaded (at boot):
+    /// shown in `/proc/driver/nvidia/params`; a later modprobe.d edit waits for the next boot.
+    pub registry_dwords: String,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
