@@ -107,18 +107,8 @@ impl SimKernel {
         Ok(())
     }
 
-    /// A sim option, read from the state as last loaded (reloaded when another process saved
-    /// it): no state lock, no save, so a create or a program run pays a stat for it.
     pub(crate) fn opt(&self, key: &str) -> Option<String> {
-        let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
-        let now = state::stamp(&self.root);
-        if now != inner.stamp {
-            if let Ok(st) = state::load(&self.root) {
-                inner.st = st;
-            }
-            inner.stamp = now;
-        }
-        inner.st.opts.get(key).cloned()
+        self.with(|st| Ok(st.opts.get(key).cloned())).ok().flatten()
     }
 
     fn opt_ms(&self, key: &str) -> u64 {
@@ -542,7 +532,6 @@ impl SimKernel {
     /// a driver binding `driver_delay_ms` after boot), after reloading the state when another
     /// process changed it. Returns when the next one is due (epoch ms). Cheap when nothing is.
     pub fn apply_due(&self) -> Option<u64> {
-        let groups: Vec<String>;
         {
             let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
             let now = state::stamp(&self.root);
@@ -555,22 +544,6 @@ impl SimKernel {
             let due = state::now_ms();
             if !inner.st.pending.iter().any(|p| p.due_ms <= due) {
                 return inner.st.pending.iter().map(|p| p.due_ms).min();
-            }
-            groups = inner
-                .st
-                .pending
-                .iter()
-                .filter(|p| p.due_ms <= due)
-                .filter_map(|p| match &p.event {
-                    Event::VfGroup { vf } => Some(vf.clone()),
-                    _ => None,
-                })
-                .collect();
-        }
-        // Build the due VF groups outside the lock: under it, each one is then a rename.
-        for vf in &groups {
-            if self.root.join(devdir(self.model, vf)).exists() {
-                let _ = layout::stage_group(&self.root, self.model, vf);
             }
         }
         let _ = self.with(|st| self.materialize(st));

@@ -39,62 +39,14 @@ pub fn put_mode(root: &Path, rel: &str, content: &str, mode: u32) -> Result<()> 
     }
     // Replace rather than write in place (the old file may be a shared template link), and
     // atomically: a reader on another thread sees the old content or the new, never no file.
-    // A link to the content's template renamed over the file costs two calls.
-    let tpl = template(root, content, mode)?;
-    let tmp = tmp_dir(root)?.join(format!("p-{}", uuid::Uuid::new_v4().simple()));
-    if std::fs::hard_link(&tpl, &tmp).is_err() {
-        return replace_file(root, &p, content.as_bytes(), mode);
-    }
-    std::fs::rename(&tmp, &p).inspect_err(|_| {
-        let _ = std::fs::remove_file(&tmp);
-    })?;
-    Ok(())
-}
-
-/// The shared file holding `content` with `mode` (made once per root, atomically).
-fn template(root: &Path, content: &str, mode: u32) -> Result<std::path::PathBuf> {
-    use sha2::Digest;
-    let digest = hex::encode(&sha2::Sha256::digest(content.as_bytes())[..12]);
-    let tpl = root.join(format!("{}/tpl/{mode:o}-{digest}", super::state::STATE_DIR));
-    if !known_dir(&tpl) && !tpl.exists() {
-        // Each writer its own temp file: a shared temp name let one thread truncate the inode
-        // another had just renamed into place and linked, showing an empty file for a moment.
-        std::fs::create_dir_all(tpl.parent().expect("template dir"))?;
-        replace_file(root, &tpl, content.as_bytes(), mode)?;
-    }
-    remember_dir(&tpl);
-    Ok(tpl)
-}
-
-/// Paths known to exist (templates, temp dirs), so a hot path skips asking the file system.
-/// Forgotten when a root's tree is removed is not needed: a missing one is recreated on error.
-static KNOWN: std::sync::Mutex<Option<std::collections::HashSet<std::path::PathBuf>>> =
-    std::sync::Mutex::new(None);
-
-fn known_dir(p: &Path) -> bool {
-    KNOWN
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .as_ref()
-        .is_some_and(|s| s.contains(p))
-}
-
-fn remember_dir(p: &Path) {
-    KNOWN
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .get_or_insert_with(Default::default)
-        .insert(p.to_path_buf());
+    replace_file(root, &p, content.as_bytes(), mode)
 }
 
 /// The root's scratch directory for files being built (same file system as everything under
 /// the root, so a rename moves them in; never a directory vgpuctl lists).
 pub fn tmp_dir(root: &Path) -> Result<std::path::PathBuf> {
     let d = root.join(super::state::STATE_DIR).join("tmp");
-    if !(known_dir(&d) && d.is_dir()) {
-        std::fs::create_dir_all(&d)?;
-        remember_dir(&d);
-    }
+    std::fs::create_dir_all(&d)?;
     Ok(d)
 }
 
@@ -116,7 +68,15 @@ pub fn replace_file(root: &Path, path: &Path, bytes: &[u8], mode: u32) -> Result
 /// no data block (5x faster than writing each file on ext4). Files made this way are never
 /// written in place: [`put_mode`] and the kernel's plain writes replace them.
 fn fresh_file(root: &Path, rel: &str, content: &str, mode: u32) -> Result<()> {
-    let tpl = template(root, content, mode)?;
+    use sha2::Digest;
+    let digest = hex::encode(&sha2::Sha256::digest(content.as_bytes())[..12]);
+    let tpl = root.join(format!("{}/tpl/{mode:o}-{digest}", super::state::STATE_DIR));
+    if !tpl.exists() {
+        // Each writer its own temp file: a shared temp name let one thread truncate the inode
+        // another had just renamed into place and linked, showing an empty file for a moment.
+        std::fs::create_dir_all(tpl.parent().expect("template dir"))?;
+        replace_file(root, &tpl, content.as_bytes(), mode)?;
+    }
     let dest = root.join(rel);
     match std::fs::hard_link(&tpl, &dest) {
         Ok(()) => Ok(()),
@@ -1233,80 +1193,10 @@ pub fn stage_vfs(root: &Path, m: &Model, mut st: State, pf: &str, due_ms: u64) -
     st.numvfs.insert(pf.to_string(), m.sriov_total);
     for vf in m.vfs_of(pf) {
         st.bound.insert(vf.clone(), "nvidia".into());
+        st.vf_groups.insert(vf);
     }
-    // The VFs without their groups (those come later, one by one, from `stage_group`).
     render_gpu(&scratch, m, &st, pf)?;
     std::fs::write(scratch.join(".complete"), format!("iommu={}\n", st.iommu))?;
-    for vf in m.vfs_of(pf) {
-        stage_group(root, m, &vf)?;
-    }
-    Ok(())
-}
-
-/// Build a VF's vGPU group (as it is on a GPU holding no vGPU) where it waits for its time,
-/// outside the kernel's lock: when it is due, it appears with one rename. Several builders
-/// may race; the first rename wins and the others drop theirs.
-pub fn stage_group(root: &Path, m: &Model, vf: &str) -> Result<()> {
-    let g = group_name(m);
-    let aside = root.join(staged_group_rel(vf));
-    if aside.join(g).exists() {
-        return Ok(());
-    }
-    let tmp_rel = format!(
-        "{}/tmp/g-{}",
-        super::state::STATE_DIR,
-        uuid::Uuid::new_v4().simple()
-    );
-    tmp_dir(root)?;
-    let types = catalog::types_for(m.gpu);
-    let idle = GpuUse {
-        count: 0,
-        type_id: None,
-        parents: Vec::new(),
-    };
-    match m.iface {
-        Iface::Mdev => {
-            for t in types {
-                let td = format!("{tmp_rel}/{}", m.type_dir(vf, t.id));
-                std::fs::create_dir_all(root.join(format!("{td}/devices")))?;
-                for (f, c, mode) in [
-                    ("name", format!("{}\n", t.name), 0o444),
-                    ("description", format!("{}\n", t.description()), 0o444),
-                    ("device_api", "vfio-pci\n".to_string(), 0o444),
-                    (
-                        "available_instances",
-                        format!("{}\n", idle.available(m, vf, t)),
-                        0o644,
-                    ),
-                    ("create", String::new(), 0o200),
-                ] {
-                    fresh_file(root, &format!("{td}/{f}"), &c, mode)?;
-                }
-            }
-        }
-        Iface::VendorVfio => {
-            let mut list = String::from("ID    : vGPU Name\n");
-            for t in types {
-                if idle.available(m, vf, t) > 0 {
-                    list.push_str(&format!("{:<6}: {}\n", t.id, t.name));
-                }
-            }
-            std::fs::create_dir_all(root.join(&tmp_rel))?;
-            for (f, c) in [
-                ("creatable_vgpu_types", list.as_str()),
-                ("current_vgpu_type", "0\n"),
-                ("vgpu_params", "\n"),
-                ("gpu_instance_id", "\n"),
-                ("placement_id", "\n"),
-            ] {
-                fresh_file(root, &format!("{tmp_rel}/{f}"), c, 0o644)?;
-            }
-        }
-    }
-    std::fs::create_dir_all(&aside)?;
-    if std::fs::rename(root.join(&tmp_rel), aside.join(g)).is_err() {
-        rmtree(root, &tmp_rel);
-    }
     Ok(())
 }
 
@@ -1324,7 +1214,8 @@ pub fn staged_group_rel(vf: &str) -> String {
 }
 
 /// Move staged VF directories into place, one rename per VF, when staging finished for the same
-/// IOMMU state. Returns whether it did; the caller renders the rest as usual either way.
+/// IOMMU state; each VF's group is set aside first, to appear at its own time. Returns whether
+/// it did; the caller renders the rest as usual either way.
 pub fn adopt_staged(root: &Path, m: &Model, pf: &str, due_ms: u64, iommu: bool) -> bool {
     let scratch = root.join(staging_rel(pf, due_ms));
     let complete = std::fs::read_to_string(scratch.join(".complete"))
@@ -1332,21 +1223,44 @@ pub fn adopt_staged(root: &Path, m: &Model, pf: &str, due_ms: u64, iommu: bool) 
     if complete {
         for vf in m.vfs_of(pf) {
             let rel = devdir(m, &vf);
-            if !root.join(&rel).exists() {
-                let _ = std::fs::rename(scratch.join(&rel), root.join(&rel));
+            if root.join(&rel).exists() {
+                continue;
             }
+            let aside = root.join(staged_group_rel(&vf));
+            let _ = std::fs::remove_dir_all(&aside);
+            if std::fs::create_dir_all(&aside).is_ok() {
+                let g = group_name(m);
+                let _ = std::fs::rename(scratch.join(&rel).join(g), aside.join(g));
+            }
+            let _ = std::fs::rename(scratch.join(&rel), root.join(&rel));
         }
         let _ = std::fs::remove_dir_all(&scratch);
     }
     complete
 }
 
-/// Move a VF's staged vGPU group into place; whether there was one.
+/// Move a VF's staged vGPU group into place; whether there was one. The group is set aside
+/// when its VF was adopted, or, when staging finished only after the VFs were due (a busy
+/// machine), still in the finished staging tree.
 fn adopt_group(root: &Path, m: &Model, vf: &str) -> bool {
     let g = group_name(m);
     let aside = root.join(staged_group_rel(vf));
     let dest = root.join(devdir(m, vf)).join(g);
-    let moved = !dest.exists() && std::fs::rename(aside.join(g), &dest).is_ok();
+    let mut moved = !dest.exists() && std::fs::rename(aside.join(g), &dest).is_ok();
     let _ = std::fs::remove_dir_all(&aside);
+    if !moved && !dest.exists() {
+        let pf = pf_of(m, vf).unwrap_or_default();
+        let staging = root.join(super::state::STATE_DIR).join("staging");
+        for e in std::fs::read_dir(&staging).into_iter().flatten().flatten() {
+            let name = e.file_name().to_string_lossy().to_string();
+            if name.starts_with(&format!("{pf}-")) && e.path().join(".complete").exists() {
+                let src = e.path().join(devdir(m, vf)).join(g);
+                if std::fs::rename(&src, &dest).is_ok() {
+                    moved = true;
+                    break;
+                }
+            }
+        }
+    }
     moved
 }
