@@ -520,12 +520,9 @@ const OTHERS_POLL: Duration = Duration::from_millis(50);
 /// The longest the clock holds the state applying due events before it lets others in.
 const MATERIALIZE_SLICE: Duration = Duration::from_millis(5);
 
-/// `vf_group_ms` by default: how long after the previous one each VF's vGPU group appears. The
-/// recorded sources say the groups appear asynchronously, per VF (the interval would be a
-/// guess); the default is 0 (the groups come with the VFs) because flaky runs showed a race in
-/// the simulator's rendering of groups appearing while vGPUs are created that is not found yet.
-/// Tests and the bench that exercise the asynchronous groups set `vf_group_ms` themselves.
-pub const DEFAULT_VF_GROUP_MS: u64 = 0;
+/// `vf_group_ms` by default: how long after the previous one each VF's vGPU group appears. *A
+/// guess*: the recorded sources say only that the groups appear asynchronously, per VF.
+pub const DEFAULT_VF_GROUP_MS: u64 = 2;
 
 impl SimKernel {
     /// Apply the pending events whose time has come (VFs `vf_delay_ms` after `sriov-manage -e`,

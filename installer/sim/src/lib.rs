@@ -78,7 +78,7 @@ pub const OPTS: &[(&str, &str)] = &[
     (
         "vf_group_ms",
         "each VF's vGPU sysfs group appears this long after the previous one, once \
-         `sriov-manage -e` returned (default 0: with the VFs)",
+         `sriov-manage -e` returned (default 2)",
     ),
     (
         "unbind_lock_busy",
