@@ -94,7 +94,12 @@ pub fn check(f: &HostFacts) -> Report {
             driver: g.driver.clone(),
             interface: g.interface.as_str().to_string(),
             vfs_enabled: g.sriov_numvfs.unwrap_or(0),
-            vfs_total: g.sriov_totalvfs.unwrap_or(0),
+            // A pre-Ampere PF may advertise VFs its vGPU driver never makes: not VFs to count.
+            vfs_total: if g.sriov_capable() {
+                g.sriov_totalvfs.unwrap_or(0)
+            } else {
+                0
+            },
         })
         .collect();
     let supported: Vec<_> = f.gpus.iter().filter(|g| g.model.vgpu_supported).collect();
@@ -254,6 +259,32 @@ pub fn check(f: &HostFacts) -> Report {
                 g.address
             ),
             "`vgpuctl setup` unbinds it before installing the driver",
+        );
+    }
+
+    // What gives them to vfio-pci again at every boot (a runtime unbind alone does not last).
+    for (i, b) in f.vfio_persist.bindings.iter().enumerate() {
+        let caught: Vec<&String> = b
+            .gpus
+            .iter()
+            .filter(|a| supported.iter().any(|g| g.address == **a))
+            .collect();
+        if caught.is_empty() {
+            continue;
+        }
+        out.warn(
+            &format!("vfio.persist.{i}.{}", b.file),
+            format!(
+                "`{}` in {} gives {} to vfio-pci at every boot",
+                b.text,
+                b.file,
+                caught
+                    .iter()
+                    .map(|s| s.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+            b.fix(),
         );
     }
 

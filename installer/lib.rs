@@ -33,6 +33,7 @@ pub mod setup;
 pub mod state;
 pub mod status;
 pub mod sysfs_parse;
+pub mod vfio_persist;
 pub mod vgpu;
 pub mod vgpu_name;
 pub mod wait;

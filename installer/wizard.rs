@@ -21,7 +21,8 @@ fn theme() -> ColorfulTheme {
 
 /// What fits per GPU for a type: its max instances, bounded by the VFs.
 fn fits(gpu: &Gpu, ty: &select::ResolvedType) -> u32 {
-    let vfs = gpu.sriov_totalvfs.filter(|t| *t > 0);
+    // A pre-Ampere PF's advertised VFs are never made: they bound nothing.
+    let vfs = gpu.sriov_totalvfs.filter(|t| *t > 0 && gpu.sriov_capable());
     match (ty.max_instance, vfs) {
         (Some(m), Some(v)) => m.min(v),
         (Some(m), None) => m,

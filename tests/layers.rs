@@ -52,6 +52,7 @@ const LAYERS: &[(&str, &[&str])] = &[
             "pins",
             "edit",
             "import",
+            "vfio_persist",
         ],
     ),
     ("observe", &["facts"]),

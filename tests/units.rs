@@ -118,3 +118,42 @@ fn restore_unit_orders_itself_for_the_boot() {
         "bounded, and longer than restore's own 120 s VF wait"
     );
 }
+
+/// The restore unit orders only on what it needs, and pulls in what it orders on: an `After=`
+/// without a `Wants=` waits for nothing unless another unit starts that one. Never on
+/// systemd-udev-settle.service, which systemd-udev-settle.service(8) calls "not recommended";
+/// restore waits for each GPU's driver itself, bounded.
+#[test]
+fn restore_unit_orders_on_what_it_needs_and_pulls_it_in() {
+    let u = unit("vgpuctl-restore.service");
+    let words = |key: &str| -> Vec<String> {
+        u.lines()
+            .filter(|l| !l.trim_start().starts_with('#'))
+            .filter_map(|l| l.strip_prefix(key))
+            .flat_map(|v| v.split_whitespace().map(String::from).collect::<Vec<_>>())
+            .collect()
+    };
+    let (after, wants) = (words("After="), words("Wants="));
+    assert!(
+        !u.lines()
+            .filter(|l| !l.trim_start().starts_with('#'))
+            .any(|l| l.contains("systemd-udev-settle")),
+        "{u}"
+    );
+    assert!(
+        wants.iter().any(|w| w == "nvidia-vgpu-mgr.service"),
+        "{wants:?}"
+    );
+    assert!(
+        after.iter().any(|a| a == "systemd-modules-load.service"),
+        "{after:?}"
+    );
+    // Started by the boot whatever we say (sysinit.target), or optional (older drivers only).
+    let started_anyway = ["systemd-modules-load.service", "nvidia-vgpud.service"];
+    for a in &after {
+        assert!(
+            wants.contains(a) || started_anyway.contains(&a.as_str()),
+            "After={a} is neither pulled in (Wants=) nor started by the boot anyway"
+        );
+    }
+}

@@ -1,6 +1,6 @@
 //! NVIDIA PCI functions under `sys/bus/pci/devices`.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use serde::Serialize;
 
@@ -31,11 +31,31 @@ pub struct Gpu {
     pub interface: Interface,
     /// Every device that can hold its vGPUs: the PF (pre-Ampere mdev) or its VFs.
     pub parents: Vec<Parent>,
+    /// The loaded driver's own answer (`nvidia-smi -q`, `Host VGPU Mode`), when it gave one.
+    pub host_vgpu_mode: Option<HostVgpuMode>,
+}
+
+/// `Host VGPU Mode` in `nvidia-smi -q` (recorded-behaviour.md §3).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub enum HostVgpuMode {
+    Sriov,
+    NonSriov,
 }
 
 impl Gpu {
+    /// Its vGPUs live on SR-IOV VFs (Ampere and later), not on the PF (mdev, pre-Ampere).
+    /// Never judged by `sriov_totalvfs`: a T4, V100 or P40 can advertise VFs that the vGPU
+    /// driver never creates (recorded-behaviour.md §2), and SR-IOV on it fails after the VF
+    /// timeout. The loaded driver's answer comes first, then the architecture in the GPU
+    /// table; a GPU the table does not know is SR-IOV only when its VFs already exist.
     pub fn sriov_capable(&self) -> bool {
-        self.sriov_totalvfs.unwrap_or(0) > 0 || self.model.model.map(|m| m.sriov()).unwrap_or(false)
+        match self.host_vgpu_mode {
+            Some(mode) => mode == HostVgpuMode::Sriov,
+            None => match self.model.model {
+                Some(m) => m.sriov(),
+                None => self.sriov_numvfs.unwrap_or(0) > 0 && !self.vfs.is_empty(),
+            },
+        }
     }
     pub fn device_hex(&self) -> String {
         format!("10de:{:04x}", self.device_id)
@@ -105,8 +125,59 @@ pub fn observe_parents(
     parents
 }
 
+/// Ask the loaded driver how each GPU does vGPU: `nvidia-smi -q`, read-only. Empty when no
+/// program can be run here (a bare `--root`) or the driver is not loaded.
+fn host_vgpu_modes(host: &Host) -> BTreeMap<String, HostVgpuMode> {
+    if !host.reach().runs_programs() || !host.exists("sys/module/nvidia") {
+        return BTreeMap::new();
+    }
+    match host.run(&crate::host::Cmd::new("nvidia-smi").arg("-q")) {
+        Ok(out) if out.success() => parse_host_vgpu_modes(&out.stdout),
+        _ => BTreeMap::new(),
+    }
+}
+
+/// `GPU 00000000:3B:00.0` blocks of `nvidia-smi -q` -> PCI address (`0000:3b:00.0`) -> the
+/// block's `Host VGPU Mode`. The value is compared whole: `Non SR-IOV` contains `SR-IOV`.
+pub fn parse_host_vgpu_modes(text: &str) -> BTreeMap<String, HostVgpuMode> {
+    let mut out = BTreeMap::new();
+    let mut gpu: Option<String> = None;
+    for line in text.lines() {
+        if let Some(addr) = line.strip_prefix("GPU ") {
+            gpu = short_domain(addr.trim());
+            continue;
+        }
+        let Some((key, value)) = line.split_once(':') else {
+            continue;
+        };
+        if key.trim() != "Host VGPU Mode" {
+            continue;
+        }
+        let mode = match value.trim() {
+            "SR-IOV" => HostVgpuMode::Sriov,
+            "Non SR-IOV" => HostVgpuMode::NonSriov,
+            _ => continue,
+        };
+        if let Some(g) = &gpu {
+            out.insert(g.clone(), mode);
+        }
+    }
+    out
+}
+
+/// nvidia-smi prints an eight-digit domain in upper case; sysfs a four-digit one in lower case.
+fn short_domain(addr: &str) -> Option<String> {
+    let (domain, rest) = addr.split_once(':')?;
+    let domain = u32::from_str_radix(domain, 16).ok()?;
+    if rest.len() != 7 {
+        return None;
+    }
+    Some(format!("{domain:04x}:{}", rest.to_ascii_lowercase()))
+}
+
 pub fn observe(host: &Host, in_use: &BTreeSet<String>) -> Vec<Gpu> {
     let mut gpus = Vec::new();
+    let modes = host_vgpu_modes(host);
     for addr in host.list(PCI_DEVICES) {
         if read_hex(host, &addr, "vendor") != Some(NVIDIA) {
             continue;
@@ -157,8 +228,23 @@ pub fn observe(host: &Host, in_use: &BTreeSet<String>) -> Vec<Gpu> {
             model: models::identify(device_id, subsystem_id),
             interface,
             parents,
+            host_vgpu_mode: modes.get(&addr).copied(),
             address: addr,
         });
     }
     gpus
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn host_vgpu_mode_is_compared_whole() {
+        let text = "GPU 00000000:3B:00.0\n    Product Name : Tesla T4\n    GPU Virtualization Mode\n        Virtualization Mode : Host VGPU\n        Host VGPU Mode : Non SR-IOV\nGPU 00000001:04:00.0\n        Host VGPU Mode                    : SR-IOV\n";
+        let m = parse_host_vgpu_modes(text);
+        assert_eq!(m.get("0000:3b:00.0"), Some(&HostVgpuMode::NonSriov));
+        assert_eq!(m.get("0001:04:00.0"), Some(&HostVgpuMode::Sriov));
+        assert_eq!(m.len(), 2);
+    }
 }

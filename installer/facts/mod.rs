@@ -4,6 +4,7 @@
 
 pub mod gpus;
 pub mod system;
+pub mod vfio_persist;
 pub mod vgpus;
 
 use std::collections::BTreeSet;
@@ -46,6 +47,8 @@ pub struct HostFacts {
     pub rc_local: Vec<RcLocalLine>,
     pub restore_unit_enabled: bool,
     pub active_profile: bool,
+    /// What gives the GPUs to vfio-pci again at every boot.
+    pub vfio_persist: vfio_persist::VfioPersist,
 }
 
 impl HostFacts {
@@ -80,6 +83,7 @@ pub fn observe(host: &Host) -> HostFacts {
     let in_use = vgpus::vfio_groups_in_use(host);
     let mut facts = system::observe(host);
     facts.gpus = gpus::observe(host, &in_use);
+    facts.vfio_persist = vfio_persist::observe(host, &facts.gpus, &facts.boot, &facts.cmdline);
     facts.mdevs = observe_mdevs(host, &facts.gpus, &in_use);
     facts
 }

@@ -211,6 +211,7 @@ pub fn observe(host: &Host) -> HostFacts {
         )),
         // Pins or an active profile (an older release kept the pins in the profile copy).
         active_profile: host.exists(ACTIVE_PROFILE) || host.exists(crate::pins::PATH),
+        vfio_persist: Default::default(),
     }
 }
 

@@ -12,6 +12,7 @@ pub mod plan;
 pub mod planner;
 pub mod prereboot;
 pub mod validate;
+pub mod vfio_release;
 
 use std::io::IsTerminal;
 use std::time::Duration;

@@ -270,6 +270,15 @@ pub fn plan(f: &Facts, want: &Desired) -> Result<(Plan, Vec<String>), Failure> {
         }
     }
 
+    // Nothing may give the selected GPUs to vfio-pci again at the next boot.
+    let selected: Vec<&crate::facts::Gpu> = profile
+        .gpus
+        .iter()
+        .filter_map(|req| select::select(f, &req.select).ok())
+        .flatten()
+        .collect();
+    let release = super::vfio_release::plan(f, &selected, REGEN_BOOT, &mut plan)?;
+
     // nouveau must not claim the GPUs at the next boot.
     let ours = f.nouveau_conf.is_some();
     if f.modules.nouveau && !f.nouveau_blacklisted {
@@ -317,23 +326,62 @@ pub fn plan(f: &Facts, want: &Desired) -> Result<(Plan, Vec<String>), Failure> {
             }
         }
     }
+    // The initramfs carries a copy of modprobe.d.
+    if release.initramfs && !plan.steps.iter().any(|s| s.id == REGEN_INITRAMFS) {
+        let cmd = if f.has_update_initramfs || f.os.family == crate::facts::OsFamily::Debian {
+            Cmd::new("update-initramfs").arg("-u")
+        } else {
+            Cmd::new("dracut").arg("-f")
+        };
+        plan.push(
+            REGEN_INITRAMFS,
+            "Rebuild the initramfs with the edited modprobe.d",
+            Action::Run(cmd),
+        );
+    }
 
-    // Selected GPUs passed through to vfio-pci are given back.
-    for req in &profile.gpus {
-        if let Ok(gpus) = select::select(f, &req.select) {
-            for g in gpus
-                .into_iter()
-                .filter(|g| g.driver.as_deref() == Some("vfio-pci"))
-            {
-                plan.push(
-                    format!("unbind:{}", g.address),
-                    format!("Unbind {} from vfio-pci", g.address),
-                    Action::WriteAttr {
-                        path: format!("/sys/bus/pci/devices/{}/driver/unbind", g.address),
-                        value: g.address.clone(),
-                    },
-                );
-            }
+    // Selected GPUs passed through to vfio-pci are given back: a `driver_override` (what driverctl
+    // and udev rules set) is cleared, the GPU unbound and, with the NVIDIA driver loaded, probed
+    // again so that it binds now. What would give it back at the next boot is fixed above.
+    // A GPU left without a driver (a run stopped between the unbind and the probe) is probed too.
+    let nvidia_loaded = f.driver.loaded_version.is_some();
+    let mut given_back: Vec<&str> = Vec::new();
+    for g in selected.iter().filter(|g| match g.driver.as_deref() {
+        Some(d) => d == "vfio-pci",
+        None => nvidia_loaded,
+    }) {
+        if given_back.contains(&g.address.as_str()) {
+            continue;
+        }
+        given_back.push(&g.address);
+        let dev = format!("/sys/bus/pci/devices/{}", g.address);
+        plan.push(
+            format!("override:{}", g.address),
+            format!("Clear the driver override of {}", g.address),
+            Action::WriteAttr {
+                path: format!("{dev}/driver_override"),
+                value: "\n".into(),
+            },
+        );
+        if g.driver.is_some() {
+            plan.push(
+                format!("unbind:{}", g.address),
+                format!("Unbind {} from vfio-pci", g.address),
+                Action::WriteAttr {
+                    path: format!("{dev}/driver/unbind"),
+                    value: g.address.clone(),
+                },
+            );
+        }
+        if nvidia_loaded {
+            plan.push(
+                format!("probe:{}", g.address),
+                format!("Bind {} to the NVIDIA driver", g.address),
+                Action::WriteAttr {
+                    path: "/sys/bus/pci/drivers_probe".into(),
+                    value: g.address.clone(),
+                },
+            );
         }
     }
 

@@ -441,6 +441,7 @@ impl SimKernel {
                     }
                 }
             }
+            super::vfio_persist::claim_at_boot(&root, m, st);
             // Services: the enabled ones that are not vgpuctl's (those run via relaunch).
             st.active_services = super::programs::enabled_units(&root)
                 .into_iter()

@@ -805,7 +805,7 @@ pub fn render_gpu(root: &Path, m: &Model, st: &State, pf: &str) -> Result<()> {
     put(root, &format!("{d}/driver_override"), &format!("{over}\n"))?;
     render_driver_link(root, m, st, pf)?;
     render_iommu_dev(root, m, st, pf)?;
-    let sriov = m.sriov_total > 0 && st.bound.get(pf).is_some_and(|d| d == "nvidia");
+    let sriov = m.advertised_vfs() > 0 && st.bound.get(pf).is_some_and(|d| d == "nvidia");
     let numvfs = if sriov {
         st.numvfs.get(pf).copied().unwrap_or(0)
     } else {
@@ -815,7 +815,7 @@ pub fn render_gpu(root: &Path, m: &Model, st: &State, pf: &str) -> Result<()> {
         put(
             root,
             &format!("{d}/sriov_totalvfs"),
-            &format!("{}\n", m.sriov_total),
+            &format!("{}\n", m.advertised_vfs()),
         )?;
         put(root, &format!("{d}/sriov_drivers_autoprobe"), "1\n")?;
     } else {

@@ -17,6 +17,7 @@ mod nouveau;
 mod programs;
 pub mod seam;
 pub mod state;
+pub mod vfio_persist;
 
 use anyhow::{bail, Context, Result};
 use std::collections::BTreeSet;
@@ -71,6 +72,10 @@ pub const OPTS: &[(&str, &str)] = &[
         "driver_delay_ms",
         "after a boot, the GPUs get their driver this long later (udev race)",
     ),
+    (
+        "vfio_persist",
+        "cmdline|modprobe|driverctl|udev: a persisted vfio-pci binding of the GPUs (see vfio_persist)",
+    ),
 ];
 
 /// Open the simulated host at `root`: build it when `root` is empty or missing (model may end in
@@ -117,12 +122,21 @@ pub fn open(root: &Path, model: &str, opts: &[String]) -> Result<SimHost> {
     let root = root.canonicalize()?;
     let k = SimKernel::load(&root, spec)?;
     k.reconcile()?;
+    // A root built just now holds the options already; the source is planted all the same.
+    let persisted = if empty { None } else { k.opt("vfio_persist") };
     if !parsed.is_empty() {
         k.merge_opts(&parsed)?;
     }
     // Events that fell due while no process had the root open happen now.
     k.apply_due();
-    Ok(SimHost::new(root, k))
+    let host = SimHost::new(root, k);
+    // A newly named vfio-pci binding source is planted once (the admin's edit).
+    let planted = parsed.iter().rev().find(|(k, _)| k == "vfio_persist");
+    if let Some((_, kind)) = planted.filter(|(_, v)| !v.is_empty() && Some(v) != persisted.as_ref())
+    {
+        vfio_persist::plant(&host, spec, kind)?;
+    }
+    Ok(host)
 }
 
 /// The simulated host at `root` as it was built (any model), e.g. for `vgpuctl sim reboot`.
@@ -166,6 +180,12 @@ fn parse_opts(opts: &[String]) -> Result<Vec<(String, String)>> {
             && !matches!(v, "" | "0" | "1")
         {
             bail!("--sim-opt {k}={v:?}: expected 0 or 1");
+        }
+        if k == "vfio_persist" && !v.is_empty() && !vfio_persist::KINDS.contains(&v) {
+            bail!(
+                "--sim-opt vfio_persist={v:?}: expected one of {}",
+                vfio_persist::KINDS.join(", ")
+            );
         }
         out.push((k.to_string(), v.to_string()));
     }

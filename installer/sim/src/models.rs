@@ -280,6 +280,16 @@ impl Model {
             .collect()
     }
 
+    /// The `sriov_totalvfs` the PF shows. A T4 carries an SR-IOV capability although the vGPU
+    /// driver never creates VFs on it (recorded-behaviour.md §2, NVIDIA/gpu-operator PR 2502); the
+    /// count 16 is a guess. VFs are made only for `sriov_total`.
+    pub fn advertised_vfs(&self) -> u32 {
+        match (self.sriov_total, self.gpu) {
+            (0, "T4") => 16,
+            (n, _) => n,
+        }
+    }
+
     /// Whether the vGPU driver supports this GPU at all (GeForce: no).
     pub fn vgpu_capable(&self) -> bool {
         !self.gpu.is_empty() && self.vm.is_none()

@@ -295,9 +295,25 @@ fn a40_24q_is_capped_at_two_per_gpu() {
 fn t4_pf_holds_many_vgpus() {
     let d = tmp();
     let h = sim(&d, "t4x2-ready", &[]);
-    assert!(!h.exists("sys/bus/pci/devices/0000:3b:00.0/sriov_totalvfs"));
+    // A phantom SR-IOV capability (§2): VFs advertised, none ever made.
+    let pf = "sys/bus/pci/devices/0000:3b:00.0";
+    assert_eq!(
+        h.read_trim(&format!("{pf}/sriov_totalvfs")).as_deref(),
+        Some("16")
+    );
     let out = run(&h, "/usr/lib/nvidia/sriov-manage", &["-e", "ALL"]);
     assert!(out.success(), "exit 0 like 17.x");
+    assert_eq!(
+        h.read_trim(&format!("{pf}/sriov_numvfs")).as_deref(),
+        Some("0")
+    );
+    assert!(!h.exists(&format!("{pf}/virtfn0")));
+    let smi = run(&h, "nvidia-smi", &["-q"]);
+    assert!(
+        smi.stdout
+            .contains("Host VGPU Mode                    : Non SR-IOV"),
+        "{smi:?}"
+    );
     let t = "sys/class/mdev_bus/0000:3b:00.0/mdev_supported_types/nvidia-231";
     assert_eq!(
         h.read_trim(&format!("{t}/name")).as_deref(),
