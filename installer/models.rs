@@ -195,7 +195,7 @@ pub static MODELS: &[Model] = &[
     m(
         0x2bb5,
         "RTX PRO 6000 Blackwell Server Edition",
-        "DC-4",
+        "RTX Pro 6000 Blackwell DC",
         Blackwell,
         96,
         Yes,
@@ -203,7 +203,7 @@ pub static MODELS: &[Model] = &[
     m(
         0x2bb1,
         "RTX PRO 6000 Blackwell Workstation Edition",
-        "DC-4",
+        "RTX Pro 6000 Blackwell DC",
         Blackwell,
         96,
         Yes,
@@ -211,7 +211,7 @@ pub static MODELS: &[Model] = &[
     m(
         0x2bb4,
         "RTX PRO 6000 Blackwell Max-Q Workstation Edition",
-        "DC-4",
+        "RTX Pro 6000 Blackwell DC",
         Blackwell,
         96,
         Yes,

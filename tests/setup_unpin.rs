@@ -139,3 +139,74 @@ fn a_vgpu_in_use_is_never_removed_or_unpinned() {
     want.sort();
     assert_eq!(after, want);
 }
+
+/// Make the vGPU on VF `parent` in use through iommufd: QEMU opened the VF's own cdev
+/// `/dev/vfio/devices/vfioN` (named by its `vfio-dev/vfioN` directory), not its group.
+fn hold_through_iommufd(s: &Sim, parent: &str, fd: u32) {
+    let dir = s
+        .root()
+        .join(format!("sys/bus/pci/devices/{parent}/vfio-dev"));
+    let cdev = std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+        .flatten()
+        .map(|e| e.file_name().into_string().unwrap())
+        .find(|n| n.starts_with("vfio"))
+        .expect("a vfio-dev/vfioN directory");
+    let fds = s.root().join("proc/4343/fd");
+    std::fs::create_dir_all(&fds).unwrap();
+    std::os::unix::fs::symlink("/dev/iommu", fds.join("3")).unwrap_or(());
+    std::os::unix::fs::symlink(
+        format!("/dev/vfio/devices/{cdev}"),
+        fds.join(fd.to_string()),
+    )
+    .unwrap();
+}
+
+#[test]
+fn a_vgpu_held_through_iommufd_is_in_use_and_never_removed() {
+    let s = Sim::new("l40s-vfio-ready");
+    let r = setup_with(&s, &l40s_profile(3), &[]);
+    assert_eq!(r.code, 0, "{r:?}");
+    let before = pinned_parents(&s);
+    assert_eq!(before.len(), 3, "{before:?}");
+    hold_through_iommufd(&s, &before[1].1, 21);
+    hold_through_iommufd(&s, &before[2].1, 22);
+
+    let st = s.run(&["status"]);
+    assert_eq!(st.code, 0, "{st:?}");
+    for held in &before[1..] {
+        let line = st
+            .stdout
+            .lines()
+            .find(|l| l.contains(&held.1))
+            .unwrap_or_else(|| panic!("{st:?}"));
+        assert!(line.contains("in use by a VM"), "{st:?}");
+    }
+
+    // count = 1 cannot keep both held vGPUs: refused, nothing changed.
+    let hash = s.hash();
+    let r = setup_with(&s, &l40s_profile(1), &["--allow-remove"]);
+    assert_eq!(r.code, 2, "{r:?}");
+    assert!(r.stderr.contains("a VM is using"), "{r:?}");
+    assert_eq!(s.hash(), hash, "nothing changed");
+
+    // count = 2 keeps the two held and drops only the idle one.
+    let r = setup_with(&s, &l40s_profile(2), &["--allow-remove"]);
+    assert_eq!(r.code, 0, "{r:?}");
+    let mut after = pinned_parents(&s);
+    after.sort();
+    let mut want = before[1..].to_vec();
+    want.sort();
+    assert_eq!(after, want);
+    let current = |vf: &str| {
+        s.read(&format!(
+            "sys/bus/pci/devices/{vf}/nvidia/current_vgpu_type"
+        ))
+        .trim()
+        .to_string()
+    };
+    for held in &before[1..] {
+        assert_ne!(current(&held.1), "0", "the vGPU in use is still there");
+    }
+    assert_eq!(current(&before[0].1), "0", "the idle one is gone");
+}

@@ -1,4 +1,5 @@
-//! The importers: rc.local (`echo UUID > .../create`, `sriov-manage -e`) and mdevctl
+//! The importers: rc.local (`echo UUID > .../create`, `echo ID > .../current_vgpu_type`,
+//! `sriov-manage -e`) and mdevctl
 //! definitions. Never panic; every recognized line number exists; rewriting rc.local without
 //! the imported commands (what `import` does, `rc_rewrite::rewrite`) changes no line it did not
 //! import, is done once (a second rewrite of its output imports nothing), and leaves nothing a
@@ -26,11 +27,20 @@ fuzz_target!(|data: &[u8]| {
             assert!(vgpuctl::pci::check_mdev_parent(parent).is_ok(), "{it:?}");
             assert!(vgpuctl::pci::is_safe_name(type_dir), "{it:?}");
         }
+        if let rclocal::RcItem::VendorVgpu { vf, type_id } = &it.item {
+            assert!(vgpuctl::pci::PciAddr::parse(vf).is_ok(), "{it:?}");
+            assert!(
+                !type_id.is_empty() && type_id.bytes().all(|b| b.is_ascii_digit()),
+                "{it:?}"
+            );
+        }
     }
     let importable = |i: &rclocal::RcLine| {
         matches!(
             i.item,
-            rclocal::RcItem::Vgpu { .. } | rclocal::RcItem::SriovEnable { .. }
+            rclocal::RcItem::Vgpu { .. }
+                | rclocal::RcItem::VendorVgpu { .. }
+                | rclocal::RcItem::SriovEnable { .. }
         )
     };
     let imported: Vec<&rclocal::RcLine> = items.iter().filter(|i| importable(i)).collect();

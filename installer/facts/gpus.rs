@@ -1,9 +1,10 @@
 //! NVIDIA PCI functions under `sys/bus/pci/devices`.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 
 use serde::Serialize;
 
+use super::vfio_holders::VfioHolders;
 use super::vgpus::{self, Interface, Parent};
 use crate::host::Host;
 use crate::models::{self, Identified};
@@ -96,12 +97,7 @@ pub fn virtfns(host: &Host, pf: &str) -> Vec<String> {
 }
 
 /// The PF and its VFs that expose a vGPU interface, as parents.
-pub fn observe_parents(
-    host: &Host,
-    pf: &str,
-    vfs: &[Vf],
-    in_use: &BTreeSet<String>,
-) -> Vec<Parent> {
+pub fn observe_parents(host: &Host, pf: &str, vfs: &[Vf], in_use: &VfioHolders) -> Vec<Parent> {
     let mut parents: Vec<Parent> = std::iter::once(pf)
         .chain(vfs.iter().map(|v| v.address.as_str()))
         .filter_map(|a| vgpus::read_parent(host, a, in_use))
@@ -175,7 +171,7 @@ fn short_domain(addr: &str) -> Option<String> {
     Some(format!("{domain:04x}:{}", rest.to_ascii_lowercase()))
 }
 
-pub fn observe(host: &Host, in_use: &BTreeSet<String>) -> Vec<Gpu> {
+pub fn observe(host: &Host, in_use: &VfioHolders) -> Vec<Gpu> {
     let mut gpus = Vec::new();
     let modes = host_vgpu_modes(host);
     for addr in host.list(PCI_DEVICES) {

@@ -5,9 +5,8 @@
 pub mod gpus;
 pub mod system;
 pub mod vfio_persist;
+pub mod vfio_holders;
 pub mod vgpus;
-
-use std::collections::BTreeSet;
 
 use serde::Serialize;
 
@@ -80,7 +79,7 @@ impl HostFacts {
 
 /// Observe the host. Never fails: what cannot be read is absent.
 pub fn observe(host: &Host) -> HostFacts {
-    let in_use = vgpus::vfio_groups_in_use(host);
+    let in_use = vfio_holders::VfioHolders::observe(host);
     let mut facts = system::observe(host);
     facts.gpus = gpus::observe(host, &in_use);
     facts.vfio_persist = vfio_persist::observe(host, &facts.gpus, &facts.boot, &facts.cmdline);
@@ -89,7 +88,7 @@ pub fn observe(host: &Host) -> HostFacts {
 }
 
 /// Every mdev device under `sys/bus/mdev/devices`, whatever its parent (NVIDIA or not).
-pub fn observe_mdevs(host: &Host, gpus: &[Gpu], in_use: &BTreeSet<String>) -> Vec<Vgpu> {
+pub fn observe_mdevs(host: &Host, gpus: &[Gpu], in_use: &vfio_holders::VfioHolders) -> Vec<Vgpu> {
     host.list(MDEV_DEVICES)
         .into_iter()
         .map(|uuid| {
@@ -113,9 +112,8 @@ pub fn observe_mdevs(host: &Host, gpus: &[Gpu], in_use: &BTreeSet<String>) -> Ve
                 .iter()
                 .find(|g| g.address == parent || g.vfs.iter().any(|v| v.address == parent))
                 .map(|g| g.address.clone());
-            let group = host.link_name(&format!("{base}/iommu_group"));
             Vgpu {
-                in_use: group.map(|g| in_use.contains(&g)).unwrap_or(false),
+                in_use: in_use.holds(host, &base),
                 uuid: Some(uuid),
                 parent,
                 gpu,

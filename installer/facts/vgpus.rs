@@ -2,10 +2,9 @@
 //! mdev (`mdev_supported_types/<dir>/{name,description,available_instances,create}`) and NVIDIA's
 //! vendor-specific VFIO (`<VF>/nvidia/{creatable_vgpu_types,current_vgpu_type}`).
 
-use std::collections::BTreeSet;
-
 use serde::Serialize;
 
+use super::vfio_holders::VfioHolders;
 use crate::host::Host;
 use crate::pci::PCI_DEVICES;
 use crate::sysfs_parse::{parse_creatable, parse_description, TypeDescription};
@@ -52,7 +51,7 @@ pub struct Parent {
     pub types: Vec<VgpuType>,
     /// Vendor VFIO only: the type set on this VF (`current_vgpu_type` != 0).
     pub current_type: Option<VgpuType>,
-    /// A VM holds the VF's VFIO group open (vendor VFIO).
+    /// A VM holds the VF open, through its VFIO group or its iommufd cdev (vendor VFIO).
     pub in_use: bool,
     /// Where its attributes are (under the root): the mdev type directory listing, or the
     /// vendor-VFIO `nvidia` directory. The writes a plan makes are named from it.
@@ -70,7 +69,7 @@ pub struct Vgpu {
     pub type_id: String,
     pub type_name: String,
     pub interface: Interface,
-    /// A process (QEMU) holds its VFIO group open.
+    /// A process (QEMU) holds it open: its VFIO group or its iommufd cdev.
     pub in_use: bool,
 }
 
@@ -111,7 +110,7 @@ pub fn vendor_dir(vf: &str) -> String {
 }
 
 /// Read one parent. `None` when it exposes no vGPU interface (yet).
-pub fn read_parent(host: &Host, address: &str, in_use: &BTreeSet<String>) -> Option<Parent> {
+pub fn read_parent(host: &Host, address: &str, in_use: &VfioHolders) -> Option<Parent> {
     if let Some(dir) = mdev_types_dir(host, address) {
         return Some(Parent {
             address: address.to_string(),
@@ -143,34 +142,12 @@ pub fn read_parent(host: &Host, address: &str, in_use: &BTreeSet<String>) -> Opt
             description: TypeDescription::default(),
             available: 0,
         });
-    let group = host.link_name(&format!("{PCI_DEVICES}/{address}/iommu_group"));
     Some(Parent {
         address: address.to_string(),
         interface: Interface::VendorVfio,
         types,
         current_type: current,
-        in_use: group.map(|g| in_use.contains(&g)).unwrap_or(false),
+        in_use: in_use.holds(host, &format!("{PCI_DEVICES}/{address}")),
         attr_dir: vdir,
     })
-}
-
-/// IOMMU group numbers whose `/dev/vfio/N` some process (QEMU) holds open.
-pub fn vfio_groups_in_use(host: &Host) -> BTreeSet<String> {
-    let mut groups = BTreeSet::new();
-    for pid in host.list("proc") {
-        if !pid.bytes().all(|b| b.is_ascii_digit()) {
-            continue;
-        }
-        for fd in host.list(&format!("proc/{pid}/fd")) {
-            if let Some(t) = host.read_link(&format!("proc/{pid}/fd/{fd}")) {
-                if let Ok(rest) = t.strip_prefix("/dev/vfio") {
-                    let g = rest.to_string_lossy().into_owned();
-                    if !g.is_empty() && g != "vfio" {
-                        groups.insert(g);
-                    }
-                }
-            }
-        }
-    }
-    groups
 }

@@ -4,3 +4,4 @@
 pub mod mdevctl;
 pub mod rc_rewrite;
 pub mod rclocal;
+pub mod vendor_vfio;

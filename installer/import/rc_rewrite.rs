@@ -8,7 +8,8 @@
 //! - a command that is a list of its own (`A`, `A; B`, `B; A`, `A & B`) is removed with its
 //!   separator: the rest runs as before, and after the vGPU exists, as before;
 //! - a command joined with `&&` or `||` is replaced by the test of what it did,
-//!   `[ -e /sys/bus/mdev/devices/UUID ]` or `[ -e /sys/bus/pci/devices/ADDR/virtfn0 ]`. At boot
+//!   `[ -e /sys/bus/mdev/devices/UUID ]`, `grep -qvx 0 /sys/bus/pci/devices/VF/nvidia/current_vgpu_type`
+//!   (a vendor-VFIO VF holds a type) or `[ -e /sys/bus/pci/devices/ADDR/virtfn0 ]`. At boot
 //!   the test succeeds exactly when the command would have, so in `A && B`, `A || B`,
 //!   `C && A || B` every other command runs exactly when it did (also under `sh -e`, which
 //!   exits on the last command of an and-or list the same way for the test as for the command);
@@ -36,6 +37,10 @@ pub struct Change {
 fn success_test(item: &RcItem) -> Option<String> {
     match item {
         RcItem::Vgpu { uuid, .. } => Some(format!("[ -e /sys/bus/mdev/devices/{uuid} ]")),
+        // The VF holds a type: some line of the attribute is not `0`.
+        RcItem::VendorVgpu { vf, .. } => Some(format!(
+            "grep -qvx 0 /sys/bus/pci/devices/{vf}/nvidia/current_vgpu_type"
+        )),
         RcItem::SriovEnable {
             target: SriovTarget::Gpu(a),
         } => Some(format!("[ -e /sys/bus/pci/devices/{a}/virtfn0 ]")),
@@ -134,6 +139,21 @@ mod tests {
 
     const U: &str = "2f82ee72-3ac5-4615-9c0b-327c12e8c83d";
     const CREATE: &str = "/sys/class/mdev_bus/0000:e8:00.4/mdev_supported_types/nvidia-555/create";
+
+    #[test]
+    fn vendor_vfio_lines_leave_a_test_of_the_vf() {
+        let nv = "/sys/bus/pci/devices/0000:41:00.4/nvidia/current_vgpu_type";
+        let rc =
+            format!("echo 1153 > {nv}\nmodprobe x; sudo sh -c 'echo 1153 > {nv}' && start-vms\n");
+        let (out, changes) = import_all(&rc);
+        assert_eq!(
+            out,
+            format!("# vgpuctl: echo 1153 > {nv}\nmodprobe x; grep -qvx 0 {nv} && start-vms\n")
+        );
+        assert_eq!(changes.len(), 2);
+        // Nothing is left to import, nor reported, on a second run.
+        assert!(parse(&out).is_empty(), "{:?}", parse(&out));
+    }
 
     /// Import everything `parse` offers, as `import` does on a host where every type exists.
     fn import_all(content: &str) -> (String, Vec<Change>) {

@@ -5,6 +5,11 @@
 //! - `echo UUID > /sys/class/mdev_bus/<parent>/mdev_supported_types/<type>/create`, also via
 //!   `/sys/bus/pci/devices/<parent>/...` or any `/sys/...` path ending the same way. Any mdev
 //!   parent counts (`mtty`, `0000:e8:00.4`, ...).
+//! - `echo <type id> > /sys/bus/pci/devices/<VF>/nvidia/current_vgpu_type` (vendor-specific
+//!   VFIO, kernel 6.8+ with vGPU 17+), also via any `/sys/...` path ending the same way. The id
+//!   names a type only on that host's driver branch: the caller resolves it on the host.
+//! - Either of those wrapped in `sh -c '...'` (or `bash -c`), as `sudo sh -c 'echo ... > ...'`
+//!   is written because `sudo echo ... > file` redirects as the caller.
 //! - `/usr/lib/nvidia/sriov-manage -e <address|ALL>` (short addresses like the seed's
 //!   `0:e8:0.0` are normalized to `0000:e8:00.0`).
 //!
@@ -41,6 +46,13 @@ pub enum RcItem {
         parent: String,
         /// The type directory (`nvidia-555`, `vfio-pci-575`, `mtty-2`).
         type_dir: String,
+    },
+    /// A vendor-specific VFIO vGPU: a type id written to the VF's `nvidia/current_vgpu_type`.
+    VendorVgpu {
+        /// Canonical VF address (`0000:41:00.4`).
+        vf: String,
+        /// The id as written (decimal, non-zero); valid only on the driver branch it came from.
+        type_id: String,
     },
     /// `sriov-manage -e`.
     SriovEnable { target: SriovTarget },
@@ -327,6 +339,9 @@ fn classify(cmd: &[Tok]) -> Option<RcItem> {
     let (first, _) = cmd.first().and_then(word)?;
     let skipped = |reason: String| Some(RcItem::Skipped { reason });
     let program = first.rsplit('/').next().unwrap_or(first);
+    if matches!(program, "sh" | "bash" | "dash") {
+        return classify_shell_c(&cmd[1..]);
+    }
     if program == "sriov-manage" {
         let args: Vec<(&str, bool)> = cmd[1..].iter().filter_map(word).collect();
         let Some(pos) = args.iter().position(|(a, _)| *a == "-e" || *a == "-d") else {
@@ -353,6 +368,9 @@ fn classify(cmd: &[Tok]) -> Option<RcItem> {
     }
     let (args, target) = split_output(cmd);
     let (path, path_dynamic) = target?;
+    if path.ends_with("/current_vgpu_type") {
+        return classify_vendor(program, &args, path, path_dynamic);
+    }
     if !path.contains("mdev_supported_types") && !path.ends_with("/create") {
         return None;
     }
@@ -388,6 +406,113 @@ fn classify(cmd: &[Tok]) -> Option<RcItem> {
             }
         }
         other => skipped(format!("{other} writes to {path}; only echo UUID is understood")),
+    }
+}
+
+/// `sh -c 'SCRIPT'`: the script's one command, classified as if it stood on the line. A script of
+/// several commands, or one computed at run time, is reported (only a whole command is taken out
+/// of rc.local, and `sh -c` is one command).
+fn classify_shell_c(args: &[Tok]) -> Option<RcItem> {
+    let words: Vec<W<'_>> = args.iter().filter_map(word).collect();
+    let [("-c", false), (script, dynamic), ..] = words.as_slice() else {
+        return None;
+    };
+    if !script.contains("current_vgpu_type")
+        && !script.contains("mdev_supported_types")
+        && !script.contains("sriov-manage")
+    {
+        return None;
+    }
+    let skipped = |reason: &str| {
+        Some(RcItem::Skipped {
+            reason: format!("the shell -c script {script:?}: {reason}"),
+        })
+    };
+    if *dynamic {
+        return skipped("the script depends on a variable");
+    }
+    let Ok(toks) = lex(script) else {
+        return skipped("cannot read the script");
+    };
+    let cmds = commands(&toks);
+    let structural = follow_structure(&toks, &mut Vec::new());
+    if cmds.len() != 1 || structural || !heredocs(&toks).is_empty() {
+        return skipped("the script does more than one plain command");
+    }
+    let inner: Vec<Tok> = toks[cmds[0].clone()]
+        .iter()
+        .map(|(t, _)| t.clone())
+        .collect();
+    match classify(&inner)? {
+        RcItem::Skipped { reason } => skipped(&reason),
+        // `echo X | tee FILE` is the one pipeline understood, as on a line of its own.
+        _ if inner.iter().filter(|t| **t == Tok::Op("|")).count() > 1 => {
+            skipped("the script is a pipeline that does more than write the value")
+        }
+        item => Some(item),
+    }
+}
+
+/// `<...>/<VF>/nvidia/current_vgpu_type` under `/sys/` -> the canonical VF address.
+fn parse_vendor_path(path: &str) -> Result<String, String> {
+    let comps: Vec<&str> = path.split('/').filter(|c| !c.is_empty()).collect();
+    if !path.starts_with("/sys/") {
+        return Err(format!("{path} is not under /sys"));
+    }
+    if comps.iter().any(|c| *c == ".." || *c == ".") {
+        return Err(format!("{path} contains '.' or '..'"));
+    }
+    let n = comps.len();
+    if n < 4 || comps[n - 2] != "nvidia" {
+        return Err(format!("{path} is not <VF>/nvidia/current_vgpu_type"));
+    }
+    PciAddr::parse(comps[n - 3])
+        .map(|a| a.to_string())
+        .map_err(|e| e.to_string())
+}
+
+/// `echo ID > .../<VF>/nvidia/current_vgpu_type`.
+fn classify_vendor(program: &str, args: &[W<'_>], path: &str, dynamic: bool) -> Option<RcItem> {
+    let skipped = |reason: String| Some(RcItem::Skipped { reason });
+    if dynamic {
+        return skipped(format!("the path {path} depends on a variable"));
+    }
+    let vf = match parse_vendor_path(path) {
+        Ok(vf) => vf,
+        Err(e) => return skipped(e),
+    };
+    if !matches!(program, "echo" | "printf") {
+        return skipped(format!(
+            "{program} writes to {path}; only echo <type id> is understood"
+        ));
+    }
+    let vals: Vec<W<'_>> = args[1..]
+        .iter()
+        .filter(|(w, _)| !(program == "echo" && matches!(*w, "-n" | "-e" | "-ne" | "-en")))
+        .cloned()
+        .collect();
+    match vals.as_slice() {
+        [(id, false)] if id.bytes().all(|b| b.is_ascii_digit()) && !id.is_empty() => {
+            let id = id.trim_start_matches('0');
+            if id.is_empty() {
+                skipped(format!(
+                    "writing 0 to {vf}'s current_vgpu_type removes its vGPU; nothing to restore"
+                ))
+            } else if id.len() > 9 {
+                skipped(format!("type id {id} on {vf} is not a vGPU type id"))
+            } else {
+                Some(RcItem::VendorVgpu {
+                    vf,
+                    type_id: id.to_string(),
+                })
+            }
+        }
+        [(_, true)] => skipped(format!(
+            "the type id written to {vf}'s current_vgpu_type is computed at boot, not fixed"
+        )),
+        _ => skipped(format!(
+            "no single type id is written to {vf}'s current_vgpu_type"
+        )),
     }
 }
 
@@ -488,7 +613,17 @@ fn heredocs(toks: &[Spanned]) -> Vec<(String, bool)> {
 }
 
 fn mentions_vgpu(text: &str) -> bool {
-    text.contains("mdev_supported_types") || text.contains("sriov-manage")
+    text.contains("mdev_supported_types") || text.contains("sriov-manage") || writes_vendor(text)
+}
+
+/// Whether the text may write a VF's `current_vgpu_type`: the name comes after a `>` or a `tee`.
+/// A line that only reads it (the `grep -qvx 0 ...` test [`super::rc_rewrite`] leaves) is not
+/// about creating vGPUs.
+fn writes_vendor(text: &str) -> bool {
+    text.match_indices("current_vgpu_type").any(|(at, _)| {
+        let before = &text[..at];
+        before.contains('>') || before.contains("tee")
+    })
 }
 
 /// Why a command on this line cannot be imported however it reads, or `None`.
@@ -524,7 +659,7 @@ fn rewrite_refusal(toks: &[Spanned], cmd: std::ops::Range<usize>, item: &RcItem)
         .filter(|&i| toks[i].0 == Tok::Op("|"))
         .collect();
     match item {
-        RcItem::Vgpu { .. } => {
+        RcItem::Vgpu { .. } | RcItem::VendorVgpu { .. } => {
             let tee = pipes.len() == 1 && {
                 let after: Vec<Tok> = toks[pipes[0] + 1..cmd.end]
                     .iter()
@@ -533,7 +668,9 @@ fn rewrite_refusal(toks: &[Spanned], cmd: std::ops::Range<usize>, item: &RcItem)
                 matches!(strip_sudo(&after).first(), Some(Tok::Word { text, .. }) if text == "tee")
             };
             if !pipes.is_empty() && !tee {
-                return Some("it is part of a pipeline that does more than write the UUID".into());
+                return Some(
+                    "it is part of a pipeline that does more than write the UUID or type id".into(),
+                );
             }
         }
         RcItem::SriovEnable { target } => {
@@ -672,6 +809,9 @@ fn describe(item: &RcItem) -> String {
             parent,
             type_dir,
         } => format!("it creates vGPU {uuid} ({type_dir} on {parent})"),
+        RcItem::VendorVgpu { vf, type_id } => {
+            format!("it creates a vGPU of type id {type_id} on VF {vf}")
+        }
         RcItem::SriovEnable {
             target: SriovTarget::All,
         } => "it enables SR-IOV on all GPUs".into(),
@@ -716,6 +856,55 @@ mod tests {
             parent: parent.into(),
             type_dir: type_dir.into(),
         }
+    }
+
+    fn vendor(vf: &str, id: &str) -> RcItem {
+        RcItem::VendorVgpu {
+            vf: vf.into(),
+            type_id: id.into(),
+        }
+    }
+
+    /// Vendor-specific VFIO lines as operators write them on an L40S host (kernel 6.8).
+    #[test]
+    fn vendor_vfio_lines() {
+        let nv = |vf: &str| format!("/sys/bus/pci/devices/{vf}/nvidia/current_vgpu_type");
+        let rc = format!(
+            "#!/bin/bash\n\
+             echo 1153 > {}\n\
+             echo 1153 | sudo tee {} >/dev/null\n\
+             sudo sh -c 'echo 1153 > {}'\n\
+             bash -c \"echo 2164 >> /sys/devices/pci0000:40/0000:40:01.1/0000:41:01.0/nvidia/current_vgpu_type\"\n\
+             echo 0 > {}\n\
+             echo $TYPE > {}\n\
+             sh -c 'echo 1153 > {}; echo done'\n\
+             cat {}\n\
+             grep -qvx 0 {} && logger up\n",
+            nv("0000:41:00.4"),
+            nv("0000:41:00.5"),
+            nv("41:00.6"),
+            nv("0000:41:00.7"),
+            nv("0000:41:01.1"),
+            nv("0000:41:01.2"),
+            nv("0000:41:01.3"),
+            nv("0000:41:01.3"),
+        );
+        let items = parse(&rc);
+        let got: Vec<(usize, &RcItem)> = items.iter().map(|i| (i.line, &i.item)).collect();
+        assert_eq!(got[0], (2, &vendor("0000:41:00.4", "1153")));
+        assert_eq!(got[1], (3, &vendor("0000:41:00.5", "1153")));
+        assert_eq!(got[2], (4, &vendor("0000:41:00.6", "1153")));
+        assert_eq!(got[3], (5, &vendor("0000:41:01.0", "2164")));
+        for (n, (line, item)) in got[4..].iter().enumerate() {
+            assert_eq!(*line, 6 + n, "{got:?}");
+            assert!(matches!(item, RcItem::Skipped { .. }), "{got:?}");
+        }
+        // Reading the attribute is not about creating vGPUs.
+        assert_eq!(got.len(), 7, "{got:?}");
+        let RcItem::Skipped { reason } = &items[4].item else {
+            unreachable!()
+        };
+        assert!(reason.contains("removes its vGPU"), "{reason}");
     }
 
     #[test]

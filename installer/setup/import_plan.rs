@@ -14,15 +14,19 @@ use super::import_sources::{Sources, RC_LOCAL};
 use crate::import::mdevctl;
 use crate::import::rc_rewrite::{self, Change};
 use crate::import::rclocal::{self, RcItem, SriovTarget};
+use crate::import::vendor_vfio;
 
 /// One vGPU an import source defines.
 struct Found {
     origin: String,
     uuid: String,
     parent: String,
+    /// mdev: the type directory; vendor VFIO: the type id as written (this driver branch's).
     type_dir: String,
     /// Index into the rc.local items, for the line to rewrite once imported.
     rc_item: Option<usize>,
+    /// A vendor-specific VFIO line (`<VF>/nvidia/current_vgpu_type`).
+    vendor: bool,
 }
 
 /// A vGPU whose parent appears only once its PF's VFs are enabled.
@@ -86,7 +90,25 @@ pub fn plan(f: &Facts, src: &Sources, gave_up: &[String], vf_timeout_s: u64) -> 
                 parent: parent.clone(),
                 type_dir: type_dir.clone(),
                 rc_item: Some(idx),
+                vendor: false,
             }),
+            RcItem::VendorVgpu { vf, type_id } => {
+                // Pinned under the UUID of a vendor-VFIO pin already on that VF, if any.
+                let pinned = f.pins.as_ref().and_then(|p| {
+                    p.vgpus
+                        .iter()
+                        .find(|v| v.parent == *vf && v.interface == "vendor-vfio")
+                        .map(|v| v.uuid.as_str())
+                });
+                found.push(Found {
+                    origin: format!("/etc/rc.local:{}", it.line),
+                    uuid: vendor_vfio::pin_uuid(vf, pinned),
+                    parent: vf.clone(),
+                    type_dir: type_id.clone(),
+                    rc_item: Some(idx),
+                    vendor: true,
+                })
+            }
             RcItem::SriovEnable { target } => {
                 sriov_items.push(idx);
                 match target {
@@ -114,6 +136,7 @@ pub fn plan(f: &Facts, src: &Sources, gave_up: &[String], vf_timeout_s: u64) -> 
                     parent: def.parent.clone(),
                     type_dir: def.mdev_type.clone(),
                     rc_item: None,
+                    vendor: false,
                 });
                 defs.push((path.clone(), text.clone(), def.clone()));
             }
@@ -166,7 +189,11 @@ pub fn plan(f: &Facts, src: &Sources, gave_up: &[String], vf_timeout_s: u64) -> 
             out.waiting.push(Waiting {
                 uuid: fd.uuid.clone(),
                 parent: fd.parent.clone(),
-                type_dir: fd.type_dir.clone(),
+                type_dir: if fd.vendor {
+                    format!("type id {}", fd.type_dir)
+                } else {
+                    fd.type_dir.clone()
+                },
                 pf,
                 line: fd.rc_item.map(|i| items[i].line),
             });
@@ -208,6 +235,36 @@ pub fn plan(f: &Facts, src: &Sources, gave_up: &[String], vf_timeout_s: u64) -> 
             continue;
         }
         let now = src.parents.get(&fd.parent).cloned().unwrap_or_default();
+        if fd.vendor {
+            // The id is this driver branch's: the pin holds the name it lists here.
+            let siblings: Vec<&[(String, String)]> =
+                now.sibling_types.iter().map(Vec::as_slice).collect();
+            match vendor_vfio::resolve(&fd.parent, now.vendor.as_ref(), &siblings, &fd.type_dir) {
+                Ok((type_id, type_name)) => {
+                    if out.pins.iter().any(|p| p.uuid == fd.uuid) {
+                        out.problems.push(format!(
+                            "{}: VF {} is set twice; imported once",
+                            fd.origin, fd.parent
+                        ));
+                    } else {
+                        out.pins.push(SavedVgpu {
+                            uuid: fd.uuid.clone(),
+                            type_id,
+                            type_name,
+                            parent: fd.parent.clone(),
+                            gpu: now.gpu.clone(),
+                            interface: "vendor-vfio".into(),
+                        });
+                    }
+                    imported_items.extend(fd.rc_item);
+                }
+                Err(e) => out.problems.push(format!(
+                    "{}: {e}; not imported, line left as it is",
+                    fd.origin
+                )),
+            }
+            continue;
+        }
         let name = now.types.as_ref().and_then(|t| {
             t.iter()
                 .find(|(id, _)| *id == fd.type_dir)
@@ -358,12 +415,20 @@ pub fn plan(f: &Facts, src: &Sources, gave_up: &[String], vf_timeout_s: u64) -> 
     }
     // Every pin not live now, created as the boot unit will.
     let live: Vec<&str> = f.mdevs.iter().filter_map(|v| v.uuid.as_deref()).collect();
+    // A vendor-VFIO VF that holds a type already is not written again (EPERM on a real host).
+    let held: Vec<String> = f
+        .vgpus()
+        .into_iter()
+        .filter(|v| v.interface == crate::facts::Interface::VendorVfio)
+        .map(|v| v.parent)
+        .collect();
     let mut after = f.pins.clone().unwrap_or_default();
     crate::pins::pin(&mut after, out.pins.iter().cloned());
     let create: Vec<SavedVgpu> = after
         .vgpus
         .into_iter()
         .filter(|p| !live.contains(&p.uuid.as_str()))
+        .filter(|p| !(p.interface == "vendor-vfio" && held.contains(&p.parent)))
         .collect();
     if !f.runs_programs {
         // Creating vGPUs needs that system's kernel: its restore unit does it when it boots.

@@ -1,12 +1,15 @@
 //! Observe what `vgpuctl import` reads besides the host facts: `/etc/rc.local`, the mdevctl
-//! definitions, and the type listing of every parent they name. The plan is made from this alone.
+//! definitions, and the type listing of every parent they name (mdev type directories, or a
+//! vendor-VFIO VF's `nvidia/` attributes and its siblings' lists). The plan is made from this alone.
 
 use std::collections::BTreeMap;
 
-use crate::facts::gpus::PCI_DEVICES;
-use crate::facts::vgpus::{mdev_types_dir, read_mdev_types};
+use crate::facts::gpus::{virtfns, PCI_DEVICES};
+use crate::facts::vgpus::{mdev_types_dir, read_mdev_types, vendor_dir};
 use crate::host::Host;
+use crate::sysfs_parse::parse_creatable;
 
+use crate::import::vendor_vfio::VfNow;
 use crate::import::{mdevctl, rclocal};
 
 pub const RC_LOCAL: &str = "etc/rc.local";
@@ -21,6 +24,26 @@ pub struct ParentNow {
     pub types: Option<Vec<(String, String)>>,
     /// The GPU it belongs to (its PF, or itself for an NVIDIA PF).
     pub gpu: Option<String>,
+    /// Its vendor-specific VFIO attributes (`nvidia/`), when it has them.
+    pub vendor: Option<VfNow>,
+    /// The creatable lists of the other VFs of its GPU (vendor VFIO): the name of a type a VF
+    /// holds is read there, as the holding VF lists none.
+    pub sibling_types: Vec<Vec<(String, String)>>,
+}
+
+/// A VF's `nvidia/` attributes; `None` when it has no `creatable_vgpu_types`.
+fn vendor_now(host: &Host, vf: &str) -> Option<VfNow> {
+    let dir = vendor_dir(vf);
+    let listing = host.read(&format!("{dir}/creatable_vgpu_types")).ok()?;
+    Some(VfNow {
+        creatable: parse_creatable(&listing)
+            .into_iter()
+            .map(|t| (t.id.to_string(), t.name))
+            .collect(),
+        current: host
+            .read_trim(&format!("{dir}/current_vgpu_type"))
+            .filter(|c| !c.trim_start_matches('0').is_empty()),
+    })
 }
 
 #[derive(Clone, Debug, Default)]
@@ -47,11 +70,23 @@ fn parent_now(host: &Host, parent: &str) -> ParentNow {
             let vendor = host.read_trim(&format!("{PCI_DEVICES}/{parent}/vendor"));
             (vendor.as_deref() == Some("0x10de")).then(|| parent.to_string())
         });
+    let vendor = vendor_now(host, parent);
+    let sibling_types = match (&vendor, &gpu) {
+        (Some(_), Some(pf)) => virtfns(host, pf)
+            .iter()
+            .filter(|vf| *vf != parent)
+            .filter_map(|vf| vendor_now(host, vf).map(|v| v.creatable))
+            .filter(|c| !c.is_empty())
+            .collect(),
+        _ => Vec::new(),
+    };
     ParentNow {
         exists: host.exists(&format!("{PCI_DEVICES}/{parent}"))
             || host.exists(&format!("sys/class/mdev_bus/{parent}")),
         types,
         gpu,
+        vendor,
+        sibling_types,
     }
 }
 
@@ -76,6 +111,7 @@ pub fn observe(host: &Host) -> Sources {
         .iter()
         .filter_map(|it| match &it.item {
             rclocal::RcItem::Vgpu { parent, .. } => Some(parent.clone()),
+            rclocal::RcItem::VendorVgpu { vf, .. } => Some(vf.clone()),
             _ => None,
         })
         .chain(

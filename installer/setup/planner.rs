@@ -371,7 +371,7 @@ fn dropped(
         if v.in_use {
             return Err(format!(
                 "this count would remove vGPU {} ({} on {}), which a VM is using (its VFIO group \
-                 is open); stop that VM first, or keep the count",
+                 or iommufd device is open); stop that VM first, or keep the count",
                 uuid.as_deref().unwrap_or("without UUID"),
                 v.type_name,
                 v.parent

@@ -10,6 +10,13 @@
 //!   "GRID T4-16Q").
 //! - L40S: 1145 = L40S-1B and 1147 = L40S-1Q are from a real host on 580.x; the rest follow
 //!   NVIDIA's usual order (B, Q, A, then C) *inferred* from there.
+//! - RTX PRO 6000 Blackwell (Server Edition, 96 GB; driver 580): names are
+//!   `NVIDIA RTX Pro 6000 Blackwell DC-<GB><series>`, spaces included (recorded-behaviour.md §0).
+//!   1518 = DC-2B, 1519 = DC-3Q, 1521 = DC-4Q and 1540 = DC-48Q with their max instances (32, 32,
+//!   24, 2) are from `nvidia-smi vgpu -s -v` on a real card, driver 580.105.06 (a test fixture in
+//!   bigstack-oss/cubecos); 1519 = 0x5ef DC-3Q is also in its gpu module. The ids run with gaps
+//!   (1520 is not one of these), so the blocks below keep them; the other Q sizes (96 GB's
+//!   divisors from 3 GB, as no more than 32 vGPUs fit one GPU) and their ids are *inferred*.
 //! - L4, H100: sizes are NVIDIA's documented ones, ids are *inferred* (a consistent range that
 //!   does not collide with the known ones). Real code must read ids from the host, never this.
 //!
@@ -131,6 +138,17 @@ const DEFS: &[Def] = &[
                 "16C", "24C", "48C",
             ],
         )],
+    },
+    Def {
+        model: "RTX Pro 6000 Blackwell DC",
+        prefix: "NVIDIA RTX Pro 6000 Blackwell DC",
+        memory_gb: 96,
+        sriov: true,
+        blocks: &[
+            (1518, &["2B", "3Q"]),
+            (1521, &["4Q", "6Q", "8Q", "12Q", "16Q", "24Q", "32Q"]),
+            (1540, &["48Q", "96Q"]),
+        ],
     },
     Def {
         model: "L4",
@@ -288,6 +306,23 @@ nvidia-576, NVIDIA A40-48A 1";
         assert_eq!(find("T4", "T4-1B").unwrap().max_instance, 16);
         assert!(find("A40", "A40-5Q").is_none());
         assert!(types_for("GeForce").is_empty());
+        // RTX PRO 6000 Blackwell, driver 580.105.06: (id, name, max instances) as listed.
+        let bw = "RTX Pro 6000 Blackwell DC";
+        for (id, name, max) in [
+            ("1518", "NVIDIA RTX Pro 6000 Blackwell DC-2B", 32),
+            ("1519", "NVIDIA RTX Pro 6000 Blackwell DC-3Q", 32),
+            ("1521", "NVIDIA RTX Pro 6000 Blackwell DC-4Q", 24),
+            ("1540", "NVIDIA RTX Pro 6000 Blackwell DC-48Q", 2),
+        ] {
+            let t = find(bw, id).unwrap();
+            assert_eq!((t.name.as_str(), t.max_instance), (name, max));
+        }
+        assert!(find(bw, "1520").is_none(), "the ids have gaps");
+        assert_eq!(
+            find(bw, "rtx pro 6000 blackwell dc-4q").unwrap().id,
+            1521,
+            "names with spaces match whole, any case"
+        );
     }
 
     #[test]

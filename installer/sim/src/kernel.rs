@@ -630,6 +630,10 @@ impl SimKernel {
                 let u = parent_of(2).to_string();
                 self.remove(parent_of(3), Some(&u))
             }
+            // Outputs the driver fills in (recorded-behaviour.md §1), never inputs.
+            (_, "gpu_instance_id" | "placement_id") if parent_of(2) == "nvidia" => {
+                Err(errno(libc::EPERM, "an output of the driver"))
+            }
             (_, "current_vgpu_type") if parent_of(2) == "nvidia" => {
                 let vf = parent_of(3).to_string();
                 let id: u32 = v

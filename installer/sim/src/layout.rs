@@ -100,10 +100,12 @@ pub fn devdir(m: &Model, addr: &str) -> String {
     format!("sys/devices/{}/{addr}", m.pci_root(addr))
 }
 
-/// Stable IOMMU group numbers: host bridge 0, PF k at 10+33k, its VF i at 11+33k+i.
+/// Stable IOMMU group numbers: host bridge 0, PF k at 10+33k, its VF i at 11+33k+i (a wider
+/// stride on a GPU with more than 32 VFs, so that no two devices share a group).
 pub fn iommu_group(m: &Model, addr: &str) -> u32 {
+    let stride = m.sriov_total.max(32) + 1;
     for (k, pf) in m.pfs.iter().enumerate() {
-        let base = 10 + 33 * k as u32;
+        let base = 10 + stride * k as u32;
         if addr == *pf {
             return base;
         }
@@ -963,10 +965,11 @@ pub fn render_types(root: &Path, m: &Model, st: &State, pf: &str) -> Result<()> 
                 &format!("{current}\n"),
             )?;
             put(root, &format!("{pd}/nvidia/vgpu_params"), "\n")?;
-            put(root, &format!("{pd}/nvidia/gpu_instance_id"), "\n")?;
-            put(root, &format!("{pd}/nvidia/placement_id"), "\n")?;
+            render_vendor_outputs(root, st, &pd, current != 0)?;
+            render_vfio_cdev(root, m, p)?;
         } else {
             rmtree(root, &format!("{pd}/nvidia"));
+            rmtree(root, &format!("{pd}/vfio-dev"));
         }
         // mdev devices: keep those in the state, remove the rest.
         let wanted: Vec<&super::state::Vgpu> = st
@@ -988,6 +991,60 @@ pub fn render_types(root: &Path, m: &Model, st: &State, pf: &str) -> Result<()> 
         }
     }
     Ok(())
+}
+
+/// The 580 branch's output attributes (recorded-behaviour.md §1; cubecos issue 312, kubevirt
+/// issue 17642): `gpu_instance_id` and `placement_id` are filled in by the driver once the VF
+/// holds a vGPU and read ENXIO before. A plain file cannot fail a read, so before a vGPU they
+/// are links to nothing: a read fails (ENOENT, where the kernel says ENXIO) and a write fails
+/// too. Their values once set are a *guess* (0, and the VF's place on its GPU is not modelled).
+/// `warm_update` is there only on a 580-branch driver, making its six files.
+fn render_vendor_outputs(root: &Path, st: &State, pd: &str, has_vgpu: bool) -> Result<()> {
+    for f in ["gpu_instance_id", "placement_id"] {
+        let rel = format!("{pd}/nvidia/{f}");
+        let is_link =
+            std::fs::symlink_metadata(root.join(&rel)).is_ok_and(|m| m.file_type().is_symlink());
+        if has_vgpu {
+            if is_link {
+                unlink(root, &rel);
+            }
+            put(root, &rel, "0\n")?;
+        } else if !is_link {
+            let _ = std::fs::remove_file(root.join(&rel));
+            link(root, &rel, ".ENXIO-before-a-vgpu-exists")?;
+        }
+    }
+    let branch_580 = st
+        .driver
+        .as_deref()
+        .and_then(|v| v.split('.').next()?.parse::<u32>().ok())
+        .is_some_and(|major| major >= 580);
+    let warm = format!("{pd}/nvidia/warm_update");
+    if branch_580 {
+        put(root, &warm, "0\n")?;
+    } else {
+        let _ = std::fs::remove_file(root.join(&warm));
+    }
+    Ok(())
+}
+
+/// The VF's iommufd cdev: `nvidia.ko` registers each vendor-VFIO VF as a VFIO device, which
+/// gives it a `vfio-dev/vfioN` directory (and `/dev/vfio/devices/vfioN`) besides its group
+/// (recorded-behaviour.md §1, kubevirt issue 17642). N is the VF's place among all VFs of the
+/// host, a stable stand-in for the kernel's probe-order number.
+fn render_vfio_cdev(root: &Path, m: &Model, vf: &str) -> Result<()> {
+    let n = vfio_cdev_number(m, vf);
+    let d = format!("{}/vfio-dev/vfio{n}", devdir(m, vf));
+    std::fs::create_dir_all(root.join(&d))?;
+    put(root, &format!("{d}/dev"), &format!("511:{n}\n"))
+}
+
+pub fn vfio_cdev_number(m: &Model, vf: &str) -> usize {
+    m.pfs
+        .iter()
+        .flat_map(|pf| m.vfs_of(pf))
+        .position(|v| v == vf)
+        .unwrap_or(0)
 }
 
 pub fn render_mdev_device(root: &Path, m: &Model, v: &super::state::Vgpu) -> Result<()> {

@@ -33,13 +33,15 @@ pub const MODELS: &[&str] = &[
     "a40x8",
     "t4x2",
     "l40s-vfio",
+    "rtxpro6000-vfio",
     "rhel-a10",
     "proxmox-l4",
     "cloud-h100",
     "geforce",
 ];
 
-/// The vGPU host driver the simulated driver package and `-ready` models carry (the seed's).
+/// The vGPU host driver the simulated driver package carries (the seed's), and `-ready` models
+/// but those of another driver branch (`Model::driver`: 580 on `rtxpro6000-vfio`).
 pub const DRIVER_VERSION: &str = "550.163.02";
 
 /// Sim options (`--sim-opt KEY=VALUE`) and what they do.
@@ -308,8 +310,9 @@ fn make_ready(root: &Path, m: &'static Model) -> Result<()> {
     }
     // NVIDIA's installer refuses while nouveau drives a GPU: the blacklist takes effect first.
     reboot(&host, &[])?;
-    let run_file = format!("root/{}", driver_pkg::run_name(DRIVER_VERSION));
-    driver_pkg::build_run(&root.join(&run_file), DRIVER_VERSION)?;
+    // The model's own driver branch (580 on an RTX PRO 6000 Blackwell).
+    let run_file = format!("root/{}", driver_pkg::run_name(m.driver));
+    driver_pkg::build_run(&root.join(&run_file), m.driver)?;
     run(Cmd::new(format!("/{run_file}")).args(["--dkms", "-s"]))?;
     std::fs::remove_file(root.join(&run_file))?;
     reboot(&host, &[])?;

@@ -52,6 +52,11 @@ pub struct Model {
     pub fresh: FreshDriver,
     /// ACPI DMAR/IVRS present.
     pub firmware_iommu: bool,
+    /// PCI function number of the first VF after the PF's: 4 on most NVIDIA GPUs (the seed),
+    /// 2 on an RTX PRO 6000 Blackwell (`virtfn0 -> ../0001:04:00.2`, recorded-behaviour.md §1).
+    pub first_vf: u32,
+    /// The host driver version of its licensed zip and of `-ready`.
+    pub driver: &'static str,
 }
 
 #[derive(Debug)]
@@ -94,6 +99,12 @@ VERSION_ID=\"12\"\nVERSION=\"12 (bookworm)\"\nVERSION_CODENAME=bookworm\nID=debi
 HOME_URL=\"https://www.debian.org/\"\nSUPPORT_URL=\"https://www.debian.org/support\"\n\
 BUG_REPORT_URL=\"https://bugs.debian.org/\"\n";
 
+/// The seed's host driver (vGPU 17.6).
+pub const DRIVER_550: &str = "550.163.02";
+/// A 580-branch host driver as a real RTX PRO 6000 Blackwell host ran it (vGPU 19; the version
+/// of bigstack-oss/cubecos's `nvidia-smi vgpu -s -v` fixture).
+pub const DRIVER_580: &str = "580.105.06";
+
 const JAMMY: Os = Os {
     os_release: UBUNTU_2204,
     kver: "5.15.0-141-generic",
@@ -127,6 +138,8 @@ pub const MODELS: &[Model] = &[
         boot: Boot::Grub,
         fresh: FreshDriver::VfioPci,
         firmware_iommu: true,
+        first_vf: 4,
+        driver: DRIVER_550,
     },
     Model {
         name: "t4x2",
@@ -143,6 +156,8 @@ pub const MODELS: &[Model] = &[
         boot: Boot::Grub,
         fresh: FreshDriver::Nouveau,
         firmware_iommu: true,
+        first_vf: 4,
+        driver: DRIVER_550,
     },
     Model {
         name: "l40s-vfio",
@@ -170,6 +185,36 @@ pub const MODELS: &[Model] = &[
         boot: Boot::Grub,
         fresh: FreshDriver::Nouveau,
         firmware_iommu: true,
+        first_vf: 4,
+        driver: DRIVER_550,
+    },
+    Model {
+        name: "rtxpro6000-vfio",
+        gpu: "RTX Pro 6000 Blackwell DC",
+        device: 0x2bb5,
+        // A guess: no public capture gives the Server Edition's subsystem id.
+        subsystem_device: 0x204e,
+        class: 0x030200,
+        // PCI domain 0001, as recorded (cubecos issue 312: 0001:04:00.0; its gpu module: VF
+        // 0001:c8:00.2).
+        pfs: &["0001:04:00.0", "0001:c8:00.0"],
+        // 48 VFs, of which the driver hosts 32 vGPUs (max instances 32; cubecos's fixture).
+        sriov_total: 48,
+        iface: Iface::VendorVfio,
+        cpu: Cpu::Amd,
+        vm: None,
+        os: Os {
+            os_release: UBUNTU_2404,
+            kver: "6.8.0-87-generic",
+            distributor: "Ubuntu",
+            debian: true,
+            proxmox: false,
+        },
+        boot: Boot::Grub,
+        fresh: FreshDriver::Nouveau,
+        firmware_iommu: true,
+        first_vf: 2,
+        driver: DRIVER_580,
     },
     Model {
         name: "rhel-a10",
@@ -192,6 +237,8 @@ pub const MODELS: &[Model] = &[
         boot: Boot::Bls,
         fresh: FreshDriver::Nouveau,
         firmware_iommu: true,
+        first_vf: 4,
+        driver: DRIVER_550,
     },
     Model {
         name: "proxmox-l4",
@@ -214,6 +261,8 @@ pub const MODELS: &[Model] = &[
         boot: Boot::SystemdBoot,
         fresh: FreshDriver::Nouveau,
         firmware_iommu: true,
+        first_vf: 4,
+        driver: DRIVER_550,
     },
     Model {
         name: "cloud-h100",
@@ -236,6 +285,8 @@ pub const MODELS: &[Model] = &[
         boot: Boot::Grub,
         fresh: FreshDriver::Datacenter("550.127.08"),
         firmware_iommu: false,
+        first_vf: 4,
+        driver: DRIVER_550,
     },
     Model {
         name: "geforce",
@@ -252,6 +303,8 @@ pub const MODELS: &[Model] = &[
         boot: Boot::Grub,
         fresh: FreshDriver::Nouveau,
         firmware_iommu: true,
+        first_vf: 4,
+        driver: DRIVER_550,
     },
 ];
 
@@ -268,13 +321,14 @@ pub fn parse(name: &str) -> Option<(&'static Model, bool)> {
 }
 
 impl Model {
-    /// VF addresses of a PF, as NVIDIA GPUs lay them out (first VF at function 4, stride 1):
-    /// 0000:e8:00.0 -> 0000:e8:00.4 .. 0000:e8:04.3 for 32 VFs (the seed's listing).
+    /// VF addresses of a PF, as NVIDIA GPUs lay them out (first VF at function `first_vf`,
+    /// stride 1): 0000:e8:00.0 -> 0000:e8:00.4 .. 0000:e8:04.3 for 32 VFs (the seed's listing);
+    /// 0001:04:00.0 -> 0001:04:00.2 .. on an RTX PRO 6000 Blackwell.
     pub fn vfs_of(&self, pf: &str) -> Vec<String> {
         let (prefix, _) = pf.rsplit_once(':').expect("pci address");
         (0..self.sriov_total)
             .map(|i| {
-                let devfn = 4 + i;
+                let devfn = self.first_vf + i;
                 format!("{prefix}:{:02x}.{}", devfn / 8, devfn % 8)
             })
             .collect()
@@ -309,9 +363,12 @@ impl Model {
         }
     }
 
+    /// The host bridge directory under `sys/devices` (`pci0001:04` for `0001:04:00.0`).
     pub fn pci_root(&self, addr: &str) -> String {
-        let bus = addr.split(':').nth(1).unwrap_or("00");
-        format!("pci0000:{bus}")
+        let mut parts = addr.split(':');
+        let domain = parts.next().unwrap_or("0000");
+        let bus = parts.next().unwrap_or("00");
+        format!("pci{domain}:{bus}")
     }
 }
 
@@ -330,5 +387,16 @@ mod tests {
         assert_eq!(m.type_dir("0000:e8:04.0", 575), "vfio-pci-575");
         assert_eq!(m.type_dir("0000:e8:00.4", 555), "nvidia-555");
         assert!(parse("a40x8-ready").unwrap().1);
+    }
+
+    #[test]
+    fn rtx_pro_6000_vfs_start_at_function_2_in_domain_0001() {
+        let m = find("rtxpro6000-vfio").unwrap();
+        let vfs = m.vfs_of("0001:04:00.0");
+        assert_eq!(vfs.len(), 48);
+        assert_eq!(vfs[0], "0001:04:00.2");
+        assert_eq!(vfs[6], "0001:04:01.0");
+        assert_eq!(vfs[47], "0001:04:06.1");
+        assert_eq!(m.pci_root("0001:04:00.2"), "pci0001:04");
     }
 }

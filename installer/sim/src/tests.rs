@@ -71,7 +71,7 @@ fn every_model_builds_fresh_and_ready() {
                 assert!(h.exists("usr/lib/nvidia/sriov-manage"));
                 assert_eq!(
                     h.read_trim("sys/module/nvidia/version").as_deref(),
-                    Some(DRIVER_VERSION)
+                    Some(models::find(m).unwrap().driver)
                 );
                 assert!(
                     h.exists("etc/systemd/system/multi-user.target.wants/nvidia-vgpu-mgr.service")
