@@ -77,8 +77,20 @@ fn dev(addr: &str, attr: &str) -> String {
 }
 
 fn read_hex(host: &Host, addr: &str, attr: &str) -> Option<u32> {
-    host.read_trim(&dev(addr, attr))
-        .and_then(|s| parse_hex_u32(&s))
+    let read = || {
+        host.read_trim(&dev(addr, attr))
+            .and_then(|s| parse_hex_u32(&s))
+    };
+    // An identity attribute of a device that is there is read once more before the device is
+    // judged not to be an NVIDIA GPU: dropping a GPU from the facts on one failed read made a
+    // setup refuse a profile naming it (seen once in a crash-test run on the simulator).
+    let identity = matches!(attr, "vendor" | "device");
+    read().or_else(|| {
+        (identity && host.exists(&format!("{PCI_DEVICES}/{addr}"))).then(|| {
+            std::thread::sleep(std::time::Duration::from_millis(5));
+            read()
+        })?
+    })
 }
 
 /// Sorted `virtfnN` links of a PF, in N order.

@@ -105,8 +105,11 @@ pub fn observe_mdevs(host: &Host, gpus: &[Gpu], in_use: &vfio_holders::VfioHolde
             let type_id = host
                 .link_name(&format!("{base}/mdev_type"))
                 .unwrap_or_default();
+            // When the type's `name` cannot be read at this instant, the parent's own listing
+            // (read in this observation) names the type directory the device is linked to.
             let type_name = host
                 .read_trim(&format!("{base}/mdev_type/name"))
+                .or_else(|| listed_name(gpus, &parent, &type_id))
                 .unwrap_or_else(|| type_id.clone());
             let gpu = gpus
                 .iter()
@@ -123,4 +126,14 @@ pub fn observe_mdevs(host: &Host, gpus: &[Gpu], in_use: &vfio_holders::VfioHolde
             }
         })
         .collect()
+}
+
+/// The name parent `parent` lists for its type directory `type_id`, from observed facts.
+fn listed_name(gpus: &[Gpu], parent: &str, type_id: &str) -> Option<String> {
+    gpus.iter()
+        .flat_map(|g| &g.parents)
+        .filter(|p| p.address == parent)
+        .flat_map(|p| &p.types)
+        .find(|t| t.id == type_id)
+        .map(|t| t.name.clone())
 }
