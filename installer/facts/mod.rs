@@ -4,8 +4,8 @@
 
 pub mod gpus;
 pub mod system;
-pub mod vfio_persist;
 pub mod vfio_holders;
+pub mod vfio_persist;
 pub mod vgpus;
 
 use serde::Serialize;
