@@ -23,7 +23,7 @@ pub struct SimKernel {
 
 struct Inner {
     st: State,
-    stamp: Option<(std::time::SystemTime, u64, u64)>,
+    stamp: Option<String>,
 }
 
 fn errno(code: i32, why: &str) -> io::Error {

@@ -87,11 +87,18 @@ pub fn now_ms() -> u64 {
         .unwrap_or(0)
 }
 
-/// A change stamp of the state file, to reload only when another process wrote it.
-pub fn stamp(root: &Path) -> Option<(SystemTime, u64, u64)> {
-    let m = std::fs::metadata(root.join(STATE_FILE)).ok()?;
-    use std::os::unix::fs::MetadataExt;
-    Some((m.modified().ok()?, m.len(), m.ino()))
+/// Where each save leaves a fresh random token: the stamp another process compares with the one
+/// it last saw, to reload only when someone else saved. Not the state file's metadata: a save
+/// is a rename of a new file, its inode number can be the one freed two saves ago, ext4 sets
+/// mtime from the coarse clock (one tick is several ms) and two saves can have the same length;
+/// a process trusting that triple would keep a stale state and save it over a change it never
+/// saw. (Inode numbers were seen to alternate between two values here; this kernel's multigrain
+/// timestamps kept mtimes apart, an older kernel's coarse ones would not.)
+pub const GEN_FILE: &str = ".vgpuctl-sim/gen";
+
+/// The state's change stamp: the token the last save wrote.
+pub fn stamp(root: &Path) -> Option<String> {
+    std::fs::read_to_string(root.join(GEN_FILE)).ok()
 }
 
 /// Hold the root's state lock (`flock` on `.vgpuctl-sim/lock`) until the returned file is
@@ -124,7 +131,12 @@ pub fn load(root: &Path) -> Result<State> {
 pub fn save(root: &Path, st: &State) -> Result<()> {
     let p = root.join(STATE_FILE);
     let text = serde_json::to_string(st)?;
-    write_replace(&p, text.as_bytes())
+    write_replace(&p, text.as_bytes())?;
+    // After the state: a process that sees the new token finds the new state.
+    write_replace(
+        &root.join(GEN_FILE),
+        uuid::Uuid::new_v4().simple().to_string().as_bytes(),
+    )
 }
 
 pub fn write_replace(path: &Path, bytes: &[u8]) -> Result<()> {

@@ -1304,3 +1304,24 @@ fn hang_lasts_the_callers_bound_on_that_address_only() {
     );
     assert!(e.is_err());
 }
+
+#[test]
+fn every_save_changes_the_stamp_even_at_equal_length_within_a_clock_tick() {
+    // Two processes sharing a root compare stamps to know whether the other one saved. Saves
+    // that follow each other within a coarse clock tick, with states of equal length (one VF's
+    // name for another), would look unchanged by metadata when a new file gets a freed inode
+    // number back (seen here: they alternate between two).
+    let d = tmp();
+    let h = sim(&d, "a40x8-ready", &[]);
+    let root = h.root().to_path_buf();
+    let mut a = state::load(&root).unwrap();
+    let mut b = a.clone();
+    a.vf_groups.insert("0000:e8:00.4".into());
+    b.vf_groups.insert("0000:e8:00.5".into());
+    let mut seen = std::collections::BTreeSet::new();
+    for i in 0..400 {
+        state::save(&root, if i % 2 == 0 { &a } else { &b }).unwrap();
+        let s = state::stamp(&root).unwrap();
+        assert!(seen.insert(s), "save {i} left a stamp an earlier save had");
+    }
+}
