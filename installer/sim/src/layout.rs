@@ -935,9 +935,47 @@ pub fn render_types(root: &Path, m: &Model, st: &State, pf: &str) -> Result<()> 
 /// One VF's vGPU group appearing (the driver filled it in): move the staged one into place when
 /// there is one, then bring only what differs from the staged copy up to date.
 pub fn render_group(root: &Path, m: &Model, st: &State, pf: &str, vf: &str) -> Result<()> {
-    let adopted = adopt_group(root, m, vf);
+    let usage = GpuUse::of(st, pf);
+    let idle = GpuUse {
+        count: 0,
+        type_id: None,
+        parents: Vec::new(),
+    };
+    let adopted = adopt_group(root, m, vf, |group| {
+        // The staged group was built for a GPU holding no vGPU.
+        for t in catalog::types_for(m.gpu) {
+            let avail = usage.available(m, vf, t);
+            if m.iface == Iface::Mdev && avail != idle.available(m, vf, t) {
+                let td = format!("{group}/{}", m.type_dir(vf, t.id));
+                put(
+                    root,
+                    &format!("{td}/available_instances"),
+                    &format!("{avail}\n"),
+                )?;
+            }
+        }
+        if m.iface == Iface::VendorVfio {
+            put(
+                root,
+                &format!("{group}/creatable_vgpu_types"),
+                &creatable_list(m, vf, &usage),
+            )?;
+        }
+        Ok(())
+    });
     let ready = parents(m, st, pf).iter().any(|p| p == vf);
-    render_parent(root, m, st, pf, vf, ready, &GpuUse::of(st, pf), adopted)
+    render_parent(root, m, st, pf, vf, ready, &usage, adopted)
+}
+
+/// `creatable_vgpu_types` of a vendor-VFIO VF: the types with room on it now.
+fn creatable_list(m: &Model, p: &str, usage: &GpuUse) -> String {
+    let mut list = String::from("ID    : vGPU Name\n");
+    for t in catalog::types_for(m.gpu) {
+        if usage.available(m, p, t) > 0 {
+            list.push_str(&format!("{:<6}: {}\n", t.id, t.name));
+        }
+    }
+    list
 }
 
 /// The vGPU files of one parent. `adopted`: its group was just moved in from staging, built
@@ -960,18 +998,32 @@ fn render_parent(
     }
     // mdev
     if is_parent && m.iface == Iface::Mdev {
-        link(
-            root,
-            &format!("sys/class/mdev_bus/{p}"),
-            &format!("../../devices/{}/{p}", m.pci_root(p)),
-        )?;
+        let group = format!("{pd}/mdev_supported_types");
+        if !root.join(&group).exists() {
+            // A group appears whole, as the driver registers it with one
+            // `mdev_register_parent` call: built under a temp name and renamed in, so a
+            // reader never lists half of its types (and judges a VF with room full).
+            let tmp = scratch_name();
+            for t in types {
+                build_type_dir(
+                    root,
+                    &format!("{tmp}/{}", m.type_dir(p, t.id)),
+                    t,
+                    usage.available(m, p, t),
+                )?;
+            }
+            std::fs::create_dir_all(root.join(&tmp))?;
+            if std::fs::rename(root.join(&tmp), root.join(&group)).is_err() {
+                rmtree(root, &tmp);
+            }
+        }
         let idle = GpuUse {
             count: 0,
             type_id: None,
             parents: Vec::new(),
         };
         for t in types {
-            let td = format!("{pd}/mdev_supported_types/{}", m.type_dir(p, t.id));
+            let td = format!("{group}/{}", m.type_dir(p, t.id));
             let avail = format!("{}\n", usage.available(m, p, t));
             if adopted && root.join(&td).exists() {
                 if usage.available(m, p, t) != idle.available(m, p, t) {
@@ -980,24 +1032,9 @@ fn render_parent(
                 continue;
             }
             if !root.join(&td).exists() {
-                // New type directory: plain creates, no compare (VF enable writes thousands).
-                // Built under a temp name and renamed in, so a reader never sees it half made.
-                let tmp = format!(
-                    "{}/tmp/t-{}",
-                    super::state::STATE_DIR,
-                    uuid::Uuid::new_v4().simple()
-                );
-                std::fs::create_dir_all(root.join(format!("{tmp}/devices")))?;
-                std::fs::create_dir_all(root.join(&td).parent().expect("types dir"))?;
-                for (f, c, mode) in [
-                    ("name", format!("{}\n", t.name), 0o444),
-                    ("description", format!("{}\n", t.description()), 0o444),
-                    ("device_api", "vfio-pci\n".to_string(), 0o444),
-                    ("available_instances", avail, 0o644),
-                    ("create", String::new(), 0o200),
-                ] {
-                    fresh_file(root, &format!("{tmp}/{f}"), &c, mode)?;
-                }
+                // A type missing from a group that is there (a crash between two renders).
+                let tmp = scratch_name();
+                build_type_dir(root, &tmp, t, usage.available(m, p, t))?;
                 if std::fs::rename(root.join(&tmp), root.join(&td)).is_err() {
                     rmtree(root, &tmp);
                 }
@@ -1014,6 +1051,12 @@ fn render_parent(
             put_mode(root, &format!("{td}/create"), "", 0o200)?;
             std::fs::create_dir_all(root.join(format!("{td}/devices")))?;
         }
+        // The parent is listed under mdev_bus once its group is there.
+        link(
+            root,
+            &format!("sys/class/mdev_bus/{p}"),
+            &format!("../../devices/{}/{p}", m.pci_root(p)),
+        )?;
     } else {
         unlink(root, &format!("sys/class/mdev_bus/{p}"));
         rmtree(root, &format!("{pd}/mdev_supported_types"));
@@ -1026,10 +1069,21 @@ fn render_parent(
             .find(|v| v.parent == *p)
             .map(|v| v.type_id)
             .unwrap_or(0);
-        let mut list = String::from("ID    : vGPU Name\n");
-        for t in types {
-            if usage.available(m, p, t) > 0 {
-                list.push_str(&format!("{:<6}: {}\n", t.id, t.name));
+        let list = creatable_list(m, p, usage);
+        if !root.join(format!("{pd}/nvidia")).exists() {
+            // The group appears whole (see the mdev case): a reader never finds the type list
+            // without `current_vgpu_type` beside it.
+            let tmp = scratch_name();
+            put(root, &format!("{tmp}/creatable_vgpu_types"), &list)?;
+            put(
+                root,
+                &format!("{tmp}/current_vgpu_type"),
+                &format!("{current}\n"),
+            )?;
+            put(root, &format!("{tmp}/vgpu_params"), "\n")?;
+            render_vendor_outputs(root, st, &tmp, current != 0, "")?;
+            if std::fs::rename(root.join(&tmp), root.join(format!("{pd}/nvidia"))).is_err() {
+                rmtree(root, &tmp);
             }
         }
         put(root, &format!("{pd}/nvidia/creatable_vgpu_types"), &list)?;
@@ -1039,7 +1093,7 @@ fn render_parent(
             &format!("{current}\n"),
         )?;
         put(root, &format!("{pd}/nvidia/vgpu_params"), "\n")?;
-        render_vendor_outputs(root, st, &pd, current != 0)?;
+        render_vendor_outputs(root, st, &pd, current != 0, "/nvidia")?;
         render_vfio_cdev(root, m, p)?;
     } else {
         rmtree(root, &format!("{pd}/nvidia"));
@@ -1070,15 +1124,46 @@ fn render_parent(
     Ok(())
 }
 
+/// A fresh name in the root's scratch directory, for a tree built before it is renamed in.
+fn scratch_name() -> String {
+    format!(
+        "{}/tmp/t-{}",
+        super::state::STATE_DIR,
+        uuid::Uuid::new_v4().simple()
+    )
+}
+
+/// One mdev type directory with its files, at `rel` (a scratch path renamed in by the caller).
+fn build_type_dir(root: &Path, rel: &str, t: &TypeSpec, avail: u32) -> Result<()> {
+    std::fs::create_dir_all(root.join(format!("{rel}/devices")))?;
+    // Plain creates, no compare: a VF enable writes thousands.
+    for (f, c, mode) in [
+        ("name", format!("{}\n", t.name), 0o444),
+        ("description", format!("{}\n", t.description()), 0o444),
+        ("device_api", "vfio-pci\n".to_string(), 0o444),
+        ("available_instances", format!("{avail}\n"), 0o644),
+        ("create", String::new(), 0o200),
+    ] {
+        fresh_file(root, &format!("{rel}/{f}"), &c, mode)?;
+    }
+    Ok(())
+}
+
 /// The 580 branch's output attributes (recorded-behaviour.md §1; cubecos issue 312, kubevirt
 /// issue 17642): `gpu_instance_id` and `placement_id` are filled in by the driver once the VF
 /// holds a vGPU and read ENXIO before. A plain file cannot fail a read, so before a vGPU they
 /// are links to nothing: a read fails (ENOENT, where the kernel says ENXIO) and a write fails
 /// too. Their values once set are a *guess* (0, and the VF's place on its GPU is not modelled).
 /// `warm_update` is there only on a 580-branch driver, making its six files.
-fn render_vendor_outputs(root: &Path, st: &State, pd: &str, has_vgpu: bool) -> Result<()> {
+fn render_vendor_outputs(
+    root: &Path,
+    st: &State,
+    pd: &str,
+    has_vgpu: bool,
+    sub: &str,
+) -> Result<()> {
     for f in ["gpu_instance_id", "placement_id"] {
-        let rel = format!("{pd}/nvidia/{f}");
+        let rel = format!("{pd}{sub}/{f}");
         let is_link =
             std::fs::symlink_metadata(root.join(&rel)).is_ok_and(|m| m.file_type().is_symlink());
         if has_vgpu {
@@ -1096,7 +1181,7 @@ fn render_vendor_outputs(root: &Path, st: &State, pd: &str, has_vgpu: bool) -> R
         .as_deref()
         .and_then(|v| v.split('.').next()?.parse::<u32>().ok())
         .is_some_and(|major| major >= 580);
-    let warm = format!("{pd}/nvidia/warm_update");
+    let warm = format!("{pd}{sub}/warm_update");
     if branch_580 {
         put(root, &warm, "0\n")?;
     } else {
@@ -1242,25 +1327,37 @@ pub fn adopt_staged(root: &Path, m: &Model, pf: &str, due_ms: u64, iommu: bool) 
 /// Move a VF's staged vGPU group into place; whether there was one. The group is set aside
 /// when its VF was adopted, or, when staging finished only after the VFs were due (a busy
 /// machine), still in the finished staging tree.
-fn adopt_group(root: &Path, m: &Model, vf: &str) -> bool {
+fn adopt_group(root: &Path, m: &Model, vf: &str, fix: impl Fn(&str) -> Result<()>) -> bool {
     let g = group_name(m);
-    let aside = root.join(staged_group_rel(vf));
     let dest = root.join(devdir(m, vf)).join(g);
-    let mut moved = !dest.exists() && std::fs::rename(aside.join(g), &dest).is_ok();
-    let _ = std::fs::remove_dir_all(&aside);
-    if !moved && !dest.exists() {
+    let aside = root.join(staged_group_rel(vf));
+    let mut sources = vec![aside.join(g)];
+    if !aside.join(g).exists() {
         let pf = pf_of(m, vf).unwrap_or_default();
         let staging = root.join(super::state::STATE_DIR).join("staging");
         for e in std::fs::read_dir(&staging).into_iter().flatten().flatten() {
             let name = e.file_name().to_string_lossy().to_string();
             if name.starts_with(&format!("{pf}-")) && e.path().join(".complete").exists() {
-                let src = e.path().join(devdir(m, vf)).join(g);
-                if std::fs::rename(&src, &dest).is_ok() {
-                    moved = true;
-                    break;
-                }
+                sources.push(e.path().join(devdir(m, vf)).join(g));
             }
         }
     }
+    let mut moved = false;
+    for src in sources {
+        if dest.exists() || !src.exists() {
+            continue;
+        }
+        // Brought up to date before it appears: a reader never sees the idle GPU's numbers.
+        let rel = src
+            .strip_prefix(root)
+            .unwrap_or(&src)
+            .to_string_lossy()
+            .to_string();
+        if fix(&rel).is_ok() && std::fs::rename(&src, &dest).is_ok() {
+            moved = true;
+            break;
+        }
+    }
+    let _ = std::fs::remove_dir_all(&aside);
     moved
 }
