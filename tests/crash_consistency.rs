@@ -144,6 +144,25 @@ fn volatile(rel: &str) -> bool {
         || rel.ends_with(".vgpuctl-tmp")
 }
 
+/// Per file that differs, the lines only the uninterrupted run has (`-`) and those only the
+/// interrupted one has (`+`).
+fn line_diff(want: &BTreeMap<String, String>, got: &BTreeMap<String, String>) -> String {
+    let mut out = String::new();
+    for (f, w) in want {
+        let Some(g) = got.get(f).filter(|g| *g != w) else {
+            continue;
+        };
+        out.push_str(&format!("\n  {f}:"));
+        for l in w.lines().filter(|l| !g.lines().any(|x| x == *l)) {
+            out.push_str(&format!("\n    - {l}"));
+        }
+        for l in g.lines().filter(|l| !w.lines().any(|x| x == *l)) {
+            out.push_str(&format!("\n    + {l}"));
+        }
+    }
+    out
+}
+
 fn mask_uuids(text: &str) -> String {
     let mut out = String::new();
     let mut rest = text;
@@ -494,8 +513,14 @@ fn killed_setup_converges_to_the_uninterrupted_result() {
                             .map(|f| format!("extra {f}")),
                     )
                     .collect();
+                // The lines that differ, for the first divergence only (the rest repeat it).
+                let detail = if failures.is_empty() {
+                    line_diff(&want.files, &snap.files)
+                } else {
+                    String::new()
+                };
                 failures.push(format!(
-                    "{k:?} ({}): diverged: {diff:?} vgpus {:?} vs {:?}",
+                    "{k:?} ({}): diverged: {diff:?} vgpus {:?} vs {:?}{detail}",
                     runs[k.run].get(k.at - 1).map_or("?", |s| s.as_str()),
                     snap.vgpus,
                     want.vgpus

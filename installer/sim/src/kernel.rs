@@ -254,6 +254,10 @@ impl SimKernel {
         // create or a reader's program run gets the lock between two VFs' groups.
         let slice = std::time::Instant::now();
         let mut due = due.into_iter();
+        // An event that fails to render does not take the ones after it along: they were
+        // already out of `pending`, and returning early lost them for good (a GPU whose later
+        // VFs never showed their groups). The first error is returned once all were applied.
+        let mut first_err: Option<io::Error> = None;
         while let Some(p) = due.next() {
             if slice.elapsed() > MATERIALIZE_SLICE {
                 st.pending.push(p);
@@ -265,7 +269,9 @@ impl SimKernel {
                     let bound = st.bound.get(&pf).is_some_and(|d| d == "nvidia");
                     if bound && st.numvfs.get(&pf).copied().unwrap_or(0) == 0 {
                         layout::adopt_staged(&self.root, self.model, &pf, p.due_ms, st.iommu);
-                        self.enable_vfs(st, &pf, self.model.sriov_total)?;
+                        if let Err(e) = self.enable_vfs(st, &pf, self.model.sriov_total) {
+                            first_err.get_or_insert(e);
+                        }
                     }
                 }
                 Event::Bind { dev, driver } => {
@@ -275,14 +281,22 @@ impl SimKernel {
                     if let Some(pf) = pf_of(self.model, &vf) {
                         if st.bound.get(&vf).is_some_and(|d| d == "nvidia") {
                             st.vf_groups.insert(vf.clone());
-                            layout::render_group(&self.root, self.model, st, pf, &vf)
-                                .map_err(to_io)?;
+                            if let Err(e) =
+                                layout::render_group(&self.root, self.model, st, pf, &vf)
+                            {
+                                // The state says the group is there: the whole GPU is drawn
+                                // again, so the files follow it rather than stay half made.
+                                tracing::debug!(vf, error = %e, "VF group render failed; redrawing");
+                                if let Err(e) = self.render_gpu(st, pf) {
+                                    first_err.get_or_insert(e);
+                                }
+                            }
                         }
                     }
                 }
             }
         }
-        Ok(())
+        first_err.map_or(Ok(()), Err)
     }
 
     // -----------------------------------------------------------------------------------------

@@ -999,6 +999,7 @@ fn render_parent(
     // mdev
     if is_parent && m.iface == Iface::Mdev {
         let group = format!("{pd}/mdev_supported_types");
+        let mut built = false;
         if !root.join(&group).exists() {
             // A group appears whole, as the driver registers it with one
             // `mdev_register_parent` call: built under a temp name and renamed in, so a
@@ -1013,7 +1014,9 @@ fn render_parent(
                 )?;
             }
             std::fs::create_dir_all(root.join(&tmp))?;
-            if std::fs::rename(root.join(&tmp), root.join(&group)).is_err() {
+            if std::fs::rename(root.join(&tmp), root.join(&group)).is_ok() {
+                built = true;
+            } else {
                 rmtree(root, &tmp);
             }
         }
@@ -1022,7 +1025,9 @@ fn render_parent(
             type_id: None,
             parents: Vec::new(),
         };
-        for t in types {
+        // A group just built is current: reading its files back would double the cost of
+        // every VF's group (the clock fell seconds behind while 224 groups came due at once).
+        for t in types.iter().filter(|_| !built) {
             let td = format!("{group}/{}", m.type_dir(p, t.id));
             let avail = format!("{}\n", usage.available(m, p, t));
             if adopted && root.join(&td).exists() {
