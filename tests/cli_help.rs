@@ -192,3 +192,29 @@ fn conflicting_flags_are_refused_before_anything_runs() {
     assert!(r.stderr.contains("cannot be used with"), "{r:?}");
     assert_eq!(s.hash(), before, "nothing changed");
 }
+
+#[test]
+fn a_root_that_does_not_exist_is_named_not_judged_as_an_empty_host() {
+    let dir = tempfile::tempdir().unwrap();
+    let typo = dir.path().join("typo");
+    let file = dir.path().join("file");
+    std::fs::write(&file, "").unwrap();
+    for cmd in [&["check"][..], &["status", "--json"], &["types"]] {
+        let mut args = vec!["--root", typo.to_str().unwrap()];
+        args.extend_from_slice(cmd);
+        let r = run(&args);
+        assert_eq!(r.code, 2, "{args:?}: {r:?}");
+        assert!(
+            r.stderr.contains(&format!(
+                "--root {}: the directory does not exist",
+                typo.display()
+            )),
+            "{args:?}: {r:?}"
+        );
+        assert!(!r.all().contains("no NVIDIA GPU"), "{r:?}");
+        assert!(!typo.exists(), "nothing created");
+    }
+    let r = run(&["--root", file.to_str().unwrap(), "check"]);
+    assert_eq!(r.code, 2, "{r:?}");
+    assert!(r.stderr.contains("not a directory"), "{r:?}");
+}
