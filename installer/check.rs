@@ -510,7 +510,14 @@ pub fn render(report: &Report, facts: &HostFacts) -> String {
         .filter(|f| f.severity == Severity::Warn)
         .count();
     let _ = writeln!(s);
-    if report.ready {
+    if let Some(up) = vgpu_is_up(facts).filter(|_| report.ready) {
+        let look = if warns > 0 {
+            format!("; {warns} item(s) above to look at")
+        } else {
+            String::new()
+        };
+        let _ = writeln!(s, "Verdict: {up}{look}");
+    } else if report.ready {
         let _ = writeln!(s, "Verdict: ready for `vgpuctl setup` ({warns} item(s) setup will take care of or you should look at)");
     } else {
         let _ = writeln!(
@@ -520,4 +527,28 @@ pub fn render(report: &Report, facts: &HostFacts) -> String {
         );
     }
     s
+}
+
+/// What is true of a host that already runs vGPUs: how many, on how many GPUs, and whether
+/// they come back at boot. None when the host has no vGPU (then it is a host for setup).
+pub fn vgpu_is_up(facts: &HostFacts) -> Option<String> {
+    let vgpus = facts.vgpus();
+    if vgpus.is_empty() {
+        return None;
+    }
+    let gpus: std::collections::BTreeSet<&str> = vgpus
+        .iter()
+        .map(|v| v.gpu.as_deref().unwrap_or(&v.parent))
+        .collect();
+    let n = |k: usize, one: &str| format!("{k} {one}{}", if k == 1 { "" } else { "s" });
+    let at_boot = if facts.active_profile && facts.restore_unit_enabled {
+        "restored at boot by vgpuctl-restore.service"
+    } else {
+        "not restored at boot by vgpuctl (`vgpuctl import` takes hand-made ones over)"
+    };
+    Some(format!(
+        "vGPU is up: {} on {}, {at_boot}",
+        n(vgpus.len(), "vGPU"),
+        n(gpus.len(), "GPU")
+    ))
 }
