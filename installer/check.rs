@@ -493,7 +493,8 @@ pub fn render(report: &Report, facts: &HostFacts) -> String {
         }
     }
     let _ = writeln!(s, "\nFindings");
-    for f in &report.findings {
+    let shown = grouped_findings(report);
+    for f in &shown {
         let tag = match f.severity {
             Severity::Ok => "ok     ",
             Severity::Warn => "WARN   ",
@@ -504,8 +505,8 @@ pub fn render(report: &Report, facts: &HostFacts) -> String {
             let _ = writeln!(s, "          fix: {}", f.fix);
         }
     }
-    let warns = report
-        .findings
+    // As shown: eight GPUs' identical warning is one item to look at.
+    let warns = shown
         .iter()
         .filter(|f| f.severity == Severity::Warn)
         .count();
@@ -527,6 +528,64 @@ pub fn render(report: &Report, facts: &HostFacts) -> String {
         );
     }
     s
+}
+
+/// The findings as a person reads them: a per-GPU finding (id `KIND.ADDRESS`) that says the
+/// same of several GPUs of one model is one finding naming them (see [`crate::gpu_group`]).
+/// `--json` keeps one finding per GPU.
+pub fn grouped_findings(report: &Report) -> Vec<Finding> {
+    // A per-GPU finding's key: its model, severity, kind and words with the GPU taken out (a
+    // NUL marks where it was named). Any other finding is its own group.
+    #[derive(PartialEq)]
+    enum Key {
+        Gpu(String, Severity, String, String, String),
+        Other(usize),
+    }
+    let key = |i: usize, f: &Finding| -> (Key, (usize, String)) {
+        let Some(g) = report
+            .gpus
+            .iter()
+            .find(|g| f.id.ends_with(&format!(".{}", g.address)))
+        else {
+            return (Key::Other(i), (i, String::new()));
+        };
+        let named = format!("{} {}", g.address, g.model);
+        let cut = |t: &str| {
+            if t.contains(&named) {
+                t.replacen(&named, "\0", 1)
+            } else {
+                t.replace(&g.address, "\0")
+            }
+        };
+        let kind = f.id[..f.id.len() - g.address.len()].to_string();
+        let k = Key::Gpu(
+            g.model.clone(),
+            f.severity,
+            kind,
+            cut(&f.message),
+            cut(&f.fix),
+        );
+        (k, (i, g.address.clone()))
+    };
+    let keyed = report.findings.iter().enumerate().map(|(i, f)| key(i, f));
+    crate::gpu_group::group(keyed)
+        .into_iter()
+        .map(|(k, members)| match k {
+            Key::Gpu(model, severity, kind, message, fix) if members.len() > 1 => {
+                let addrs: Vec<String> = members.into_iter().map(|(_, a)| a).collect();
+                let of_model = report.gpus.iter().filter(|g| g.model == model).count();
+                let label = crate::gpu_group::label(&model, &addrs, addrs.len() == of_model);
+                Finding {
+                    id: format!("{kind}*"),
+                    severity,
+                    message: message.replace('\0', &label),
+                    fix: fix.replace('\0', &label),
+                }
+            }
+            // One GPU (or not about a GPU): its own words.
+            _ => report.findings[members[0].0].clone(),
+        })
+        .collect()
 }
 
 /// What is true of a host that already runs vGPUs: how many, on how many GPUs, and whether
@@ -551,4 +610,61 @@ pub fn vgpu_is_up(facts: &HostFacts) -> Option<String> {
         n(vgpus.len(), "vGPU"),
         n(gpus.len(), "GPU")
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn gpu(address: &str, model: &str) -> GpuSummary {
+        GpuSummary {
+            address: address.into(),
+            model: model.into(),
+            device_id: "10de:2235".into(),
+            vgpu_supported: true,
+            reason: None,
+            memory_gib: Some(48),
+            driver: Some("vfio-pci".into()),
+            interface: "none".into(),
+            vfs_enabled: 0,
+            vfs_total: 32,
+        }
+    }
+
+    fn vfio(address: &str) -> Finding {
+        Finding {
+            id: format!("vfio.{address}"),
+            severity: Severity::Warn,
+            message: format!(
+                "{address} is bound to vfio-pci (passed through), not to the NVIDIA driver"
+            ),
+            fix: "`vgpuctl setup` unbinds it before installing the driver".into(),
+        }
+    }
+
+    #[test]
+    fn findings_true_of_some_gpus_of_a_model_name_each_and_models_stay_apart() {
+        let a = ["0000:67:00.0", "0000:68:00.0", "0000:e8:00.0"];
+        let report = Report {
+            ready: true,
+            gpus: vec![
+                gpu(a[0], "A40"),
+                gpu(a[1], "A40"),
+                gpu(a[2], "A40"),
+                gpu("0000:17:00.0", "L4"),
+            ],
+            findings: vec![vfio(a[0]), vfio("0000:17:00.0"), vfio(a[2])],
+        };
+        let shown: Vec<String> = grouped_findings(&report)
+            .iter()
+            .map(|f| f.message.clone())
+            .collect();
+        assert_eq!(
+            shown,
+            [
+                "2 × A40 0000:67:00.0, 0000:e8:00.0 is bound to vfio-pci (passed through), not to the NVIDIA driver",
+                "0000:17:00.0 is bound to vfio-pci (passed through), not to the NVIDIA driver",
+            ]
+        );
+    }
 }

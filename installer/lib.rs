@@ -17,6 +17,7 @@ pub mod edit;
 pub mod exit;
 pub mod facts;
 pub mod fault;
+pub mod gpu_group;
 pub mod host;
 pub mod import;
 pub mod integrations;

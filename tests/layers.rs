@@ -35,6 +35,7 @@ const LAYERS: &[(&str, &[&str])] = &[
             "sysfs_parse",
             "models",
             "vgpu_name",
+            "gpu_group",
         ],
     ),
     ("the command line's clap types", &["cli"]),
