@@ -469,28 +469,33 @@ pub fn render(report: &Report, facts: &HostFacts) -> String {
         let _ = writeln!(s, "\nGPUs: none");
     } else {
         let _ = writeln!(s, "\nGPUs");
-        let _ = writeln!(
-            s,
-            "  {:<14} {:<22} {:<10} {:>6}  {:<5} {:<10} {:<11} VFs",
-            "ADDRESS", "MODEL", "ID", "MEMORY", "VGPU", "DRIVER", "INTERFACE"
-        );
+        use crate::table::Align::{Left as L, Right as R};
+        let head = [
+            "ADDRESS",
+            "MODEL",
+            "ID",
+            "MEMORY",
+            "VGPU",
+            "DRIVER",
+            "INTERFACE",
+            "VFs",
+        ];
+        let mut rows = vec![head.iter().map(|h| h.to_string()).collect::<Vec<_>>()];
         for g in &report.gpus {
-            let _ = writeln!(
-                s,
-                "  {:<14} {:<22} {:<10} {:>6}  {:<5} {:<10} {:<11} {}/{}",
-                g.address,
-                g.model,
-                g.device_id,
+            rows.push(vec![
+                g.address.clone(),
+                g.model.clone(),
+                g.device_id.clone(),
                 g.memory_gib
                     .map(|m| format!("{m} GiB"))
                     .unwrap_or_else(|| "?".into()),
-                if g.vgpu_supported { "yes" } else { "no" },
-                g.driver.as_deref().unwrap_or("-"),
-                g.interface,
-                g.vfs_enabled,
-                g.vfs_total
-            );
+                if g.vgpu_supported { "yes" } else { "no" }.into(),
+                g.driver.clone().unwrap_or_else(|| "-".into()),
+                g.interface.clone(),
+                format!("{}/{}", g.vfs_enabled, g.vfs_total),
+            ]);
         }
+        s.push_str(&crate::table::render(&rows, &[L, L, L, R, L, L, L, L]));
     }
     let _ = writeln!(s, "\nFindings");
     let shown = grouped_findings(report);

@@ -34,6 +34,7 @@ pub mod setup;
 pub mod state;
 pub mod status;
 pub mod sysfs_parse;
+pub mod table;
 pub mod vfio_persist;
 pub mod vgpu;
 pub mod vgpu_name;

@@ -382,31 +382,28 @@ pub fn render_types(all: &[GpuTypes]) -> String {
             let _ = writeln!(out, "  no vGPU types: {why}");
             continue;
         }
-        let _ = writeln!(
-            out,
-            "  {:<14} {:<20} {:>10} {:>5} {:>9}  IN USE",
-            "ID", "NAME", "FB", "MAX", "AVAILABLE"
-        );
+        use crate::table::Align::{Left as L, Right as R};
+        let head = ["ID", "NAME", "FB", "MAX", "AVAILABLE", "IN USE"];
+        let mut rows = vec![head.iter().map(|h| h.to_string()).collect::<Vec<_>>()];
         for t in &g.types {
-            let row = format!(
-                "  {:<14} {:<20} {:>10} {:>5} {:>9}  {}",
-                t.id,
-                vgpu_name::short(&t.name),
+            rows.push(vec![
+                t.id.clone(),
+                vgpu_name::short(&t.name).to_string(),
                 t.framebuffer_mib
                     .map(|m| format!("{m} MiB"))
                     .unwrap_or_else(|| "?".into()),
                 t.max_instances
                     .map(|m| m.to_string())
                     .unwrap_or_else(|| "?".into()),
-                t.available,
+                t.available.to_string(),
                 if t.in_use > 0 {
                     format!("* {}", t.in_use)
                 } else {
                     String::new()
-                }
-            );
-            let _ = writeln!(out, "{}", row.trim_end());
+                },
+            ]);
         }
+        out.push_str(&crate::table::render(&rows, &[L, L, R, R, R, L]));
     }
     out
 }

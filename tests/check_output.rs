@@ -159,3 +159,33 @@ fn types_says_which_cause_keeps_the_list_empty() {
         "{j}"
     );
 }
+
+#[test]
+fn a_long_model_name_keeps_the_gpu_table_in_line() {
+    let s = Sim::new("rtxpro6000-vfio");
+    let r = s.run(&["check"]);
+    let table: Vec<&str> = r
+        .stdout
+        .lines()
+        .skip_while(|l| *l != "GPUs")
+        .skip(1)
+        .take_while(|l| !l.is_empty())
+        .collect();
+    assert_eq!(table.len(), 3, "{r:?}");
+    assert!(
+        table[1].contains("RTX PRO 6000 Blackwell Server Edition  10de:2bb5"),
+        "{r:?}"
+    );
+    // Every column starts where its header does.
+    let head = table[0];
+    for col in ["ID", "MEMORY", "VGPU", "DRIVER", "INTERFACE", "VFs"] {
+        let at = head.find(&format!(" {col}")).unwrap() + 1;
+        for row in &table[1..] {
+            let cell = &row[at..];
+            assert!(
+                row.as_bytes()[at - 1] == b' ' && !cell.starts_with(' ') || col == "MEMORY",
+                "{col} at {at} in {row:?}: {r:?}"
+            );
+        }
+    }
+}

@@ -36,6 +36,7 @@ const LAYERS: &[(&str, &[&str])] = &[
             "models",
             "vgpu_name",
             "gpu_group",
+            "table",
         ],
     ),
     ("the command line's clap types", &["cli"]),
