@@ -469,31 +469,37 @@ pub fn render(report: &Report, facts: &HostFacts) -> String {
         let _ = writeln!(s, "\nGPUs: none");
     } else {
         let _ = writeln!(s, "\nGPUs");
-        let _ = writeln!(
-            s,
-            "  {:<14} {:<22} {:<10} {:>6}  {:<5} {:<10} {:<11} VFs",
-            "ADDRESS", "MODEL", "ID", "MEMORY", "VGPU", "DRIVER", "INTERFACE"
-        );
+        use crate::table::Align::{Left as L, Right as R};
+        let head = [
+            "ADDRESS",
+            "MODEL",
+            "ID",
+            "MEMORY",
+            "VGPU",
+            "DRIVER",
+            "INTERFACE",
+            "VFs",
+        ];
+        let mut rows = vec![head.iter().map(|h| h.to_string()).collect::<Vec<_>>()];
         for g in &report.gpus {
-            let _ = writeln!(
-                s,
-                "  {:<14} {:<22} {:<10} {:>6}  {:<5} {:<10} {:<11} {}/{}",
-                g.address,
-                g.model,
-                g.device_id,
+            rows.push(vec![
+                g.address.clone(),
+                g.model.clone(),
+                g.device_id.clone(),
                 g.memory_gib
                     .map(|m| format!("{m} GiB"))
                     .unwrap_or_else(|| "?".into()),
-                if g.vgpu_supported { "yes" } else { "no" },
-                g.driver.as_deref().unwrap_or("-"),
-                g.interface,
-                g.vfs_enabled,
-                g.vfs_total
-            );
+                if g.vgpu_supported { "yes" } else { "no" }.into(),
+                g.driver.clone().unwrap_or_else(|| "-".into()),
+                g.interface.clone(),
+                format!("{}/{}", g.vfs_enabled, g.vfs_total),
+            ]);
         }
+        s.push_str(&crate::table::render(&rows, &[L, L, L, R, L, L, L, L]));
     }
     let _ = writeln!(s, "\nFindings");
-    for f in &report.findings {
+    let shown = grouped_findings(report);
+    for f in &shown {
         let tag = match f.severity {
             Severity::Ok => "ok     ",
             Severity::Warn => "WARN   ",
@@ -504,13 +510,20 @@ pub fn render(report: &Report, facts: &HostFacts) -> String {
             let _ = writeln!(s, "          fix: {}", f.fix);
         }
     }
-    let warns = report
-        .findings
+    // As shown: eight GPUs' identical warning is one item to look at.
+    let warns = shown
         .iter()
         .filter(|f| f.severity == Severity::Warn)
         .count();
     let _ = writeln!(s);
-    if report.ready {
+    if let Some(up) = vgpu_is_up(facts).filter(|_| report.ready) {
+        let look = if warns > 0 {
+            format!("; {warns} item(s) above to look at")
+        } else {
+            String::new()
+        };
+        let _ = writeln!(s, "Verdict: {up}{look}");
+    } else if report.ready {
         let _ = writeln!(s, "Verdict: ready for `vgpuctl setup` ({warns} item(s) setup will take care of or you should look at)");
     } else {
         let _ = writeln!(
@@ -520,4 +533,143 @@ pub fn render(report: &Report, facts: &HostFacts) -> String {
         );
     }
     s
+}
+
+/// The findings as a person reads them: a per-GPU finding (id `KIND.ADDRESS`) that says the
+/// same of several GPUs of one model is one finding naming them (see [`crate::gpu_group`]).
+/// `--json` keeps one finding per GPU.
+pub fn grouped_findings(report: &Report) -> Vec<Finding> {
+    // A per-GPU finding's key: its model, severity, kind and words with the GPU taken out (a
+    // NUL marks where it was named). Any other finding is its own group.
+    #[derive(PartialEq)]
+    enum Key {
+        Gpu(String, Severity, String, String, String),
+        Other(usize),
+    }
+    let key = |i: usize, f: &Finding| -> (Key, (usize, String)) {
+        let Some(g) = report
+            .gpus
+            .iter()
+            .find(|g| f.id.ends_with(&format!(".{}", g.address)))
+        else {
+            return (Key::Other(i), (i, String::new()));
+        };
+        let named = format!("{} {}", g.address, g.model);
+        let cut = |t: &str| {
+            if t.contains(&named) {
+                t.replacen(&named, "\0", 1)
+            } else {
+                t.replace(&g.address, "\0")
+            }
+        };
+        let kind = f.id[..f.id.len() - g.address.len()].to_string();
+        let k = Key::Gpu(
+            g.model.clone(),
+            f.severity,
+            kind,
+            cut(&f.message),
+            cut(&f.fix),
+        );
+        (k, (i, g.address.clone()))
+    };
+    let keyed = report.findings.iter().enumerate().map(|(i, f)| key(i, f));
+    crate::gpu_group::group(keyed)
+        .into_iter()
+        .map(|(k, members)| match k {
+            Key::Gpu(model, severity, kind, message, fix) if members.len() > 1 => {
+                let addrs: Vec<String> = members.into_iter().map(|(_, a)| a).collect();
+                let of_model = report.gpus.iter().filter(|g| g.model == model).count();
+                let label = crate::gpu_group::label(&model, &addrs, addrs.len() == of_model);
+                Finding {
+                    id: format!("{kind}*"),
+                    severity,
+                    message: message.replace('\0', &label),
+                    fix: fix.replace('\0', &label),
+                }
+            }
+            // One GPU (or not about a GPU): its own words.
+            _ => report.findings[members[0].0].clone(),
+        })
+        .collect()
+}
+
+/// What is true of a host that already runs vGPUs: how many, on how many GPUs, and whether
+/// they come back at boot. None when the host has no vGPU (then it is a host for setup).
+pub fn vgpu_is_up(facts: &HostFacts) -> Option<String> {
+    let vgpus = facts.vgpus();
+    if vgpus.is_empty() {
+        return None;
+    }
+    let gpus: std::collections::BTreeSet<&str> = vgpus
+        .iter()
+        .map(|v| v.gpu.as_deref().unwrap_or(&v.parent))
+        .collect();
+    let n = |k: usize, one: &str| format!("{k} {one}{}", if k == 1 { "" } else { "s" });
+    let at_boot = if facts.active_profile && facts.restore_unit_enabled {
+        "restored at boot by vgpuctl-restore.service"
+    } else {
+        "not restored at boot by vgpuctl (`vgpuctl import` takes hand-made ones over)"
+    };
+    Some(format!(
+        "vGPU is up: {} on {}, {at_boot}",
+        n(vgpus.len(), "vGPU"),
+        n(gpus.len(), "GPU")
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn gpu(address: &str, model: &str) -> GpuSummary {
+        GpuSummary {
+            address: address.into(),
+            model: model.into(),
+            device_id: "10de:2235".into(),
+            vgpu_supported: true,
+            reason: None,
+            memory_gib: Some(48),
+            driver: Some("vfio-pci".into()),
+            interface: "none".into(),
+            vfs_enabled: 0,
+            vfs_total: 32,
+        }
+    }
+
+    fn vfio(address: &str) -> Finding {
+        Finding {
+            id: format!("vfio.{address}"),
+            severity: Severity::Warn,
+            message: format!(
+                "{address} is bound to vfio-pci (passed through), not to the NVIDIA driver"
+            ),
+            fix: "`vgpuctl setup` unbinds it before installing the driver".into(),
+        }
+    }
+
+    #[test]
+    fn findings_true_of_some_gpus_of_a_model_name_each_and_models_stay_apart() {
+        let a = ["0000:67:00.0", "0000:68:00.0", "0000:e8:00.0"];
+        let report = Report {
+            ready: true,
+            gpus: vec![
+                gpu(a[0], "A40"),
+                gpu(a[1], "A40"),
+                gpu(a[2], "A40"),
+                gpu("0000:17:00.0", "L4"),
+            ],
+            findings: vec![vfio(a[0]), vfio("0000:17:00.0"), vfio(a[2])],
+        };
+        let shown: Vec<String> = grouped_findings(&report)
+            .iter()
+            .map(|f| f.message.clone())
+            .collect();
+        assert_eq!(
+            shown,
+            [
+                "2 × A40 0000:67:00.0, 0000:e8:00.0 is bound to vfio-pci (passed through), not to the NVIDIA driver",
+                "0000:17:00.0 is bound to vfio-pci (passed through), not to the NVIDIA driver",
+            ]
+        );
+    }
 }

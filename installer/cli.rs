@@ -9,9 +9,22 @@ const AFTER_HELP: &str = "\
 Exit codes: 0 done, 1 failed, 2 bad input or usage, 3 stopped at a reboot checkpoint
             (reboot, then run the same command again).
 
-Try it without a GPU on a simulated host:
+Try it without a GPU on a simulated host (--simulate MODEL and --sim-opt KEY=VALUE go before
+any command and are left out of the commands' help):
   vgpuctl --simulate a40x8 --root /tmp/a40 check
 Models: a40x8 t4x2 l40s-vfio rhel-a10 proxmox-l4 cloud-h100 geforce, each also as MODEL-ready.";
+
+const SETUP_AFTER_HELP: &str = "\
+A profile (TOML) for --profile; `vgpuctl export` writes one from a host's live vGPUs:
+  [host]
+  reboot = \"prompt\"          # prompt | auto | never
+  [driver]
+  path = \"/root/NVIDIA-GRID-Linux-KVM-550.163.02-550.163.01-553.74.zip\"
+  # or: url = \"https://...\" with sha256 = \"...\"
+  [[gpus]]
+  select = \"all\"             # all, a PCI address (0000:e8:00.0) or a model (A40)
+  vgpu_type = \"A40-24Q\"      # `vgpuctl types` lists the names
+  count = 2                  # vGPUs per selected GPU";
 
 #[derive(Parser, Debug)]
 #[command(
@@ -37,11 +50,12 @@ pub struct Global {
     #[arg(long, global = true, value_name = "DIR", default_value = "/")]
     pub root: PathBuf,
     /// Play a simulated host of MODEL on --root (created when DIR is empty). No GPU needed.
-    #[arg(long, global = true, value_name = "MODEL")]
+    /// Hidden from every command's help (the top-level help names it): a demo and test tool.
+    #[arg(long, global = true, value_name = "MODEL", hide = true)]
     pub simulate: Option<String>,
     /// Simulator knob KEY=VALUE, repeatable (vf_delay_ms, create_ms, vfs_never, create_fail, ...).
     /// Knobs persist in the simulated root; an empty VALUE clears one.
-    #[arg(long = "sim-opt", global = true, value_name = "KEY=VALUE")]
+    #[arg(long = "sim-opt", global = true, value_name = "KEY=VALUE", hide = true)]
     pub sim_opts: Vec<String>,
     /// More log output (repeat for more). VGPUCTL_LOG=debug works too.
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
@@ -57,6 +71,7 @@ pub enum Command {
         json: bool,
     },
     /// Bring the host up: wizard on a terminal, or unattended with --profile.
+    #[command(after_help = SETUP_AFTER_HELP)]
     Setup(SetupArgs),
     /// Re-enable SR-IOV and recreate the saved vGPUs (run by vgpuctl-restore.service at boot).
     Restore {
@@ -70,14 +85,16 @@ pub enum Command {
     },
     /// Per GPU: interface, VFs, vGPUs, and drift against the active profile.
     Status {
+        /// Machine-readable status: per GPU its interface, VFs, vGPUs and drift (JSON).
         #[arg(long)]
         json: bool,
         /// Print libvirt <hostdev> elements for each vGPU (or only UUID).
-        #[arg(long, value_name = "UUID", num_args = 0..=1, default_missing_value = "")]
+        #[arg(long, value_name = "UUID", num_args = 0..=1, default_missing_value = "", conflicts_with = "json")]
         libvirt_xml: Option<String>,
     },
     /// The vGPU types each GPU offers now, on both kernel interfaces.
     Types {
+        /// Machine-readable list: per GPU every type with its id, size and room left (JSON).
         #[arg(long)]
         json: bool,
     },
@@ -102,7 +119,8 @@ pub enum Command {
     },
     /// Disable and remove the restore unit and the active profile (vGPUs are left alone).
     Uninstall {
-        #[arg(long)]
+        /// Do not ask for confirmation.
+        #[arg(short, long)]
         yes: bool,
     },
     /// The GRID host driver on its own: fetch (download, verify, extract) or install.
@@ -115,8 +133,8 @@ pub enum Command {
 
 #[derive(Args, Debug, Clone, Default)]
 pub struct SetupArgs {
-    /// Run unattended from this profile (TOML; see profiles/a40.toml).
-    #[arg(long, value_name = "FILE")]
+    /// Run unattended from this profile (TOML; an example is below).
+    #[arg(long, value_name = "FILE", conflicts_with = "save_profile")]
     pub profile: Option<PathBuf>,
     /// Print every step with its effect and change nothing.
     #[arg(long)]
@@ -124,8 +142,8 @@ pub struct SetupArgs {
     /// Do not ask for confirmation (reboot = "prompt" then counts as "no": exit 3).
     #[arg(short, long)]
     pub yes: bool,
-    /// Continue after a reboot (what vgpuctl-resume.service runs).
-    #[arg(long)]
+    /// Continue after a reboot (what vgpuctl-resume.service runs). Internal: hidden from help.
+    #[arg(long, hide = true)]
     pub resume: bool,
     /// Accept a driver url without sha256 (the computed hash is printed to pin it).
     #[arg(long)]
@@ -133,7 +151,7 @@ pub struct SetupArgs {
     /// With --yes: accept a plan that unpins vGPUs (a lower count); each is named in the plan.
     #[arg(long)]
     pub allow_remove: bool,
-    /// Write the wizard's answers as a profile to FILE.
+    /// Write the wizard's answers as a profile to FILE (the wizard only: not with --profile).
     #[arg(long, value_name = "FILE")]
     pub save_profile: Option<PathBuf>,
     /// Maximum seconds to wait for virtual functions to appear.
@@ -151,8 +169,10 @@ pub enum DriverCommand {
 
 #[derive(Args, Debug)]
 pub struct DriverArgs {
+    /// The profile whose [driver] section names the package (path, or url with sha256).
     #[arg(long, value_name = "FILE")]
     pub profile: PathBuf,
+    /// Accept a driver url without sha256 (the computed hash is printed to pin it).
     #[arg(long)]
     pub allow_unverified: bool,
     /// Also extract Guest_Drivers/ for copying into VMs.

@@ -85,6 +85,60 @@ pub fn render_mdevctl(def: &MdevctlDef) -> (String, String) {
     (mdevctl::def_path(def), mdevctl::render(def))
 }
 
+/// An exported profile's text: a header saying how to replay it, and, when the profile names no
+/// driver (an active profile never keeps the licensed link), a commented `[driver]` section to
+/// fill in for a fresh host, placed after `[host]` where uncommenting it gives valid TOML.
+pub fn exported_text(body: &str, has_driver: bool, loaded_version: Option<&str>) -> String {
+    let mut out = String::from(
+        "# Exported by vgpuctl from the live host: `vgpuctl setup --profile FILE` recreates it.\n",
+    );
+    if has_driver {
+        out.push_str(body);
+        return out;
+    }
+    out.push_str(
+        "# On a host whose vGPU driver is installed it runs as it is; a fresh host needs the\n\
+         # [driver] section below filled in (export never writes a download link).\n",
+    );
+    let running = loaded_version
+        .map(|v| format!(" (this host runs {v})"))
+        .unwrap_or_default();
+    let driver = format!(
+        "\n# [driver]\n\
+         # The licensed GRID host package{running}: a local file,\n\
+         # path = \"/root/NVIDIA-GRID-Linux-KVM-VERSION.zip\"\n\
+         # or a download link with the package's SHA-256:\n\
+         # url = \"https://...\"\n\
+         # sha256 = \"...\"\n"
+    );
+    // After the [host] table: the next table header, else the end.
+    let lines: Vec<&str> = body.lines().collect();
+    let host = lines.iter().position(|l| *l == "[host]");
+    let next = host.and_then(|h| {
+        lines[h + 1..]
+            .iter()
+            .position(|l| l.starts_with('['))
+            .map(|k| h + 1 + k)
+    });
+    match next {
+        Some(at) => {
+            let head = lines[..at].join("\n");
+            out.push_str(head.trim_end());
+            out.push('\n');
+            out.push_str(&driver);
+            out.push('\n');
+            out.push_str(&lines[at..].join("\n"));
+            out.push('\n');
+        }
+        None => {
+            out.push_str(body.trim_end());
+            out.push('\n');
+            out.push_str(&driver);
+        }
+    }
+    out
+}
+
 /// The live host as a profile setup accepts: one `[[gpus]]` per GPU that has vGPUs (its type,
 /// its count, its UUIDs), plus the pins, so a hand-made host can be captured and replayed.
 pub fn export_profile(facts: &HostFacts, active: Option<&Profile>, pins: Option<&Pins>) -> Profile {

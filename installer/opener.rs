@@ -42,6 +42,23 @@ pub fn open_host(g: &Global, opener: &dyn HostOpener) -> Result<Host, Failure> {
     if g.simulate.is_some() || !g.sim_opts.is_empty() {
         return Err(Failure::usage("--sim-opt needs --simulate MODEL"));
     }
+    // A mistyped --root would otherwise read as a host with nothing on it ("no NVIDIA GPU").
+    match std::fs::metadata(&g.root) {
+        Ok(m) if m.is_dir() => {}
+        Ok(_) => {
+            return Err(Failure::usage(format!(
+                "--root {}: not a directory",
+                g.root.display()
+            )))
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Err(Failure::usage(format!(
+                "--root {}: the directory does not exist",
+                g.root.display()
+            )))
+        }
+        Err(e) => return Err(Failure::usage(format!("--root {}: {e}", g.root.display()))),
+    }
     Ok(Host::real(g.root.clone()))
 }
 

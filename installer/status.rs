@@ -218,6 +218,8 @@ pub struct TypeRow {
     pub framebuffer_mib: Option<u64>,
     pub max_instances: Option<u32>,
     pub available: u32,
+    /// How many vGPUs of this type the GPU holds now.
+    pub in_use: u32,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -226,6 +228,9 @@ pub struct GpuTypes {
     pub model: String,
     pub interface: String,
     pub types: Vec<TypeRow>,
+    /// Why the GPU lists no type, when it lists none (the one cause that applies).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub no_types_because: Option<String>,
 }
 
 /// Per GPU, the types its parents offer, aggregated: available = how many more fit now.
@@ -253,18 +258,20 @@ pub fn types(facts: &HostFacts) -> Vec<GpuTypes> {
                             framebuffer_mib: fb,
                             max_instances: max,
                             available: t.available,
+                            in_use: 0,
                         }),
                     }
                 }
             }
             // Free parents each offer one more, but the per-GPU limit counts what exists.
             for r in &mut rows {
+                let present = existing
+                    .iter()
+                    .filter(|v| v.gpu.as_deref() == Some(g.address.as_str()))
+                    .filter(|v| vgpu_name::same(&v.type_name, &r.name))
+                    .count() as u32;
+                r.in_use = present;
                 if let Some(m) = r.max_instances {
-                    let present = existing
-                        .iter()
-                        .filter(|v| v.gpu.as_deref() == Some(g.address.as_str()))
-                        .filter(|v| vgpu_name::same(&v.type_name, &r.name))
-                        .count() as u32;
                     r.available = r.available.min(m.saturating_sub(present));
                 }
             }
@@ -272,44 +279,131 @@ pub fn types(facts: &HostFacts) -> Vec<GpuTypes> {
                 address: g.address.clone(),
                 model: g.model.name.clone(),
                 interface: g.interface.as_str().to_string(),
+                no_types_because: rows.is_empty().then(|| no_types_because(facts, g)),
                 types: rows,
             }
         })
         .collect()
 }
 
+/// Why a GPU lists no vGPU type: the causes that apply, in the order the host needs them
+/// fixed (not a list of what it could be).
+fn no_types_because(facts: &HostFacts, g: &crate::facts::Gpu) -> String {
+    let d = &facts.driver;
+    if !g.model.vgpu_supported {
+        let why = g
+            .model
+            .reason
+            .as_deref()
+            .unwrap_or("not on NVIDIA's vGPU list");
+        return format!("this GPU does not support vGPU: {why}");
+    }
+    let mut why = Vec::new();
+    if g.driver.as_deref() == Some("vfio-pci") {
+        why.push("it is bound to vfio-pci (passed through), not to the NVIDIA driver".to_string());
+    }
+    match (&d.loaded_version, d.installed()) {
+        (None, false) => why.push("the vGPU host driver is not installed".into()),
+        (None, true) => {
+            why.push("the vGPU host driver is installed but not loaded (reboot)".into())
+        }
+        (Some(v), false) => why.push(format!(
+            "the loaded NVIDIA driver {v} is not the vGPU host (vgpu-kvm) driver"
+        )),
+        (Some(_), true) => {}
+    }
+    if why.is_empty() && g.sriov_capable() && g.sriov_numvfs.unwrap_or(0) == 0 {
+        why.push(format!(
+            "SR-IOV is not enabled (0/{} VFs)",
+            g.sriov_totalvfs.unwrap_or(0)
+        ));
+    }
+    if why.is_empty() {
+        return "the vGPU host driver lists no type for it: see `journalctl -u nvidia-vgpu-mgr`"
+            .into();
+    }
+    format!(
+        "{}: `vgpuctl setup` does {}",
+        why.join("; "),
+        if why.len() == 1 { "it" } else { "each" }
+    )
+}
+
+/// The types, once per set of GPUs offering the same list (an 8-GPU host's identical tables are
+/// one table naming the GPUs), with the types in use marked.
 pub fn render_types(all: &[GpuTypes]) -> String {
     use std::fmt::Write;
     let mut out = String::new();
-    for g in all {
-        let _ = writeln!(out, "{} {} ({})", g.address, g.model, g.interface);
-        if g.types.is_empty() {
-            let _ = writeln!(
-                out,
-                "  no vGPU types visible yet (driver not loaded, or SR-IOV not enabled: `vgpuctl setup` does both)"
-            );
+    // What a GPU's table shows: equal for GPUs whose tables read the same.
+    let shown = |g: &GpuTypes| {
+        let rows: Vec<_> = g
+            .types
+            .iter()
+            .map(|t| {
+                (
+                    t.id.clone(),
+                    t.name.clone(),
+                    t.framebuffer_mib,
+                    t.max_instances,
+                    t.available,
+                    t.in_use,
+                )
+            })
+            .collect();
+        (
+            g.model.clone(),
+            g.interface.clone(),
+            rows,
+            g.no_types_because.clone(),
+        )
+    };
+    let groups = crate::gpu_group::group(all.iter().map(|g| (shown(g), g)));
+    for (i, (_, gs)) in groups.iter().enumerate() {
+        let g = gs[0];
+        let addrs: Vec<String> = gs.iter().map(|g| g.address.clone()).collect();
+        let of_model = all.iter().filter(|o| o.model == g.model).count();
+        let label = crate::gpu_group::label(&g.model, &addrs, addrs.len() == of_model);
+        let mut notes = Vec::new();
+        if g.interface != "none" {
+            notes.push(g.interface.as_str());
+        }
+        if gs.len() > 1 && !g.types.is_empty() {
+            notes.push("per GPU");
+        }
+        if i > 0 {
+            let _ = writeln!(out);
+        }
+        if notes.is_empty() {
+            let _ = writeln!(out, "{label}");
+        } else {
+            let _ = writeln!(out, "{label} ({})", notes.join(", "));
+        }
+        if let Some(why) = &g.no_types_because {
+            let _ = writeln!(out, "  no vGPU types: {why}");
             continue;
         }
-        let _ = writeln!(
-            out,
-            "  {:<14} {:<20} {:>10} {:>5} {:>9}",
-            "ID", "NAME", "FB", "MAX", "AVAILABLE"
-        );
+        use crate::table::Align::{Left as L, Right as R};
+        let head = ["ID", "NAME", "FB", "MAX", "AVAILABLE", "IN USE"];
+        let mut rows = vec![head.iter().map(|h| h.to_string()).collect::<Vec<_>>()];
         for t in &g.types {
-            let _ = writeln!(
-                out,
-                "  {:<14} {:<20} {:>10} {:>5} {:>9}",
-                t.id,
-                vgpu_name::short(&t.name),
+            rows.push(vec![
+                t.id.clone(),
+                vgpu_name::short(&t.name).to_string(),
                 t.framebuffer_mib
                     .map(|m| format!("{m} MiB"))
                     .unwrap_or_else(|| "?".into()),
                 t.max_instances
                     .map(|m| m.to_string())
                     .unwrap_or_else(|| "?".into()),
-                t.available
-            );
+                t.available.to_string(),
+                if t.in_use > 0 {
+                    format!("* {}", t.in_use)
+                } else {
+                    String::new()
+                },
+            ]);
         }
+        out.push_str(&crate::table::render(&rows, &[L, L, R, R, R, L]));
     }
     out
 }

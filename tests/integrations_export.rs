@@ -99,3 +99,39 @@ fn vendor_vfio_host_replays_with_its_uuids() {
     let (b, text) = replay(&a, "l40s-vfio-ready");
     assert_eq!(state(&b), before, "exported profile:\n{text}");
 }
+
+/// A fresh host has no driver: the exported profile carries a commented `[driver]` section to
+/// fill in, and once filled in (uncommented, the package's path given) setup replays it there
+/// (issue 16 item 15).
+#[test]
+fn the_exported_profile_names_the_driver_section_a_fresh_host_needs() {
+    let a = Sim::new("l40s-vfio-ready");
+    a.setup_to_end(&repo().join("profiles/l40s.toml"));
+    let before = state(&a);
+    let r = a.run(&["export"]);
+    assert_eq!(r.code, 0, "{r:?}");
+    let text = r.stdout;
+    assert!(text.contains("\n# [driver]\n"), "{text}");
+    assert!(text.contains("this host runs 550.163.02"), "{text}");
+    assert!(!text.contains("\n[driver]"), "{text}");
+    // Unedited, a fresh host refuses it and says which section is missing.
+    let fresh = Sim::new("l40s-vfio");
+    let raw = profile_file(&text);
+    let r = fresh.run(&[
+        "setup",
+        "--profile",
+        raw.path().to_str().unwrap(),
+        "--dry-run",
+    ]);
+    assert_eq!(r.code, 2, "{r:?}");
+    assert!(r.stderr.contains("[driver]"), "{r:?}");
+    // Filled in as the comment says: uncomment the header and the path line.
+    let zip = "/root/NVIDIA-GRID-Linux-KVM-550.163.02-550.163.01-553.74.zip";
+    let filled = text.replace("\n# [driver]\n", "\n[driver]\n").replace(
+        "# path = \"/root/NVIDIA-GRID-Linux-KVM-VERSION.zip\"",
+        &format!("path = \"{zip}\""),
+    );
+    let p = profile_file(&filled);
+    fresh.setup_to_end(p.path());
+    assert_eq!(state(&fresh), before, "profile:\n{filled}");
+}

@@ -35,6 +35,8 @@ const LAYERS: &[(&str, &[&str])] = &[
             "sysfs_parse",
             "models",
             "vgpu_name",
+            "gpu_group",
+            "table",
         ],
     ),
     ("the command line's clap types", &["cli"]),

@@ -80,9 +80,10 @@ pub fn run(host: &Host, mdevctl: bool, output: Option<&Path>) -> Result<Exit, Fa
     }
     let facts = crate::facts::observe(host);
     let p = crate::integrations::export_profile(&facts, active.as_ref(), pins.as_ref());
-    let text = format!(
-        "# Exported by vgpuctl from the live host: `vgpuctl setup --profile FILE` recreates it.\n{}",
-        toml::to_string_pretty(&p).map_err(Failure::from)?
+    let text = crate::integrations::exported_text(
+        &toml::to_string_pretty(&p).map_err(Failure::from)?,
+        p.driver.is_some(),
+        facts.driver.loaded_version.as_deref(),
     );
     match output {
         Some(path) => {

@@ -30,7 +30,7 @@ pub fn run(host: &Host, args: &SetupArgs) -> Result<Exit, Failure> {
             if !std::io::stdin().is_terminal() || !std::io::stdout().is_terminal() {
                 return Err(Failure::usage(
                     "setup without --profile is an interactive wizard and needs a terminal; for an \
-                     unattended run pass --profile FILE (see profiles/a40.toml)",
+                     unattended run pass --profile FILE (`vgpuctl setup --help` shows one)",
                 ));
             }
             return run_wizard(host, args);

@@ -143,6 +143,9 @@ pub fn resolve_type(gpu: &Gpu, wanted: &str) -> Result<ResolvedType, String> {
         let mut names: Vec<&str> = live.iter().map(|t| vgpu_name::short(&t.name)).collect();
         names.sort();
         names.dedup();
+        if let Some(why) = held_size_blocks(gpu, wanted, &live) {
+            return Err(why);
+        }
         return Err(format!(
             "unknown vGPU type {wanted:?} for {} {}; it offers: {}",
             gpu.model.name,
@@ -174,6 +177,63 @@ pub fn resolve_type(gpu: &Gpu, wanted: &str) -> Result<ResolvedType, String> {
             })
         }
     }
+}
+
+/// Why a type of this GPU's model is missing from its live listing, when the reason is the
+/// size it holds: in NVIDIA's default equal-size mode a GPU's vGPUs are all one framebuffer
+/// size, and on vendor-specific VFIO its free VFs then list only types of that size
+/// (recorded-behaviour.md §4). None when the type is not the model's, or the listing does not
+/// read as one held size.
+fn held_size_blocks(gpu: &Gpu, wanted: &str, live: &[&crate::facts::VgpuType]) -> Option<String> {
+    let spec = known_type(gpu, wanted)?;
+    let size = |t: &crate::facts::VgpuType| {
+        t.description
+            .framebuffer_mib
+            .or_else(|| vgpu_name::parse(&t.name).map(|n| n.framebuffer_mib))
+    };
+    let mut sizes: Vec<u64> = live.iter().filter_map(|t| size(t)).collect();
+    sizes.sort();
+    sizes.dedup();
+    let [held] = sizes[..] else {
+        return None;
+    };
+    if held == spec.framebuffer_mib as u64 {
+        return None;
+    }
+    let holding: Vec<&str> = {
+        let mut v: Vec<&str> = gpu
+            .parents
+            .iter()
+            .filter_map(|p| p.current_type.as_ref())
+            .map(|t| vgpu_name::short(&t.name))
+            .collect();
+        v.sort();
+        v.dedup();
+        v
+    };
+    let offers: Vec<&str> = {
+        let mut v: Vec<&str> = live.iter().map(|t| vgpu_name::short(&t.name)).collect();
+        v.sort();
+        v.dedup();
+        v
+    };
+    let what = if holding.is_empty() {
+        format!("vGPUs of {} MiB", held)
+    } else {
+        format!("{} vGPU(s)", holding.join(", "))
+    };
+    Some(format!(
+        "{} exists on {}, but {} {} cannot take it now: it holds {what}, and in NVIDIA's default \
+         equal-size mode a GPU's vGPUs are all one size, so it offers only {} beside them. To \
+         place {} on this GPU, remove its vGPUs first (they must not be in use), or select a GPU \
+         that holds none",
+        vgpu_name::short(&spec.name),
+        gpu.model.name,
+        gpu.model.name,
+        gpu.address,
+        offers.join(", "),
+        vgpu_name::short(&spec.name),
+    ))
 }
 
 fn catalog_max(gpu: &Gpu, name: &str) -> Option<u32> {
