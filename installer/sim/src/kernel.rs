@@ -19,6 +19,8 @@ pub struct SimKernel {
     inner: Mutex<Inner>,
     /// Set (and notified) when this process scheduled an event, to wake the clock thread.
     wake: (Mutex<bool>, Condvar),
+    /// A dead process's render mark was found (see `with`): `reconcile` redraws every GPU.
+    found_dirty: std::sync::atomic::AtomicBool,
 }
 
 struct Inner {
@@ -49,6 +51,7 @@ impl SimKernel {
                 stamp: state::stamp(root),
             }),
             wake: (Mutex::new(false), Condvar::new()),
+            found_dirty: std::sync::atomic::AtomicBool::new(false),
         });
         k.start_clock();
         Ok(k)
@@ -67,9 +70,28 @@ impl SimKernel {
             inner.stamp = now;
         }
         let before = inner.st.clone();
+        // Marked while the files may disagree with the saved state: a process killed here
+        // (a crash test's SIGKILL lands while this thread renders) leaves the mark, and the
+        // next process to open the root redraws every GPU (`reconcile`).
+        let mark = self.root.join(state::DIRTY_FILE);
+        if mark.exists() {
+            // Left by a process that died rendering (this one holds the lock now).
+            self.found_dirty
+                .store(true, std::sync::atomic::Ordering::Relaxed);
+        } else {
+            let _ = std::fs::File::create(&mark);
+        }
         let r = f(&mut inner.st);
+        let saved = if inner.st != before {
+            state::save(&self.root, &inner.st).map_err(to_io)
+        } else {
+            Ok(())
+        };
+        if saved.is_ok() {
+            let _ = std::fs::remove_file(&mark);
+        }
+        saved?;
         if inner.st != before {
-            state::save(&self.root, &inner.st).map_err(to_io)?;
             inner.stamp = state::stamp(&self.root);
             if inner.st.pending != before.pending && !inner.st.pending.is_empty() {
                 drop(lock);
@@ -97,7 +119,12 @@ impl SimKernel {
                 .filter(|v| !v.uuid.is_empty())
                 .map(|v| v.uuid.clone())
                 .collect();
-            if listed != wanted {
+            // A process died between a change and its files (the mark), or the mdev devices
+            // listed differ from the state's.
+            let died_rendering = self
+                .found_dirty
+                .swap(false, std::sync::atomic::Ordering::Relaxed);
+            if died_rendering || listed != wanted {
                 for pf in self.model.pfs {
                     self.render_gpu(st, pf)?;
                 }

@@ -96,6 +96,9 @@ pub fn now_ms() -> u64 {
 /// timestamps kept mtimes apart, an older kernel's coarse ones would not.)
 pub const GEN_FILE: &str = ".vgpuctl-sim/gen";
 
+/// There while a process may be rendering files from a changed state (see `SimKernel::with`).
+pub const DIRTY_FILE: &str = ".vgpuctl-sim/dirty";
+
 /// The state's change stamp: the token the last save wrote.
 pub fn stamp(root: &Path) -> Option<String> {
     std::fs::read_to_string(root.join(GEN_FILE)).ok()

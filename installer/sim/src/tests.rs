@@ -1325,3 +1325,32 @@ fn every_save_changes_the_stamp_even_at_equal_length_within_a_clock_tick() {
         assert!(seen.insert(s), "save {i} left a stamp an earlier save had");
     }
 }
+
+#[test]
+fn a_process_that_died_rendering_leaves_a_mark_and_the_next_open_redraws_the_files() {
+    // SIGKILL can land while one thread renders files from a changed state that was not saved
+    // yet: the files then say what the saved state does not (a VF listing no room for a vGPU
+    // that was never made). The render mark left behind makes the next process redraw.
+    let d = tmp();
+    let h = sim(&d, "a40x8-ready", &[]);
+    run(&h, "/usr/lib/nvidia/sriov-manage", &["-e", "0000:e8:00.0"]);
+    let avail = h
+        .root()
+        .join(format!("{E8}/nvidia-555/available_instances"));
+    let good = std::fs::read_to_string(&avail).unwrap();
+    assert_ne!(good.trim(), "0");
+    let root = h.root().to_path_buf();
+    drop(h);
+    // A new file, not a write through it: it may be a hard link to a shared template.
+    std::fs::remove_file(&avail).unwrap();
+    std::fs::write(&avail, "0\n").unwrap();
+    // Without the mark nothing says the files are stale: they are left as they are.
+    let h = open(&root, "a40x8-ready", &[]).unwrap();
+    assert_eq!(std::fs::read_to_string(&avail).unwrap(), "0\n");
+    drop(h);
+    std::fs::write(root.join(state::DIRTY_FILE), "").unwrap();
+    let h = open(&root, "a40x8-ready", &[]).unwrap();
+    assert_eq!(std::fs::read_to_string(&avail).unwrap(), good);
+    assert!(!root.join(state::DIRTY_FILE).exists());
+    drop(h);
+}
