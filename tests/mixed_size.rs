@@ -323,3 +323,58 @@ fn import_without_mixed_size_mode_says_why_one_type_is_not_made() {
     assert_eq!(live.len(), 1, "{live:?} {r:?}");
     assert_eq!(live[0].1, "NVIDIA L4-1B", "{live:?}");
 }
+
+/// The finding `check --json` gives for `id`: (severity, message, fix).
+fn finding(s: &Sim, id: &str) -> (String, String, String) {
+    let j = s.json(&["check", "--json"]);
+    let f = j["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["id"] == id)
+        .unwrap_or_else(|| panic!("no finding {id}: {j}"));
+    let g = |k: &str| f[k].as_str().unwrap_or("").to_string();
+    (g("severity"), g("message"), g("fix"))
+}
+
+/// check reports each GPU's mixed-size capability and state, and the fix when a GPU pinned in
+/// the mode has it off (after a boot without the restore unit); restore then turns it on.
+#[test]
+fn check_reports_mixed_size_capability_and_state_with_a_fix() {
+    let l4 = Sim::new("proxmox-l4-ready");
+    let (sev, msg, _) = finding(&l4, "mixed_size.0000:01:00.0");
+    assert_eq!(sev, "ok");
+    assert!(msg.contains("no mixed-size mode"), "{msg}");
+
+    let s = Sim::new("a40x8-ready");
+    let (sev, msg, _) = finding(&s, "mixed_size.0000:e8:00.0");
+    assert_eq!(sev, "ok");
+    assert!(msg.contains("mixed-size mode available, off"), "{msg}");
+    let p = mixed_profile("", SEED_MIX);
+    let r = s.run(&["setup", "--profile", p.path().to_str().unwrap(), "--yes"]);
+    assert_eq!(r.code, 0, "{r:?}");
+    let (sev, msg, _) = finding(&s, "mixed_size.0000:e8:00.0");
+    assert_eq!(
+        (sev.as_str(), msg.contains("mixed-size mode is on")),
+        ("ok", true),
+        "{msg}"
+    );
+    let (_, msg, _) = finding(&s, "mixed_size.0000:e7:00.0");
+    assert!(msg.contains("available, off"), "{msg}");
+
+    std::fs::remove_file(
+        s.root()
+            .join("etc/systemd/system/multi-user.target.wants/vgpuctl-restore.service"),
+    )
+    .unwrap();
+    assert_eq!(s.run(&["sim", "reboot"]).code, 0);
+    let (sev, msg, fix) = finding(&s, "mixed_size.0000:e8:00.0");
+    assert_eq!(sev, "warn", "{msg}");
+    assert!(msg.contains("the mode is off now"), "{msg}");
+    assert!(fix.contains("vgpuctl restore"), "{fix}");
+    let r = s.run(&["restore"]);
+    assert_eq!(r.code, 0, "{r:?}");
+    assert!(mixed_on(&s, "0000:e8:00.0"));
+    let (sev, _, _) = finding(&s, "mixed_size.0000:e8:00.0");
+    assert_eq!(sev, "ok");
+}

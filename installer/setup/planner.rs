@@ -280,7 +280,12 @@ pub fn plan(
                 let live: Vec<_> = dropped.iter().filter(|d| d.live).cloned().collect();
                 if !live.is_empty() {
                     plan.push(
-                        format!("remove:{}", gpu.address),
+                        // One step per entry of a mixed-size GPU: ids stay unique.
+                        if mixed {
+                            format!("remove:{}:{idx}", gpu.address)
+                        } else {
+                            format!("remove:{}", gpu.address)
+                        },
                         format!(
                             "Remove {} vGPU(s) on {} {} (count is {})",
                             live.len(),
