@@ -378,3 +378,74 @@ fn check_reports_mixed_size_capability_and_state_with_a_fix() {
     let (sev, _, _) = finding(&s, "mixed_size.0000:e8:00.0");
     assert_eq!(sev, "ok");
 }
+
+/// export captures a mixed-size GPU as one entry per type, and setup on another host from the
+/// exported profile makes the same vGPUs (types and UUIDs) in mixed-size mode.
+#[test]
+fn export_round_trips_a_mixed_size_gpu() {
+    let s = Sim::new("a40x8-ready");
+    let p = mixed_profile("", SEED_MIX);
+    let r = s.run(&["setup", "--profile", p.path().to_str().unwrap(), "--yes"]);
+    assert_eq!(r.code, 0, "{r:?}");
+    let made = devices(&s);
+    let e = s.run(&["export"]);
+    assert_eq!(e.code, 0, "{e:?}");
+    let t: toml::Value = toml::from_str(&e.stdout).unwrap();
+    let on_e8: Vec<&str> = t["gpus"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|g| g["select"].as_str() == Some("0000:e8:00.0"))
+        .map(|g| g["vgpu_type"].as_str().unwrap())
+        .collect();
+    assert_eq!(on_e8.len(), 2, "{}", e.stdout);
+    assert!(
+        on_e8.contains(&"A40-24A") && on_e8.contains(&"A40-1B"),
+        "{on_e8:?}"
+    );
+
+    let other = Sim::new("a40x8-ready");
+    let exported = profile_file(&e.stdout);
+    let r = other.run(&[
+        "setup",
+        "--profile",
+        exported.path().to_str().unwrap(),
+        "--yes",
+    ]);
+    assert_eq!(r.code, 0, "{r:?}");
+    let again: Vec<(String, String)> = devices(&other)
+        .into_iter()
+        .map(|(u, t, _)| (u, t))
+        .collect();
+    let want: Vec<(String, String)> = made.into_iter().map(|(u, t, _)| (u, t)).collect();
+    assert_eq!(again, want);
+    assert!(mixed_on(&other, "0000:e8:00.0"));
+}
+
+/// A vGPU of a mixed-size GPU removed by hand is made again by the next setup with its pinned
+/// UUID: the other entry's pins on that GPU are not unpinned (which would need consent).
+#[test]
+fn a_lost_vgpu_of_a_mixed_size_gpu_is_made_again_without_unpinning_the_other_type() {
+    let s = Sim::new("a40x8-ready");
+    let p = mixed_profile("", SEED_MIX);
+    let r = s.run(&["setup", "--profile", p.path().to_str().unwrap(), "--yes"]);
+    assert_eq!(r.code, 0, "{r:?}");
+    let made = devices(&s);
+    let (lost, _, _) = made
+        .iter()
+        .find(|(_, t, _)| t == "NVIDIA A40-1B")
+        .unwrap()
+        .clone();
+    // As an operator's `echo 1 > .../remove` does, through the simulated kernel.
+    vgpuctl_sim::attach(s.root())
+        .unwrap()
+        .write_attr(&format!("sys/bus/mdev/devices/{lost}/remove"), "1")
+        .unwrap();
+    assert_eq!(devices(&s).len(), made.len() - 1);
+    let r = s.run(&["setup", "--profile", p.path().to_str().unwrap(), "--yes"]);
+    assert_eq!(r.code, 0, "{r:?}");
+    assert_eq!(
+        devices(&s).iter().map(|d| (&d.0, &d.1)).collect::<Vec<_>>(),
+        made.iter().map(|d| (&d.0, &d.1)).collect::<Vec<_>>()
+    );
+}

@@ -154,7 +154,7 @@ pub fn parse_host_vgpu_modes(text: &str) -> BTreeMap<String, HostVgpuMode> {
     let mut gpu: Option<String> = None;
     for line in text.lines() {
         if let Some(addr) = line.strip_prefix("GPU ") {
-            gpu = short_domain(addr.trim());
+            gpu = crate::pci::from_nvidia_smi(addr.trim());
             continue;
         }
         let Some((key, value)) = line.split_once(':') else {
@@ -173,16 +173,6 @@ pub fn parse_host_vgpu_modes(text: &str) -> BTreeMap<String, HostVgpuMode> {
         }
     }
     out
-}
-
-/// nvidia-smi prints an eight-digit domain in upper case; sysfs a four-digit one in lower case.
-pub(super) fn short_domain(addr: &str) -> Option<String> {
-    let (domain, rest) = addr.split_once(':')?;
-    let domain = u32::from_str_radix(domain, 16).ok()?;
-    if rest.len() != 7 {
-        return None;
-    }
-    Some(format!("{domain:04x}:{}", rest.to_ascii_lowercase()))
 }
 
 pub fn observe(host: &Host, in_use: &VfioHolders) -> Vec<Gpu> {

@@ -34,7 +34,7 @@ pub fn parse(text: &str) -> BTreeMap<String, MixedSize> {
     let mut gpu: Option<String> = None;
     for line in text.lines() {
         if let Some(addr) = line.strip_prefix("GPU ") {
-            gpu = super::gpus::short_domain(addr.trim());
+            gpu = crate::pci::from_nvidia_smi(addr.trim());
             if let Some(g) = &gpu {
                 out.insert(
                     g.clone(),

@@ -8,23 +8,14 @@ use crate::profile::{Profile, SavedVgpu, Scheduler};
 use crate::vgpu::select;
 use crate::vgpu_name;
 
+use super::plan::PlanError;
 use super::plan::{Action, SysfsCreate};
-use super::planner::PlanError;
 
 fn err(field: String, reason: String) -> PlanError {
     PlanError { field, reason }
 }
 
-/// The command that turns the mode on for one GPU, named by its PCI address (nvidia-smi's `-i`
-/// takes an index, a UUID or a PCI bus id; the address cannot name another GPU).
-pub fn command(gpu: &str) -> crate::host::Cmd {
-    crate::host::Cmd::new("nvidia-smi")
-        .arg("vgpu")
-        .arg("-i")
-        .arg(gpu)
-        .arg("-shm")
-        .arg("1")
-}
+pub use crate::vgpu::mixed_size::command;
 
 /// Refuse, naming the field, what the driver would refuse or NVIDIA does not support: the same
 /// type twice on one GPU (one entry says it), the fixed-share scheduler, a GPU or driver

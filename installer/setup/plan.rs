@@ -8,6 +8,14 @@ use crate::host::Cmd;
 use crate::profile::SavedVgpu;
 use crate::vgpu::place::Create;
 
+/// Bad input found while planning: names the profile field.
+#[derive(Debug, thiserror::Error)]
+#[error("{field}: {reason}")]
+pub struct PlanError {
+    pub field: String,
+    pub reason: String,
+}
+
 /// One vGPU creation as the sysfs write that makes it, with the precondition it relies on.
 #[derive(Clone, Debug, PartialEq)]
 pub struct SysfsCreate {
@@ -117,7 +125,7 @@ impl fmt::Display for LaneStep {
             LaneStep::MixedSize { pf } => write!(
                 f,
                 "run: {} (mixed-size mode, once SR-IOV has ended, before the first vGPU)",
-                super::mixed_size::command(pf)
+                crate::vgpu::mixed_size::command(pf)
             ),
             LaneStep::WaitListed {
                 pin,

@@ -44,13 +44,7 @@ pub fn seeded_uuid(seed: u64, n: u64) -> String {
         .to_string()
 }
 
-/// Bad input found while planning: names the profile field.
-#[derive(Debug, thiserror::Error)]
-#[error("{field}: {reason}")]
-pub struct PlanError {
-    pub field: String,
-    pub reason: String,
-}
+pub use super::plan::PlanError;
 
 fn err(field: String, reason: String) -> PlanError {
     PlanError { field, reason }
@@ -275,7 +269,18 @@ pub fn plan(
                 let placement =
                     place::place(gpu, &existing, &ty, req.count, &req.uuids, pins, &mut fresh)
                         .map_err(|e| err(field("count"), e))?;
-                let dropped = dropped(gpu, &existing, &ty.name, pins, &placement.present)
+                // On a mixed-size GPU the pins of its other entries' types are theirs: only this
+                // type's pins (and, once per GPU, those of types no entry asks) can be dropped.
+                let pins_here: Vec<SavedVgpu> = pins
+                    .iter()
+                    .filter(|p| {
+                        !mixed
+                            || vgpu_name::same(&p.type_name, &ty.name)
+                            || (n == 0 && !ours(&p.type_name))
+                    })
+                    .cloned()
+                    .collect();
+                let dropped = dropped(gpu, &existing, &ty.name, &pins_here, &placement.present)
                     .map_err(|e| err(field("count"), e))?;
                 let live: Vec<_> = dropped.iter().filter(|d| d.live).cloned().collect();
                 if !live.is_empty() {
