@@ -395,6 +395,64 @@ pub fn check(f: &HostFacts) -> Report {
     }
 }
 
+/// Per GPU: its mixed-size (heterogeneous) mode as the loaded driver reports it (`nvidia-smi -q`,
+/// recorded-behaviour.md §3, §4), against the GPUs the pins run in that mode (`pinned`). Nothing
+/// for a GPU the driver gave no answer for.
+pub fn mixed_size_findings(f: &HostFacts, pinned: &[String]) -> Vec<Finding> {
+    let mut out = Findings(Vec::new());
+    for g in f.gpus.iter().filter(|g| g.model.vgpu_supported) {
+        let Some(m) = g.mixed_size else { continue };
+        let id = format!("mixed_size.{}", g.address);
+        let wanted = pinned.contains(&g.address);
+        match (m.supported, m.enabled, wanted) {
+            (_, true, _) => out.ok(
+                &id,
+                format!(
+                    "{}: mixed-size mode is on (vGPUs of different sizes side by side)",
+                    g.address
+                ),
+            ),
+            (false, _, true) => out.warn(
+                &id,
+                format!(
+                    "{}: its pins hold vGPUs of several types, but its driver reports no \
+                     mixed-size mode: only one type can be made",
+                    g.address
+                ),
+                "a vGPU 17 or later host driver (the GPU must have the mode), or pin one type \
+                     per GPU (change the profile and run setup)",
+            ),
+            (true, false, true) => out.warn(
+                &id,
+                format!(
+                    "{}: pinned in mixed-size mode, but the mode is off now (it does not survive \
+                     a reboot, and sriov-manage -e clears it)",
+                    g.address
+                ),
+                "`vgpuctl restore` turns it on after SR-IOV and before the first vGPU, as the \
+                     restore unit does at every boot (the driver switches only a GPU holding no vGPU)",
+            ),
+            (true, false, false) => out.ok(
+                &id,
+                format!(
+                    "{}: mixed-size mode available, off (equal-size: one vGPU type); several \
+                     [[gpus]] entries with different types on this GPU turn it on",
+                    g.address
+                ),
+            ),
+            (false, false, false) => out.ok(
+                &id,
+                format!(
+                    "{}: no mixed-size mode (its driver says not supported): one vGPU type per \
+                     GPU; mixed sizes need a vGPU 17 or later driver on a GPU that has the mode",
+                    g.address
+                ),
+            ),
+        }
+    }
+    out.0
+}
+
 /// What the vGPU scheduling policy is and will be, as `RmPVMRL` values (NVIDIA's vGPU user guide,
 /// "Changing Scheduling Behavior for Time-Sliced vGPUs"; see [`crate::edit::registry_dwords`]).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]

@@ -228,6 +228,7 @@ mod tests {
     fn pins_of(p: &Profile) -> Pins {
         Pins {
             sriov: Vec::new(),
+            mixed_size: Vec::new(),
             vgpus: p.vgpus.clone(),
         }
     }

@@ -139,7 +139,7 @@ pub fn exported_text(body: &str, has_driver: bool, loaded_version: Option<&str>)
     out
 }
 
-/// The live host as a profile setup accepts: one `[[gpus]]` per GPU that has vGPUs (its type,
+/// The live host as a profile setup accepts: one `[[gpus]]` per GPU and type it has vGPUs of (the type,
 /// its count, its UUIDs), plus the pins, so a hand-made host can be captured and replayed.
 pub fn export_profile(facts: &HostFacts, active: Option<&Profile>, pins: Option<&Pins>) -> Profile {
     let all = facts.vgpus();
@@ -153,12 +153,14 @@ pub fn export_profile(facts: &HostFacts, active: Option<&Profile>, pins: Option<
             .iter()
             .filter(|v| v.gpu.as_deref() == Some(g.address.as_str()))
             .collect();
-        let Some(first) = on.first() else { continue };
-        let type_name = vgpu_name::short(&first.type_name).to_string();
-        let same: Vec<_> = on
-            .iter()
-            .filter(|v| vgpu_name::same(&v.type_name, &type_name))
-            .collect();
+        // One entry per type, in the order the GPU lists its vGPUs: a GPU holding several
+        // types (mixed-size mode) exports one entry for each.
+        let mut types: Vec<String> = Vec::new();
+        for v in &on {
+            if !types.iter().any(|t| vgpu_name::same(&v.type_name, t)) {
+                types.push(vgpu_name::short(&v.type_name).to_string());
+            }
+        }
         let pin_uuid = |v: &crate::facts::Vgpu| {
             v.uuid.clone().or_else(|| {
                 pins.and_then(|a| {
@@ -169,27 +171,33 @@ pub fn export_profile(facts: &HostFacts, active: Option<&Profile>, pins: Option<
                 })
             })
         };
-        let uuids: Vec<String> = same.iter().filter_map(|v| pin_uuid(v)).collect();
-        p.gpus.push(GpuRequest {
-            select: g.address.clone(),
-            vgpu_type: type_name,
-            count: same.len() as u32,
-            uuids: if uuids.len() == same.len() {
-                uuids.clone()
-            } else {
-                Vec::new()
-            },
-        });
-        for v in same {
-            if let Some(uuid) = pin_uuid(v) {
-                p.vgpus.push(SavedVgpu {
-                    uuid,
-                    type_id: v.type_id.clone(),
-                    type_name: v.type_name.clone(),
-                    parent: v.parent.clone(),
-                    gpu: Some(g.address.clone()),
-                    interface: v.interface.as_str().to_string(),
-                });
+        for type_name in types {
+            let same: Vec<_> = on
+                .iter()
+                .filter(|v| vgpu_name::same(&v.type_name, &type_name))
+                .collect();
+            let uuids: Vec<String> = same.iter().filter_map(|v| pin_uuid(v)).collect();
+            p.gpus.push(GpuRequest {
+                select: g.address.clone(),
+                vgpu_type: type_name,
+                count: same.len() as u32,
+                uuids: if uuids.len() == same.len() {
+                    uuids.clone()
+                } else {
+                    Vec::new()
+                },
+            });
+            for v in same {
+                if let Some(uuid) = pin_uuid(v) {
+                    p.vgpus.push(SavedVgpu {
+                        uuid,
+                        type_id: v.type_id.clone(),
+                        type_name: v.type_name.clone(),
+                        parent: v.parent.clone(),
+                        gpu: Some(g.address.clone()),
+                        interface: v.interface.as_str().to_string(),
+                    });
+                }
             }
         }
     }

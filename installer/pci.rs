@@ -173,6 +173,16 @@ pub fn check_mdev_parent(parent: &str) -> Result<String, String> {
     }
 }
 
+/// nvidia-smi prints an eight-digit domain in upper case; sysfs a four-digit one in lower case.
+pub fn from_nvidia_smi(addr: &str) -> Option<String> {
+    let (domain, rest) = addr.split_once(':')?;
+    let domain = u32::from_str_radix(domain, 16).ok()?;
+    if rest.len() != 7 {
+        return None;
+    }
+    Some(format!("{domain:04x}:{}", rest.to_ascii_lowercase()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

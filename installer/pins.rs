@@ -22,6 +22,9 @@ pub struct Pins {
     /// PFs whose VFs are enabled even when no pinned vGPU sits on them (imported
     /// `sriov-manage -e` lines, a profile's `sriov`).
     pub sriov: Vec<String>,
+    /// GPUs (PFs) whose pins hold vGPUs of different types: restore turns mixed-size mode on for
+    /// them after SR-IOV and before their first vGPU. Absent from files written before it.
+    pub mixed_size: Vec<String>,
     pub vgpus: Vec<SavedVgpu>,
 }
 
@@ -31,6 +34,8 @@ pub struct Pins {
 struct File<'a> {
     #[serde(skip_serializing_if = "<[String]>::is_empty")]
     sriov: &'a [String],
+    #[serde(skip_serializing_if = "<[String]>::is_empty")]
+    mixed_size: &'a [String],
     #[serde(skip_serializing_if = "<[SavedVgpu]>::is_empty")]
     vgpus: &'a [SavedVgpu],
 }
@@ -52,6 +57,7 @@ pub fn legacy_layout(host: &Host) -> bool {
 fn legacy(active: &Profile) -> Pins {
     Pins {
         sriov: active.sriov.clone(),
+        mixed_size: active.mixed_size.clone(),
         vgpus: active.vgpus.clone(),
     }
 }
@@ -74,6 +80,7 @@ pub fn parse(text: &str) -> Result<Pins> {
     let p = Profile::parse(text, &file).map_err(|e| bad(e.to_string()))?;
     let only_pins = Profile {
         sriov: p.sriov.clone(),
+        mixed_size: p.mixed_size.clone(),
         vgpus: p.vgpus.clone(),
         ..Profile::default()
     };
@@ -89,6 +96,7 @@ pub fn parse(text: &str) -> Result<Pins> {
 pub fn render(pins: &Pins) -> Result<String> {
     let body = toml::to_string_pretty(&File {
         sriov: &pins.sriov,
+        mixed_size: &pins.mixed_size,
         vgpus: &pins.vgpus,
     })?;
     Ok(format!(
@@ -125,6 +133,30 @@ pub fn enable_sriov<'a>(pins: &mut Pins, pfs: impl IntoIterator<Item = &'a Strin
             pins.sriov.push(s.clone());
         }
     }
+}
+
+/// Record, for each of `gpus`, whether its pins hold vGPUs of more than one type (then it runs in
+/// mixed-size mode, recorded-behaviour.md §4); other GPUs' records are kept.
+pub fn mark_mixed_size<'a>(pins: &mut Pins, gpus: impl IntoIterator<Item = &'a str>) {
+    for gpu in gpus {
+        let mut types: Vec<&str> = Vec::new();
+        for v in pins.vgpus.iter().filter(|v| v.gpu.as_deref() == Some(gpu)) {
+            if !types
+                .iter()
+                .any(|t| crate::vgpu_name::same(t, &v.type_name))
+            {
+                types.push(&v.type_name);
+            }
+        }
+        let mixed = types.len() > 1;
+        let listed = pins.mixed_size.iter().any(|g| g == gpu);
+        if mixed && !listed {
+            pins.mixed_size.push(gpu.to_string());
+        } else if !mixed && listed {
+            pins.mixed_size.retain(|g| g != gpu);
+        }
+    }
+    pins.mixed_size.sort();
 }
 
 /// Move pins an older release left in the profile copy into `vgpus.toml`; for commands that
@@ -167,6 +199,7 @@ mod tests {
     fn render_parses_back() {
         let p = Pins {
             sriov: vec!["0000:c1:00.0".into()],
+            mixed_size: vec!["0000:e8:00.0".into()],
             vgpus: vec![pin_of("2f82ee72-3ac5-4615-9c0b-327c12e8c83d")],
         };
         let text = render(&p).unwrap();
@@ -201,5 +234,30 @@ mod tests {
         assert_eq!(p.vgpus, [moved, pin_of("b")]);
         unpin(&mut p, |v| v.uuid == "a");
         assert_eq!(p.vgpus, [pin_of("b")]);
+    }
+
+    #[test]
+    fn mixed_size_is_marked_by_the_types_pinned_and_old_files_read() {
+        let (a, b) = (
+            "2f82ee72-3ac5-4615-9c0b-327c12e8c83d",
+            "242e5ea7-90e2-4d6e-afeb-a0b9a656c108",
+        );
+        let mut p = Pins::default();
+        let mut small = pin_of(b);
+        small.type_name = "NVIDIA A40-1B".into();
+        small.type_id = "nvidia-555".into();
+        small.parent = "0000:e8:00.5".into();
+        pin(&mut p, [pin_of(a), small]);
+        mark_mixed_size(&mut p, ["0000:e8:00.0"]);
+        assert_eq!(p.mixed_size, ["0000:e8:00.0"]);
+        let text = render(&p).unwrap();
+        assert!(text.contains("mixed_size = [\"0000:e8:00.0\"]"), "{text}");
+        assert_eq!(parse(&text).unwrap(), p);
+        unpin(&mut p, |v| v.uuid == b);
+        mark_mixed_size(&mut p, ["0000:e8:00.0"]);
+        assert!(p.mixed_size.is_empty());
+        // A file written before the key existed still reads.
+        let old = "sriov = [\"0000:e8:00.0\"]\n";
+        assert!(parse(old).unwrap().mixed_size.is_empty());
     }
 }

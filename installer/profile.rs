@@ -18,6 +18,10 @@ pub struct Profile {
     /// on them (imported `sriov-manage -e` lines).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub sriov: Vec<String>,
+    /// PFs `restore` puts in mixed-size (heterogeneous) mode at every boot, after SR-IOV and
+    /// before their first vGPU (pins of several types on one GPU; the mode does not persist).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub mixed_size: Vec<String>,
     /// vGPUs pinned by setup or import: what `restore` recreates at every boot.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub vgpus: Vec<SavedVgpu>,

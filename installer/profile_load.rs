@@ -590,6 +590,14 @@ pub fn check(text: &str, file: &str) -> Result<Profile, Vec<ProfileError>> {
             );
         }
     }
+    for (i, pf) in profile.mixed_size.iter().enumerate() {
+        if let Err(e) = PciAddr::parse(pf) {
+            cx.err(
+                &[key("mixed_size"), Seg::Index(i)],
+                format!("{e}; give the GPU's PCI address like 0000:e8:00.0"),
+            );
+        }
+    }
     let mut seen_saved = Vec::new();
     for (i, v) in profile.vgpus.iter().enumerate() {
         check_saved(&mut cx, i, v, &mut seen_saved);
@@ -623,6 +631,9 @@ fn normalize(mut p: Profile) -> Profile {
         }
     }
     for s in &mut p.sriov {
+        addr(s);
+    }
+    for s in &mut p.mixed_size {
         addr(s);
     }
     for v in &mut p.vgpus {

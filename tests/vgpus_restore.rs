@@ -237,16 +237,24 @@ fn seed_rc_local_lines_are_imported() {
     }
     // The seed's two lines ask for two types on one A40. In NVIDIA's default equal-size mode a
     // GPU holds one type at a time, which is why one of them "silently did nothing" in the seed;
-    // here the first is created and the second is reported with the reason.
+    // its 550 driver has mixed-size mode (issue 15, recorded-behaviour.md §4), so the import
+    // pins the GPU in that mode and both are made.
     let live = s.live_vgpus();
     assert_eq!(
         live["2f82ee72-3ac5-4615-9c0b-327c12e8c83d"],
         "NVIDIA A40-1B"
     );
-    assert!(!live.contains_key("242e5ea7-90e2-4d6e-afeb-a0b9a656c108"));
+    assert_eq!(
+        live["242e5ea7-90e2-4d6e-afeb-a0b9a656c108"],
+        "NVIDIA A40-24A"
+    );
     assert!(
-        r.stdout.contains("242e5ea7-90e2-4d6e-afeb-a0b9a656c108")
-            && r.stdout.contains("one vGPU type at a time"),
+        profile.contains("mixed_size = [\"0000:e8:00.0\"]"),
+        "{profile}"
+    );
+    assert!(
+        r.stdout
+            .contains("run: nvidia-smi vgpu -i 0000:e8:00.0 -shm 1"),
         "{r:?}"
     );
     let rc = s.read("etc/rc.local");
@@ -269,6 +277,12 @@ fn seed_rc_local_lines_are_imported() {
             .get("2f82ee72-3ac5-4615-9c0b-327c12e8c83d")
             .map(String::as_str),
         Some("NVIDIA A40-1B")
+    );
+    assert_eq!(
+        after
+            .get("242e5ea7-90e2-4d6e-afeb-a0b9a656c108")
+            .map(String::as_str),
+        Some("NVIDIA A40-24A")
     );
 }
 

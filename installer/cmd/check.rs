@@ -7,6 +7,14 @@ pub fn run(host: &Host, json: bool) -> Result<Exit, Failure> {
     report
         .findings
         .push(crate::check::scheduler_finding(&scheduler_facts(host)));
+    let pinned = crate::pins::load(host)
+        .ok()
+        .flatten()
+        .map(|p| p.mixed_size)
+        .unwrap_or_default();
+    report
+        .findings
+        .extend(crate::check::mixed_size_findings(&facts, &pinned));
     if json {
         crate::outln!("{}", serde_json::to_string_pretty(&report)?);
     } else {

@@ -34,6 +34,8 @@ pub struct Gpu {
     pub parents: Vec<Parent>,
     /// The loaded driver's own answer (`nvidia-smi -q`, `Host VGPU Mode`), when it gave one.
     pub host_vgpu_mode: Option<HostVgpuMode>,
+    /// Mixed-size mode as the loaded driver reports it (None: no answer, e.g. no driver).
+    pub mixed_size: Option<super::mixed_size::MixedSize>,
 }
 
 /// `Host VGPU Mode` in `nvidia-smi -q` (recorded-behaviour.md §3).
@@ -133,15 +135,15 @@ pub fn observe_parents(host: &Host, pf: &str, vfs: &[Vf], in_use: &VfioHolders) 
     parents
 }
 
-/// Ask the loaded driver how each GPU does vGPU: `nvidia-smi -q`, read-only. Empty when no
+/// Ask the loaded driver how each GPU does vGPU: `nvidia-smi -q`, read-only. None when no
 /// program can be run here (a bare `--root`) or the driver is not loaded.
-fn host_vgpu_modes(host: &Host) -> BTreeMap<String, HostVgpuMode> {
+fn nvidia_smi_q(host: &Host) -> Option<String> {
     if !host.reach().runs_programs() || !host.exists("sys/module/nvidia") {
-        return BTreeMap::new();
+        return None;
     }
     match host.run(&crate::host::Cmd::new("nvidia-smi").arg("-q")) {
-        Ok(out) if out.success() => parse_host_vgpu_modes(&out.stdout),
-        _ => BTreeMap::new(),
+        Ok(out) if out.success() => Some(out.stdout),
+        _ => None,
     }
 }
 
@@ -152,7 +154,7 @@ pub fn parse_host_vgpu_modes(text: &str) -> BTreeMap<String, HostVgpuMode> {
     let mut gpu: Option<String> = None;
     for line in text.lines() {
         if let Some(addr) = line.strip_prefix("GPU ") {
-            gpu = short_domain(addr.trim());
+            gpu = crate::pci::from_nvidia_smi(addr.trim());
             continue;
         }
         let Some((key, value)) = line.split_once(':') else {
@@ -173,19 +175,17 @@ pub fn parse_host_vgpu_modes(text: &str) -> BTreeMap<String, HostVgpuMode> {
     out
 }
 
-/// nvidia-smi prints an eight-digit domain in upper case; sysfs a four-digit one in lower case.
-fn short_domain(addr: &str) -> Option<String> {
-    let (domain, rest) = addr.split_once(':')?;
-    let domain = u32::from_str_radix(domain, 16).ok()?;
-    if rest.len() != 7 {
-        return None;
-    }
-    Some(format!("{domain:04x}:{}", rest.to_ascii_lowercase()))
-}
-
 pub fn observe(host: &Host, in_use: &VfioHolders) -> Vec<Gpu> {
     let mut gpus = Vec::new();
-    let modes = host_vgpu_modes(host);
+    let smi = nvidia_smi_q(host);
+    let modes = smi
+        .as_deref()
+        .map(parse_host_vgpu_modes)
+        .unwrap_or_default();
+    let mixed = smi
+        .as_deref()
+        .map(super::mixed_size::parse)
+        .unwrap_or_default();
     for addr in host.list(PCI_DEVICES) {
         if read_hex(host, &addr, "vendor") != Some(NVIDIA) {
             continue;
@@ -237,6 +237,7 @@ pub fn observe(host: &Host, in_use: &VfioHolders) -> Vec<Gpu> {
             interface,
             parents,
             host_vgpu_mode: modes.get(&addr).copied(),
+            mixed_size: mixed.get(&addr).copied(),
             address: addr,
         });
     }

@@ -3,6 +3,7 @@
 //! if unpromising, host).
 
 pub mod gpus;
+pub mod mixed_size;
 pub mod system;
 pub mod vfio_holders;
 pub mod vfio_persist;

@@ -184,12 +184,22 @@ pub fn apply(ctx: &Ctx, step: &Step) -> Result<String> {
             create,
             ..
         } => create_vgpus(ctx, gpu, type_name, present, create),
-        Action::PinImported { pins, sriov } => {
+        Action::PinImported {
+            pins,
+            sriov,
+            mixed_size,
+        } => {
             // A host set up by an older release: its pins move to vgpus.toml first.
             crate::pins::migrate(host)?;
             let mut saved = crate::pins::load(host)?.unwrap_or_default();
             crate::pins::pin(&mut saved, pins.iter().cloned());
             crate::pins::enable_sriov(&mut saved, sriov);
+            for g in mixed_size {
+                if !saved.mixed_size.contains(g) {
+                    saved.mixed_size.push(g.clone());
+                }
+            }
+            saved.mixed_size.sort();
             crate::pins::save(host, &saved)?;
             Ok(format!(
                 "pinned {} vGPU(s) in /etc/vgpuctl/vgpus.toml",
@@ -396,6 +406,21 @@ pub fn execute(
         }
     }
     Ok((failures, None))
+}
+
+/// Turn mixed-size mode on for one GPU (`nvidia-smi vgpu -i <pf> -shm 1`), as a restore step;
+/// the error says why not, for every vGPU of the GPU that is then not made.
+fn mixed_size_on(host: &Host, pf: &str) -> std::result::Result<(), String> {
+    let cmd = super::mixed_size::command(pf);
+    match host.run(&cmd) {
+        Ok(out) if out.success() => Ok(()),
+        Ok(out) => Err(format!(
+            "mixed-size mode: `{cmd}` failed with status {}: {}",
+            out.status,
+            out.tail(3).trim()
+        )),
+        Err(e) => Err(format!("mixed-size mode: `{cmd}`: {e:#}")),
+    }
 }
 
 // ---- Restore: the lanes of a restore plan ----------------------------------------------------
@@ -742,6 +767,23 @@ fn run_lane(
                             done: None,
                         });
                     }
+                    LaneStep::MixedSize { pf } => {
+                        // After sriov-manage has returned: its rebind clears the mode.
+                        if let Some(e) = enabling.as_mut() {
+                            if !e.result().ok {
+                                // Its SR-IOV failed: the waits below say so for each pin.
+                                continue;
+                            }
+                        }
+                        if let Err(why) = mixed_size_on(host, pf) {
+                            for p in &lane.pins {
+                                if !done.iter().any(|d| d.uuid == p.uuid) {
+                                    done.push(failed(p, why.clone(), 0));
+                                }
+                            }
+                            break;
+                        }
+                    }
                     LaneStep::WaitListed {
                         pin,
                         parent,
@@ -823,6 +865,7 @@ fn run_lane(
             }
             let only = crate::pins::Pins {
                 sriov: Vec::new(),
+                mixed_size: Vec::new(),
                 vgpus: rest.clone(),
             };
             let f = super::observe::observe_vgpus(host, &only);

@@ -342,6 +342,9 @@ pub fn plan(f: &Facts, src: &Sources, gave_up: &[String], vf_timeout_s: u64) -> 
         return out;
     }
 
+    // A GPU whose pins then hold several types runs in mixed-size mode (recorded-behaviour.md
+    // §4: the seed's A40-1B and A40-24A on one A40), where its driver has that mode.
+    let mixed_size = imported_mixed_size(f, &out.pins, &mut out.plan.notes);
     // Everything is placed: pins, the restore unit, rc.local, mdevctl, then the vGPUs now.
     out.plan.push(
         "import:pin",
@@ -349,6 +352,7 @@ pub fn plan(f: &Facts, src: &Sources, gave_up: &[String], vf_timeout_s: u64) -> 
         Action::PinImported {
             pins: out.pins.clone(),
             sriov: out.sriov.clone(),
+            mixed_size: mixed_size.clone(),
         },
     );
     if !f.binary_current {
@@ -417,6 +421,11 @@ pub fn plan(f: &Facts, src: &Sources, gave_up: &[String], vf_timeout_s: u64) -> 
     let mut after = f.pins.clone().unwrap_or_default();
     crate::pins::pin(&mut after, out.pins.iter().cloned());
     crate::pins::enable_sriov(&mut after, &out.sriov);
+    for g in mixed_size {
+        if !after.mixed_size.contains(&g) {
+            after.mixed_size.push(g);
+        }
+    }
     let lanes = super::planner::restore(&(&f.host).into(), &after, vf_timeout_s);
     if !f.runs_programs {
         // Creating vGPUs needs that system's kernel: its restore unit does it when it boots.
@@ -432,6 +441,39 @@ pub fn plan(f: &Facts, src: &Sources, gave_up: &[String], vf_timeout_s: u64) -> 
         "Create the pinned vGPUs now, as vgpuctl-restore.service does at boot",
         Action::RestorePins { lanes },
     );
+    out
+}
+
+/// The GPUs the imported pins (with the pins already there) give vGPUs of several types: those
+/// whose driver has mixed-size mode, or has not said (no driver answer); each GPU whose driver
+/// says it has none is a note, and restores in equal-size mode (one type is made).
+fn imported_mixed_size(f: &Facts, imported: &[SavedVgpu], notes: &mut Vec<String>) -> Vec<String> {
+    let mut all = f.pins.clone().unwrap_or_default();
+    crate::pins::pin(&mut all, imported.iter().cloned());
+    let mut gpus: Vec<&str> = imported.iter().filter_map(|p| p.gpu.as_deref()).collect();
+    gpus.sort();
+    gpus.dedup();
+    let before = all.mixed_size.clone();
+    crate::pins::mark_mixed_size(&mut all, gpus.iter().copied());
+    let mut out = Vec::new();
+    for g in all.mixed_size.iter().filter(|g| !before.contains(g)) {
+        let supported = f
+            .host
+            .gpus
+            .iter()
+            .find(|x| x.address == *g)
+            .and_then(|x| x.mixed_size)
+            .is_none_or(|m| m.supported);
+        if supported {
+            out.push(g.clone());
+        } else {
+            notes.push(format!(
+                "{g}: the imported vGPUs have several types, which needs mixed-size mode, and its \
+                 driver reports none (vGPU 17 or later and a GPU with the mode): in equal-size \
+                 mode only one type is made"
+            ));
+        }
+    }
     out
 }
 

@@ -5,6 +5,7 @@ pub mod grub_shell;
 pub mod import_plan;
 pub mod import_sources;
 pub mod lock;
+pub mod mixed_size;
 pub mod observe;
 pub mod offline;
 pub mod paths;

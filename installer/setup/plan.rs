@@ -8,6 +8,14 @@ use crate::host::Cmd;
 use crate::profile::SavedVgpu;
 use crate::vgpu::place::Create;
 
+/// Bad input found while planning: names the profile field.
+#[derive(Debug, thiserror::Error)]
+#[error("{field}: {reason}")]
+pub struct PlanError {
+    pub field: String,
+    pub reason: String,
+}
+
 /// One vGPU creation as the sysfs write that makes it, with the precondition it relies on.
 #[derive(Clone, Debug, PartialEq)]
 pub struct SysfsCreate {
@@ -81,6 +89,9 @@ pub enum LaneStep {
     /// `sriov-manage -e`, bounded by `bound_s` (`--vf-timeout`). It runs beside the steps after it,
     /// so each vGPU is made as soon as its own VF lists its type; those steps stop when it fails.
     EnableSriov { pf: String, bound_s: u64 },
+    /// `nvidia-smi vgpu -i <pf> -shm 1`: mixed-size mode, after this GPU's SR-IOV has ended
+    /// (sriov-manage clears it) and before its first vGPU (recorded-behaviour.md §4).
+    MixedSize { pf: String },
     /// The named readiness condition of one vGPU: `parent` (its VF, or the PF once its driver
     /// is bound) lists the pin's type, at most `bound_s` seconds (`--vf-timeout`).
     WaitListed {
@@ -110,6 +121,11 @@ impl fmt::Display for LaneStep {
                 "run: {} -e {pf} (at most {bound_s} s, --vf-timeout), beside the steps below; \
                  they stop if it fails",
                 crate::vgpu::sriov::SRIOV_MANAGE
+            ),
+            LaneStep::MixedSize { pf } => write!(
+                f,
+                "run: {} (mixed-size mode, once SR-IOV has ended, before the first vGPU)",
+                crate::vgpu::mixed_size::command(pf)
             ),
             LaneStep::WaitListed {
                 pin,
@@ -233,6 +249,8 @@ pub enum Action {
     PinImported {
         pins: Vec<SavedVgpu>,
         sriov: Vec<String>,
+        /// GPUs whose pins then hold several types: restored in mixed-size mode.
+        mixed_size: Vec<String>,
     },
     /// Bring the host to the pinned state now, as the boot unit does: the restore plan of the
     /// pins (one lane per GPU, each run in its own thread).
@@ -371,13 +389,16 @@ impl fmt::Display for Action {
                 "enable {unit}: link /etc/systemd/system/multi-user.target.wants/{unit}"
             ),
             Action::DisableUnit { unit } => writeln!(f, "disable {unit}"),
-            Action::PinImported { pins, sriov } => {
+            Action::PinImported { pins, sriov, mixed_size } => {
                 writeln!(f, "add to the pins /etc/vgpuctl/vgpus.toml:")?;
                 for p in pins {
                     writeln!(f, "      - pin {} {} ({}) on {}", p.uuid, p.type_name, p.type_id, p.parent)?;
                 }
                 for s in sriov {
                     writeln!(f, "      - SR-IOV on {s} at boot")?;
+                }
+                for g in mixed_size {
+                    writeln!(f, "      - mixed-size mode on {g} at boot (its pins hold several vGPU types)")?;
                 }
                 Ok(())
             }

@@ -9,6 +9,7 @@ pub use super::paths::{
     BINARY, RESTORE_UNIT, RESTORE_UNIT_TEXT, RESUME_UNIT, RESUME_UNIT_TEXT, UNIT_DIR, WANTS_DIR,
 };
 
+use super::mixed_size;
 use super::observe::Facts;
 use super::plan::{Action, Later, Plan, SysfsCreate, Unpin};
 
@@ -43,13 +44,7 @@ pub fn seeded_uuid(seed: u64, n: u64) -> String {
         .to_string()
 }
 
-/// Bad input found while planning: names the profile field.
-#[derive(Debug, thiserror::Error)]
-#[error("{field}: {reason}")]
-pub struct PlanError {
-    pub field: String,
-    pub reason: String,
-}
+pub use super::plan::PlanError;
 
 fn err(field: String, reason: String) -> PlanError {
     PlanError { field, reason }
@@ -71,7 +66,6 @@ pub fn plan(
         && f.driver.installed()
         && plan.steps.is_empty()
         && reboot_reasons.is_empty();
-    let mut seen: Vec<(String, usize)> = Vec::new();
     let mut present_pins: Vec<SavedVgpu> = Vec::new();
     let mut creating = false;
     let pins = f.pins.as_ref().map(|p| p.vgpus.as_slice()).unwrap_or(&[]);
@@ -92,19 +86,39 @@ pub fn plan(
         }
     };
 
+    // The entries selecting each GPU, GPUs in the order they are first selected. Several entries
+    // on one GPU (different types) run it in mixed-size mode (recorded-behaviour.md §4).
+    let mut groups: Vec<(&crate::facts::Gpu, Vec<usize>)> = Vec::new();
     for (idx, req) in profile.gpus.iter().enumerate() {
-        let field = |k: &str| format!("gpus[{idx}].{k}");
-        let gpus = select::select(&f.host, &req.select).map_err(|e| err(field("select"), e))?;
+        let gpus = select::select(&f.host, &req.select)
+            .map_err(|e| err(format!("gpus[{idx}].select"), e))?;
         for gpu in gpus {
-            if let Some((_, other)) = seen.iter().find(|(a, _)| *a == gpu.address) {
-                return Err(err(
-                    field("select"),
-                    format!("{} is already selected by gpus[{other}]", gpu.address),
-                ));
+            match groups.iter_mut().find(|(g, _)| g.address == gpu.address) {
+                Some((_, entries)) => entries.push(idx),
+                None => groups.push((gpu, vec![idx])),
             }
-            seen.push((gpu.address.clone(), idx));
+        }
+    }
+    for (gpu, entries) in &groups {
+        let gpu: &crate::facts::Gpu = gpu;
+        let mixed = entries.len() > 1;
+        if mixed {
+            mixed_size::check(profile, gpu, entries)?;
+        }
+        let mut group = mixed_size::Group::default();
+        for (n, &idx) in entries.iter().enumerate() {
+            let req = &profile.gpus[idx];
+            let field = |k: &str| format!("gpus[{idx}].{k}");
             let ty = select::resolve_type(gpu, &req.vgpu_type)
                 .map_err(|e| err(field("vgpu_type"), e))?;
+            // Types of this GPU's other entries are this profile's, not foreign devices.
+            let ours = |name: &str| {
+                mixed
+                    && entries.iter().any(|&i| {
+                        select::resolve_type(gpu, &profile.gpus[i].vgpu_type)
+                            .is_ok_and(|t| vgpu_name::same(&t.name, name))
+                    })
+            };
             if let Some(max) = ty.max_instance {
                 if req.count > max {
                     return Err(err(
@@ -131,7 +145,7 @@ pub fn plan(
                 .min(req.count as usize) as u32;
             for v in on_gpu
                 .iter()
-                .filter(|v| !vgpu_name::same(&v.type_name, &ty.name))
+                .filter(|v| !vgpu_name::same(&v.type_name, &ty.name) && !ours(&v.type_name))
             {
                 plan.notes.push(format!(
                     "{} on {} has type {}: left alone (a VM may use it)",
@@ -140,7 +154,8 @@ pub fn plan(
                     v.type_name
                 ));
             }
-            if present < req.count
+            if !mixed
+                && present < req.count
                 && on_gpu
                     .iter()
                     .any(|v| !vgpu_name::same(&v.type_name, &ty.name))
@@ -159,10 +174,11 @@ pub fn plan(
             if !driver_ready {
                 plan.after_reboot.push(format!(
                     "{}{} x {} on {} {}",
-                    if gpu.sriov_capable() {
-                        "enable SR-IOV, then "
-                    } else {
-                        ""
+                    match (gpu.sriov_capable(), mixed) {
+                        (true, true) => "enable SR-IOV, then mixed-size mode, then ",
+                        (true, false) => "enable SR-IOV, then ",
+                        (false, true) => "mixed-size mode, then ",
+                        (false, false) => "",
                     },
                     req.count,
                     vgpu_name::short(&ty.name),
@@ -174,7 +190,7 @@ pub fn plan(
             let total = gpu.sriov_totalvfs.unwrap_or(0);
             let vfs_pending =
                 gpu.sriov_capable() && (total == 0 || gpu.sriov_numvfs != Some(total));
-            if vfs_pending {
+            if vfs_pending && n == 0 {
                 plan.push(
                     format!("sriov:{}", gpu.address),
                     format!("Enable SR-IOV on {} {}", gpu.model.name, gpu.address),
@@ -184,6 +200,12 @@ pub fn plan(
                         bound_s: want.vf_timeout_s,
                     },
                 );
+            }
+            if mixed && n == 0 {
+                // After SR-IOV (sriov-manage clears the mode) and before the first type write.
+                if let Some(step) = mixed_size::turn_on(gpu, &on_gpu, entries)? {
+                    plan.push(step.0, step.1, step.2);
+                }
             }
             if present < req.count {
                 creating = true;
@@ -202,10 +224,13 @@ pub fn plan(
                     ));
                     continue;
                 }
+                // The parents this GPU's earlier entries take are not free for this one.
+                let occupied: Vec<crate::facts::Vgpu> =
+                    existing.iter().cloned().chain(group.planned()).collect();
                 let placement =
-                    place::place(gpu, &existing, &ty, req.count, &req.uuids, pins, &mut fresh)
+                    place::place(gpu, &occupied, &ty, req.count, &req.uuids, pins, &mut fresh)
                         .map_err(|e| err(field("count"), e))?;
-                let create = placement
+                let create: Vec<SysfsCreate> = placement
                     .create
                     .into_iter()
                     .map(|c| {
@@ -218,6 +243,10 @@ pub fn plan(
                         SysfsCreate::new(c, &dir)
                     })
                     .collect();
+                if mixed {
+                    group.add(&ty.name, placement.present, create);
+                    continue;
+                }
                 plan.push(
                     format!("vgpus:{}", gpu.address),
                     format!(
@@ -240,12 +269,28 @@ pub fn plan(
                 let placement =
                     place::place(gpu, &existing, &ty, req.count, &req.uuids, pins, &mut fresh)
                         .map_err(|e| err(field("count"), e))?;
-                let dropped = dropped(gpu, &existing, &ty.name, pins, &placement.present)
+                // On a mixed-size GPU the pins of its other entries' types are theirs: only this
+                // type's pins (and, once per GPU, those of types no entry asks) can be dropped.
+                let pins_here: Vec<SavedVgpu> = pins
+                    .iter()
+                    .filter(|p| {
+                        !mixed
+                            || vgpu_name::same(&p.type_name, &ty.name)
+                            || (n == 0 && !ours(&p.type_name))
+                    })
+                    .cloned()
+                    .collect();
+                let dropped = dropped(gpu, &existing, &ty.name, &pins_here, &placement.present)
                     .map_err(|e| err(field("count"), e))?;
                 let live: Vec<_> = dropped.iter().filter(|d| d.live).cloned().collect();
                 if !live.is_empty() {
                     plan.push(
-                        format!("remove:{}", gpu.address),
+                        // One step per entry of a mixed-size GPU: ids stay unique.
+                        if mixed {
+                            format!("remove:{}:{idx}", gpu.address)
+                        } else {
+                            format!("remove:{}", gpu.address)
+                        },
                         format!(
                             "Remove {} vGPU(s) on {} {} (count is {})",
                             live.len(),
@@ -257,8 +302,14 @@ pub fn plan(
                     );
                 }
                 plan.unpins.extend(dropped);
+                if mixed {
+                    group.add(&ty.name, placement.present.clone(), Vec::new());
+                }
                 present_pins.extend(placement.present);
             }
+        }
+        if let Some(step) = group.into_step(gpu) {
+            plan.push(step.0, step.1, step.2);
         }
     }
 
@@ -416,6 +467,7 @@ pub fn desired_active(profile: &Profile) -> Profile {
     let mut p = profile.clone();
     p.driver = None;
     p.sriov.clear();
+    p.mixed_size.clear();
     p.vgpus.clear();
     p
 }
@@ -434,6 +486,7 @@ pub fn desired_pins(profile: &Profile, current: Option<&Pins>, present: &[SavedV
             .unwrap_or(false)
     });
     crate::pins::pin(&mut p, present.iter().cloned());
+    crate::pins::mark_mixed_size(&mut p, managed.iter().copied());
     // A stable order, so that the same devices always give the same file.
     p.vgpus
         .sort_by(|a, b| (&a.gpu, &a.parent, &a.uuid).cmp(&(&b.gpu, &b.parent, &b.uuid)));
@@ -492,9 +545,39 @@ pub fn restore(f: &super::observe::VgpuFacts, pins: &Pins, bound_s: u64) -> Vec<
         .map(|(key, devs)| {
             let sriov =
                 pins.sriov.contains(&key) || devs.iter().any(|d| sriov_pf(d) == Some(key.as_str()));
-            restore_lane(f, &key, devs, sriov, Phase::First, &[], bound_s)
+            let mut lane = restore_lane(f, &key, devs, sriov, Phase::First, &[], bound_s);
+            if pins.mixed_size.contains(&key) {
+                mixed_size_step(f, &mut lane);
+            }
+            lane
         })
         .collect()
+}
+
+/// A lane of a GPU pinned in mixed-size mode turns the mode on after its SR-IOV and before its
+/// first write, unless the driver says it is on or there is nothing to write.
+fn mixed_size_step(f: &super::observe::VgpuFacts, lane: &mut super::plan::Lane) {
+    use super::plan::LaneStep;
+    let on = f
+        .gpus
+        .iter()
+        .find(|g| g.address == lane.gpu)
+        .and_then(|g| g.mixed_size)
+        .is_some_and(|m| m.enabled);
+    if on || !lane.steps.iter().any(|s| matches!(s, LaneStep::Write(_))) {
+        return;
+    }
+    let at = lane
+        .steps
+        .iter()
+        .position(|s| matches!(s, LaneStep::EnableSriov { .. }))
+        .map_or(0, |i| i + 1);
+    lane.steps.insert(
+        at,
+        LaneStep::MixedSize {
+            pf: lane.gpu.clone(),
+        },
+    );
 }
 
 /// One GPU's lane: its SR-IOV, then per pin not live a wait for its parent to list its type

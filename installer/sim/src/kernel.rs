@@ -357,8 +357,25 @@ impl SimKernel {
                 return Err(errno(libc::EBUSY, "create_fail"));
             }
             if layout::available(m, st, pf, parent, t) == 0 {
-                let full = st.vgpus.iter().filter(|v| v.pf == pf).count() as u32 >= t.max_instance;
-                let placement = st.vgpus.iter().any(|v| v.pf == pf && v.type_id != t.id);
+                let usage = layout::GpuUse::of(st, pf);
+                // Equal-size mode: another type on the GPU is a placement refusal; mixed-size
+                // mode: a used VF is, and a GPU without room for this size is full.
+                let (full, placement) = if usage.mixed {
+                    let idle = layout::GpuUse::idle(true);
+                    let room = layout::GpuUse {
+                        parents: Vec::new(),
+                        ..layout::GpuUse::of(st, pf)
+                    };
+                    (
+                        room.available(m, parent, t) == 0 && idle.available(m, parent, t) > 0,
+                        usage.parents.contains(&parent),
+                    )
+                } else {
+                    (
+                        usage.count >= t.max_instance,
+                        st.vgpus.iter().any(|v| v.pf == pf && v.type_id != t.id),
+                    )
+                };
                 return Err(if full && !placement {
                     errno(libc::EDQUOT, "type full on this GPU")
                 } else {
@@ -464,6 +481,8 @@ impl SimKernel {
             st.reboot_requested = false;
             st.pending.clear();
             st.vgpus.clear();
+            // Mixed-size mode is driver memory: it does not persist (recorded-behaviour §4).
+            st.mixed_size.clear();
             st.numvfs.clear();
             st.vf_groups.clear();
             st.bound.clear();

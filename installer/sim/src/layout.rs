@@ -788,7 +788,8 @@ pub fn parents(m: &Model, st: &State, pf: &str) -> Vec<String> {
     list.into_iter().filter(|p| vgpu_ready(m, st, p)).collect()
 }
 
-/// `available_instances` of a type on a parent, under NVIDIA's equal-size placement rule.
+/// `available_instances` of a type on a parent, under NVIDIA's placement rule for the GPU's
+/// mode (equal-size, or mixed-size once `-shm 1` turned it on).
 pub fn available(m: &Model, st: &State, pf: &str, parent: &str, t: &TypeSpec) -> u32 {
     GpuUse::of(st, pf).available(m, parent, t)
 }
@@ -798,29 +799,60 @@ pub struct GpuUse<'a> {
     pub count: u32,
     pub type_id: Option<u32>,
     pub parents: Vec<&'a str>,
+    /// The GPU is in mixed-size mode (recorded-behaviour §4).
+    pub mixed: bool,
+    /// The vGPUs' types, one entry per vGPU (mixed-size mode counts each type and the
+    /// framebuffer they take).
+    pub types: Vec<u32>,
 }
 
 impl<'a> GpuUse<'a> {
     pub fn of(st: &'a State, pf: &str) -> GpuUse<'a> {
-        let mut u = GpuUse {
-            count: 0,
-            type_id: None,
-            parents: Vec::new(),
-        };
+        let mut u = GpuUse::idle(st.mixed_size.contains(pf));
         for v in st.vgpus.iter().filter(|v| v.pf == pf) {
             u.count += 1;
             u.type_id.get_or_insert(v.type_id);
             u.parents.push(&v.parent);
+            u.types.push(v.type_id);
         }
         u
     }
 
-    /// Equal-size mode: one type per GPU, `max_instance` per GPU, one vGPU per VF.
-    pub fn available(&self, m: &Model, parent: &str, t: &TypeSpec) -> u32 {
-        if self.type_id.is_some_and(|id| id != t.id) {
-            return 0;
+    /// A GPU holding no vGPU.
+    pub fn idle(mixed: bool) -> GpuUse<'a> {
+        GpuUse {
+            count: 0,
+            type_id: None,
+            parents: Vec::new(),
+            mixed,
+            types: Vec::new(),
         }
-        let left = t.max_instance.saturating_sub(self.count);
+    }
+
+    /// Equal-size mode: one type per GPU, `max_instance` per GPU, one vGPU per VF.
+    /// Mixed-size mode: types of any size side by side, each up to its `max_instance`, as long
+    /// as their framebuffers fit in the GPU's (its largest type's); one vGPU per VF. NVIDIA's
+    /// real mixed-size placement also aligns each vGPU in the framebuffer (placement ids), so a
+    /// real GPU may refuse a mix that fits by size: *a guess*, a simplification.
+    pub fn available(&self, m: &Model, parent: &str, t: &TypeSpec) -> u32 {
+        let left = if self.mixed {
+            let all = catalog::types_for(m.gpu);
+            let total = all.iter().map(|x| x.framebuffer_mib).max().unwrap_or(0);
+            let used: u32 = self
+                .types
+                .iter()
+                .filter_map(|id| all.iter().find(|x| x.id == *id))
+                .map(|x| x.framebuffer_mib)
+                .sum();
+            let same = self.types.iter().filter(|id| **id == t.id).count() as u32;
+            let by_fb = total.saturating_sub(used) / t.framebuffer_mib.max(1);
+            t.max_instance.saturating_sub(same).min(by_fb)
+        } else {
+            if self.type_id.is_some_and(|id| id != t.id) {
+                return 0;
+            }
+            t.max_instance.saturating_sub(self.count)
+        };
         if m.sriov_total > 0 {
             if self.parents.contains(&parent) {
                 0
@@ -936,11 +968,7 @@ pub fn render_types(root: &Path, m: &Model, st: &State, pf: &str) -> Result<()> 
 /// there is one, then bring only what differs from the staged copy up to date.
 pub fn render_group(root: &Path, m: &Model, st: &State, pf: &str, vf: &str) -> Result<()> {
     let usage = GpuUse::of(st, pf);
-    let idle = GpuUse {
-        count: 0,
-        type_id: None,
-        parents: Vec::new(),
-    };
+    let idle = GpuUse::idle(usage.mixed);
     let adopted = adopt_group(root, m, vf, |group| {
         // The staged group was built for a GPU holding no vGPU.
         for t in catalog::types_for(m.gpu) {
@@ -1020,11 +1048,7 @@ fn render_parent(
                 rmtree(root, &tmp);
             }
         }
-        let idle = GpuUse {
-            count: 0,
-            type_id: None,
-            parents: Vec::new(),
-        };
+        let idle = GpuUse::idle(usage.mixed);
         // A group just built is current: reading its files back would double the cost of
         // every VF's group (the clock fell seconds behind while 224 groups came due at once).
         for t in types.iter().filter(|_| !built) {

@@ -321,6 +321,14 @@ pub fn parse(name: &str) -> Option<(&'static Model, bool)> {
 }
 
 impl Model {
+    /// The GPU can run in mixed-size (heterogeneous) mode with a vGPU 17+ driver: NVIDIA lists
+    /// Volta/Turing and later on Linux KVM (recorded-behaviour §4; cubecos measured the RTX PRO
+    /// 6000 Blackwell, issue 1316). Played on the A40, L40S and RTX PRO 6000 models; the A10,
+    /// L4 and T4 models stay in equal-size mode (*a choice*, not a recorded refusal).
+    pub fn mixed_size_gpu(&self) -> bool {
+        matches!(self.gpu, "A40" | "L40S" | "RTX Pro 6000 Blackwell DC")
+    }
+
     /// VF addresses of a PF, as NVIDIA GPUs lay them out (first VF at function `first_vf`,
     /// stride 1): 0000:e8:00.0 -> 0000:e8:00.4 .. 0000:e8:04.3 for 32 VFs (the seed's listing);
     /// 0001:04:00.0 -> 0001:04:00.2 .. on an RTX PRO 6000 Blackwell.

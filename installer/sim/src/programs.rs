@@ -228,6 +228,9 @@ fn sriov_manage(k: &SimKernel, cmd: &Cmd, a: &[&str]) -> Result<RunOutput> {
                 return Ok(());
             }
             out.push_str(&format!("Enabling VFs on {pf}\n"));
+            // The script rebinds the GPU through pci-pf-stub, which clears mixed-size mode
+            // (recorded-behaviour §2, cubecos).
+            st.mixed_size.remove(pf);
             if never {
                 // vGPU 17.2: VF creation failed, the script still exits 0.
                 continue;
@@ -751,14 +754,41 @@ fn nvidia_smi(k: &SimKernel, a: &[&str]) -> Result<RunOutput> {
     } else {
         "None"
     };
+    let hetero_driver = mode == "Host VGPU" && driver_major(&ver) >= 550;
+    if a.first() == Some(&"vgpu") && a.contains(&"-shm") {
+        return set_mixed_size(k, a, hetero_driver);
+    }
     if a.first() == Some(&"-q") {
-        let mut out = format!("\n==============NVSMI LOG==============\n\nDriver Version                            : {ver}\nAttached GPUs                             : {}\n", m.pfs.len());
+        let mut out = format!("\n==============NVSMI LOG==============\n\nDriver Version                            : {ver}\n");
+        if hetero_driver {
+            // The driver-level line as cubecos recorded it (sic, recorded-behaviour §3).
+            out.push_str(
+                "vGPU Driver Capability\n        Heterogenous Multi-vGPU           : Supported\n",
+            );
+        }
+        out.push_str(&format!(
+            "\nAttached GPUs                             : {}\n",
+            m.pfs.len()
+        ));
         for pf in m.pfs {
             out.push_str(&format!(
                 "GPU 0000{pf}\n    Product Name                          : NVIDIA {}\n    GPU Virtualization Mode\n        Virtualization Mode               : {mode}\n        Host VGPU Mode                    : {}\n",
                 m.gpu,
                 if m.sriov_total > 0 { "SR-IOV" } else { "Non SR-IOV" }
             ));
+            if hetero_driver {
+                // Placement of these lines in the GPU block is *a guess*; the names are
+                // cubecos's (issue 1316).
+                let (cap, state) = if m.mixed_size_gpu() {
+                    let on = st.mixed_size.contains(*pf);
+                    ("Supported", if on { "Enabled" } else { "Disabled" })
+                } else {
+                    ("Not Supported", "N/A")
+                };
+                out.push_str(&format!(
+                    "    vGPU Device Capability\n        Heterogeneous Time-Slice Profiles : {cap}\n    vGPU Heterogeneous Mode               : {state}\n"
+                ));
+            }
         }
         return ok(out);
     }
@@ -774,6 +804,69 @@ fn nvidia_smi(k: &SimKernel, a: &[&str]) -> Result<RunOutput> {
         ));
     }
     ok(out)
+}
+
+fn driver_major(ver: &str) -> u32 {
+    ver.split('.')
+        .next()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+/// `nvidia-smi vgpu -i <index|PCI bus id> -shm 0|1`: mixed-size (heterogeneous) mode on or off
+/// (recorded-behaviour §4: refused while a vGPU exists on the GPU). Output wording and exit
+/// codes are *guesses* (nvidia-smi's documented codes: 3 not supported, 6 not found, 255 other);
+/// `In use by another client` is the recorded refusal's text.
+fn set_mixed_size(k: &SimKernel, a: &[&str], hetero_driver: bool) -> Result<RunOutput> {
+    let m = k.model;
+    let arg = |flag: &str| {
+        a.iter()
+            .position(|x| *x == flag)
+            .and_then(|i| a.get(i + 1))
+            .copied()
+    };
+    let (Some(gpu), Some(value)) = (arg("-i"), arg("-shm")) else {
+        return fail(2, "Invalid combination of input arguments.\n");
+    };
+    let on = match value {
+        "1" => true,
+        "0" => false,
+        _ => return fail(2, format!("Invalid value for -shm: {value}\n")),
+    };
+    let pf = match gpu.parse::<usize>() {
+        Ok(i) => m.pfs.get(i).map(|s| s.to_string()),
+        Err(_) => normalize_addr(gpu).filter(|p| m.pfs.contains(&p.as_str())),
+    };
+    let Some(pf) = pf else {
+        return fail(6, format!("No GPU found with id {gpu}\n"));
+    };
+    let shown = format!("0000{}", pf.to_uppercase());
+    if !hetero_driver || !m.mixed_size_gpu() {
+        return fail(
+            3,
+            format!("Setting vGPU heterogeneous mode is not supported for GPU {shown}.\n"),
+        );
+    }
+    let mut refused = None;
+    k.with(|st| {
+        if st.vgpus.iter().any(|v| v.pf == pf) {
+            refused = Some(format!(
+                "Failed to set vGPU heterogeneous mode for GPU {shown}: In use by another client\n"
+            ));
+        } else if on {
+            st.mixed_size.insert(pf.clone());
+        } else {
+            st.mixed_size.remove(&pf);
+        }
+        Ok(())
+    })?;
+    if let Some(msg) = refused {
+        return fail(255, msg);
+    }
+    ok(format!(
+        "vGPU heterogeneous mode {} for GPU {shown}.\n",
+        if on { "enabled" } else { "disabled" }
+    ))
 }
 
 /// The `.run` archive: `--check`, `--version`, `-x`, or an install (`--dkms -s ...`).

@@ -51,6 +51,9 @@ pub struct State {
     /// `NVreg_RegistryDwords` as modprobe.d gave it when the nvidia module last loaded (at boot):
     /// shown in `/proc/driver/nvidia/params`; a later modprobe.d edit waits for the next boot.
     pub registry_dwords: String,
+    /// GPUs (PFs) in mixed-size (heterogeneous) mode, turned on by `nvidia-smi vgpu -i N -shm 1`
+    /// (recorded-behaviour §4). Driver memory: a boot or `sriov-manage -e` (§2) clears it.
+    pub mixed_size: BTreeSet<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

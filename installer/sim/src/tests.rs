@@ -1354,3 +1354,153 @@ fn a_process_that_died_rendering_leaves_a_mark_and_the_next_open_redraws_the_fil
     assert!(!root.join(state::DIRTY_FILE).exists());
     drop(h);
 }
+
+fn mdev_types(vf: &str) -> String {
+    format!("sys/class/mdev_bus/{vf}/mdev_supported_types")
+}
+
+fn smi_q_mode(h: &SimHost, pf_block: &str) -> String {
+    let out = run(h, "nvidia-smi", &["-q"]).stdout;
+    let block = out
+        .split("\nGPU ")
+        .find(|b| b.starts_with(pf_block))
+        .unwrap();
+    block
+        .lines()
+        .find(|l| l.trim_start().starts_with("vGPU Heterogeneous Mode"))
+        .and_then(|l| l.split_once(':'))
+        .map(|(_, v)| v.trim().to_string())
+        .unwrap_or_default()
+}
+
+#[test]
+fn mixed_size_mode_on_a40_mdev_takes_two_sizes_and_is_cleared_by_reboot() {
+    let d = tmp();
+    let h = sim(&d, "a40x8-ready", &[]);
+    let q = run(&h, "nvidia-smi", &["-q"]).stdout;
+    assert!(
+        q.contains("Heterogenous Multi-vGPU           : Supported"),
+        "{q}"
+    );
+    assert_eq!(smi_q_mode(&h, "00000000:e8:00.0"), "Disabled");
+    run(&h, "/usr/lib/nvidia/sriov-manage", &["-e", "0000:e8:00.0"]);
+    let (a, b, c, e) = (
+        "0000:e8:00.4",
+        "0000:e8:00.5",
+        "0000:e8:00.6",
+        "0000:e8:00.7",
+    );
+    // Equal-size mode: a second size on the GPU is refused.
+    let u1 = "2f82ee72-3ac5-4615-9c0b-327c12e8c83d";
+    h.write_attr(&format!("{}/nvidia-575/create", mdev_types(a)), u1)
+        .unwrap();
+    assert_eq!(
+        h.read_trim(&format!("{}/nvidia-555/available_instances", mdev_types(b)))
+            .as_deref(),
+        Some("0")
+    );
+    let err = h
+        .write_attr(
+            &format!("{}/nvidia-555/create", mdev_types(b)),
+            "0c6e1b2a-9d4e-4a8b-b1c2-5d7e8f9a0b1c",
+        )
+        .unwrap_err();
+    assert_eq!(err.raw_os_error(), Some(nix::libc::EINVAL));
+    // -shm 1 while a vGPU exists on that GPU: refused.
+    let out = run(&h, "nvidia-smi", &["vgpu", "-i", "7", "-shm", "1"]);
+    assert!(!out.success());
+    assert!(out.stderr.contains("In use by another client"), "{out:?}");
+    h.write_attr(&format!("sys/bus/mdev/devices/{u1}/remove"), "1")
+        .unwrap();
+    let out = run(
+        &h,
+        "nvidia-smi",
+        &["vgpu", "-i", "0000:e8:00.0", "-shm", "1"],
+    );
+    assert!(out.success(), "{out:?}");
+    assert_eq!(smi_q_mode(&h, "00000000:e8:00.0"), "Enabled");
+    assert_eq!(smi_q_mode(&h, "00000000:e7:00.0"), "Disabled");
+    // The seed's two lines on one A40: A40-24A and A40-1B side by side.
+    h.write_attr(&format!("{}/nvidia-575/create", mdev_types(a)), u1)
+        .unwrap();
+    for (vf, u) in [
+        (b, "0c6e1b2a-9d4e-4a8b-b1c2-5d7e8f9a0b1c"),
+        (c, "6a1f3c2b-9d4e-4a8b-b1c2-5d7e8f9a0b1d"),
+    ] {
+        h.write_attr(&format!("{}/nvidia-555/create", mdev_types(vf)), u)
+            .unwrap();
+    }
+    // 48 GB - 24 GB - 2 x 1 GB = 22 GB left: a 16Q fits, a 24Q does not; a used VF takes none.
+    let avail = |vf: &str, id: u32| {
+        h.read_trim(&format!(
+            "{}/nvidia-{id}/available_instances",
+            mdev_types(vf)
+        ))
+        .unwrap()
+    };
+    assert_eq!(avail(e, 564), "1");
+    assert_eq!(avail(e, 565), "0");
+    assert_eq!(avail(b, 564), "0");
+    let err = h
+        .write_attr(
+            &format!("{}/nvidia-565/create", mdev_types(e)),
+            "7b2c3d4e-9d4e-4a8b-b1c2-5d7e8f9a0b1e",
+        )
+        .unwrap_err();
+    assert_eq!(err.raw_os_error(), Some(nix::libc::EDQUOT));
+    // -shm 0 while vGPUs exist: refused too.
+    assert!(!run(&h, "nvidia-smi", &["vgpu", "-i", "7", "-shm", "0"]).success());
+    // An enable of a GPU that has VFs does not rebind it: the mode stays.
+    run(&h, "/usr/lib/nvidia/sriov-manage", &["-e", "0000:e8:00.0"]);
+    assert_eq!(smi_q_mode(&h, "00000000:e8:00.0"), "Enabled");
+    reboot(&h, &[]).unwrap();
+    assert_eq!(smi_q_mode(&h, "00000000:e8:00.0"), "Disabled");
+}
+
+#[test]
+fn mixed_size_mode_on_l40s_vfio_is_cleared_by_sriov_manage_and_lists_live() {
+    let d = tmp();
+    let h = sim(&d, "l40s-vfio-ready", &[]);
+    let pf = "0000:01:00.0";
+    // Turned on before sriov-manage: its rebind clears it (recorded-behaviour §2, §4).
+    assert!(run(&h, "nvidia-smi", &["vgpu", "-i", "0", "-shm", "1"]).success());
+    assert_eq!(smi_q_mode(&h, "00000000:01:00.0"), "Enabled");
+    run(&h, "/usr/lib/nvidia/sriov-manage", &["-e", pf]);
+    assert_eq!(smi_q_mode(&h, "00000000:01:00.0"), "Disabled");
+    let vf = |f: &str| format!("sys/bus/pci/devices/0000:01:00.{f}/nvidia");
+    h.write_attr(&format!("{}/current_vgpu_type", vf("4")), "1147")
+        .unwrap();
+    // Equal-size mode: another size's write fails, and the list offers only the first type.
+    assert_eq!(
+        h.read(&format!("{}/creatable_vgpu_types", vf("5")))
+            .unwrap(),
+        "ID    : vGPU Name\n1147  : NVIDIA L40S-1Q\n"
+    );
+    assert!(h
+        .write_attr(&format!("{}/current_vgpu_type", vf("5")), "1145")
+        .is_err());
+    h.write_attr(&format!("{}/current_vgpu_type", vf("4")), "0")
+        .unwrap();
+    assert!(run(&h, "nvidia-smi", &["vgpu", "-i", "0", "-shm", "1"]).success());
+    h.write_attr(&format!("{}/current_vgpu_type", vf("4")), "1147")
+        .unwrap();
+    h.write_attr(&format!("{}/current_vgpu_type", vf("5")), "1145")
+        .unwrap();
+    let list = h
+        .read(&format!("{}/creatable_vgpu_types", vf("6")))
+        .unwrap();
+    assert!(list.contains(": NVIDIA L40S-1B\n") && list.contains(": NVIDIA L40S-1Q\n"));
+    // 48 GB - 2 GB: the 48 GB type no longer fits anywhere.
+    assert!(!list.contains("L40S-48Q"), "{list}");
+}
+
+#[test]
+fn mixed_size_mode_is_refused_where_the_gpu_has_none() {
+    let d = tmp();
+    let h = sim(&d, "proxmox-l4-ready", &[]);
+    let out = run(&h, "nvidia-smi", &["vgpu", "-i", "0", "-shm", "1"]);
+    assert_eq!(out.status, 3, "{out:?}");
+    assert_eq!(smi_q_mode(&h, "00000000:"), "N/A");
+    let out = run(&h, "nvidia-smi", &["vgpu", "-i", "5", "-shm", "1"]);
+    assert!(!out.success());
+}
