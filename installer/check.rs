@@ -481,7 +481,7 @@ pub fn scheduler_finding(s: &SchedulerFacts) -> Finding {
                 describe(w)
             ),
             format!(
-                "`vgpuctl setup --profile /etc/vgpuctl/profile.toml` sets RmPVMRL={} in the nvidia                  module's NVreg_RegistryDwords (modprobe.d); a reboot loads it",
+                "`vgpuctl setup --profile /etc/vgpuctl/profile.toml` sets RmPVMRL={} in the nvidia module's NVreg_RegistryDwords (modprobe.d); a reboot loads it",
                 format_value(w)
             ),
         ),

@@ -109,16 +109,19 @@ impl Host {
     }
 
     /// Setup until done, rebooting at every checkpoint. The exit codes seen.
-    fn to_end(&self) -> Vec<i32> {
+    /// Setup until it ends with 0, rebooting at each checkpoint; the runs' output.
+    fn to_end(&self) -> String {
         let mut codes = Vec::new();
+        let mut log = String::new();
         for _ in 0..5 {
             let (end, text) = self.setup(None, None);
+            log.push_str(&text);
             let End::Code(code) = end else {
                 panic!("killed without a fault armed")
             };
             codes.push(code);
             match code {
-                0 => return codes,
+                0 => return log,
                 3 => self.reboot(),
                 _ => panic!("setup failed after a crash (exit {code}):\n{text}"),
             }
@@ -393,7 +396,7 @@ fn experiment(
     profile: &Path,
     k: Kill,
     written_once: &BTreeMap<String, (Option<Vec<u8>>, Vec<u8>)>,
-) -> (Snapshot, usize) {
+) -> (Snapshot, usize, String) {
     let h = Host::new(profile);
     for _ in 0..k.run {
         let (end, text) = h.setup(None, None);
@@ -407,9 +410,9 @@ fn experiment(
         h.reboot();
         check_intermediate(&h, written_once);
     }
-    h.to_end();
+    let log = h.to_end();
     let left = check_leftovers(h.sim.root());
-    (snapshot(&h), left)
+    (snapshot(&h), left, log)
 }
 
 #[test]
@@ -496,11 +499,11 @@ fn killed_setup_converges_to_the_uninterrupted_result() {
     let mut failures = Vec::new();
     for (k, r) in results {
         match r {
-            Ok((snap, left)) if snap == want => {
+            Ok((snap, left, _)) if snap == want => {
                 converged += 1;
                 leftovers += left;
             }
-            Ok((snap, _)) => {
+            Ok((snap, _, log)) => {
                 let diff: Vec<String> = want
                     .files
                     .iter()
@@ -515,7 +518,20 @@ fn killed_setup_converges_to_the_uninterrupted_result() {
                     .collect();
                 // The lines that differ, for the first divergence only (the rest repeat it).
                 let detail = if failures.is_empty() {
-                    line_diff(&want.files, &snap.files)
+                    // And what the runs after the kill said about their vGPU steps.
+                    let said: Vec<&str> = log
+                        .lines()
+                        .filter(|l| {
+                            ["vGPU", "not done", "FAILED", "moved", "again", "stale"]
+                                .iter()
+                                .any(|w| l.contains(w))
+                        })
+                        .collect();
+                    format!(
+                        "{}\n  after the kill:\n    {}",
+                        line_diff(&want.files, &snap.files),
+                        said.join("\n    ")
+                    )
                 } else {
                     String::new()
                 };
