@@ -78,6 +78,14 @@ fn rewrite_line(text: &str, imported: &[(usize, &RcItem)]) -> Result<Option<Stri
             let test = success_test(item)
                 .or_else(|| (!and_or(Some(c.end))).then(|| "true".to_string()))
                 .ok_or_else(|| "no test stands for this command's result".to_string())?;
+            // What followed the command must stay a separate word: after an operator ending
+            // it (`<<`), a `#` began a comment, and glued to the test's `]` it would not
+            // (the rest of the line would run; found by the rclocal fuzz target).
+            let glued = cur[end..]
+                .chars()
+                .next()
+                .is_some_and(|ch| !ch.is_whitespace() && !";&|)".contains(ch));
+            let test = if glued { format!("{test} ") } else { test };
             cur.replace_range(start..end, &test);
         } else if let Some(next) = cmds.get(k + 1) {
             cur.replace_range(start..toks[next.start].1.start, "");
@@ -345,5 +353,31 @@ mod tests {
         let (out, changes) = rewrite(&f, &[]).unwrap();
         assert_eq!(out, f);
         assert!(changes.is_empty());
+    }
+
+    #[test]
+    fn a_comment_after_the_replaced_command_stays_a_comment() {
+        // Found by the rclocal fuzz target (fuzz/known-crashes/rclocal-heredoc-rewrite): a
+        // command ending in an operator (`<<`) right before `#`; the test glued to that `#`
+        // turned the rest of the line, another sriov-manage among it, into live commands.
+        let c = String::from_utf8_lossy(include_bytes!(
+            "../../fuzz/known-crashes/rclocal-heredoc-rewrite"
+        ))
+        .into_owned();
+        let importable = |i: &RcLine| {
+            matches!(
+                i.item,
+                RcItem::Vgpu { .. } | RcItem::VendorVgpu { .. } | RcItem::SriovEnable { .. }
+            )
+        };
+        let items = super::super::rclocal::parse(&c);
+        let imported: Vec<&RcLine> = items.iter().filter(|i| importable(i)).collect();
+        assert!(!imported.is_empty());
+        let (once, _) = rewrite(&c, &imported).unwrap();
+        let again: Vec<RcLine> = super::super::rclocal::parse(&once)
+            .into_iter()
+            .filter(|i| importable(i))
+            .collect();
+        assert!(again.is_empty(), "{again:?}");
     }
 }
