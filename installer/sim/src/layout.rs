@@ -1006,8 +1006,8 @@ fn creatable_list(m: &Model, p: &str, usage: &GpuUse) -> String {
     list
 }
 
-/// The vGPU files of one parent. `adopted`: its group was just moved in from staging, built
-/// for a GPU holding no vGPU, so only the availability that differs from that is written.
+/// The vGPU files of one parent. `adopted`: its group was just moved in from staging, its
+/// availability already brought up to date before the rename, so its type files are left alone.
 #[allow(clippy::too_many_arguments)]
 fn render_parent(
     root: &Path,
@@ -1048,16 +1048,13 @@ fn render_parent(
                 rmtree(root, &tmp);
             }
         }
-        let idle = GpuUse::idle(usage.mixed);
-        // A group just built is current: reading its files back would double the cost of
-        // every VF's group (the clock fell seconds behind while 224 groups came due at once).
+        // A group just built is current, and an adopted one got the GPU's availability before
+        // its rename (render_group): reading their files back would double the cost of every
+        // VF's group (the clock fell seconds behind while 224 groups came due at once).
         for t in types.iter().filter(|_| !built) {
             let td = format!("{group}/{}", m.type_dir(p, t.id));
             let avail = format!("{}\n", usage.available(m, p, t));
             if adopted && root.join(&td).exists() {
-                if usage.available(m, p, t) != idle.available(m, p, t) {
-                    put(root, &format!("{td}/available_instances"), &avail)?;
-                }
                 continue;
             }
             if !root.join(&td).exists() {
