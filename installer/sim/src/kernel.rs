@@ -42,14 +42,17 @@ use nix::libc;
 impl SimKernel {
     /// Load the kernel of a simulated root and start its clock.
     pub fn load(root: &Path, model: &'static Model) -> Result<Arc<SimKernel>> {
-        let st = state::load(root)?;
+        // The state and its save token are read together under the lock: read apart, another
+        // process's save could fall between them, and this kernel would pair the old state
+        // with the new token, trust it, and later save it over the change it never saw.
+        let (st, stamp) = {
+            let _held = state::lock(root);
+            (state::load(root)?, state::stamp(root))
+        };
         let k = Arc::new(SimKernel {
             root: root.to_path_buf(),
             model,
-            inner: Mutex::new(Inner {
-                st,
-                stamp: state::stamp(root),
-            }),
+            inner: Mutex::new(Inner { st, stamp }),
             wake: (Mutex::new(false), Condvar::new()),
             found_dirty: std::sync::atomic::AtomicBool::new(false),
         });
@@ -64,9 +67,9 @@ impl SimKernel {
         let lock = state::lock(&self.root);
         let now = state::stamp(&self.root);
         if now != inner.stamp {
-            if let Ok(st) = state::load(&self.root) {
-                inner.st = st;
-            }
+            // Another process saved: its state, or no change at all (saving a state this
+            // kernel knows to be stale would undo the other's change).
+            inner.st = state::load(&self.root).map_err(to_io)?;
             inner.stamp = now;
         }
         let before = inner.st.clone();

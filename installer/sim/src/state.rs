@@ -119,9 +119,18 @@ pub fn lock(root: &Path) -> Option<std::fs::File> {
         .write(true)
         .open(root.join(STATE_DIR).join("lock"))
         .ok()?;
-    // SAFETY: flock on a descriptor we own; released when `f` is closed.
-    let rc = unsafe { nix::libc::flock(f.as_raw_fd(), nix::libc::LOCK_EX) };
-    (rc == 0).then_some(f)
+    loop {
+        // SAFETY: flock on a descriptor we own; released when `f` is closed.
+        let rc = unsafe { nix::libc::flock(f.as_raw_fd(), nix::libc::LOCK_EX) };
+        if rc == 0 {
+            return Some(f);
+        }
+        // A signal (the crash tests' SIGKILL aside, a SIGCHLD from a program run) is no
+        // reason to go on unlocked.
+        if std::io::Error::last_os_error().raw_os_error() != Some(nix::libc::EINTR) {
+            return None;
+        }
+    }
 }
 
 pub fn load(root: &Path) -> Result<State> {

@@ -1504,3 +1504,49 @@ fn mixed_size_mode_is_refused_where_the_gpu_has_none() {
     let out = run(&h, "nvidia-smi", &["vgpu", "-i", "5", "-shm", "1"]);
     assert!(!out.success());
 }
+
+/// Every process that opens a root loads the state while others may be saving it (a test's
+/// own clock thread, a restore started beside it). A kernel that loaded the state and then,
+/// separately, the save token could pair an old state with the new token: it then trusted the
+/// old state and saved it over the change it never saw (a vendor-VFIO vGPU vanished from the
+/// state and its VF's `current_vgpu_type` read 0 again, 2 runs in 5 under load).
+#[test]
+fn a_kernel_opened_while_another_saves_never_saves_over_its_change() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let d = tmp();
+    let h = sim(&d, "a40x8", &[]);
+    let root = h.root().to_path_buf();
+    let m = models::parse("a40x8").unwrap().0;
+    let bump = |k: &kernel::SimKernel, key: &str| {
+        k.with(|st| {
+            let n: u64 = st.opts.get(key).and_then(|v| v.parse().ok()).unwrap_or(0);
+            st.opts.insert(key.to_string(), (n + 1).to_string());
+            Ok(())
+        })
+        .unwrap();
+    };
+    let stop = std::sync::Arc::new(AtomicBool::new(false));
+    let saver = {
+        let (root, stop) = (root.clone(), stop.clone());
+        std::thread::spawn(move || {
+            let k = kernel::SimKernel::load(&root, m).unwrap();
+            let mut n = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                bump(&k, "saver");
+                n += 1;
+            }
+            n
+        })
+    };
+    let opened = 2000u64;
+    for _ in 0..opened {
+        let k = kernel::SimKernel::load(&root, m).unwrap();
+        bump(&k, "opener");
+    }
+    stop.store(true, Ordering::Relaxed);
+    let saved = saver.join().unwrap();
+    let st = state::load(&root).unwrap();
+    let got = |key: &str| st.opts.get(key).and_then(|v| v.parse::<u64>().ok());
+    assert_eq!(got("opener"), Some(opened), "an opener's change was saved over");
+    assert_eq!(got("saver"), Some(saved), "the saver's change was saved over");
+}
