@@ -303,12 +303,20 @@ fn verify(host: &Host, c: &SysfsCreate) -> Result<()> {
     match v.interface {
         facts::Interface::VendorVfio => match create::vendor_current(host, &v.parent) {
             Some(id) if id == v.type_id => Ok(()),
-            other => bail!(
-                "VF {} reads current_vgpu_type {} after writing {}",
-                v.parent,
-                other.unwrap_or_else(|| "0".into()),
-                v.type_id
-            ),
+            other => {
+                // Say what was read: a 0 (the driver dropped the vGPU) and a missing file (the
+                // VF's vGPU group went away) have different causes.
+                let file = format!(
+                    "{}/current_vgpu_type",
+                    crate::facts::vgpus::vendor_dir(&v.parent)
+                );
+                let read = match (other, host.exists(&file)) {
+                    (Some(id), _) => format!("reads current_vgpu_type {id}"),
+                    (None, true) => "reads current_vgpu_type 0".to_string(),
+                    (None, false) => format!("has no /{file} any more"),
+                };
+                bail!("VF {} {read} after writing {}", v.parent, v.type_id)
+            }
         },
         _ => match create::mdev_type_of(host, &v.uuid) {
             // The `mdev_type` link names the directory whose `create` was written: its type.

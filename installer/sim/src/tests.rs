@@ -1547,6 +1547,14 @@ fn a_kernel_opened_while_another_saves_never_saves_over_its_change() {
     let saved = saver.join().unwrap();
     let st = state::load(&root).unwrap();
     let got = |key: &str| st.opts.get(key).and_then(|v| v.parse::<u64>().ok());
-    assert_eq!(got("opener"), Some(opened), "an opener's change was saved over");
-    assert_eq!(got("saver"), Some(saved), "the saver's change was saved over");
+    assert_eq!(
+        got("opener"),
+        Some(opened),
+        "an opener's change was saved over"
+    );
+    assert_eq!(
+        got("saver"),
+        Some(saved),
+        "the saver's change was saved over"
+    );
 }
