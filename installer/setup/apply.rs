@@ -388,32 +388,104 @@ pub fn execute(
     record: &mut dyn FnMut(&Step, bool) -> Result<()>,
 ) -> Result<(Vec<String>, Option<String>)> {
     let mut failures = Vec::new();
-    for (i, step) in plan.steps.iter().enumerate() {
-        crate::fault::point("step");
-        crate::outln!("[{}/{}] {}", i + 1, plan.steps.len(), step.title);
-        let outcome = apply(ctx, step);
+    let steps = &plan.steps;
+    let mut i = 0;
+    while i < steps.len() {
+        // Consecutive SR-IOV steps run side by side, as at boot: each waits seconds for its
+        // VFs' vGPU groups, and one GPU after another made an 8-GPU host wait eight times.
+        let end = if is_sriov(&steps[i]) {
+            i + steps[i..].iter().take_while(|s| is_sriov(s)).count()
+        } else {
+            i + 1
+        };
+        let batch = &steps[i..end];
+        for (k, step) in batch.iter().enumerate() {
+            crate::fault::point("step");
+            crate::outln!("[{}/{}] {}", i + k + 1, steps.len(), step.title);
+        }
+        let outcomes: Vec<Result<String>> = {
+            let _ticker = super::ticker::Ticker::start(&match batch {
+                [one] => one.title.clone(),
+                many => format!("enabling SR-IOV on {} GPUs side by side", many.len()),
+            });
+            if batch.len() == 1 {
+                vec![apply(ctx, &batch[0])]
+            } else {
+                std::thread::scope(|s| {
+                    let running: Vec<_> = batch
+                        .iter()
+                        .map(|step| s.spawn(move || apply(ctx, step)))
+                        .collect();
+                    running
+                        .into_iter()
+                        .map(|r| {
+                            r.join()
+                                .unwrap_or_else(|_| Err(anyhow::anyhow!("the step panicked")))
+                        })
+                        .collect()
+                })
+            }
+        };
+        i = end;
+        // Told and recorded in the plan's order, whatever order they finished in.
+        let mut stop = false;
+        for (step, outcome) in batch.iter().zip(outcomes) {
+            match conclude(step, outcome, &mut failures, record)? {
+                Concluded::Done => {}
+                Concluded::Stale(why) => return Ok((failures, Some(why))),
+                Concluded::Failed => stop |= !continues_after_failure(step),
+            }
+        }
+        if stop {
+            break;
+        }
+    }
+    Ok((failures, None))
+}
+
+fn is_sriov(step: &Step) -> bool {
+    matches!(step.action, Action::EnableSriov { .. })
+}
+
+/// vGPU work on one GPU never blocks the others; any other failure stops the run.
+fn continues_after_failure(step: &Step) -> bool {
+    matches!(
+        step.action,
+        Action::CreateVgpus { .. } | Action::EnableSriov { .. } | Action::RestorePins { .. }
+    )
+}
+
+enum Concluded {
+    Done,
+    /// Its precondition was gone (and nothing failed before): observe and plan again.
+    Stale(String),
+    /// Pushed on the failures.
+    Failed,
+}
+
+/// Record and print one step's outcome.
+fn conclude(
+    step: &Step,
+    outcome: Result<String>,
+    failures: &mut Vec<String>,
+    record: &mut dyn FnMut(&Step, bool) -> Result<()>,
+) -> Result<Concluded> {
+    {
         record(step, outcome.is_ok())?;
         match outcome {
             Ok(msg) => crate::outln!("      ok: {msg}"),
             Err(e) if e.downcast_ref::<Stale>().is_some() && failures.is_empty() => {
                 crate::outln!("      not done: {e:#}");
-                return Ok((failures, Some(format!("{e:#}"))));
+                return Ok(Concluded::Stale(format!("{e:#}")));
             }
             Err(e) => {
                 crate::outln!("      FAILED: {e:#}");
                 failures.push(format!("{}: {e:#}", step.title));
-                if !matches!(
-                    step.action,
-                    Action::CreateVgpus { .. }
-                        | Action::EnableSriov { .. }
-                        | Action::RestorePins { .. }
-                ) {
-                    break;
-                }
+                return Ok(Concluded::Failed);
             }
         }
     }
-    Ok((failures, None))
+    Ok(Concluded::Done)
 }
 
 /// Turn mixed-size mode on for one GPU (`nvidia-smi vgpu -i <pf> -shm 1`), as a restore step;

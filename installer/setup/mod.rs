@@ -12,6 +12,7 @@ pub mod paths;
 pub mod plan;
 pub mod planner;
 pub mod prereboot;
+pub mod ticker;
 pub mod validate;
 pub mod vfio_release;
 
