@@ -38,6 +38,10 @@ pub fn line(what: &str, elapsed: Duration) -> String {
 impl Ticker {
     /// Start showing that `what` is being waited for.
     pub fn start(what: &str) -> Ticker {
+        Ticker::start_every(what, interval())
+    }
+
+    fn start_every(what: &str, every: Duration) -> Ticker {
         let stop = Arc::new((Mutex::new(false), Condvar::new()));
         if std::io::stderr().is_terminal() && std::io::stdout().is_terminal() {
             let s = indicatif::ProgressBar::new_spinner();
@@ -54,14 +58,15 @@ impl Ticker {
                 spinner: Some(s),
             };
         }
-        let (what, every, flag) = (what.to_string(), interval(), stop.clone());
+        let (what, flag) = (what.to_string(), stop.clone());
         let thread = std::thread::Builder::new()
             .name("vgpuctl-ticker".into())
             .spawn(move || {
                 let start = Instant::now();
                 let (lock, cv) = &*flag;
                 let mut stopped = lock.lock().unwrap_or_else(|p| p.into_inner());
-                loop {
+                // Stopped before this thread first waited: the step was quicker than a spawn.
+                while !*stopped {
                     let (guard, timeout) = cv
                         .wait_timeout(stopped, every)
                         .unwrap_or_else(|p| p.into_inner());
@@ -110,9 +115,18 @@ mod tests {
     }
 
     #[test]
-    fn a_ticker_stops_when_dropped() {
-        // Dropping joins the thread: no line can come after the step's own result.
-        let t = Ticker::start("nothing");
-        drop(t);
+    fn a_ticker_dropped_at_once_stops_at_once_not_after_its_interval() {
+        // Dropping joins the thread (no line can come after the step's result). A step quicker
+        // than the thread's start once made that join wait a whole interval: 10 s per step.
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            drop(Ticker::start_every("nothing", Duration::from_secs(3600)));
+            let _ = tx.send(());
+        });
+        // A hang guard, not a speed check: the bug waits an hour.
+        assert!(
+            rx.recv_timeout(Duration::from_secs(300)).is_ok(),
+            "the ticker waited out its interval"
+        );
     }
 }
