@@ -47,8 +47,11 @@ fn key<'a>(y: &'a Yaml, k: &str) -> &'a Yaml {
     &y[k]
 }
 
-/// Check `text` against the schema: Ok(list field -> its items as (field -> string value)).
-fn check(text: &str) -> Result<Vec<(String, Vec<Vec<(String, String)>>)>, String> {
+/// One list item: (field, string value) pairs.
+type Row = Vec<(String, String)>;
+
+/// Check `text` against the schema: Ok(list field -> its items).
+fn check(text: &str) -> Result<Vec<(String, Vec<Row>)>, String> {
     let docs = YamlLoader::load_from_str(text).map_err(|e| format!("not YAML: {e}"))?;
     let [doc] = docs.as_slice() else {
         return Err(format!("{} YAML documents, want one", docs.len()));
