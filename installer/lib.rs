@@ -25,6 +25,7 @@ pub mod kubevirt;
 pub mod logging;
 pub mod models;
 pub mod nova;
+pub mod nova_conf;
 pub mod opener;
 pub mod out;
 pub mod pci;

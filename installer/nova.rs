@@ -26,11 +26,6 @@ use crate::facts::gpus::PciIds;
 use crate::pins::Pins;
 use crate::vgpu_name;
 
-/// Where the profile's `[nova] conf` points by default: nova-compute reads every file in
-/// `/etc/nova/nova.conf.d/` after nova.conf (oslo.config's `--config-dir`, as Nova's packages
-/// start it).
-pub const DEFAULT_CONF: &str = "/etc/nova/nova.conf.d/vgpu.conf";
-
 /// The header every fragment starts with.
 const HEADER: &str = "# vGPUs of this host for OpenStack Nova, written by vgpuctl from its pins\n\
      # (/etc/vgpuctl/vgpus.toml). nova-compute reads it from /etc/nova/nova.conf.d/; restart\n\
@@ -85,25 +80,35 @@ fn json_line(pairs: &[(&str, &str)]) -> String {
     format!("{{{}}}", body.join(", "))
 }
 
-/// The fragment for `pins`. `ids`: the PCI ids of each vendor-VFIO VF (by address); a VF
-/// missing from it is an error naming it (its product id cannot be guessed). `Err` also when
-/// nothing is pinned.
+/// The fragment for `pins` (`export --nova`). `ids`: the PCI ids of each vendor-VFIO VF (by
+/// address); a VF missing from it is an error naming it (its product id cannot be guessed).
+/// `Err` also when nothing is pinned.
 pub fn render(pins: &Pins, ids: &BTreeMap<String, PciIds>) -> Result<String, String> {
-    let mut out = String::from(HEADER);
-    let mdev = render_mdev(pins);
-    let pci = render_pci(pins, ids)?;
-    if mdev.is_none() && pci.is_none() {
-        return Err(
+    match fragment(pins, ids)? {
+        (text, true) => Ok(text),
+        (_, false) => Err(
             "no pinned vGPUs on NVIDIA GPUs (/etc/vgpuctl/vgpus.toml): nothing for Nova; run \
              `vgpuctl setup` first"
                 .into(),
-        );
+        ),
+    }
+}
+
+/// The fragment and whether it gives Nova any vGPU: with nothing pinned it is the header and a
+/// line saying so, which is what the `[nova]` file must hold then (no stale vGPUs).
+pub fn fragment(pins: &Pins, ids: &BTreeMap<String, PciIds>) -> Result<(String, bool), String> {
+    let mut out = String::from(HEADER);
+    let mdev = render_mdev(pins);
+    let pci = render_pci(pins, ids)?;
+    let any = mdev.is_some() || pci.is_some();
+    if !any {
+        out.push_str("# No vGPUs are pinned on this host.\n");
     }
     for part in [mdev, pci].into_iter().flatten() {
         out.push('\n');
         out.push_str(&part);
     }
-    Ok(out)
+    Ok((out, any))
 }
 
 fn render_mdev(pins: &Pins) -> Option<String> {

@@ -224,3 +224,125 @@ fn export_formats_are_one_at_a_time_and_need_pins() {
     assert!(r.stderr.contains("nothing for Nova"), "{r:?}");
     assert_eq!(s.hash(), before);
 }
+
+const NOVA_DIR: &str = "etc/nova/nova.conf.d";
+const NOVA_FILE: &str = "etc/nova/nova.conf.d/vgpu.conf";
+
+fn nova_profile(count: u32, restart: bool) -> String {
+    format!(
+        "[host]\nreboot = \"never\"\n\
+         [[gpus]]\nselect = \"0000:e8:00.0\"\nvgpu_type = \"A40-12Q\"\ncount = {count}\n\
+         [nova]\nrestart = {restart}\n"
+    )
+}
+
+/// `[nova]`: setup writes the fragment `export --nova` prints (and Nova reads it as the pins),
+/// restarts nova-compute once, leaves it alone when nothing changed (a reboot's restore), and
+/// follows a changed profile.
+#[test]
+fn nova_section_keeps_the_fragment_in_step_through_setup_and_restore() {
+    let s = Sim::new("a40x8-ready");
+    std::fs::create_dir_all(s.root().join(NOVA_DIR)).unwrap();
+    // nova-compute's unit, as Ubuntu's nova-compute package installs it.
+    write(
+        &s.root().join("lib/systemd/system/nova-compute.service"),
+        "[Unit]\nDescription=OpenStack Compute\n[Service]\nExecStart=/usr/bin/nova-compute\n",
+    );
+    let p = profile_file(&nova_profile(2, true));
+    let r = s.run(&["setup", "--profile", p.path().to_str().unwrap(), "--yes"]);
+    assert_eq!(r.code, 0, "{r:?}");
+    let out = r.all();
+    assert!(
+        out.contains("Nova: wrote /etc/nova/nova.conf.d/vgpu.conf (2 pinned vGPU(s))"),
+        "{out}"
+    );
+    assert!(
+        out.contains("Nova: restarted nova-compute (`systemctl restart nova-compute`)"),
+        "{out}"
+    );
+    assert!(!s.exists("var/lib/vgpuctl/nova-restart-pending"));
+    let written = s.read(NOVA_FILE);
+    let exported = s.run(&["export", "--nova"]);
+    assert_eq!(exported.stdout, written);
+    if let Some(py) = nova_python() {
+        let read = nova_reads(&py, &s.root().join(NOVA_FILE)).unwrap();
+        assert_eq!(
+            read["device_addresses"].as_object().unwrap().len(),
+            2,
+            "{written}"
+        );
+    }
+
+    // A reboot: restore recreates the same vGPUs, the fragment is unchanged, no restart.
+    let r = s.run(&["sim", "reboot"]);
+    assert_eq!(r.code, 0, "{r:?}");
+    assert_eq!(s.read(NOVA_FILE), written);
+    let r = s.run(&["restore"]);
+    assert_eq!(r.code, 0, "{r:?}");
+    assert!(
+        r.all()
+            .contains("Nova: /etc/nova/nova.conf.d/vgpu.conf already lists the 2"),
+        "{r:?}"
+    );
+    assert!(!r.all().contains("restarted nova-compute"), "{r:?}");
+
+    // One more vGPU: the fragment follows.
+    let p = profile_file(&nova_profile(3, false));
+    let r = s.run(&["setup", "--profile", p.path().to_str().unwrap(), "--yes"]);
+    assert_eq!(r.code, 0, "{r:?}");
+    assert!(
+        r.all().contains("run `systemctl restart nova-compute`"),
+        "{r:?}"
+    );
+    let now = s.read(NOVA_FILE);
+    assert_ne!(now, written);
+    assert_eq!(now.matches("0000:e8:").count(), 3, "{now}");
+    // The first version vgpuctl replaced is kept.
+    assert_eq!(
+        s.read(&format!("var/lib/vgpuctl/backups/{NOVA_FILE}")),
+        written
+    );
+}
+
+#[test]
+fn nova_section_without_nova_installed_is_refused_before_any_change() {
+    let s = Sim::new("a40x8-ready");
+    let before = s.hash();
+    let p = profile_file(&nova_profile(1, false));
+    let r = s.run(&["setup", "--profile", p.path().to_str().unwrap(), "--yes"]);
+    assert_eq!(r.code, 2, "{r:?}");
+    assert!(
+        r.stderr
+            .contains("nova.conf: /etc/nova/nova.conf.d does not exist: is nova-compute installed"),
+        "{r:?}"
+    );
+    assert_eq!(s.hash(), before);
+}
+
+#[test]
+fn failed_nova_compute_restart_is_reported_and_retried() {
+    let s = Sim::new("a40x8-ready");
+    std::fs::create_dir_all(s.root().join(NOVA_DIR)).unwrap();
+    // No nova-compute unit: systemctl fails.
+    let p = profile_file(&nova_profile(1, true));
+    let r = s.run(&["setup", "--profile", p.path().to_str().unwrap(), "--yes"]);
+    assert_eq!(r.code, 1, "{r:?}");
+    assert!(
+        r.all()
+            .contains("restarting nova-compute failed: `systemctl restart nova-compute`"),
+        "{r:?}"
+    );
+    assert!(s.exists("var/lib/vgpuctl/nova-restart-pending"));
+    assert!(s.read(NOVA_FILE).contains("[mdev_"));
+    write(
+        &s.root().join("lib/systemd/system/nova-compute.service"),
+        "[Service]\nExecStart=/usr/bin/nova-compute\n",
+    );
+    let r = s.run(&["restore"]);
+    assert_eq!(r.code, 0, "{r:?}");
+    assert!(
+        r.all().contains("already lists") && r.all().contains("restarted nova-compute"),
+        "{r:?}"
+    );
+    assert!(!s.exists("var/lib/vgpuctl/nova-restart-pending"));
+}

@@ -60,7 +60,7 @@ const LAYERS: &[(&str, &[&str])] = &[
     ("observe", &["facts"]),
     (
         "act on (or report) one part: vGPUs, the driver, CloudPods",
-        &["vgpu", "driver", "cloudpods", "nova", "status"],
+        &["vgpu", "driver", "cloudpods", "nova", "nova_conf", "status"],
     ),
     ("plan and apply", &["setup"]),
     (
