@@ -302,3 +302,103 @@ fn sriov_mdev_host_maps_the_vfs_of_each_gpu_with_vfs() {
     assert_eq!(paths, free, "{text}");
     assert_eq!(parse(&text).unwrap()[0].id, "vgpu-a40-0000-e8-00-0");
 }
+
+/// `check` on Proxmox says who does what, and warns where a VM's hostpci with mdev= may take a
+/// VF that holds a vGPU vgpuctl pins (both would write that VF's vGPU type).
+#[test]
+fn check_on_proxmox_names_each_sides_vfs_and_the_vms_that_would_fight() {
+    let s = ready_host(
+        "proxmox-l4-ready",
+        "[host]\nreboot = \"never\"\n[[gpus]]\nselect = \"all\"\nvgpu_type = \"L4-6Q\"\ncount = 1\n",
+    );
+    let pinned = pinned_parents(&s).into_iter().next().unwrap();
+    let free = vfs_of(&s, "0000:01:00.0")
+        .into_iter()
+        .find(|v| *v != pinned)
+        .unwrap();
+    // The mappings vgpuctl prints, plus one an operator made by hand holding the pinned VF.
+    let exported = s.run(&["export", "--proxmox"]).stdout;
+    let node = s.read("etc/hostname").trim().to_string();
+    write(
+        &s.root().join("etc/pve/mapping/pci.cfg"),
+        &format!(
+            "{exported}\nhand-made\n\tmap id=10de:27b8,node={node},path={pinned};{free}\n\tmdev 1\n"
+        ),
+    );
+    let vm = |id: &str, line: &str| {
+        write(
+            &s.root().join(format!("etc/pve/qemu-server/{id}.conf")),
+            &format!("boot: order=scsi0\ncores: 4\n{line}\nmemory: 8192\n"),
+        )
+    };
+    vm(
+        "101",
+        &format!("hostpci0: {pinned},mdev=nvidia-1157,pcie=1"),
+    );
+    vm(
+        "102",
+        "hostpci0: mapping=vgpu-l4-0000-01-00-0,mdev=nvidia-1157",
+    );
+    vm("103", "hostpci1: mapping=hand-made,mdev=nvidia-1157");
+    vm(
+        "104",
+        &format!("hostpci0: {}", pinned.trim_start_matches("0000:")),
+    );
+    write(
+        &s.root()
+            .join("etc/systemd/system/multi-user.target.wants/pve-nvidia-sriov@ALL.service"),
+        "",
+    );
+    let before = s.hash();
+    let j = s.json(&["check", "--json"]);
+    assert_eq!(s.hash(), before, "check changed the host");
+    let findings = j["findings"].as_array().unwrap();
+    let find = |id: &str| {
+        findings
+            .iter()
+            .find(|f| f["id"] == id)
+            .unwrap_or_else(|| panic!("no {id} in {findings:?}"))
+    };
+    let roles = find("proxmox.roles");
+    assert_eq!(roles["severity"], "ok");
+    assert!(
+        roles["message"]
+            .as_str()
+            .unwrap()
+            .contains("vgpuctl-restore.service enables SR-IOV and recreates 1 pinned vGPU(s)"),
+        "{roles}"
+    );
+    assert_eq!(find("proxmox.sriov.ALL")["severity"], "ok");
+    let direct = find(&format!("proxmox.vf.101.hostpci0.{pinned}"));
+    assert_eq!(direct["severity"], "warn", "{direct}");
+    assert!(
+        direct["message"].as_str().unwrap().contains("cannot start"),
+        "{direct}"
+    );
+    let mapped = find(&format!("proxmox.vf.103.hostpci1.{pinned}"));
+    assert_eq!(mapped["severity"], "warn", "{mapped}");
+    assert!(
+        mapped["fix"].as_str().unwrap().contains("remove"),
+        "{mapped}"
+    );
+    let passthrough = find(&format!("proxmox.vf.104.hostpci0.{pinned}"));
+    assert_eq!(passthrough["severity"], "ok", "{passthrough}");
+    // vgpuctl's own mappings never hold a pinned VF: VM 102 is not named.
+    assert!(
+        !findings
+            .iter()
+            .any(|f| f["id"].as_str().unwrap().starts_with("proxmox.vf.102.")),
+        "{findings:?}"
+    );
+    // Not Proxmox: nothing of it.
+    let other = Sim::new("a40x8-ready");
+    let j = other.json(&["check", "--json"]);
+    assert!(
+        !j["findings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|f| f["id"].as_str().unwrap().starts_with("proxmox.")),
+        "{j}"
+    );
+}
