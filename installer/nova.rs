@@ -367,5 +367,54 @@ mod tests {
             "{t}"
         );
         assert!(render(&Pins::default(), &ids).is_err());
+        assert!(fragment(&Pins::default(), &ids)
+            .unwrap()
+            .0
+            .contains("No vGPUs are pinned"));
+    }
+
+    #[test]
+    fn a_gpu_mixing_types_is_named_for_placement() {
+        let id = PciIds {
+            vendor: 0x10de,
+            device: 0x26b9,
+            subsystem: None,
+            iommu_group: None,
+        };
+        let p = pins(vec![
+            pin(
+                "0000:41:00.4",
+                "0000:41:00.0",
+                "1155",
+                "NVIDIA L40S-12Q",
+                "vendor-vfio",
+            ),
+            pin(
+                "0000:41:00.5",
+                "0000:41:00.0",
+                "1157",
+                "NVIDIA L40S-24Q",
+                "vendor-vfio",
+            ),
+            pin(
+                "0000:81:00.4",
+                "0000:81:00.0",
+                "1155",
+                "NVIDIA L40S-12Q",
+                "vendor-vfio",
+            ),
+        ]);
+        let ids = p
+            .vgpus
+            .iter()
+            .map(|v| (v.parent.clone(), id.clone()))
+            .collect();
+        let t = render(&p, &ids).unwrap();
+        assert_eq!(t.matches("alias = ").count(), 2, "{t}");
+        assert_eq!(t.matches("device_spec = ").count(), 3, "{t}");
+        assert!(
+            t.contains("# GPU(s) 0000:41:00.0 hold vGPUs of several types"),
+            "{t}"
+        );
     }
 }
