@@ -453,6 +453,110 @@ pub fn mixed_size_findings(f: &HostFacts, pinned: &[String]) -> Vec<Finding> {
     out.0
 }
 
+/// On Proxmox VE, who does what with the GPUs, so vgpuctl's restore and Proxmox never take the
+/// same VF: vgpuctl-restore.service enables SR-IOV and recreates the pinned vGPUs at boot;
+/// Proxmox (qemu-server) creates a VM's vGPU itself at VM start on a function its `hostpciN`
+/// names with `mdev=` (an mdev, or a `current_vgpu_type` write on the vendor-specific VFIO
+/// interface); pve-nvidia-vgpu-helper's `pve-nvidia-sriov@` units run `sriov-manage -e`, which
+/// leaves a GPU whose VFs are enabled as it is (recorded-behaviour.md §2). A `hostpciN` with
+/// `mdev=` that may take a VF holding a pinned vGPU is a warning; one without `mdev=` gives the
+/// VM that vGPU. `pins`: (parent, GPU, UUID, type name) of every pin.
+pub fn proxmox_findings(
+    px: &crate::facts::proxmox::ProxmoxFacts,
+    pins: &[(String, String, String, String)],
+    restore_enabled: bool,
+) -> Vec<Finding> {
+    let mut out = Findings(Vec::new());
+    // A VF holds one vGPU; a PF without SR-IOV holds many and is shared.
+    let pinned_vfs: Vec<&(String, String, String, String)> = pins
+        .iter()
+        .filter(|(parent, gpu, _, _)| parent != gpu)
+        .collect();
+    let with_mdev = px.hostpci.iter().filter(|h| h.mdev.is_some()).count();
+    let restore = match (pins.is_empty(), restore_enabled) {
+        (true, _) => {
+            "vgpuctl pins no vGPU (vgpuctl-restore.service has nothing to recreate)".to_string()
+        }
+        (false, true) => format!(
+            "vgpuctl-restore.service enables SR-IOV and recreates {} pinned vGPU(s) at every boot",
+            pins.len()
+        ),
+        (false, false) => format!(
+            "{} vGPU(s) are pinned but vgpuctl-restore.service is not enabled (`vgpuctl setup` \
+             enables it)",
+            pins.len()
+        ),
+    };
+    out.ok(
+        "proxmox.roles",
+        format!(
+            "Proxmox VE: {restore}; Proxmox creates a VM's vGPU at VM start for each hostpci with \
+             mdev= ({with_mdev} configured), on the VFs vgpuctl does not pin"
+        ),
+    );
+    for unit in &px.sriov_units {
+        out.ok(
+            &format!("proxmox.sriov.{unit}"),
+            format!(
+                "pve-nvidia-sriov@{unit}.service also enables SR-IOV at boot: sriov-manage leaves \
+                 a GPU whose VFs are enabled as it is, so it and vgpuctl-restore.service agree"
+            ),
+        );
+    }
+    for h in &px.hostpci {
+        for (parent, _, uuid, type_name) in &pinned_vfs {
+            if !h.functions.contains(parent) {
+                continue;
+            }
+            let via = h
+                .mapping
+                .as_ref()
+                .map(|m| format!(" (mapping {m})"))
+                .unwrap_or_default();
+            let id = format!("proxmox.vf.{}.{}.{parent}", h.vmid, h.key);
+            let short = crate::vgpu_name::short(type_name);
+            match (&h.mdev, &h.mapping) {
+                (Some(t), Some(m)) => out.warn(
+                    &id,
+                    format!(
+                        "VM {} {}{via} with mdev={t} may take VF {parent}, which holds vGPU \
+                         {uuid} ({short}) that vgpuctl recreates at every boot",
+                        h.vmid, h.key
+                    ),
+                    format!(
+                        "remove {parent} from mapping {m} (`vgpuctl export --proxmox` prints the \
+                         mappings without pinned VFs), or unpin the vGPU (lower its count and run \
+                         setup)"
+                    ),
+                ),
+                (Some(t), None) => out.warn(
+                    &id,
+                    format!(
+                        "VM {} {} asks Proxmox for an mdev={t} vGPU on VF {parent}, which already \
+                         holds vGPU {uuid} ({short}) that vgpuctl recreates at every boot: the VM \
+                         cannot start with it",
+                        h.vmid, h.key
+                    ),
+                    format!(
+                        "give VM {} another VF (or a mapping from `vgpuctl export --proxmox`), or \
+                         drop mdev= to pass it vgpuctl's vGPU as it is",
+                        h.vmid
+                    ),
+                ),
+                (None, _) => out.ok(
+                    &id,
+                    format!(
+                        "VM {} {}{via} passes through VF {parent}: it gets vgpuctl's vGPU {uuid} \
+                         ({short})",
+                        h.vmid, h.key
+                    ),
+                ),
+            }
+        }
+    }
+    out.0
+}
+
 /// What the vGPU scheduling policy is and will be, as `RmPVMRL` values (NVIDIA's vGPU user guide,
 /// "Changing Scheduling Behavior for Time-Sliced vGPUs"; see [`crate::edit::registry_dwords`]).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]

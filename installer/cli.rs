@@ -108,12 +108,25 @@ pub enum Command {
         #[arg(long, default_value_t = 120, value_name = "SECS")]
         vf_timeout: u64,
     },
-    /// Write the host's live vGPUs as a profile (or as mdevctl definitions).
+    /// Write the host's live vGPUs as a profile (or as mdevctl definitions, or as the
+    /// configuration OpenStack Nova, KubeVirt or Proxmox VE needs to hand them to VMs).
+    #[command(group(clap::ArgGroup::new("format").multiple(false).args(["mdevctl", "nova", "kubevirt", "proxmox"])))]
     Export {
         /// Write /etc/mdevctl.d/<parent>/<uuid> definitions (start manual) instead.
         #[arg(long)]
         mdevctl: bool,
-        /// Write the profile to FILE instead of standard output.
+        /// Print the nova.conf fragment for the pinned vGPUs ([devices]/[mdev_*] on mdev,
+        /// [pci] device_spec and alias on vendor-specific VFIO).
+        #[arg(long)]
+        nova: bool,
+        /// Print the KubeVirt CR's permittedHostDevices for the pinned vGPUs (a merge patch).
+        #[arg(long)]
+        kubevirt: bool,
+        /// Print Proxmox VE PCI resource mappings (/etc/pve/mapping/pci.cfg) for the GPUs.
+        #[arg(long)]
+        proxmox: bool,
+        /// Write the profile (or the --nova, --kubevirt, --proxmox text) to FILE instead of
+        /// standard output.
         #[arg(short, long, value_name = "FILE")]
         output: Option<PathBuf>,
     },

@@ -146,6 +146,7 @@ pub fn export_profile(facts: &HostFacts, active: Option<&Profile>, pins: Option<
     let mut p = Profile {
         host: active.map(|a| a.host.clone()).unwrap_or_default(),
         cloudpods: active.and_then(|a| a.cloudpods.clone()),
+        nova: active.and_then(|a| a.nova.clone()),
         ..Profile::default()
     };
     for g in &facts.gpus {

@@ -44,7 +44,24 @@ fn run(cli: Cli, opener: &dyn HostOpener) -> Result<Exit, Failure> {
         Command::Status { json, libvirt_xml } => {
             cmd::inspect::status(&host, json, libvirt_xml.as_deref())
         }
-        Command::Export { mdevctl, output } => cmd::export::run(&host, mdevctl, output.as_deref()),
+        Command::Export {
+            mdevctl,
+            nova,
+            kubevirt,
+            proxmox,
+            output,
+        } => {
+            use cmd::export::Format;
+            use vgpuctl::platforms::Platform;
+            let format = match (mdevctl, nova, kubevirt, proxmox) {
+                (true, ..) => Format::Mdevctl,
+                (_, true, ..) => Format::Platform(Platform::Nova),
+                (_, _, true, _) => Format::Platform(Platform::Kubevirt),
+                (.., true) => Format::Platform(Platform::Proxmox),
+                _ => Format::Profile,
+            };
+            cmd::export::run(&host, format, output.as_deref())
+        }
         Command::Types { json } => cmd::inspect::types(&host, json),
         Command::Import {
             dry_run,

@@ -86,7 +86,7 @@ pub fn parse(text: &str) -> Result<Pins> {
     };
     if p != only_pins {
         return Err(bad(format!(
-            "{file}: holds profile keys ([host], [driver], [[gpus]], [cloudpods]); only `sriov` \
+            "{file}: holds profile keys ([host], [driver], [[gpus]], [cloudpods], [nova]); only `sriov` \
              and [[vgpus]] belong here"
         )));
     }

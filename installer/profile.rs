@@ -28,6 +28,10 @@ pub struct Profile {
     /// `[cloudpods]`: keep CloudPods' host.conf in step with the vGPUs (setup and restore).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cloudpods: Option<CloudpodsConfig>,
+    /// `[nova]`: keep a nova.conf fragment for nova-compute in step with the vGPUs (setup and
+    /// restore).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nova: Option<NovaConfig>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -142,6 +146,38 @@ impl Default for CloudpodsConfig {
     fn default() -> Self {
         CloudpodsConfig {
             host_conf: default_host_conf(),
+            restart: false,
+        }
+    }
+}
+
+/// Where `[nova] conf` points by default: nova-compute reads every file in
+/// `/etc/nova/nova.conf.d/` after nova.conf (oslo.config's `--config-dir`, as Nova's packages
+/// start it).
+pub const NOVA_CONF: &str = "/etc/nova/nova.conf.d/vgpu.conf";
+
+fn default_nova_conf() -> String {
+    NOVA_CONF.to_string()
+}
+
+/// `[nova]`: setup and restore write `conf`, a nova.conf fragment vgpuctl owns, with the pinned
+/// vGPUs (`vgpuctl export --nova`), and with `restart = true` restart nova-compute after a
+/// change.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NovaConfig {
+    /// The fragment's path inside the host root (nova-compute reads /etc/nova/nova.conf.d/).
+    #[serde(default = "default_nova_conf")]
+    pub conf: String,
+    /// Restart nova-compute after the fragment changed.
+    #[serde(default)]
+    pub restart: bool,
+}
+
+impl Default for NovaConfig {
+    fn default() -> Self {
+        NovaConfig {
+            conf: default_nova_conf(),
             restart: false,
         }
     }

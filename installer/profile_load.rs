@@ -13,7 +13,7 @@ use toml::Spanned;
 
 use crate::exit::Failure;
 use crate::pci::{check_mdev_parent, is_safe_name, is_uuid, PciAddr};
-use crate::profile::{CloudpodsConfig, DriverConfig, GpuRequest, Profile, SavedVgpu};
+use crate::profile::{CloudpodsConfig, DriverConfig, GpuRequest, NovaConfig, Profile, SavedVgpu};
 
 /// Most vGPUs one physical GPU can hold in any NVIDIA profile table (32 VFs on Ampere/Ada;
 /// 1B types on Maxwell stop at 16 per GPU): a larger count is a typo.
@@ -415,6 +415,21 @@ fn check_scheduler(cx: &mut Ctx, h: &crate::profile::HostPolicy) {
     }
 }
 
+fn check_nova(cx: &mut Ctx, c: &NovaConfig) {
+    if let Err(e) = check_abs_path(&c.conf) {
+        cx.err(&[key("nova"), key("conf")], e);
+    } else if c.conf.ends_with('/') {
+        cx.err(
+            &[key("nova"), key("conf")],
+            format!(
+                "{:?} names a directory; give the fragment's file, e.g. {}",
+                c.conf,
+                crate::profile::NOVA_CONF
+            ),
+        );
+    }
+}
+
 fn check_cloudpods(cx: &mut Ctx, c: &CloudpodsConfig) {
     if let Err(e) = check_abs_path(&c.host_conf) {
         cx.err(&[key("cloudpods"), key("host_conf")], e);
@@ -604,6 +619,9 @@ pub fn check(text: &str, file: &str) -> Result<Profile, Vec<ProfileError>> {
     }
     if let Some(c) = &profile.cloudpods {
         check_cloudpods(&mut cx, c);
+    }
+    if let Some(c) = &profile.nova {
+        check_nova(&mut cx, c);
     }
     if cx.errors.is_empty() {
         Ok(normalize(profile))
@@ -1046,6 +1064,37 @@ uuids = []
             let e = one(&format!("sriov = [\"0000:e8:00.0\", {bad:?}]\n"));
             assert!(e.contains("sriov[1]"), "{bad}: {e}");
         }
+    }
+
+    #[test]
+    fn nova_section() {
+        let c = Profile::parse("[nova]\n", "f").unwrap().nova.unwrap();
+        assert_eq!(c.conf, "/etc/nova/nova.conf.d/vgpu.conf");
+        assert!(!c.restart);
+        let p = Profile::parse(
+            "[nova]\nconf = \"/etc/kolla/nova-compute/nova.conf.d/vgpu.conf\"\nrestart = true\n",
+            "f",
+        )
+        .unwrap();
+        assert_eq!(
+            p.nova,
+            Some(NovaConfig {
+                conf: "/etc/kolla/nova-compute/nova.conf.d/vgpu.conf".into(),
+                restart: true
+            })
+        );
+        assert_eq!(Profile::parse("", "f").unwrap().nova, None);
+        let e = one("[nova]\nconf = \"nova.conf.d/vgpu.conf\"\n");
+        assert!(
+            e.starts_with("profiles/t.toml:2:8: nova.conf: \"nova.conf.d/vgpu.conf\" must be an absolute path"),
+            "{e}"
+        );
+        assert!(one("[nova]\nconf = \"/etc/nova/../shadow\"\n").contains("'..'"));
+        assert!(one("[nova]\nconf = \"/etc/nova/nova.conf.d/\"\n").contains("names a directory"));
+        assert_eq!(errs("[nova]\nrestart = 1\n")[0].field, "nova.restart");
+        assert_eq!(errs("[nova]\nconfig = \"/x\"\n")[0].field, "nova.config");
+        let text = toml::to_string_pretty(&p).unwrap();
+        assert_eq!(Profile::parse(&text, "f").unwrap(), p);
     }
 
     #[test]

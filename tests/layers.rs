@@ -60,10 +60,20 @@ const LAYERS: &[(&str, &[&str])] = &[
     ("observe", &["facts"]),
     (
         "act on (or report) one part: vGPUs, the driver, CloudPods",
-        &["vgpu", "driver", "cloudpods", "status"],
+        &["vgpu", "driver", "cloudpods", "nova", "nova_conf", "status"],
     ),
     ("plan and apply", &["setup"]),
-    ("judge, export, ask", &["check", "integrations", "wizard"]),
+    (
+        "judge, export, ask",
+        &[
+            "check",
+            "integrations",
+            "kubevirt",
+            "proxmox",
+            "platforms",
+            "wizard",
+        ],
+    ),
     ("open the host the global options name", &["opener"]),
     ("one module per command", &["cmd"]),
     ("the binary: parse, open, dispatch", &["main", "simulator"]),

@@ -15,6 +15,9 @@ pub fn run(host: &Host, json: bool) -> Result<Exit, Failure> {
     report
         .findings
         .extend(crate::check::mixed_size_findings(&facts, &pinned));
+    if facts.os.proxmox {
+        report.findings.extend(proxmox_findings(host, &facts));
+    }
     if json {
         crate::outln!("{}", serde_json::to_string_pretty(&report)?);
     } else {
@@ -40,4 +43,26 @@ fn scheduler_facts(host: &Host) -> crate::check::SchedulerFacts {
         configured: rd::configured(&crate::setup::observe::modprobe_d(host)),
         wanted,
     }
+}
+
+/// Proxmox VE's side of the GPUs against vgpuctl's pins.
+fn proxmox_findings(host: &Host, facts: &crate::facts::HostFacts) -> Vec<crate::check::Finding> {
+    let node = crate::facts::system::hostname(host)
+        .and_then(|h| crate::proxmox::node_name(&h))
+        .unwrap_or_default();
+    let px = crate::facts::proxmox::observe(host, &node);
+    let pins: Vec<(String, String, String, String)> = crate::pins::load(host)
+        .ok()
+        .flatten()
+        .map(|p| {
+            p.vgpus
+                .into_iter()
+                .map(|v| {
+                    let gpu = v.gpu.unwrap_or_else(|| v.parent.clone());
+                    (v.parent, gpu, v.uuid, v.type_name)
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    crate::check::proxmox_findings(&px, &pins, facts.restore_unit_enabled)
 }

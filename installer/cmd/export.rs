@@ -51,14 +51,29 @@ pub fn check_output(path: &Path) -> Result<(), Failure> {
     }
 }
 
-pub fn run(host: &Host, mdevctl: bool, output: Option<&Path>) -> Result<Exit, Failure> {
+/// What `export` writes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Format {
+    /// A profile `setup --profile` replays (the default).
+    Profile,
+    Mdevctl,
+    /// What OpenStack Nova, KubeVirt or Proxmox VE needs.
+    Platform(crate::platforms::Platform),
+}
+
+pub fn run(host: &Host, format: Format, output: Option<&Path>) -> Result<Exit, Failure> {
     if let Some(path) = output {
         check_output(path)?;
     }
     let active = crate::active::load(host)?;
     // Read-only: pins an older release left in the profile copy are read there, not moved.
     let pins = crate::pins::load(host)?;
-    if mdevctl {
+    if let Format::Platform(platform) = format {
+        let text =
+            crate::platforms::render(host, platform, pins.as_ref()).map_err(Failure::failed)?;
+        return write_text(output, &text);
+    }
+    if format == Format::Mdevctl {
         crate::privilege::require_root(host, "export --mdevctl")?;
         let _lock = crate::setup::lock::acquire(host, "export --mdevctl")?;
         let Some(pins) = pins else {
@@ -85,6 +100,11 @@ pub fn run(host: &Host, mdevctl: bool, output: Option<&Path>) -> Result<Exit, Fa
         p.driver.is_some(),
         facts.driver.loaded_version.as_deref(),
     );
+    write_text(output, &text)
+}
+
+/// `text` to `-o FILE` (atomically) or to standard output.
+fn write_text(output: Option<&Path>, text: &str) -> Result<Exit, Failure> {
     match output {
         Some(path) => {
             crate::host::files::replace_atomic(path, text.as_bytes(), 0o644)?;

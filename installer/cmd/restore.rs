@@ -71,5 +71,12 @@ pub fn run(host: &Host, vf_timeout: u64, dry_run: bool) -> Result<Exit, Failure>
         Ok(None) => {}
         Err(e) => eprintln!("vgpuctl restore: {e:#}"),
     }
+    // So does the [nova] fragment, with the same rule.
+    if let Some(cfg) = &profile.nova {
+        match crate::nova_conf::sync(host, cfg, &pins) {
+            Ok(msg) => crate::outln!("{msg}"),
+            Err(e) => eprintln!("vgpuctl restore: {e:#}"),
+        }
+    }
     Ok(if report.ok { Exit::Ok } else { Exit::Failed })
 }

@@ -78,6 +78,33 @@ fn dev(addr: &str, attr: &str) -> String {
     format!("{PCI_DEVICES}/{addr}/{attr}")
 }
 
+/// What a PCI function says it is, as the platforms that check hardware compare it: Proxmox's
+/// resource mapping (`id`, `subsystem-id`, `iommugroup`), Nova's and KubeVirt's vendor:device
+/// selectors. Read from the function itself: a VF's ids are its own, never assumed from its PF.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PciIds {
+    pub vendor: u16,
+    pub device: u16,
+    /// Subsystem vendor and device, when the function has them.
+    pub subsystem: Option<(u16, u16)>,
+    pub iommu_group: Option<String>,
+}
+
+/// The ids of the PCI function `addr` (`None`: no such function, or it does not say).
+pub fn pci_ids(host: &Host, addr: &str) -> Option<PciIds> {
+    let vendor = read_hex(host, addr, "vendor")? as u16;
+    let device = read_hex(host, addr, "device")? as u16;
+    let subsystem = read_hex(host, addr, "subsystem_vendor")
+        .zip(read_hex(host, addr, "subsystem_device"))
+        .map(|(v, d)| (v as u16, d as u16));
+    Some(PciIds {
+        vendor,
+        device,
+        subsystem,
+        iommu_group: host.link_name(&dev(addr, "iommu_group")),
+    })
+}
+
 fn read_hex(host: &Host, addr: &str, attr: &str) -> Option<u32> {
     let read = || {
         host.read_trim(&dev(addr, attr))

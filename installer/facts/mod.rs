@@ -4,6 +4,7 @@
 
 pub mod gpus;
 pub mod mixed_size;
+pub mod proxmox;
 pub mod system;
 pub mod vfio_holders;
 pub mod vfio_persist;

@@ -127,6 +127,13 @@ pub fn unit_exists(host: &Host, unit: &str) -> bool {
         .any(|d| host.exists(&format!("{d}/{unit}")))
 }
 
+/// The host's name from `/etc/hostname` (its first line), as platforms that name nodes read it.
+pub fn hostname(host: &Host) -> Option<String> {
+    let text = host.read("etc/hostname").ok()?;
+    let name = text.lines().next()?.trim().to_string();
+    (!name.is_empty()).then_some(name)
+}
+
 /// Everything but the GPUs and mdev devices, which `facts::observe` adds.
 pub fn observe(host: &Host) -> HostFacts {
     let cpuinfo = host.read("proc/cpuinfo").unwrap_or_default();

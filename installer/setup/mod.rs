@@ -415,6 +415,11 @@ fn finish(host: &Host) -> Result<Exit, Failure> {
     {
         crate::outln!("{}", msg.unwrap_or_default());
     }
+    // So does the [nova] fragment.
+    if let Some(cfg) = active.as_ref().and_then(|p| p.nova.as_ref()) {
+        let msg = crate::nova_conf::sync(host, cfg, &pins.clone().unwrap_or_default())?;
+        crate::outln!("{msg}");
+    }
     let s = crate::status::status(&f, pins.as_ref());
     crate::out!("\n{}", crate::status::render_status(&s));
     if s.drift.is_empty() {

@@ -56,6 +56,10 @@ pub fn adapt(mut plan: Plan, profile: &Profile, reboot_reasons: &[String]) -> (P
     if profile.cloudpods.as_ref().is_some_and(|c| c.restart) {
         blocked.push("the CloudPods host agent restart (`kubectl`, restart = true)".into());
     }
+    if profile.nova.as_ref().is_some_and(|c| c.restart) {
+        blocked
+            .push("the nova-compute restart (`systemctl restart`, [nova] restart = true)".into());
+    }
     blocked.dedup();
     (plan, blocked)
 }

@@ -11,6 +11,7 @@
 //! - `gpus[N].uuids`: go with exactly one GPU, and none is already a live vGPU elsewhere.
 //! - `vgpus[N].uuid`: not live on another parent than the pin names.
 //! - `[cloudpods] host_conf`: an existing, readable file in a shape its editor can keep.
+//! - `[nova] conf`: a file (not a directory) in a directory that exists (nova-compute's).
 
 use std::io::ErrorKind;
 use std::time::SystemTime;
@@ -33,6 +34,9 @@ pub fn validate(
     check_driver(host, f, profile, allow_unverified).map_err(|(k, r)| src.error(k, r))?;
     check_uuids(f, profile).map_err(|(k, r)| src.error(&k, r))?;
     check_cloudpods(host, profile).map_err(|r| src.error("cloudpods.host_conf", r))?;
+    if let Some(c) = &profile.nova {
+        crate::nova_conf::check(host, c).map_err(|r| src.error("nova.conf", r))?;
+    }
     Ok(())
 }
 
