@@ -44,7 +44,7 @@ fn check_bytes(host: &Host, path: &str, before: &[u8]) -> Result<()> {
 /// The write's precondition ([`SysfsCreate::precondition`]): the type directory (mdev) or the
 /// list entry (vendor VFIO) still names the planned type and can take one, and the device the
 /// write makes does not exist yet. A `name` or `available_instances` that cannot be read at this
-/// instant does not fail it (the simulator showed such moments); one that says otherwise does.
+/// instant does not fail it (a driver rewriting it, a racing lookup); one that says otherwise does.
 pub fn check_create(host: &Host, c: &SysfsCreate) -> Result<()> {
     let v = &c.create;
     let holds = match v.interface {
@@ -71,8 +71,8 @@ pub fn check_create(host: &Host, c: &SysfsCreate) -> Result<()> {
             if let Some(n) = wrong_name {
                 return Err(stale(format!("{} (it is {n})", c.precondition())));
             }
-            // Unreadable at this instant (the simulator rewrites attributes by remove and
-            // write): not judged, the kernel refuses a create that has no room.
+            // Unreadable at this instant: not judged, the kernel refuses a create that has no
+            // room.
             if room
                 .as_deref()
                 .is_some_and(|r| r.parse::<u32>().unwrap_or(0) == 0)
