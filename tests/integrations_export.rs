@@ -135,3 +135,55 @@ fn the_exported_profile_names_the_driver_section_a_fresh_host_needs() {
     fresh.setup_to_end(p.path());
     assert_eq!(state(&fresh), before, "profile:\n{filled}");
 }
+
+/// GPU address -> sorted (VF, uuid) of its vGPUs: which VF holds which vGPU.
+fn placement(s: &Sim) -> BTreeMap<String, Vec<(String, String)>> {
+    let j = s.json(&["status", "--json"]);
+    let mut m = BTreeMap::new();
+    for g in j["gpus"].as_array().unwrap() {
+        let mut v: Vec<(String, String)> = g["vgpus"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| {
+                (
+                    v["parent"].as_str().unwrap_or("?").to_string(),
+                    v["uuid"].as_str().unwrap_or("-").to_string(),
+                )
+            })
+            .collect();
+        v.sort();
+        if !v.is_empty() {
+            m.insert(g["address"].as_str().unwrap().to_string(), v);
+        }
+    }
+    m
+}
+
+/// On vendor-specific VFIO the VF is the vGPU's identity (a VM's XML names its address): an
+/// exported profile puts each vGPU back on the same VF of a fresh host, not on the first free
+/// ones (issue 16 item 15). The host's vGPUs sit on VFs the placement would not have chosen.
+#[test]
+fn vendor_vfio_host_replays_each_vgpu_on_its_own_vf() {
+    let a = Sim::new("l40s-vfio-ready");
+    let attr = |vf: &str| format!("/sys/bus/pci/devices/{vf}/nvidia/current_vgpu_type");
+    a.write(
+        "etc/rc.local",
+        &format!(
+            "#!/bin/bash\n/usr/lib/nvidia/sriov-manage -e 0000:41:00.0\nsleep 5\n\
+             echo 1153 > {}\necho 1153 > {}\nexit 0\n",
+            attr("0000:41:00.7"),
+            attr("0000:41:00.6")
+        ),
+    );
+    let r = a.run(&["import"]);
+    assert_eq!(r.code, 0, "{r:?}");
+    let before = placement(&a);
+    let vfs: Vec<&str> = before["0000:41:00.0"]
+        .iter()
+        .map(|(p, _)| p.as_str())
+        .collect();
+    assert_eq!(vfs, ["0000:41:00.6", "0000:41:00.7"], "{before:?}");
+    let (b, text) = replay(&a, "l40s-vfio-ready");
+    assert_eq!(placement(&b), before, "exported profile:\n{text}");
+}

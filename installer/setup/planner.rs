@@ -69,6 +69,19 @@ pub fn plan(
     let mut present_pins: Vec<SavedVgpu> = Vec::new();
     let mut creating = false;
     let pins = f.pins.as_ref().map(|p| p.vgpus.as_slice()).unwrap_or(&[]);
+    // Placement also follows the profile's own [[vgpus]] (an exported profile names each vGPU's
+    // UUID and VF): on a host that does not pin them yet, each goes back on its VF when free.
+    let placing: Vec<SavedVgpu> = pins
+        .iter()
+        .cloned()
+        .chain(
+            profile
+                .vgpus
+                .iter()
+                .filter(|v| !pins.iter().any(|p| p.uuid == v.uuid))
+                .cloned(),
+        )
+        .collect();
     // A new UUID is never one that exists or is pinned (a plan made again after some of an
     // earlier plan's devices were created draws from the start of the same sequence).
     let taken: Vec<String> = f
@@ -227,9 +240,10 @@ pub fn plan(
                 // The parents this GPU's earlier entries take are not free for this one.
                 let occupied: Vec<crate::facts::Vgpu> =
                     existing.iter().cloned().chain(group.planned()).collect();
-                let placement =
-                    place::place(gpu, &occupied, &ty, req.count, &req.uuids, pins, &mut fresh)
-                        .map_err(|e| err(field("count"), e))?;
+                let placement = place::place(
+                    gpu, &occupied, &ty, req.count, &req.uuids, &placing, &mut fresh,
+                )
+                .map_err(|e| err(field("count"), e))?;
                 let create: Vec<SysfsCreate> = placement
                     .create
                     .into_iter()

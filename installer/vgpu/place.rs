@@ -197,7 +197,8 @@ pub fn place(
         .collect::<Vec<_>>()
         .into_iter();
     let mut used = taken_uuids;
-    for (parent, type_id, interface) in slots.into_iter().take(needed) {
+    let mut wanted: Vec<String> = Vec::new();
+    for _ in 0..needed {
         let uuid = loop {
             match reuse.next() {
                 Some(u) if used.contains(&u) => continue,
@@ -206,6 +207,10 @@ pub fn place(
             }
         };
         used.push(uuid.clone());
+        wanted.push(uuid);
+    }
+    for (slot, uuid) in assign_slots(&slots, &wanted, pinned, &gpu.address) {
+        let (parent, type_id, interface) = slots[slot].clone();
         out.create.push(Create {
             gpu: gpu.address.clone(),
             parent,
@@ -216,4 +221,39 @@ pub fn place(
         });
     }
     Ok(out)
+}
+
+/// Which free slot each UUID takes, in slot order: a UUID pinned on a parent that is free goes
+/// back on it (on vendor-specific VFIO the VF is the vGPU's identity, the address a VM's XML
+/// names), the others take the remaining slots in order.
+fn assign_slots(
+    slots: &[(String, String, Interface)],
+    uuids: &[String],
+    pinned: &[SavedVgpu],
+    gpu: &str,
+) -> Vec<(usize, String)> {
+    let mut taken = vec![false; slots.len()];
+    let mut placed: Vec<(usize, String)> = Vec::new();
+    let mut rest: Vec<&String> = Vec::new();
+    for u in uuids {
+        let home = pinned
+            .iter()
+            .find(|p| p.uuid == *u && p.gpu.as_deref().is_none_or(|g| g == gpu))
+            .and_then(|p| (0..slots.len()).find(|&i| !taken[i] && slots[i].0 == p.parent));
+        match home {
+            Some(i) => {
+                taken[i] = true;
+                placed.push((i, u.clone()));
+            }
+            None => rest.push(u),
+        }
+    }
+    let mut free = (0..slots.len()).filter(|&i| !taken[i]);
+    for u in rest {
+        if let Some(i) = free.next() {
+            placed.push((i, u.clone()));
+        }
+    }
+    placed.sort_by_key(|(i, _)| *i);
+    placed
 }
