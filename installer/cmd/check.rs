@@ -15,6 +15,10 @@ pub fn run(host: &Host, json: bool) -> Result<Exit, Failure> {
     report
         .findings
         .extend(crate::check::mixed_size_findings(&facts, &pinned));
+    report.findings.extend(crate::check::mig_findings(
+        &facts,
+        &wanted_types(host, &facts),
+    ));
     if json {
         crate::outln!("{}", serde_json::to_string_pretty(&report)?);
     } else {
@@ -40,4 +44,25 @@ fn scheduler_facts(host: &Host) -> crate::check::SchedulerFacts {
         configured: rd::configured(&crate::setup::observe::modprobe_d(host)),
         wanted,
     }
+}
+
+/// The vGPU types the active profile asks for, per selected GPU, with whether each is MIG-backed
+/// (by the GPU's catalog; a type it does not know is left out: setup names that one).
+fn wanted_types(host: &Host, facts: &crate::facts::HostFacts) -> Vec<crate::check::WantedType> {
+    let Some(profile) = crate::active::load(host).ok().flatten() else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for req in &profile.gpus {
+        for gpu in crate::vgpu::select::select(facts, &req.select).unwrap_or_default() {
+            if let Some(t) = crate::vgpu::select::known_type(gpu, &req.vgpu_type) {
+                out.push((
+                    gpu.address.clone(),
+                    crate::vgpu_name::short(&t.name).to_string(),
+                    t.mig_backed(),
+                ));
+            }
+        }
+    }
+    out
 }
