@@ -1702,7 +1702,7 @@ fn a100_mig_mode_waits_for_a_reboot_and_then_persists() {
 #[test]
 fn a100_mig_backed_vgpus_on_mdev_in_the_recorded_order() {
     let d = tmp();
-    let h = sim(&d, "a100-mig-ready", &[]);
+    let h = sim(&d, "a100-mig-ready", &["vf_delay_ms=30", "vf_group_ms=3"]);
     smi(&h, &["-i", "0", "-mig", "1"]);
     reboot(&h, &[]).unwrap();
     let vf = |f: u32| format!("0000:17:00.{f}");
@@ -1793,7 +1793,12 @@ fn a100_mig_backed_vgpus_on_mdev_in_the_recorded_order() {
 #[test]
 fn h200_mig_on_vendor_vfio_takes_effect_at_once_and_is_lost_at_boot() {
     let d = tmp();
-    let h = sim(&d, "h200x8-vfio-ready", &[]);
+    // VFs staged ahead and their groups appearing later, as on the default path of a slow host.
+    let h = sim(
+        &d,
+        "h200x8-vfio-ready",
+        &["vf_delay_ms=30", "vf_group_ms=3"],
+    );
     let out = smi(&h, &["-i", "7", "-mig", "1"]);
     assert_eq!(
         out.stdout,
