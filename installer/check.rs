@@ -557,6 +557,76 @@ pub fn proxmox_findings(
     out.0
 }
 
+/// A vGPU type the active profile asks for on a GPU: (GPU address, type name, MIG-backed).
+pub type WantedType = (String, String, bool);
+
+/// Per GPU the driver gave a MIG answer for: its MIG capability and mode (current and pending,
+/// recorded-behaviour.md §5), with the `nvidia-smi` command when the profile's types need the
+/// other mode: MIG-backed types live in GPU instances (MIG on), time-sliced ones need it off.
+pub fn mig_findings(f: &HostFacts, wanted: &[WantedType]) -> Vec<Finding> {
+    let mut out = Findings(Vec::new());
+    for g in f.gpus.iter().filter(|g| g.model.vgpu_supported) {
+        let Some(m) = g.mig_mode else { continue };
+        let id = format!("mig.{}", g.address);
+        let a = &g.address;
+        let names = |mig: bool| {
+            let mut n: Vec<&str> = wanted
+                .iter()
+                .filter(|(addr, _, m)| addr == a && *m == mig)
+                .map(|(_, t, _)| t.as_str())
+                .collect();
+            n.dedup();
+            n.join(", ")
+        };
+        let (mig_types, sliced_types) = (names(true), names(false));
+        let word = |on: bool| if on { "on" } else { "off" };
+        let mode = format!(
+            "MIG mode {} (pending: {})",
+            word(m.current),
+            word(m.pending)
+        );
+        if !m.capable {
+            if !mig_types.is_empty() {
+                out.warn(
+                    &id,
+                    format!("{a}: no MIG on this GPU, but the profile asks for {mig_types}"),
+                    "a MIG-backed type needs a GPU with MIG (A100, A30, H100, H200, B200): pick a time-sliced type for this GPU",
+                );
+            }
+            continue;
+        }
+        match (mig_types.is_empty(), sliced_types.is_empty()) {
+            (false, _) if m.current => out.ok(
+                &id,
+                format!("{a}: MIG capable, {mode}: ready for {mig_types}"),
+            ),
+            (false, _) if m.pending => out.warn(
+                &id,
+                format!(
+                    "{a}: MIG capable, {mode}: {mig_types} need it on, which waits for the GPU's reset"
+                ),
+                "reboot the host: the pending MIG mode takes effect when the GPU resets",
+            ),
+            (false, _) => out.warn(
+                &id,
+                format!("{a}: MIG capable, {mode}: {mig_types} need it on"),
+                format!(
+                    "`nvidia-smi -i {a} -mig 1` (before sriov-manage -e; on an Ampere GPU the mode waits for a reboot)"
+                ),
+            ),
+            (true, false) if m.current || m.pending => out.warn(
+                &id,
+                format!("{a}: MIG capable, {mode}: the time-sliced {sliced_types} need it off"),
+                format!(
+                    "`nvidia-smi -i {a} -mig 0` (the driver refuses while the GPU's VFs are enabled: `sriov-manage -d {a}` first)"
+                ),
+            ),
+            _ => out.ok(&id, format!("{a}: MIG capable, {mode}")),
+        }
+    }
+    out.0
+}
+
 /// What the vGPU scheduling policy is and will be, as `RmPVMRL` values (NVIDIA's vGPU user guide,
 /// "Changing Scheduling Behavior for Time-Sliced vGPUs"; see [`crate::edit::registry_dwords`]).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]

@@ -16,7 +16,7 @@ fn open_write_reboot_through_the_public_api() {
     assert_eq!(host.reach(), Reach::Simulated);
     assert_eq!(sim::detect(&root).as_deref(), Some("a40x8-ready"));
     assert_eq!(sim::detect(dir.path()), None);
-    assert_eq!(sim::MODELS.len(), 8);
+    assert_eq!(sim::MODELS.len(), 10);
     assert!(sim::OPTS.iter().any(|(k, _)| *k == "vf_delay_ms"));
 
     let out = host

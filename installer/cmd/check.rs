@@ -18,6 +18,10 @@ pub fn run(host: &Host, json: bool) -> Result<Exit, Failure> {
     if facts.os.proxmox {
         report.findings.extend(proxmox_findings(host, &facts));
     }
+    report.findings.extend(crate::check::mig_findings(
+        &facts,
+        &wanted_types(host, &facts),
+    ));
     if json {
         crate::outln!("{}", serde_json::to_string_pretty(&report)?);
     } else {
@@ -65,4 +69,25 @@ fn proxmox_findings(host: &Host, facts: &crate::facts::HostFacts) -> Vec<crate::
         })
         .unwrap_or_default();
     crate::check::proxmox_findings(&px, &pins, facts.restore_unit_enabled)
+}
+
+/// The vGPU types the active profile asks for, per selected GPU, with whether each is MIG-backed
+/// (by the GPU's catalog; a type it does not know is left out: setup names that one).
+fn wanted_types(host: &Host, facts: &crate::facts::HostFacts) -> Vec<crate::check::WantedType> {
+    let Some(profile) = crate::active::load(host).ok().flatten() else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for req in &profile.gpus {
+        for gpu in crate::vgpu::select::select(facts, &req.select).unwrap_or_default() {
+            if let Some(t) = crate::vgpu::select::known_type(gpu, &req.vgpu_type) {
+                out.push((
+                    gpu.address.clone(),
+                    crate::vgpu_name::short(&t.name).to_string(),
+                    t.mig_backed(),
+                ));
+            }
+        }
+    }
+    out
 }

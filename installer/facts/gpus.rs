@@ -36,6 +36,8 @@ pub struct Gpu {
     pub host_vgpu_mode: Option<HostVgpuMode>,
     /// Mixed-size mode as the loaded driver reports it (None: no answer, e.g. no driver).
     pub mixed_size: Option<super::mixed_size::MixedSize>,
+    /// MIG capability and mode as the loaded driver reports it (None: no answer).
+    pub mig_mode: Option<super::mig::MigMode>,
 }
 
 /// `Host VGPU Mode` in `nvidia-smi -q` (recorded-behaviour.md §3).
@@ -213,6 +215,7 @@ pub fn observe(host: &Host, in_use: &VfioHolders) -> Vec<Gpu> {
         .as_deref()
         .map(super::mixed_size::parse)
         .unwrap_or_default();
+    let mig = smi.as_deref().map(super::mig::parse).unwrap_or_default();
     for addr in host.list(PCI_DEVICES) {
         if read_hex(host, &addr, "vendor") != Some(NVIDIA) {
             continue;
@@ -265,6 +268,7 @@ pub fn observe(host: &Host, in_use: &VfioHolders) -> Vec<Gpu> {
             parents,
             host_vgpu_mode: modes.get(&addr).copied(),
             mixed_size: mixed.get(&addr).copied(),
+            mig_mode: mig.get(&addr).copied(),
             address: addr,
         });
     }

@@ -3,6 +3,7 @@
 //! if unpromising, host).
 
 pub mod gpus;
+pub mod mig;
 pub mod mixed_size;
 pub mod proxmox;
 pub mod system;

@@ -20,6 +20,17 @@
 //! - L4, H100: sizes are NVIDIA's documented ones, ids are *inferred* (a consistent range that
 //!   does not collide with the known ones). Real code must read ids from the host, never this.
 //!
+//! - A100 PCIe 80GB (type prefix `A100D`) and H200 SXM5 141GB (`H200X`): the time-sliced C
+//!   series and the MIG-backed types (`<GPU>-<slices>-<GB>C`, `...CME` with media extensions,
+//!   recorded-behaviour.md §0/§5), with framebuffer, max vGPUs per GPU and GPU instance profile
+//!   from NVIDIA's "NVIDIA vGPU Types by Hardware" tables (AI Enterprise infra docs: Ampere
+//!   "MIG-Backed NVIDIA vGPU (C-Series) for NVIDIA A100 PCIe 80GB", Hopper "MIG-Backed NVIDIA
+//!   vGPU for Compute for NVIDIA H200 SXM5 141GB" and its time-sliced table). A100D ids
+//!   692..703 and 707 are recorded (stackhpc/ansible-collection-linux `roles/vgpu/README.md`,
+//!   `mdev_supported_types` of an A100 80GB PCIe on driver 525: nvidia-699 GRID A100D-1-10C ...
+//!   nvidia-707 GRID A100D-1-10CME); 704 = A100D-1-20C is *inferred* (the gap). Every H200X id
+//!   is *inferred*. The GPU instance profiles (`nvidia-smi mig -lgip`) are in [`gi_profiles`].
+//!
 //! `framebuffer` is GB * 1024 MiB, `max_instance` is GPU memory / size, capped at 32 on SR-IOV
 //! GPUs (one vGPU per VF, 32 VFs); per-series display values follow NVIDIA's descriptions
 //! (B: 4 heads, frl 45, 5120x2880 as the seed; Q: 4 heads, frl 60, 7680x4320; A: 1 head,
@@ -41,9 +52,17 @@ pub struct TypeSpec {
     pub num_heads: u32,
     pub frl_config: u32,
     pub max_resolution: &'static str,
+    /// MIG-backed types: the GPU instance profile id (`nvidia-smi mig -lgip` ID column) one
+    /// vGPU of this type needs. None for time-sliced types.
+    pub gi_profile: Option<u32>,
 }
 
 impl TypeSpec {
+    /// A MIG-backed type: it lives in a GPU instance of `gi_profile` (recorded-behaviour §5).
+    pub fn mig_backed(&self) -> bool {
+        self.gi_profile.is_some()
+    }
+
     /// The mdev `description` line, in the seed's format.
     pub fn description(&self) -> String {
         format!(
@@ -200,6 +219,7 @@ fn build(def: &Def) -> ModelTypes {
                 num_heads,
                 frl_config,
                 max_resolution,
+                gi_profile: None,
             });
         }
     }
@@ -210,9 +230,193 @@ fn build(def: &Def) -> ModelTypes {
     }
 }
 
+/// A type given whole, as NVIDIA's tables list it: (id, size+series, framebuffer GB, max vGPUs
+/// per GPU, GPU instance profile id for a MIG-backed type).
+type Listed = (u32, &'static str, u32, u32, Option<u32>);
+
+/// (model, name prefix, GPU memory GB, types): GPUs whose tables do not follow the computed rule
+/// (MIG-backed types; framebuffers and maxima as NVIDIA prints them).
+const LISTED: &[(&str, &str, u32, &[Listed])] = &[
+    (
+        "A100D",
+        "NVIDIA A100D",
+        80,
+        &[
+            (692, "4C", 4, 20, None),
+            (693, "8C", 8, 10, None),
+            (694, "10C", 10, 8, None),
+            (695, "16C", 16, 5, None),
+            (696, "20C", 20, 4, None),
+            (697, "40C", 40, 2, None),
+            (698, "80C", 80, 1, None),
+            (699, "1-10C", 10, 7, Some(19)),
+            (700, "2-20C", 20, 3, Some(14)),
+            (701, "3-40C", 40, 2, Some(9)),
+            (702, "4-40C", 40, 1, Some(5)),
+            (703, "7-80C", 80, 1, Some(0)),
+            (704, "1-20C", 20, 4, Some(15)),
+            (707, "1-10CME", 10, 1, Some(20)),
+        ],
+    ),
+    (
+        "H200X",
+        "NVIDIA H200X",
+        141,
+        // Every id inferred (see the module comment); framebuffers as NVIDIA's table prints
+        // them (144 GB for the whole GPU's types).
+        &[
+            (1710, "4C", 4, 32, None),
+            (1711, "7C", 7, 20, None),
+            (1712, "8C", 8, 16, None),
+            (1713, "14C", 14, 10, None),
+            (1714, "17C", 17, 8, None),
+            (1715, "28C", 28, 5, None),
+            (1716, "35C", 35, 4, None),
+            (1717, "70C", 71, 2, None),
+            (1718, "141C", 144, 1, None),
+            (1719, "1-18C", 18, 7, Some(19)),
+            (1720, "1-18CME", 18, 1, Some(20)),
+            (1721, "1-35C", 35, 4, Some(15)),
+            (1722, "2-35C", 35, 3, Some(14)),
+            (1723, "3-71C", 72, 2, Some(9)),
+            (1724, "4-71C", 72, 1, Some(5)),
+            (1725, "7-141C", 144, 1, Some(0)),
+        ],
+    ),
+];
+
+fn build_listed(
+    (model, prefix, memory_gb, listed): &(&'static str, &'static str, u32, &[Listed]),
+) -> ModelTypes {
+    let types = listed
+        .iter()
+        .map(|(id, size, gb, max, gi)| TypeSpec {
+            id: *id,
+            name: format!("{prefix}-{size}"),
+            series: 'C',
+            framebuffer_mib: gb * 1024,
+            max_instance: *max,
+            num_heads: 1,
+            frl_config: 60,
+            max_resolution: "4096x2160",
+            gi_profile: *gi,
+        })
+        .collect();
+    ModelTypes {
+        model,
+        memory_gb: *memory_gb,
+        types,
+    }
+}
+
 fn all() -> &'static [ModelTypes] {
     static ALL: OnceLock<Vec<ModelTypes>> = OnceLock::new();
-    ALL.get_or_init(|| DEFS.iter().map(build).collect())
+    ALL.get_or_init(|| {
+        DEFS.iter()
+            .map(build)
+            .chain(LISTED.iter().map(build_listed))
+            .collect()
+    })
+}
+
+/// A GPU instance profile as `nvidia-smi mig -lgip` lists it (recorded-behaviour §5).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct GiProfile {
+    /// The ID column (`-cgi 19`).
+    pub id: u32,
+    /// "1g.10gb", "1g.10gb+me" (shown as `MIG 1g.10gb`).
+    pub name: &'static str,
+    /// Memory slices (of 8) it takes, and where it may start: its placements.
+    pub size: u32,
+    pub starts: &'static [u32],
+    /// Instances at most per GPU (the Total of `Free/Total`).
+    pub max: u32,
+    /// The `Memory GiB` column, as printed.
+    pub memory_gib: &'static str,
+    pub sm: u32,
+    pub dec: u32,
+    pub enc: u32,
+    pub ce: u32,
+    pub jpeg: u32,
+    pub ofa: u32,
+}
+
+const fn gip(
+    id: u32,
+    name: &'static str,
+    size: u32,
+    starts: &'static [u32],
+    max: u32,
+    memory_gib: &'static str,
+    [sm, dec, enc, ce, jpeg, ofa]: [u32; 6],
+) -> GiProfile {
+    GiProfile {
+        id,
+        name,
+        size,
+        starts,
+        max,
+        memory_gib,
+        sm,
+        dec,
+        enc,
+        ce,
+        jpeg,
+        ofa,
+    }
+}
+
+const ONE: &[u32] = &[0, 1, 2, 3, 4, 5, 6];
+const TWO: &[u32] = &[0, 2, 4, 6];
+const TWO_G: &[u32] = &[0, 2, 4];
+const HALF: &[u32] = &[0, 4];
+const WHOLE: &[u32] = &[0];
+
+/// A100 80GB: ids, names, memory and engine counts as public `nvidia-smi mig -lgip` captures
+/// of A100 80GB cards print them (the NVIDIA MIG user guide's A100 profile table, 80GB names);
+/// placements are the MIG user guide's A100 placement diagram.
+const A100_80GB: &[GiProfile] = &[
+    gip(19, "1g.10gb", 1, ONE, 7, "9.50", [14, 0, 0, 1, 0, 0]),
+    gip(20, "1g.10gb+me", 1, ONE, 1, "9.50", [14, 1, 0, 1, 1, 1]),
+    gip(15, "1g.20gb", 2, TWO, 4, "19.50", [14, 1, 0, 1, 0, 0]),
+    gip(14, "2g.20gb", 2, TWO_G, 3, "19.50", [28, 1, 0, 2, 0, 0]),
+    gip(9, "3g.40gb", 4, HALF, 2, "39.25", [42, 2, 0, 3, 0, 0]),
+    gip(5, "4g.40gb", 4, WHOLE, 1, "39.25", [56, 2, 0, 4, 0, 0]),
+    gip(0, "7g.80gb", 8, WHOLE, 1, "79.00", [98, 5, 0, 7, 1, 1]),
+];
+
+/// H200 141GB: names, sizes and instance counts from the MIG user guide's H200 table; 1g.18gb,
+/// 1g.18gb+me, 2g.35gb and 7g.141gb rows as a public `-lgip` capture prints them; the memory
+/// and engine columns of 1g.35gb, 3g.71gb and 4g.71gb are *inferred* (from H100's rows).
+const H200_141GB: &[GiProfile] = &[
+    gip(19, "1g.18gb", 1, ONE, 7, "16.00", [16, 1, 0, 1, 1, 0]),
+    gip(20, "1g.18gb+me", 1, ONE, 1, "16.00", [16, 1, 0, 1, 1, 1]),
+    gip(15, "1g.35gb", 2, TWO, 4, "32.50", [26, 1, 0, 1, 1, 0]),
+    gip(14, "2g.35gb", 2, TWO_G, 3, "32.50", [32, 2, 0, 2, 2, 0]),
+    gip(9, "3g.71gb", 4, HALF, 2, "69.75", [60, 3, 0, 3, 3, 0]),
+    gip(5, "4g.71gb", 4, WHOLE, 1, "69.75", [64, 4, 0, 4, 4, 0]),
+    gip(0, "7g.141gb", 8, WHOLE, 1, "140.00", [132, 7, 0, 8, 7, 1]),
+];
+
+/// The GPU instance profiles of a model ("A100D", "H200X"); empty for a GPU without MIG.
+pub fn gi_profiles(model: &str) -> &'static [GiProfile] {
+    if model.eq_ignore_ascii_case("A100D") {
+        A100_80GB
+    } else if model.eq_ignore_ascii_case("H200X") {
+        H200_141GB
+    } else {
+        &[]
+    }
+}
+
+/// A profile of a model by id ("19"), short name ("1g.10gb") or full name ("MIG 1g.10gb").
+pub fn find_gi_profile(model: &str, q: &str) -> Option<&'static GiProfile> {
+    let q = q.trim();
+    let short = q.strip_prefix("MIG ").unwrap_or(q);
+    let id = q.parse::<u32>().ok();
+    gi_profiles(model)
+        .iter()
+        .find(|p| Some(p.id) == id || p.name.eq_ignore_ascii_case(short))
 }
 
 /// Short model names the catalog knows.
@@ -323,6 +527,44 @@ nvidia-576, NVIDIA A40-48A 1";
             1521,
             "names with spaces match whole, any case"
         );
+    }
+
+    #[test]
+    fn mig_backed_types_follow_nvidia_tables() {
+        // stackhpc's recorded A100 80GB PCIe listing (driver 525): id and name.
+        for (id, name) in [
+            (692, "A100D-4C"),
+            (698, "A100D-80C"),
+            (699, "A100D-1-10C"),
+            (700, "A100D-2-20C"),
+            (701, "A100D-3-40C"),
+            (702, "A100D-4-40C"),
+            (703, "A100D-7-80C"),
+            (707, "A100D-1-10CME"),
+        ] {
+            assert_eq!(find("A100D", &id.to_string()).unwrap().short_name(), name);
+        }
+        // NVIDIA's table: framebuffer, max per GPU and the profile each one needs.
+        let t = find("A100D", "A100D-1-10C").unwrap();
+        assert_eq!(
+            (t.framebuffer_mib, t.max_instance, t.gi_profile),
+            (10240, 7, Some(19))
+        );
+        assert_eq!(find_gi_profile("A100D", "19").unwrap().name, "1g.10gb");
+        let t = find("H200X", "NVIDIA H200X-1-18C").unwrap();
+        assert_eq!((t.framebuffer_mib, t.max_instance), (18 * 1024, 7));
+        let p = find_gi_profile("H200X", &t.gi_profile.unwrap().to_string()).unwrap();
+        assert_eq!((p.name, p.max), ("1g.18gb", 7));
+        assert_eq!(find_gi_profile("H200X", "MIG 3g.71gb").unwrap().id, 9);
+        assert!(!find("H200X", "H200X-35C").unwrap().mig_backed());
+        // Every MIG-backed type names a profile of its GPU, and no more vGPUs than it fits.
+        for m in ["A100D", "H200X"] {
+            for t in types_for(m).iter().filter(|t| t.mig_backed()) {
+                let p = find_gi_profile(m, &t.gi_profile.unwrap().to_string()).unwrap();
+                assert_eq!(p.max, t.max_instance, "{}", t.name);
+            }
+        }
+        assert!(gi_profiles("A40").is_empty());
     }
 
     #[test]

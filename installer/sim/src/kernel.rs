@@ -215,8 +215,10 @@ impl SimKernel {
         }
         st.bound.remove(dev);
         if dev == pf {
-            // The PF's driver owned SR-IOV: its VFs and their vGPUs go with it.
+            // The PF's driver owned SR-IOV: its VFs and their vGPUs go with it, and its MIG GPU
+            // instances (driver memory).
             self.drop_vfs(st, pf);
+            st.gpu_instances.retain(|g| g.pf != pf);
         }
         st.vgpus.retain(|v| v.parent != dev);
         self.render_gpu(st, pf)
@@ -359,6 +361,26 @@ impl SimKernel {
             if self.create_fail(st, parent, pf) {
                 return Err(errno(libc::EBUSY, "create_fail"));
             }
+            // A MIG-backed type needs a free GPU instance of its profile: without one the
+            // driver fails the write with EIO (recorded-behaviour §5, cubecos: `NVRM: Failed to
+            // add vgpu create request: 0x38`, e.g. after sriov-manage wiped the instances).
+            let gpu_instance = match t.gi_profile {
+                Some(profile) => {
+                    let gi = st
+                        .mig_current
+                        .contains(pf)
+                        .then(|| super::mig::free_instance(st, pf, profile))
+                        .flatten();
+                    if gi.is_none() || layout::available(m, st, pf, parent, t) == 0 {
+                        if gi.is_some() {
+                            return Err(errno(libc::EINVAL, "placement: parent used"));
+                        }
+                        return Err(errno(libc::EIO, "no free GPU instance of the profile"));
+                    }
+                    gi
+                }
+                None => None,
+            };
             if layout::available(m, st, pf, parent, t) == 0 {
                 let usage = layout::GpuUse::of(st, pf);
                 // Equal-size mode: another type on the GPU is a placement refusal; mixed-size
@@ -394,6 +416,7 @@ impl SimKernel {
                 parent: parent.to_string(),
                 pf: pf.to_string(),
                 type_id,
+                gpu_instance,
             };
             if !uuid.is_empty() {
                 layout::render_mdev_device(&self.root, m, &v).map_err(to_io)?;
@@ -486,6 +509,9 @@ impl SimKernel {
             st.vgpus.clear();
             // Mixed-size mode is driver memory: it does not persist (recorded-behaviour §4).
             st.mixed_size.clear();
+            // GPU instances never survive a boot; MIG mode persists only where the model's
+            // does, taking its pending value (§5).
+            super::mig::at_boot(m, st);
             st.numvfs.clear();
             st.vf_groups.clear();
             st.bound.clear();

@@ -804,11 +804,24 @@ pub struct GpuUse<'a> {
     /// The vGPUs' types, one entry per vGPU (mixed-size mode counts each type and the
     /// framebuffer they take).
     pub types: Vec<u32>,
+    /// The GPU is in MIG mode now (recorded-behaviour §5): only MIG-backed types, each in a
+    /// GPU instance of its profile.
+    pub mig: bool,
+    /// Per GPU instance profile: its instances, and those no vGPU holds yet.
+    pub gis: BTreeMap<u32, u32>,
+    pub free_gis: BTreeMap<u32, u32>,
 }
 
 impl<'a> GpuUse<'a> {
     pub fn of(st: &'a State, pf: &str) -> GpuUse<'a> {
         let mut u = GpuUse::idle(st.mixed_size.contains(pf));
+        u.mig = st.mig_current.contains(pf);
+        if u.mig {
+            for g in st.gpu_instances.iter().filter(|g| g.pf == pf) {
+                *u.gis.entry(g.profile).or_insert(0) += 1;
+            }
+            u.free_gis = super::mig::free_instances(st, pf);
+        }
         for v in st.vgpus.iter().filter(|v| v.pf == pf) {
             u.count += 1;
             u.type_id.get_or_insert(v.type_id);
@@ -826,6 +839,20 @@ impl<'a> GpuUse<'a> {
             parents: Vec::new(),
             mixed,
             types: Vec::new(),
+            mig: false,
+            gis: BTreeMap::new(),
+            free_gis: BTreeMap::new(),
+        }
+    }
+
+    /// Whether the driver lists type `t` on this GPU's parents now: time-sliced types outside
+    /// MIG mode; in MIG mode, a MIG-backed type once a GPU instance of its profile exists
+    /// (recorded-behaviour §5: the type directories appear once MIG mode is on and GPU
+    /// instances exist; instances wiped by `sriov-manage`, the lists come back empty).
+    pub fn listed(&self, t: &TypeSpec) -> bool {
+        match t.gi_profile {
+            Some(p) => self.mig && self.gis.contains_key(&p),
+            None => !self.mig,
         }
     }
 
@@ -834,8 +861,15 @@ impl<'a> GpuUse<'a> {
     /// as their framebuffers fit in the GPU's (its largest type's); one vGPU per VF. NVIDIA's
     /// real mixed-size placement also aligns each vGPU in the framebuffer (placement ids), so a
     /// real GPU may refuse a mix that fits by size: *a guess*, a simplification.
+    /// MIG mode: a MIG-backed type has room while a GPU instance of its profile is free; types
+    /// of several profiles sit side by side (stackhpc's A100: 2-20C and 1-10C on one GPU).
     pub fn available(&self, m: &Model, parent: &str, t: &TypeSpec) -> u32 {
-        let left = if self.mixed {
+        let left = if self.mig || t.mig_backed() {
+            match t.gi_profile {
+                Some(p) if self.mig => self.free_gis.get(&p).copied().unwrap_or(0),
+                _ => 0,
+            }
+        } else if self.mixed {
             let all = catalog::types_for(m.gpu);
             let total = all.iter().map(|x| x.framebuffer_mib).max().unwrap_or(0);
             let used: u32 = self
@@ -968,6 +1002,13 @@ pub fn render_types(root: &Path, m: &Model, st: &State, pf: &str) -> Result<()> 
 /// there is one, then bring only what differs from the staged copy up to date.
 pub fn render_group(root: &Path, m: &Model, st: &State, pf: &str, vf: &str) -> Result<()> {
     let usage = GpuUse::of(st, pf);
+    if usage.mig {
+        // The staged group holds a GPU's types outside MIG mode; a MIG-mode list depends on
+        // the GPU instances of the moment: built from the state instead.
+        rmtree(root, &staged_group_rel(vf));
+        let ready = parents(m, st, pf).iter().any(|p| p == vf);
+        return render_parent(root, m, st, pf, vf, ready, &usage, false);
+    }
     let idle = GpuUse::idle(usage.mixed);
     let adopted = adopt_group(root, m, vf, |group| {
         // The staged group was built for a GPU holding no vGPU.
@@ -1033,7 +1074,7 @@ fn render_parent(
             // `mdev_register_parent` call: built under a temp name and renamed in, so a
             // reader never lists half of its types (and judges a VF with room full).
             let tmp = scratch_name();
-            for t in types {
+            for t in types.iter().filter(|t| usage.listed(t)) {
                 build_type_dir(
                     root,
                     &format!("{tmp}/{}", m.type_dir(p, t.id)),
@@ -1053,6 +1094,13 @@ fn render_parent(
         // VF's group (the clock fell seconds behind while 224 groups came due at once).
         for t in types.iter().filter(|_| !built) {
             let td = format!("{group}/{}", m.type_dir(p, t.id));
+            if !usage.listed(t) {
+                // A MIG model's list follows its mode and GPU instances.
+                if root.join(&td).exists() {
+                    rmtree(root, &td);
+                }
+                continue;
+            }
             let avail = format!("{}\n", usage.available(m, p, t));
             if adopted && root.join(&td).exists() {
                 continue;
@@ -1089,12 +1137,10 @@ fn render_parent(
     }
     // vendor-specific VFIO
     if is_parent && m.iface == Iface::VendorVfio && p != pf {
-        let current = st
-            .vgpus
-            .iter()
-            .find(|v| v.parent == *p)
-            .map(|v| v.type_id)
-            .unwrap_or(0);
+        let held = st.vgpus.iter().find(|v| v.parent == *p);
+        let current = held.map(|v| v.type_id).unwrap_or(0);
+        // The driver's output: the vGPU's GPU instance (MIG-backed), else 0 (*a guess*).
+        let gi = held.map(|v| v.gpu_instance.unwrap_or(0));
         let list = creatable_list(m, p, usage);
         if !root.join(format!("{pd}/nvidia")).exists() {
             // The group appears whole (see the mdev case): a reader never finds the type list
@@ -1107,7 +1153,7 @@ fn render_parent(
                 &format!("{current}\n"),
             )?;
             put(root, &format!("{tmp}/vgpu_params"), "\n")?;
-            render_vendor_outputs(root, st, &tmp, current != 0, "")?;
+            render_vendor_outputs(root, st, &tmp, gi, "")?;
             if std::fs::rename(root.join(&tmp), root.join(format!("{pd}/nvidia"))).is_err() {
                 rmtree(root, &tmp);
             }
@@ -1119,7 +1165,7 @@ fn render_parent(
             &format!("{current}\n"),
         )?;
         put(root, &format!("{pd}/nvidia/vgpu_params"), "\n")?;
-        render_vendor_outputs(root, st, &pd, current != 0, "/nvidia")?;
+        render_vendor_outputs(root, st, &pd, gi, "/nvidia")?;
         render_vfio_cdev(root, m, p)?;
     } else {
         rmtree(root, &format!("{pd}/nvidia"));
@@ -1185,18 +1231,19 @@ fn render_vendor_outputs(
     root: &Path,
     st: &State,
     pd: &str,
-    has_vgpu: bool,
+    gi: Option<u32>,
     sub: &str,
 ) -> Result<()> {
     for f in ["gpu_instance_id", "placement_id"] {
         let rel = format!("{pd}{sub}/{f}");
         let is_link =
             std::fs::symlink_metadata(root.join(&rel)).is_ok_and(|m| m.file_type().is_symlink());
-        if has_vgpu {
+        if let Some(gi) = gi {
             if is_link {
                 unlink(root, &rel);
             }
-            put(root, &rel, "0\n")?;
+            let v = if f == "gpu_instance_id" { gi } else { 0 };
+            put(root, &rel, &format!("{v}\n"))?;
         } else if !is_link {
             let _ = std::fs::remove_file(root.join(&rel));
             link(root, &rel, ".ENXIO-before-a-vgpu-exists")?;

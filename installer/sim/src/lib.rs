@@ -12,6 +12,7 @@ pub mod driver_pkg;
 mod kernel;
 pub mod layout;
 pub mod makeself;
+pub mod mig;
 pub mod models;
 mod modprobe;
 mod nouveau;
@@ -39,6 +40,8 @@ pub const MODELS: &[&str] = &[
     "proxmox-l4",
     "cloud-h100",
     "geforce",
+    "a100-mig",
+    "h200x8-vfio",
 ];
 
 /// The vGPU host driver the simulated driver package carries (the seed's), and `-ready` models

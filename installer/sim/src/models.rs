@@ -23,6 +23,18 @@ pub enum Iface {
     VendorVfio,
 }
 
+/// Whether the GPU has MIG and how its mode behaves (recorded-behaviour §5: MIG mode is
+/// *reported* to persist on Ampere, where turning it on needs a GPU reset, and not on Hopper).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mig {
+    None,
+    /// Ampere: `-mig N` stays pending until the GPU is reset (here: the next boot; the vGPU
+    /// manager holds the GPU, so nvidia-smi cannot reset it now), then persists across boots.
+    PendingUntilReset,
+    /// Hopper and later: `-mig N` takes effect at once and is lost at the next boot.
+    AtOnce,
+}
+
 /// What owns the GPUs on the fresh machine.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum FreshDriver {
@@ -57,6 +69,7 @@ pub struct Model {
     pub first_vf: u32,
     /// The host driver version of its licensed zip and of `-ready`.
     pub driver: &'static str,
+    pub mig: Mig,
 }
 
 #[derive(Debug)]
@@ -140,6 +153,7 @@ pub const MODELS: &[Model] = &[
         firmware_iommu: true,
         first_vf: 4,
         driver: DRIVER_550,
+        mig: Mig::None,
     },
     Model {
         name: "t4x2",
@@ -158,6 +172,7 @@ pub const MODELS: &[Model] = &[
         firmware_iommu: true,
         first_vf: 4,
         driver: DRIVER_550,
+        mig: Mig::None,
     },
     Model {
         name: "l40s-vfio",
@@ -187,6 +202,7 @@ pub const MODELS: &[Model] = &[
         firmware_iommu: true,
         first_vf: 4,
         driver: DRIVER_550,
+        mig: Mig::None,
     },
     Model {
         name: "rtxpro6000-vfio",
@@ -215,6 +231,7 @@ pub const MODELS: &[Model] = &[
         firmware_iommu: true,
         first_vf: 2,
         driver: DRIVER_580,
+        mig: Mig::None,
     },
     Model {
         name: "rhel-a10",
@@ -239,6 +256,7 @@ pub const MODELS: &[Model] = &[
         firmware_iommu: true,
         first_vf: 4,
         driver: DRIVER_550,
+        mig: Mig::None,
     },
     Model {
         name: "proxmox-l4",
@@ -263,6 +281,7 @@ pub const MODELS: &[Model] = &[
         firmware_iommu: true,
         first_vf: 4,
         driver: DRIVER_550,
+        mig: Mig::None,
     },
     Model {
         name: "cloud-h100",
@@ -287,6 +306,69 @@ pub const MODELS: &[Model] = &[
         firmware_iommu: false,
         first_vf: 4,
         driver: DRIVER_550,
+        mig: Mig::None,
+    },
+    Model {
+        name: "a100-mig",
+        gpu: "A100D",
+        device: 0x20b5,
+        // A guess: the A100 80GB PCIe's subsystem id as pci.ids lists it is not in the recorded
+        // sources.
+        subsystem_device: 0x1533,
+        class: 0x030200,
+        // The addresses of stackhpc's A100 hosts (roles/vgpu README: a MIG-backed GPU at
+        // 0000:17:00.0, a time-sliced one at 0000:65:00.0, VFs from .4).
+        pfs: &["0000:17:00.0", "0000:65:00.0"],
+        // 20 VFs: A100D-4C's 20 vGPUs per GPU, one per VF (the count is inferred).
+        sriov_total: 20,
+        iface: Iface::Mdev,
+        cpu: Cpu::Intel,
+        vm: None,
+        os: JAMMY,
+        boot: Boot::Grub,
+        fresh: FreshDriver::Nouveau,
+        firmware_iommu: true,
+        first_vf: 4,
+        driver: DRIVER_550,
+        mig: Mig::PendingUntilReset,
+    },
+    Model {
+        name: "h200x8-vfio",
+        gpu: "H200X",
+        device: 0x2335,
+        // A guess (no recorded capture of an H200 SXM's subsystem id).
+        subsystem_device: 0x18be,
+        class: 0x030200,
+        // An HGX board's eight GPUs, one per PCIe switch; the addresses are *a guess* in the
+        // usual HGX layout.
+        pfs: &[
+            "0000:18:00.0",
+            "0000:2a:00.0",
+            "0000:3a:00.0",
+            "0000:5d:00.0",
+            "0000:9a:00.0",
+            "0000:ab:00.0",
+            "0000:ba:00.0",
+            "0000:db:00.0",
+        ],
+        // H200X-4C's 32 vGPUs per GPU, one per VF.
+        sriov_total: 32,
+        iface: Iface::VendorVfio,
+        cpu: Cpu::Intel,
+        vm: None,
+        os: Os {
+            os_release: UBUNTU_2404,
+            kver: "6.8.0-87-generic",
+            distributor: "Ubuntu",
+            debian: true,
+            proxmox: false,
+        },
+        boot: Boot::Grub,
+        fresh: FreshDriver::Nouveau,
+        firmware_iommu: true,
+        first_vf: 4,
+        driver: DRIVER_580,
+        mig: Mig::AtOnce,
     },
     Model {
         name: "geforce",
@@ -305,6 +387,7 @@ pub const MODELS: &[Model] = &[
         firmware_iommu: true,
         first_vf: 4,
         driver: DRIVER_550,
+        mig: Mig::None,
     },
 ];
 

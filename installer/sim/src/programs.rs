@@ -229,8 +229,10 @@ fn sriov_manage(k: &SimKernel, cmd: &Cmd, a: &[&str]) -> Result<RunOutput> {
             }
             out.push_str(&format!("Enabling VFs on {pf}\n"));
             // The script rebinds the GPU through pci-pf-stub, which clears mixed-size mode
-            // (recorded-behaviour §2, cubecos).
+            // and wipes every MIG GPU instance on the card (recorded-behaviour §2, cubecos);
+            // MIG mode itself stays.
             st.mixed_size.remove(pf);
+            st.gpu_instances.retain(|g| g.pf != *pf);
             if never {
                 // vGPU 17.2: VF creation failed, the script still exits 0.
                 continue;
@@ -758,6 +760,15 @@ fn nvidia_smi(k: &SimKernel, a: &[&str]) -> Result<RunOutput> {
     if a.first() == Some(&"vgpu") && a.contains(&"-shm") {
         return set_mixed_size(k, a, hetero_driver);
     }
+    if a.first() == Some(&"mig") {
+        return super::mig::smi_mig(k, &a[1..]);
+    }
+    if a.contains(&"-mig") || a.contains(&"--multi-instance-gpu") {
+        return super::mig::set_mode(k, a);
+    }
+    if let Some(q) = a.iter().find_map(|x| x.strip_prefix("--query-gpu=")) {
+        return query_gpu(k, &st, q, a);
+    }
     if a.first() == Some(&"-q") {
         let mut out = format!("\n==============NVSMI LOG==============\n\nDriver Version                            : {ver}\n");
         if hetero_driver {
@@ -776,6 +787,7 @@ fn nvidia_smi(k: &SimKernel, a: &[&str]) -> Result<RunOutput> {
                 m.gpu,
                 if m.sriov_total > 0 { "SR-IOV" } else { "Non SR-IOV" }
             ));
+            out.push_str(&super::mig::q_block(m, &st, pf));
             if hetero_driver {
                 // Placement of these lines in the GPU block is *a guess*; the names are
                 // cubecos's (issue 1316).
@@ -802,6 +814,45 @@ fn nvidia_smi(k: &SimKernel, a: &[&str]) -> Result<RunOutput> {
             m.gpu,
             pf.to_uppercase()
         ));
+    }
+    ok(out)
+}
+
+/// `nvidia-smi --query-gpu=FIELDS --format=csv[,noheader]`: the fields vgpuctl reads
+/// (`index`, `pci.bus_id`, `name`, `mig.mode.current`, `mig.mode.pending`, the last two as the
+/// recorded sources read them, §5); another field is refused as nvidia-smi refuses an unknown one.
+fn query_gpu(k: &SimKernel, st: &state::State, fields: &str, a: &[&str]) -> Result<RunOutput> {
+    let m = k.model;
+    let gpus = match super::mig::targets(m, a) {
+        Ok(g) => g,
+        Err(e) => return fail(6, e),
+    };
+    let names: Vec<&str> = fields.split(',').map(str::trim).collect();
+    let mut out = String::new();
+    if !a.iter().any(|x| x.contains("noheader")) {
+        out.push_str(&names.join(", "));
+        out.push('\n');
+    }
+    for (i, pf) in gpus {
+        let (cur, pend) = super::mig::mode_values(m, st, &pf);
+        let mut row = Vec::new();
+        for f in &names {
+            row.push(match *f {
+                "index" => i.to_string(),
+                "pci.bus_id" => super::mig::bus_id(&pf),
+                "name" => format!("NVIDIA {}", m.gpu),
+                "mig.mode.current" => cur.clone(),
+                "mig.mode.pending" => pend.clone(),
+                other => {
+                    return fail(
+                        2,
+                        format!("Field \"{other}\" is not a valid field to query.\n"),
+                    )
+                }
+            });
+        }
+        out.push_str(&row.join(", "));
+        out.push('\n');
     }
     ok(out)
 }

@@ -54,6 +54,29 @@ pub struct State {
     /// GPUs (PFs) in mixed-size (heterogeneous) mode, turned on by `nvidia-smi vgpu -i N -shm 1`
     /// (recorded-behaviour §4). Driver memory: a boot or `sriov-manage -e` (§2) clears it.
     pub mixed_size: BTreeSet<String>,
+    /// GPUs (PFs) whose MIG mode is on now (`mig.mode.current`, recorded-behaviour §5).
+    pub mig_current: BTreeSet<String>,
+    /// GPUs whose MIG mode is on once the GPU is reset (`mig.mode.pending`): differs from
+    /// `mig_current` while a change waits for the reset (an Ampere GPU, until the next boot).
+    pub mig_pending: BTreeSet<String>,
+    /// MIG GPU instances (`nvidia-smi mig -cgi`). Driver memory: a boot, a rebind by
+    /// `sriov-manage -e` (§2) or the PF's unbind wipes them.
+    pub gpu_instances: Vec<GpuInstance>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GpuInstance {
+    pub pf: String,
+    /// The id the driver handed out (`-lgi`'s Instance ID).
+    pub id: u32,
+    /// Its GPU instance profile id (`-lgip`'s ID).
+    pub profile: u32,
+    /// Placement: first memory slice and slice count (`-lgi`'s Start:Size).
+    pub start: u32,
+    pub size: u32,
+    /// Its default compute instance exists (`-cgi ... -C`, or `-cci`).
+    #[serde(default)]
+    pub compute: bool,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -63,6 +86,9 @@ pub struct Vgpu {
     pub parent: String,
     pub pf: String,
     pub type_id: u32,
+    /// A MIG-backed vGPU's GPU instance (its `id`): the driver binds one per vGPU.
+    #[serde(default)]
+    pub gpu_instance: Option<u32>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

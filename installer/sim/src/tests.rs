@@ -1558,3 +1558,327 @@ fn a_kernel_opened_while_another_saves_never_saves_over_its_change() {
         "the saver's change was saved over"
     );
 }
+
+// ---------------------------------------------------------------------------------------------
+// MIG (recorded-behaviour §5)
+
+#[test]
+fn mig_models_list_their_time_sliced_types_while_mig_mode_is_off() {
+    let d = tmp();
+    let h = sim(&d, "a100-mig-ready", &[]);
+    assert_eq!(
+        h.read_trim("sys/bus/pci/devices/0000:17:00.0/device")
+            .as_deref(),
+        Some("0x20b5")
+    );
+    run(&h, "/usr/lib/nvidia/sriov-manage", &["-e", "0000:17:00.0"]);
+    assert_eq!(
+        h.read_trim("sys/bus/pci/devices/0000:17:00.0/sriov_numvfs")
+            .as_deref(),
+        Some("20")
+    );
+    let types = h.list(&mdev_types("0000:17:00.4"));
+    assert!(types.contains(&"nvidia-692".to_string()), "{types:?}");
+    assert!(!types.contains(&"nvidia-699".to_string()), "{types:?}");
+    assert_eq!(
+        h.read_trim(&format!("{}/nvidia-698/name", mdev_types("0000:17:00.4")))
+            .as_deref(),
+        Some("NVIDIA A100D-80C")
+    );
+
+    let d = tmp();
+    let h = sim(&d, "h200x8-vfio-ready", &[]);
+    assert_eq!(
+        h.read_trim("sys/module/nvidia/version").as_deref(),
+        Some("580.105.06")
+    );
+    run(&h, "/usr/lib/nvidia/sriov-manage", &["-e", "0000:db:00.0"]);
+    let vf = "sys/bus/pci/devices/0000:db:00.4/nvidia";
+    assert_eq!(h.list(vf).len(), 6, "the 580 branch's six files");
+    let list = h.read(&format!("{vf}/creatable_vgpu_types")).unwrap();
+    assert!(list.contains(": NVIDIA H200X-4C\n"), "{list}");
+    assert!(!list.contains("H200X-1-18C"), "{list}");
+}
+
+/// `Current` and `Pending` of a GPU's `MIG Mode` block in `nvidia-smi -q`.
+fn smi_q_mig(h: &SimHost, bus: &str) -> (String, String) {
+    let out = run(h, "nvidia-smi", &["-q"]).stdout;
+    let block = out.split("\nGPU ").find(|b| b.starts_with(bus)).unwrap();
+    let after = block
+        .split("    MIG Mode\n")
+        .nth(1)
+        .expect("a MIG Mode block");
+    let val = |key: &str| {
+        after
+            .lines()
+            .find(|l| l.trim_start().starts_with(key))
+            .and_then(|l| l.split_once(':'))
+            .map(|(_, v)| v.trim().to_string())
+            .unwrap()
+    };
+    (val("Current"), val("Pending"))
+}
+
+fn smi(h: &SimHost, args: &[&str]) -> RunOutput {
+    run(h, "nvidia-smi", args)
+}
+
+/// GPU instance ids from `-cgi` output, in creation order.
+fn created_ids(out: &str) -> Vec<u32> {
+    out.lines()
+        .filter_map(|l| l.strip_prefix("Successfully created GPU instance ID "))
+        .filter_map(|r| r.split_whitespace().next()?.parse().ok())
+        .collect()
+}
+
+#[test]
+fn a100_mig_mode_waits_for_a_reboot_and_then_persists() {
+    let d = tmp();
+    let h = sim(&d, "a100-mig-ready", &[]);
+    let dis = || ("Disabled".to_string(), "Disabled".to_string());
+    assert_eq!(smi_q_mig(&h, "00000000:17:00.0"), dis());
+    let q = smi(
+        &h,
+        &[
+            "--query-gpu=index,mig.mode.current,mig.mode.pending",
+            "--format=csv",
+        ],
+    );
+    assert_eq!(
+        q.stdout,
+        "index, mig.mode.current, mig.mode.pending\n0, Disabled, Disabled\n1, Disabled, Disabled\n"
+    );
+    // No instance profiles before MIG mode is on.
+    let lgip = smi(&h, &["mig", "-lgip"]);
+    assert_eq!(lgip.status, 6);
+    assert!(lgip.stderr.contains("No MIG-enabled devices found."));
+
+    let out = smi(&h, &["-i", "0", "-mig", "1"]);
+    assert!(out.success(), "{out:?}");
+    assert_eq!(
+        out.stdout,
+        "Warning: MIG mode is in pending enable state for GPU 00000000:17:00.0:Not Supported\n\
+         Reboot the system or try nvidia-smi --gpu-reset to make MIG mode effective on GPU 00000000:17:00.0\n\
+         All done.\n"
+    );
+    assert_eq!(
+        smi_q_mig(&h, "00000000:17:00.0"),
+        ("Disabled".to_string(), "Enabled".to_string())
+    );
+    assert_eq!(smi_q_mig(&h, "00000000:65:00.0"), dis());
+    assert_eq!(smi(&h, &["mig", "-lgip"]).status, 6, "still pending");
+
+    let on = ("Enabled".to_string(), "Enabled".to_string());
+    for _ in 0..2 {
+        reboot(&h, &[]).unwrap();
+        assert_eq!(
+            smi_q_mig(&h, "00000000:17:00.0"),
+            on,
+            "persists (§5, Ampere)"
+        );
+        assert_eq!(smi_q_mig(&h, "00000000:65:00.0"), dis());
+    }
+    let lgip = smi(&h, &["mig", "-lgip"]);
+    assert!(lgip.success());
+    assert!(
+        lgip.stdout.contains(
+            "|   0  MIG 1g.10gb       19     7/7        9.50       No     14     0     0   |\n\
+             |                                                             1     0     0   |\n"
+        ),
+        "{}",
+        lgip.stdout
+    );
+    assert!(lgip.stdout.contains(
+        "|   0  MIG 7g.80gb        0     1/1        79.00      No     98     5     0   |\n"
+    ));
+    assert!(!lgip.stdout.contains("|   1  "), "GPU 1 is not in MIG mode");
+    assert!(
+        lgip.stdout.lines().all(|l| l.len() == 79),
+        "{}",
+        lgip.stdout
+    );
+}
+
+#[test]
+fn a100_mig_backed_vgpus_on_mdev_in_the_recorded_order() {
+    let d = tmp();
+    let h = sim(&d, "a100-mig-ready", &["vf_delay_ms=30", "vf_group_ms=3"]);
+    smi(&h, &["-i", "0", "-mig", "1"]);
+    reboot(&h, &[]).unwrap();
+    let vf = |f: u32| format!("0000:17:00.{f}");
+    // Instances made before sriov-manage are wiped by its rebind (§2, §5).
+    let out = smi(&h, &["mig", "-i", "0", "-cgi", "14", "-C"]);
+    assert!(out.success(), "{out:?}");
+    run(&h, "/usr/lib/nvidia/sriov-manage", &["-e", "0000:17:00.0"]);
+    let lgi = smi(&h, &["mig", "-lgi"]);
+    assert_eq!(
+        (lgi.status, lgi.stderr.as_str()),
+        (6, "No GPU instances found: Not Found\n")
+    );
+    assert!(
+        h.list(&mdev_types(&vf(4))).is_empty(),
+        "the lists come back empty"
+    );
+
+    // stackhpc's A100 layout: three 2g.20gb and one 1g.10gb, after sriov-manage.
+    let out = smi(&h, &["mig", "-i", "0", "-cgi", "14,14,14,1g.10gb", "-C"]);
+    assert!(out.success(), "{out:?}");
+    assert!(out.stdout.starts_with(
+        "Successfully created GPU instance ID  5 on GPU  0 using profile MIG 2g.20gb (ID 14)\n\
+         Successfully created compute instance ID  0 on GPU  0 GPU instance ID  5 using profile MIG 2g.20gb (ID  1)\n"
+    ), "{}", out.stdout);
+    let ids = created_ids(&out.stdout);
+    assert_eq!(ids, vec![5, 4, 3, 13]);
+    let lgi = smi(&h, &["mig", "-lgi"]).stdout;
+    assert!(
+        lgi.contains("|   0  MIG 1g.10gb      19       13          6:1     |\n"),
+        "{lgi}"
+    );
+    assert!(
+        lgi.contains("|   0  MIG 2g.20gb      14        3          0:2     |\n"),
+        "{lgi}"
+    );
+    assert!(lgi.lines().all(|l| l.len() == 54), "{lgi}");
+    // Each VF lists the MIG-backed types of the profiles that have instances, nothing else.
+    assert_eq!(h.list(&mdev_types(&vf(4))), ["nvidia-699", "nvidia-700"]);
+    let avail = |f: u32, id: u32| {
+        h.read_trim(&format!(
+            "{}/nvidia-{id}/available_instances",
+            mdev_types(&vf(f))
+        ))
+    };
+    assert_eq!(avail(4, 700).as_deref(), Some("1"));
+    let uuids = [
+        "73269d0f-b2c9-438d-8f28-f9e4bc6c6995",
+        "dc352ef3-efeb-4a5d-a48e-912eb230bc76",
+        "a464fbae-1f89-419a-a7bd-3a79c7b2eef4",
+    ];
+    for (f, u) in (4..7).zip(uuids) {
+        h.write_attr(&format!("{}/nvidia-700/create", mdev_types(&vf(f))), u)
+            .unwrap();
+    }
+    // Three 2g.20gb instances hold three vGPUs: no room for a fourth 2-20C anywhere.
+    assert_eq!(avail(7, 700).as_deref(), Some("0"));
+    let err = h
+        .write_attr(
+            &format!("{}/nvidia-700/create", mdev_types(&vf(7))),
+            "f3b823d3-97c8-4e0a-ae1b-1f102dcb3bce",
+        )
+        .unwrap_err();
+    assert_eq!(err.raw_os_error(), Some(nix::libc::EIO));
+    h.write_attr(
+        &format!("{}/nvidia-699/create", mdev_types(&vf(7))),
+        "f3b823d3-97c8-4e0a-ae1b-1f102dcb3bce",
+    )
+    .unwrap();
+    let st = state_of(&h).unwrap();
+    let mut held: Vec<Option<u32>> = st.vgpus.iter().map(|v| v.gpu_instance).collect();
+    held.sort();
+    assert_eq!(held, vec![Some(3), Some(4), Some(5), Some(13)]);
+    // The driver refuses MIG mode off with VFs enabled, and an instance holding a vGPU.
+    let off = smi(&h, &["-i", "0", "-mig", "0"]);
+    assert_eq!(off.status, 255);
+    assert!(off.stderr.contains("In use by another client"));
+    let dgi = smi(&h, &["mig", "-i", "0", "-dgi", "-gi", "13"]);
+    assert_eq!(dgi.status, 255, "{dgi:?}");
+    // A reboot: no instances, no vGPUs, MIG mode still on.
+    reboot(&h, &[]).unwrap();
+    assert!(state_of(&h).unwrap().gpu_instances.is_empty());
+    assert_eq!(
+        smi_q_mig(&h, "00000000:17:00.0"),
+        ("Enabled".to_string(), "Enabled".to_string())
+    );
+}
+
+#[test]
+fn h200_mig_on_vendor_vfio_takes_effect_at_once_and_is_lost_at_boot() {
+    let d = tmp();
+    // VFs staged ahead and their groups appearing later, as on the default path of a slow host.
+    let h = sim(
+        &d,
+        "h200x8-vfio-ready",
+        &["vf_delay_ms=30", "vf_group_ms=3"],
+    );
+    let out = smi(&h, &["-i", "7", "-mig", "1"]);
+    assert_eq!(
+        out.stdout,
+        "Enabled MIG Mode for GPU 00000000:DB:00.0\nAll done.\n"
+    );
+    let on = ("Enabled".to_string(), "Enabled".to_string());
+    assert_eq!(smi_q_mig(&h, "00000000:db:00.0"), on);
+    // Made before sriov-manage: wiped, the VF lists nothing and the write fails with EIO (§5).
+    assert!(smi(&h, &["mig", "-i", "7", "-cgi", "19", "-C"]).success());
+    run(&h, "/usr/lib/nvidia/sriov-manage", &["-e", "0000:db:00.0"]);
+    let vf = |f: u32| format!("sys/bus/pci/devices/0000:db:00.{f}/nvidia");
+    assert_eq!(
+        h.read(&format!("{}/creatable_vgpu_types", vf(4))).unwrap(),
+        "ID    : vGPU Name\n"
+    );
+    let t = vgpuctl_catalog::find("H200X", "H200X-1-18C").unwrap();
+    let err = h
+        .write_attr(&format!("{}/current_vgpu_type", vf(4)), &t.id.to_string())
+        .unwrap_err();
+    assert_eq!(err.raw_os_error(), Some(nix::libc::EIO));
+
+    // One instance per vGPU slot, after sriov-manage: ids come back out of order.
+    let out = smi(
+        &h,
+        &["mig", "-i", "7", "-cgi", "19,19,19,19,19,19,19", "-C"],
+    );
+    assert!(out.success(), "{out:?}");
+    assert_eq!(created_ids(&out.stdout), vec![9, 7, 8, 11, 10, 12, 13]);
+    let eighth = smi(&h, &["mig", "-i", "7", "-cgi", "1g.18gb"]);
+    assert_eq!(eighth.status, 255);
+    assert!(
+        eighth.stderr.contains("Insufficient Resources"),
+        "{eighth:?}"
+    );
+    let list = h.read(&format!("{}/creatable_vgpu_types", vf(4))).unwrap();
+    assert_eq!(
+        list,
+        format!("ID    : vGPU Name\n{:<6}: NVIDIA H200X-1-18C\n", t.id)
+    );
+    for f in 4..11 {
+        let (d, v) = (f / 8, f % 8);
+        let nv = format!("sys/bus/pci/devices/0000:db:{d:02x}.{v}/nvidia");
+        h.write_attr(&format!("{nv}/current_vgpu_type"), &t.id.to_string())
+            .unwrap();
+        assert!(h.read_trim(&format!("{nv}/gpu_instance_id")).is_some());
+    }
+    assert_eq!(
+        h.read_trim(&format!("{}/gpu_instance_id", vf(4)))
+            .as_deref(),
+        Some("9"),
+        "the first vGPU took the first instance made"
+    );
+    // All seven instances hold a vGPU: the next VF lists nothing and its write fails.
+    let next = "sys/bus/pci/devices/0000:db:01.3/nvidia";
+    assert_eq!(
+        h.read(&format!("{next}/creatable_vgpu_types")).unwrap(),
+        "ID    : vGPU Name\n"
+    );
+    assert_eq!(
+        h.write_attr(&format!("{next}/current_vgpu_type"), &t.id.to_string())
+            .unwrap_err()
+            .raw_os_error(),
+        Some(nix::libc::EIO)
+    );
+    // Hopper: MIG mode does not persist (§5); instances never do.
+    reboot(&h, &[]).unwrap();
+    assert_eq!(
+        smi_q_mig(&h, "00000000:db:00.0"),
+        ("Disabled".to_string(), "Disabled".to_string())
+    );
+    assert!(state_of(&h).unwrap().gpu_instances.is_empty());
+}
+
+#[test]
+fn mig_is_refused_on_a_gpu_without_it() {
+    let d = tmp();
+    let h = sim(&d, "l40s-vfio-ready", &[]);
+    let out = smi(&h, &["-i", "0", "-mig", "1"]);
+    assert_eq!(out.status, 3);
+    assert!(out.stderr.contains("Not Supported"), "{out:?}");
+    assert!(!run(&h, "nvidia-smi", &["-q"]).stdout.contains("MIG Mode"));
+    assert_eq!(smi(&h, &["mig", "-lgip"]).status, 6);
+}
