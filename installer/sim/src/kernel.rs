@@ -19,8 +19,6 @@ pub struct SimKernel {
     inner: Mutex<Inner>,
     /// Set (and notified) when this process scheduled an event, to wake the clock thread.
     wake: (Mutex<bool>, Condvar),
-    /// A dead process's render mark was found (see `with`): `reconcile` redraws every GPU.
-    found_dirty: std::sync::atomic::AtomicBool,
 }
 
 struct Inner {
@@ -54,7 +52,6 @@ impl SimKernel {
             model,
             inner: Mutex::new(Inner { st, stamp }),
             wake: (Mutex::new(false), Condvar::new()),
-            found_dirty: std::sync::atomic::AtomicBool::new(false),
         });
         k.start_clock();
         Ok(k)
@@ -75,16 +72,22 @@ impl SimKernel {
         let before = inner.st.clone();
         // Marked while the files may disagree with the saved state: a process killed here
         // (a crash test's SIGKILL lands while this thread renders) leaves the mark, and the
-        // next process to open the root redraws every GPU (`reconcile`).
+        // next process to take the lock redraws every GPU.
         let mark = self.root.join(state::DIRTY_FILE);
-        if mark.exists() {
-            // Left by a process that died rendering (this one holds the lock now).
-            self.found_dirty
-                .store(true, std::sync::atomic::Ordering::Relaxed);
-        } else {
+        // Left by a process that died rendering (this one holds the lock now, so no live one
+        // is mid-render): whoever finds it redraws, here and now. Deferring that to the next
+        // open lost it when a process that stayed open found the mark first (a clock thread
+        // applying a udev bind), removed it, and never redrew.
+        let died_rendering = mark.exists();
+        if !died_rendering {
             let _ = std::fs::File::create(&mark);
         }
         let r = f(&mut inner.st);
+        if died_rendering {
+            for pf in self.model.pfs {
+                self.render_gpu(&inner.st, pf)?;
+            }
+        }
         let saved = if inner.st != before {
             state::save(&self.root, &inner.st).map_err(to_io)
         } else {
@@ -122,12 +125,9 @@ impl SimKernel {
                 .filter(|v| !v.uuid.is_empty())
                 .map(|v| v.uuid.clone())
                 .collect();
-            // A process died between a change and its files (the mark), or the mdev devices
-            // listed differ from the state's.
-            let died_rendering = self
-                .found_dirty
-                .swap(false, std::sync::atomic::Ordering::Relaxed);
-            if died_rendering || listed != wanted {
+            // The mdev devices listed differ from the state's (a process that died between a
+            // change and its files, before the render mark existed, is redrawn by `with`).
+            if listed != wanted {
                 for pf in self.model.pfs {
                     self.render_gpu(st, pf)?;
                 }

@@ -1352,6 +1352,14 @@ fn a_process_that_died_rendering_leaves_a_mark_and_the_next_open_redraws_the_fil
     let h = open(&root, "a40x8-ready", &[]).unwrap();
     assert_eq!(std::fs::read_to_string(&avail).unwrap(), good);
     assert!(!root.join(state::DIRTY_FILE).exists());
+    // A process that stays open and finds the mark (its clock applying an event, a program
+    // run) redraws then: it takes the mark away, so no later open would.
+    std::fs::remove_file(&avail).unwrap();
+    std::fs::write(&avail, "0\n").unwrap();
+    std::fs::write(root.join(state::DIRTY_FILE), "").unwrap();
+    run(&h, "nvidia-smi", &[]);
+    assert!(!root.join(state::DIRTY_FILE).exists());
+    assert_eq!(std::fs::read_to_string(&avail).unwrap(), good);
     drop(h);
 }
 
