@@ -28,3 +28,26 @@ fn a100_mig_takes_a_time_sliced_profile_and_restores_it() {
 fn h200x8_vfio_takes_a_time_sliced_profile_and_restores_it() {
     time_sliced_round_trip("h200x8-vfio-ready", "H200X-70C", 2, 16);
 }
+
+/// A MIG-backed type asks for what setup does not build yet (MIG mode, a GPU instance per
+/// vGPU): refused with exit 2, the field named, before any change, on both interfaces and
+/// whether or not the host still needs SR-IOV. Before, the type was only found missing from
+/// the VFs' listings after SR-IOV and the restore unit were done.
+#[test]
+fn a_mig_backed_type_is_refused_before_any_change() {
+    for (model, ty) in [
+        ("a100-mig-ready", "A100D-1-10C"),
+        ("h200x8-vfio-ready", "H200X-1-18C"),
+    ] {
+        let s = Sim::new(model);
+        let before = tree_hash(s.root());
+        let p = profile_file(&format!(
+            "[[gpus]]\nselect = \"all\"\nvgpu_type = \"{ty}\"\ncount = 1\n"
+        ));
+        let r = s.run(&["setup", "--profile", p.path().to_str().unwrap(), "--yes"]);
+        assert_eq!(r.code, 2, "{model}: {r:?}");
+        assert!(r.stderr.contains("gpus[0].vgpu_type"), "{r:?}");
+        assert!(r.stderr.contains("MIG-backed"), "{r:?}");
+        assert_eq!(tree_hash(s.root()), before, "{model}: the host was changed");
+    }
+}

@@ -115,6 +115,24 @@ pub fn id_number(id: &str) -> Option<u32> {
 /// Resolve `wanted` (a name like "A40-24Q" / "NVIDIA A40-24Q", or an id like "nvidia-565") on a
 /// GPU: from its live type listing when the driver shows one, else from the embedded catalog.
 pub fn resolve_type(gpu: &Gpu, wanted: &str) -> Result<ResolvedType, String> {
+    // Refused here, before any change: a MIG-backed vGPU needs MIG mode and a GPU instance per
+    // vGPU, which setup does not make yet, and on a GPU in the default mode its type is listed
+    // only after those exist, so it would otherwise fail after SR-IOV and the unit were done.
+    if let Some(t) = known_type(gpu, wanted).filter(|t| t.mig_backed()) {
+        let sliced: Vec<String> = catalog_types(gpu)
+            .iter()
+            .filter(|x| !x.mig_backed())
+            .map(|x| vgpu_name::short(&x.name).to_string())
+            .collect();
+        return Err(format!(
+            "{} is a MIG-backed vGPU type: vgpuctl does not set up MIG (MIG mode and one GPU \
+             instance per vGPU) yet; choose a time-sliced type of {} ({}), or set MIG up by hand \
+             and create the vGPUs yourself",
+            vgpu_name::short(&t.name),
+            gpu.model.name,
+            sliced.join(", ")
+        ));
+    }
     let live: Vec<&crate::facts::VgpuType> = gpu
         .parents
         .iter()
