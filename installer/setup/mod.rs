@@ -12,6 +12,7 @@ pub mod paths;
 pub mod plan;
 pub mod planner;
 pub mod prereboot;
+pub mod proxmox_default;
 pub mod ticker;
 pub mod validate;
 pub mod vfio_release;
@@ -220,6 +221,19 @@ pub fn run(host: &Host, profile: &Profile, opts: &Options) -> Result<Exit, Failu
     if !opts.dry_run {
         crate::privilege::require_root(host, "setup")?;
     }
+    let adjusted;
+    let profile = if profile.gpus.is_empty() && profile.sriov.is_empty() {
+        match proxmox_default::effective(&crate::facts::observe(host), profile) {
+            Some(p) => {
+                crate::outln!("{}", proxmox_default::note(&p));
+                adjusted = p;
+                &adjusted
+            }
+            None => profile,
+        }
+    } else {
+        profile
+    };
     // Decide without touching anything: bad input and "nothing to do" change no file (not even
     // the lock). Only a plan that will be applied takes the lock, and is then made again under it.
     // One seed per run: the plan made again under the lock names the same new UUIDs as the one shown.

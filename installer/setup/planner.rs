@@ -335,6 +335,39 @@ pub fn plan(
         return Ok(plan);
     }
 
+    // PFs the profile wants SR-IOV on without vGPUs of vgpuctl's (imported `sriov-manage -e`
+    // lines; on Proxmox VE, GPUs whose vGPUs Proxmox makes): enabled now, as at every boot.
+    for (i, pf) in profile.sriov.iter().enumerate() {
+        let id = format!("sriov:{pf}");
+        let Some(gpu) = f.host.gpus.iter().find(|g| g.address == *pf) else {
+            return Err(err(
+                format!("sriov[{i}]"),
+                format!(
+                    "no NVIDIA GPU at {pf} on this host (its GPUs: {})",
+                    f.host
+                        .gpus
+                        .iter()
+                        .map(|g| g.address.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            ));
+        };
+        let total = gpu.sriov_totalvfs.unwrap_or(0);
+        let pending = gpu.sriov_capable() && (total == 0 || gpu.sriov_numvfs != Some(total));
+        if pending && !plan.steps.iter().any(|s| s.id == id) {
+            plan.push(
+                id,
+                format!("Enable SR-IOV on {} {}", gpu.model.name, gpu.address),
+                Action::EnableSriov {
+                    pf: gpu.address.clone(),
+                    vfs: total,
+                    bound_s: want.vf_timeout_s,
+                },
+            );
+        }
+    }
+
     // The boot-time restore unit, run from a stable path.
     if !f.binary_current {
         plan.push(
