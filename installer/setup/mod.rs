@@ -415,6 +415,8 @@ fn for_reach(
 }
 
 fn finish(host: &Host) -> Result<Exit, Failure> {
+    // CloudPods' file may be written below: a Ctrl-C from here on is no clean cancel.
+    crate::interrupt::changes_begin();
     let f = facts::observe(host);
     let active = crate::active::load(host)?;
     let pins = crate::pins::load(host)?;
