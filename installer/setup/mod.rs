@@ -14,6 +14,7 @@ pub mod planner;
 pub mod prereboot;
 pub mod validate;
 pub mod vfio_release;
+pub mod waiting;
 
 use std::io::IsTerminal;
 use std::time::Duration;

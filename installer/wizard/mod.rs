@@ -525,8 +525,23 @@ fn ask_after_reboot(
         if go {
             let _lock = crate::setup::lock::acquire(host, "wizard: enable SR-IOV")?;
             crate::interrupt::sriov_enabled();
-            for pf in &dark {
-                crate::vgpu::sriov::enable(host, pf, std::time::Duration::from_secs(120))?;
+            // Together, as setup and restore do: each GPU's wait for its listings overlaps.
+            let bound = std::time::Duration::from_secs(120);
+            let results: Vec<anyhow::Result<_>> = std::thread::scope(|s| {
+                let running: Vec<_> = dark
+                    .iter()
+                    .map(|pf| s.spawn(move || crate::vgpu::sriov::enable(host, pf, bound)))
+                    .collect();
+                running
+                    .into_iter()
+                    .map(|h| {
+                        h.join()
+                            .unwrap_or_else(|_| Err(anyhow::anyhow!("panicked")))
+                    })
+                    .collect()
+            });
+            for r in results {
+                r?;
             }
             f = crate::facts::observe(host);
         }
