@@ -539,3 +539,22 @@ fn after_the_reboot_the_type_is_asked_once_for_the_gpus_picked() {
     assert_eq!(exit_code(&mut p), 0);
     assert_eq!(s.live_vgpus().len(), 12);
 }
+
+/// Item 11: on a terminal a step that waits shows a spinner with what it waits for and the time.
+#[test]
+fn setup_on_a_terminal_shows_what_a_step_waits_for() {
+    let s = Sim::new("a40x8-ready");
+    // 32 VF groups 100 ms apart: seconds of waiting for each GPU's listings.
+    assert_eq!(
+        s.run(&["--sim-opt", "vf_group_ms=100", "sim", "info"]).code,
+        0
+    );
+    let prof = repo().join("profiles/a40.toml");
+    let mut p = wizard(&s, &["--profile", prof.to_str().unwrap(), "--yes"]);
+    p.exp_string("[8/12] Enable SR-IOV on A40 0000:e8:00.0")
+        .unwrap();
+    p.exp_string("waiting for the VFs of 8 GPUs and their vGPU types: ")
+        .unwrap();
+    p.exp_string("Setup is complete.").unwrap();
+    assert_eq!(exit_code(&mut p), 0);
+}

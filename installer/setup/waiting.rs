@@ -33,7 +33,8 @@ pub fn line(what: &str, elapsed: Duration) -> String {
 
 /// Run `work`, saying what is awaited while it runs.
 pub fn run<T: Send>(what: &str, work: impl FnOnce() -> T + Send) -> T {
-    let terminal = std::io::stdout().is_terminal();
+    // The spinner draws on stderr: both must be the terminal, or the log gets lines.
+    let terminal = std::io::stdout().is_terminal() && std::io::stderr().is_terminal();
     let start = Instant::now();
     let (done, finished) = mpsc::channel::<()>();
     std::thread::scope(|s| {
@@ -67,7 +68,8 @@ fn spin(what: &str, start: Instant, finished: &mpsc::Receiver<()>) {
     if finished.recv_timeout(SPINNER_AFTER).is_ok() {
         return;
     }
-    let bar = indicatif::ProgressBar::new_spinner();
+    // Its elapsed time counts from the step's start, not from the spinner's.
+    let bar = indicatif::ProgressBar::new_spinner().with_elapsed(start.elapsed());
     bar.set_style(
         indicatif::ProgressStyle::with_template("      {spinner} waiting for {msg}: {elapsed}")
             .unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner()),
@@ -79,7 +81,6 @@ fn spin(what: &str, start: Instant, finished: &mpsc::Receiver<()>) {
             break;
         }
     }
-    let _ = start;
     bar.finish_and_clear();
 }
 
