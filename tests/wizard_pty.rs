@@ -440,10 +440,13 @@ fn a_finished_host_starts_from_its_current_state_on_an_80_column_console() {
     ))
     .unwrap();
     key(&mut p, ENTER);
+    // On 80 columns the GPUs go on a line of their own above the picker's prompt.
     p.exp_string(&bytes(
-        "vGPU type for 8 × A40 0000:67:00.0 … 0000:e8:00.0 (from the driver's live list)",
+        "vGPU type for 8 × A40 0000:67:00.0 … 0000:e8:00.0:\r\n",
     ))
     .unwrap();
+    p.exp_string("vGPU type (from the driver's live list)")
+        .unwrap();
     // The picker starts on the type the GPUs hold.
     let shown = p.exp_string("> A40-24Q").unwrap();
     let rest = p.exp_string("per GPU").unwrap();
@@ -522,15 +525,15 @@ fn after_the_reboot_the_type_is_asked_once_for_the_gpus_picked() {
     let mut p = wizard(&s, &[]);
     p.exp_string("GPU(s) now, to pick the type").unwrap();
     key(&mut p, "y");
-    p.exp_string(&bytes(&format!(
-        "vGPU type for {six} (from the driver's live list)"
-    )))
-    .unwrap();
+    p.exp_string(&bytes(&format!("vGPU type for {six}:\r\n")))
+        .unwrap();
+    p.exp_string("vGPU type (from the driver's live list)")
+        .unwrap();
     key(&mut p, ENTER);
     let between = p.exp_string("Apply this plan?").unwrap();
     // Only the answer's report line names the type again; a second question would be another.
     assert_eq!(
-        between.matches("vGPU type for").count(),
+        between.matches("vGPU type").count(),
         1,
         "asked again: {between:?}"
     );

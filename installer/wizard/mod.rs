@@ -244,11 +244,16 @@ fn pick_type(who: &str, gpu: &Gpu, default: Option<&str>) -> Result<(String, u32
         let start = default
             .and_then(|d| found.iter().position(|(n, _)| vgpu_name::same(n, d)))
             .unwrap_or(0);
-        let i = prompt::select(
-            &format!("vGPU type for {who} (from the driver's live list)"),
-            &items,
-            start,
-        )?;
+        // A picker's prompt that wraps is left half-cleared on a narrow console: when the GPUs'
+        // names make it too long, they go on a line of their own above it.
+        let full = format!("vGPU type for {who} (from the driver's live list)");
+        let question = if full.chars().count() + rows::MARKER_COLUMNS < prompt::columns() {
+            full
+        } else {
+            crate::outln!("vGPU type for {who}:");
+            "vGPU type (from the driver's live list)".to_string()
+        };
+        let i = prompt::select(&question, &items, start)?;
         let (name, r) = &found[i];
         return Ok((vgpu_name::short(name).to_string(), fits(gpu, r)));
     }
