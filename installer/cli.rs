@@ -7,7 +7,7 @@ use clap::{Args, Parser, Subcommand};
 
 const AFTER_HELP: &str = "\
 Exit codes: 0 done, 1 failed, 2 bad input or usage, 3 stopped at a reboot checkpoint
-            (reboot, then run the same command again).
+            (reboot, then run the command it prints), 130 cancelled at a prompt.
 
 Try it without a GPU on a simulated host (--simulate MODEL and --sim-opt KEY=VALUE go before
 any command and are left out of the commands' help):

@@ -1,5 +1,6 @@
 //! Exit codes and the error type the CLI turns into them.
-//! 0 done, 1 failed, 2 bad input or usage, 3 stopped at a reboot checkpoint.
+//! 0 done, 1 failed, 2 bad input or usage, 3 stopped at a reboot checkpoint, 130 cancelled by the
+//! operator (Esc or Ctrl-C at a prompt, before any change: 128 + SIGINT, as a shell reports Ctrl-C).
 
 use std::fmt;
 
@@ -9,6 +10,7 @@ pub enum Exit {
     Failed = 1,
     Usage = 2,
     Reboot = 3,
+    Cancelled = 130,
 }
 
 /// An error that knows its exit code. Bad input (profile, arguments, links) is `Usage` (2): the
@@ -30,6 +32,13 @@ impl Failure {
         Failure {
             code: Exit::Usage,
             error: e.into(),
+        }
+    }
+    /// The operator cancelled at a prompt; `what` says what was (not) changed.
+    pub fn cancelled(what: &str) -> Failure {
+        Failure {
+            code: Exit::Cancelled,
+            error: anyhow::anyhow!("Cancelled: {what}."),
         }
     }
     pub fn failed(msg: impl fmt::Display) -> Failure {

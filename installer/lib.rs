@@ -21,6 +21,7 @@ pub mod gpu_group;
 pub mod host;
 pub mod import;
 pub mod integrations;
+pub mod interrupt;
 pub mod kubevirt;
 pub mod logging;
 pub mod models;

@@ -20,6 +20,11 @@ fn main() {
     let opener = opener::RealOnly;
     let mut code = match run(cli, &opener) {
         Ok(code) => code as i32,
+        // A cancel is the operator's choice, not an error: its message alone.
+        Err(failure) if failure.code == Exit::Cancelled => {
+            eprintln!("{failure}");
+            failure.code as i32
+        }
         Err(failure) => {
             eprintln!("vgpuctl: error: {failure}");
             failure.code as i32
@@ -67,7 +72,7 @@ fn run(cli: Cli, opener: &dyn HostOpener) -> Result<Exit, Failure> {
             dry_run,
             vf_timeout,
         } => cmd::import::run(&host, dry_run, std::time::Duration::from_secs(vf_timeout)),
-        Command::Setup(args) => cmd::setup::run(&host, &args),
+        Command::Setup(args) => cmd::setup::run(&host, &args, &cli.global),
         Command::Uninstall { yes } => cmd::uninstall::run(&host, yes),
         Command::Driver(DriverCommand::Fetch(a)) => cmd::driver::run(&host, &a, false),
         Command::Driver(DriverCommand::Install(a)) => cmd::driver::run(&host, &a, true),

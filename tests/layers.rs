@@ -27,6 +27,7 @@ const LAYERS: &[(&str, &[&str])] = &[
         "values: errors, output, parsers of words and numbers; no host",
         &[
             "exit",
+            "interrupt",
             "out",
             "fault",
             "logging",

@@ -73,3 +73,33 @@ fn setup_dry_run_shows_what_the_real_run_does() {
     let again = s.run(&["setup", "--profile", p, "--dry-run"]);
     assert!(again.stdout.contains("Nothing to do"), "{again:?}");
 }
+
+/// Issue 16 item 11: the GPUs' SR-IOV steps run together (sriov-manage itself runs one GPU at a
+/// time, but each GPU's wait for its VFs' type listings overlaps the others'), and a log (stdout
+/// not a terminal) gets a line saying what is awaited while a step waits long.
+#[test]
+fn sriov_steps_run_together_and_a_long_wait_says_what_it_awaits() {
+    let s = Sim::new("a40x8-ready");
+    // 32 VF groups 400 ms apart: each GPU's listings take about 13 s after its sriov-manage.
+    assert_eq!(
+        s.run(&["--sim-opt", "vf_group_ms=400", "sim", "info"]).code,
+        0
+    );
+    let prof = repo().join("profiles/a40.toml");
+    let r = s.run(&["setup", "--profile", prof.to_str().unwrap(), "--yes"]);
+    assert_eq!(r.code, 0, "{r:?}");
+    let (_, applied) = r.stdout.split_once("[1/").unwrap();
+    // Every GPU's step is started before the first one reports its VFs.
+    let (before_first_ready, _) = applied.split_once("VFs ready after").unwrap();
+    let started = before_first_ready
+        .lines()
+        .filter(|l| l.contains("] Enable SR-IOV on A40 "))
+        .count();
+    assert_eq!(started, 8, "{r:?}");
+    assert!(
+        r.stdout
+            .contains("      still waiting for the VFs of 8 GPUs and their vGPU types (10 s)"),
+        "{r:?}"
+    );
+    assert_eq!(s.live_vgpus().len(), 16);
+}

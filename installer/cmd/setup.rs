@@ -1,7 +1,9 @@
 use std::io::IsTerminal;
 use std::time::Duration;
 
-use crate::cli::SetupArgs;
+use std::path::Path;
+
+use crate::cli::{Global, SetupArgs};
 use crate::exit::{Exit, Failure};
 use crate::host::Host;
 use crate::profile::Profile;
@@ -9,7 +11,7 @@ use crate::profile_load::{load_located, Located};
 
 use crate::setup::RESUME_PROFILE;
 
-pub fn run(host: &Host, args: &SetupArgs) -> Result<Exit, Failure> {
+pub fn run(host: &Host, args: &SetupArgs, global: &Global) -> Result<Exit, Failure> {
     let (profile, profile_path, source) = match (&args.profile, args.resume) {
         (Some(p), _) => {
             let (profile, source) = load_located(p)?;
@@ -33,8 +35,14 @@ pub fn run(host: &Host, args: &SetupArgs) -> Result<Exit, Failure> {
                      unattended run pass --profile FILE (`vgpuctl setup --help` shows one)",
                 ));
             }
-            return run_wizard(host, args);
+            return run_wizard(host, args, global);
         }
+    };
+    let next_command = if args.resume {
+        next_command(global, &["setup", "--resume"])
+    } else {
+        let path = real_path(Path::new(&profile_path));
+        next_command(global, &["setup", "--profile", &path, "--yes"])
     };
     let opts = crate::setup::Options {
         dry_run: args.dry_run,
@@ -44,11 +52,28 @@ pub fn run(host: &Host, args: &SetupArgs) -> Result<Exit, Failure> {
         vf_timeout: Duration::from_secs(args.vf_timeout),
         profile_path,
         source,
+        next_command,
     };
     crate::setup::run(host, &profile, &opts)
 }
 
-fn run_wizard(host: &Host, args: &SetupArgs) -> Result<Exit, Failure> {
+/// A path as an absolute one, for a command printed to be run from anywhere.
+fn real_path(p: &Path) -> String {
+    std::path::absolute(p)
+        .unwrap_or_else(|_| p.to_path_buf())
+        .display()
+        .to_string()
+}
+
+/// `vgpuctl` with this run's --root (when not `/`) and --simulate, then `args`.
+fn next_command(global: &Global, args: &[&str]) -> String {
+    let root = (global.root != Path::new("/")).then(|| real_path(&global.root));
+    crate::wizard::next::command(root.as_deref(), global.simulate.as_deref(), args)
+}
+
+fn run_wizard(host: &Host, args: &SetupArgs, global: &Global) -> Result<Exit, Failure> {
+    // Until the plan is confirmed, Ctrl-C cancels with a word and the cursor back.
+    crate::interrupt::cancel_on_ctrl_c();
     let facts = crate::facts::observe(host);
     let st = crate::state::load(host)?;
     // After the reboot checkpoint, ask only what is still open.
@@ -60,49 +85,70 @@ fn run_wizard(host: &Host, args: &SetupArgs) -> Result<Exit, Failure> {
         None
     };
     let resumed = previous.is_some();
-    let profile = if resumed && st.reboot_boot_id.as_deref() == facts.boot_id.as_deref() {
+    let pending = resumed && st.reboot_boot_id.as_deref() == facts.boot_id.as_deref();
+    let profile = if pending {
         // Not rebooted yet: nothing to ask; setup says the reboot is pending.
         previous.unwrap()
     } else {
-        crate::wizard::ask(host, &facts, previous.as_ref())?
+        crate::wizard::ask(host, &facts, previous.as_ref(), args.allow_unverified)?
     };
-    if let Some(path) = &args.save_profile {
-        crate::wizard::save(path, &profile, true)?;
-    }
-    let opts = crate::setup::Options {
+    let mut opts = crate::setup::Options {
         dry_run: args.dry_run,
         yes: args.yes,
         allow_unverified: args.allow_unverified,
         allow_remove: args.allow_remove,
         vf_timeout: Duration::from_secs(args.vf_timeout),
-        profile_path: args
-            .save_profile
-            .as_ref()
-            .map(|p| p.display().to_string())
-            .unwrap_or_else(|| "FILE".into()),
+        profile_path: "the wizard's answers".into(),
         // The answers have no file to point into (a saved copy is written from them).
         source: Located {
             file: "the wizard's answers".into(),
             text: None,
         },
+        // The wizard again: after the reboot it asks only what is still open.
+        next_command: next_command(global, &["setup"]),
     };
-    let result = crate::setup::run(host, &profile, &opts);
-    if args.save_profile.is_none() && !args.dry_run && !resumed {
-        let offer = dialoguer::Confirm::new()
-            .with_prompt(
-                "Save these answers as a profile, so the next host is one unattended command?",
-            )
-            .default(true)
-            .interact()
-            .unwrap_or(false);
+    if !pending {
+        // Every check setup makes before its plan, so the profile saved below is one it accepts
+        // and a refusal leaves no file behind.
+        crate::setup::preflight(host, &profile, &opts)?;
+    }
+    // Saved once, after the checks.
+    let mut saved = args.save_profile.as_ref().map(|p| real_path(p));
+    if saved.is_none() && !args.dry_run && !resumed {
+        let offer = crate::wizard::prompt::confirm(
+            "Save these answers as a profile, so the next host is one unattended command?",
+            true,
+        )?;
         if offer {
-            let path: String = dialoguer::Input::new()
-                .with_prompt("Profile file")
-                .default("vgpuctl-profile.toml".into())
-                .interact_text()
-                .map_err(|e| Failure::usage(format!("no answer: {e}")))?;
-            crate::wizard::save(std::path::Path::new(&path), &profile, true)?;
+            saved = Some(crate::wizard::prompt::line(
+                "Profile file",
+                Some("vgpuctl-profile.toml"),
+                false,
+                |p| Ok::<_, String>(real_path(Path::new(p.trim()))),
+            )?);
         }
+    }
+    if let Some(path) = &saved {
+        crate::wizard::save(Path::new(path), &profile, true)?;
+        opts.profile_path = path.clone();
+        opts.next_command = format!(
+            "{}
+  (or unattended, from the saved profile: {})",
+            opts.next_command,
+            next_command(global, &["setup", "--profile", path, "--yes"])
+        );
+    }
+    let result = crate::setup::run(host, &profile, &opts);
+    if matches!(result, Ok(Exit::Ok)) && !args.dry_run {
+        let root = (global.root != Path::new("/")).then(|| real_path(&global.root));
+        crate::outln!(
+            "\n{}",
+            crate::wizard::next::after_setup(
+                root.as_deref(),
+                global.simulate.as_deref(),
+                crate::setup::paths::RESTORE_UNIT
+            )
+        );
     }
     result
 }

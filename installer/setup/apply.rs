@@ -388,104 +388,77 @@ pub fn execute(
     record: &mut dyn FnMut(&Step, bool) -> Result<()>,
 ) -> Result<(Vec<String>, Option<String>)> {
     let mut failures = Vec::new();
-    let steps = &plan.steps;
+    let n = plan.steps.len();
     let mut i = 0;
-    while i < steps.len() {
-        // Consecutive SR-IOV steps run side by side, as at boot: each waits seconds for its
-        // VFs' vGPU groups, and one GPU after another made an 8-GPU host wait eight times.
-        let end = if is_sriov(&steps[i]) {
-            i + steps[i..].iter().take_while(|s| is_sriov(s)).count()
-        } else {
-            i + 1
-        };
-        let batch = &steps[i..end];
-        for (k, step) in batch.iter().enumerate() {
+    while i < n {
+        // Consecutive SR-IOV steps run together, as restore's lanes do: each GPU's VFs take
+        // seconds to appear, and nothing orders one GPU's after another's.
+        let batch = sriov_batch(&plan.steps[i..]);
+        let steps = &plan.steps[i..i + batch];
+        for (k, step) in steps.iter().enumerate() {
             crate::fault::point("step");
-            crate::outln!("[{}/{}] {}", i + k + 1, steps.len(), step.title);
+            crate::outln!("[{}/{n}] {}", i + k + 1, step.title);
         }
-        let outcomes: Vec<Result<String>> = {
-            let _ticker = super::ticker::Ticker::start(&match batch {
-                [one] => one.title.clone(),
-                many => format!("enabling SR-IOV on {} GPUs side by side", many.len()),
-            });
-            if batch.len() == 1 {
-                vec![apply(ctx, &batch[0])]
-            } else {
-                std::thread::scope(|s| {
-                    let running: Vec<_> = batch
-                        .iter()
-                        .map(|step| s.spawn(move || apply(ctx, step)))
-                        .collect();
-                    running
-                        .into_iter()
-                        .map(|r| {
-                            r.join()
-                                .unwrap_or_else(|_| Err(anyhow::anyhow!("the step panicked")))
-                        })
-                        .collect()
-                })
-            }
+        let what = match steps {
+            [one] => super::waiting::awaited(&one.action, &one.title),
+            many => format!("the VFs of {} GPUs and their vGPU types", many.len()),
         };
-        i = end;
-        // Told and recorded in the plan's order, whatever order they finished in.
-        let mut stop = false;
-        for (step, outcome) in batch.iter().zip(outcomes) {
-            match conclude(step, outcome, &mut failures, record)? {
-                Concluded::Done => {}
-                Concluded::Stale(why) => return Ok((failures, Some(why))),
-                Concluded::Failed => stop |= !continues_after_failure(step),
-            }
+        let outcomes: Vec<Result<String>> = super::waiting::run(&what, || {
+            std::thread::scope(|s| {
+                let running: Vec<_> = steps
+                    .iter()
+                    .map(|step| s.spawn(move || apply(ctx, step)))
+                    .collect();
+                running
+                    .into_iter()
+                    .map(|h| {
+                        h.join()
+                            .unwrap_or_else(|_| Err(anyhow::anyhow!("the step's thread panicked")))
+                    })
+                    .collect()
+            })
+        });
+        i += batch;
+        // Every step of the batch ran: each is recorded before any outcome ends the run.
+        for (step, outcome) in steps.iter().zip(&outcomes) {
+            record(step, outcome.is_ok())?;
         }
-        if stop {
-            break;
+        for (step, outcome) in steps.iter().zip(outcomes) {
+            match outcome {
+                Ok(msg) => crate::outln!("      ok: {msg}"),
+                Err(e) if e.downcast_ref::<Stale>().is_some() && failures.is_empty() => {
+                    crate::outln!("      not done: {e:#}");
+                    return Ok((failures, Some(format!("{e:#}"))));
+                }
+                Err(e) => {
+                    crate::outln!("      FAILED: {e:#}");
+                    failures.push(format!("{}: {e:#}", step.title));
+                    if !matches!(
+                        step.action,
+                        Action::CreateVgpus { .. }
+                            | Action::EnableSriov { .. }
+                            | Action::RestorePins { .. }
+                    ) {
+                        return Ok((failures, None));
+                    }
+                }
+            }
         }
     }
     Ok((failures, None))
 }
 
-fn is_sriov(step: &Step) -> bool {
-    matches!(step.action, Action::EnableSriov { .. })
-}
-
-/// vGPU work on one GPU never blocks the others; any other failure stops the run.
-fn continues_after_failure(step: &Step) -> bool {
-    matches!(
-        step.action,
-        Action::CreateVgpus { .. } | Action::EnableSriov { .. } | Action::RestorePins { .. }
-    )
-}
-
-enum Concluded {
-    Done,
-    /// Its precondition was gone (and nothing failed before): observe and plan again.
-    Stale(String),
-    /// Pushed on the failures.
-    Failed,
-}
-
-/// Record and print one step's outcome.
-fn conclude(
-    step: &Step,
-    outcome: Result<String>,
-    failures: &mut Vec<String>,
-    record: &mut dyn FnMut(&Step, bool) -> Result<()>,
-) -> Result<Concluded> {
-    {
-        record(step, outcome.is_ok())?;
-        match outcome {
-            Ok(msg) => crate::outln!("      ok: {msg}"),
-            Err(e) if e.downcast_ref::<Stale>().is_some() && failures.is_empty() => {
-                crate::outln!("      not done: {e:#}");
-                return Ok(Concluded::Stale(format!("{e:#}")));
-            }
-            Err(e) => {
-                crate::outln!("      FAILED: {e:#}");
-                failures.push(format!("{}: {e:#}", step.title));
-                return Ok(Concluded::Failed);
-            }
+/// How many steps from the first run together: the consecutive SR-IOV steps of distinct GPUs,
+/// or just the first step. Pure.
+pub fn sriov_batch(steps: &[Step]) -> usize {
+    let mut pfs: Vec<&str> = Vec::new();
+    for step in steps {
+        match &step.action {
+            Action::EnableSriov { pf, .. } if !pfs.contains(&pf.as_str()) => pfs.push(pf),
+            _ => break,
         }
     }
-    Ok(Concluded::Done)
+    pfs.len().max(1)
 }
 
 /// Turn mixed-size mode on for one GPU (`nvidia-smi vgpu -i <pf> -shm 1`), as a restore step;
@@ -999,6 +972,33 @@ mod tests {
             vf_timeout: Duration::from_secs(1),
             allow_unverified: false,
         }
+    }
+
+    #[test]
+    fn consecutive_sriov_steps_of_distinct_gpus_form_one_batch() {
+        let sriov = |pf: &str| Step {
+            id: format!("sriov-{pf}"),
+            title: format!("Enable SR-IOV on {pf}"),
+            action: Action::EnableSriov {
+                pf: pf.into(),
+                vfs: 32,
+                bound_s: 120,
+            },
+        };
+        let other = Step {
+            id: "run".into(),
+            title: "Run".into(),
+            action: Action::Run(crate::host::Cmd::new("true")),
+        };
+        let a = sriov("0000:67:00.0");
+        let b = sriov("0000:68:00.0");
+        assert_eq!(
+            sriov_batch(&[a.clone(), b.clone(), other.clone(), a.clone()]),
+            2
+        );
+        assert_eq!(sriov_batch(&[a.clone(), a.clone(), b.clone()]), 1);
+        assert_eq!(sriov_batch(&[other.clone(), a.clone()]), 1);
+        assert_eq!(sriov_batch(&[]), 1);
     }
 
     /// A file that changed since the plan read it is not overwritten: the executor stops there

@@ -13,9 +13,9 @@ pub mod plan;
 pub mod planner;
 pub mod prereboot;
 pub mod proxmox_default;
-pub mod ticker;
 pub mod validate;
 pub mod vfio_release;
+pub mod waiting;
 
 use std::io::IsTerminal;
 use std::time::Duration;
@@ -46,6 +46,8 @@ pub struct Options {
     pub profile_path: String,
     /// Its file and text, to locate the errors the checks against this host find.
     pub source: crate::profile_load::Located,
+    /// The exact command to run after a reboot checkpoint (with --root/--simulate when given).
+    pub next_command: String,
 }
 
 /// Refuse a host that can never be a vGPU host, before any change.
@@ -147,11 +149,13 @@ fn confirm(opts: &Options) -> Result<bool, Failure> {
             "setup needs confirmation: pass --yes to apply without a terminal (or --dry-run to only look)",
         ));
     }
+    // Esc (or q) cancels, as at the wizard's prompts.
     dialoguer::Confirm::new()
         .with_prompt("Apply this plan?")
         .default(false)
-        .interact()
-        .map_err(|e| Failure::usage(format!("no answer ({e}); nothing was changed")))
+        .interact_opt()
+        .map_err(|e| Failure::usage(format!("no answer ({e}); nothing was changed")))?
+        .ok_or_else(|| Failure::cancelled(crate::interrupt::what_changed()))
 }
 
 enum Decision {
@@ -216,6 +220,13 @@ fn decide(host: &Host, profile: &Profile, opts: &Options, seed: u64) -> Result<D
     })
 }
 
+/// Every check `run` makes before it shows the plan (the profile's fields against this host, the
+/// driver source, the plan itself), changing nothing: the wizard saves its answers only after
+/// them, so a profile it writes is one setup accepts.
+pub fn preflight(host: &Host, profile: &Profile, opts: &Options) -> Result<(), Failure> {
+    decide(host, profile, opts, 0).map(|_| ())
+}
+
 /// Run setup with a validated profile.
 pub fn run(host: &Host, profile: &Profile, opts: &Options) -> Result<Exit, Failure> {
     if !opts.dry_run {
@@ -270,6 +281,7 @@ pub fn run(host: &Host, profile: &Profile, opts: &Options) -> Result<Exit, Failu
         crate::outln!("Nothing was changed.");
         return Ok(Exit::Failed);
     }
+    crate::interrupt::changes_begin();
     let _lock = lock::acquire(host, "setup")?;
     let shown = plan;
     let (plan, reasons) = match decide(host, profile, opts, seed)? {
@@ -418,6 +430,8 @@ fn for_reach(
 }
 
 fn finish(host: &Host) -> Result<Exit, Failure> {
+    // CloudPods' file may be written below: a Ctrl-C from here on is no clean cancel.
+    crate::interrupt::changes_begin();
     let f = facts::observe(host);
     let active = crate::active::load(host)?;
     let pins = crate::pins::load(host)?;
@@ -487,10 +501,7 @@ fn checkpoint(
             }
         };
     if !auto {
-        crate::outln!(
-            "Reboot, then run the same command again: {}",
-            rerun_hint(opts)
-        );
+        crate::outln!("Reboot, then run: {}", opts.next_command);
         return Ok(Exit::Reboot);
     }
     // Continue by itself after the reboot: the resume unit runs `setup --resume` once.
@@ -521,8 +532,4 @@ fn checkpoint(
         )));
     }
     Ok(Exit::Reboot)
-}
-
-fn rerun_hint(opts: &Options) -> String {
-    format!("vgpuctl setup --profile {} --yes", opts.profile_path)
 }
