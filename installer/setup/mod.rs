@@ -12,6 +12,7 @@ pub mod paths;
 pub mod plan;
 pub mod planner;
 pub mod prereboot;
+pub mod retype;
 pub mod ticker;
 pub mod validate;
 pub mod vfio_release;
@@ -127,7 +128,7 @@ fn refuse_unconsented_unpins(plan: &Plan, opts: &Options) -> Result<(), Failure>
     }
     Err(Failure::usage(format!(
         "this plan unpins {} vGPU(s), which are then not recreated at boot: {}. Nothing was \
-         changed. Pass --allow-remove with --yes to accept, or raise the count in the profile",
+         changed. Pass --allow-remove with --yes to accept, or keep the count and type in the profile",
         plan.unpins.len(),
         plan.unpins
             .iter()

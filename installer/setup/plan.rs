@@ -261,7 +261,8 @@ pub enum Action {
     PinProfile {
         pins: Vec<SavedVgpu>,
     },
-    /// Remove live vGPUs a lower `count` drops (with the operator's consent).
+    /// Remove live vGPUs a lower `count` or a change of type drops (with the operator's
+    /// consent), unpinning each as it goes.
     RemoveVgpus {
         devices: Vec<Unpin>,
     },
