@@ -252,6 +252,10 @@ pub fn apply(ctx: &Ctx, step: &Step) -> Result<String> {
             )?;
             Ok(format!("enabled {unit}"))
         }
+        Action::RemoveFile { path } => {
+            host.remove_file(path)?;
+            Ok(format!("removed {path}"))
+        }
         Action::DisableUnit { unit } => {
             host.remove_file(&format!("{WANTS_DIR}/{unit}"))?;
             Ok(format!("disabled {unit}"))

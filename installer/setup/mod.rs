@@ -13,6 +13,7 @@ pub mod plan;
 pub mod planner;
 pub mod prereboot;
 pub mod retype;
+pub mod teardown;
 pub mod ticker;
 pub mod validate;
 pub mod vfio_release;

@@ -270,6 +270,10 @@ pub enum Action {
     DisableUnit {
         unit: String,
     },
+    /// Remove a file vgpuctl created (`uninstall --all`).
+    RemoveFile {
+        path: String,
+    },
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -390,6 +394,7 @@ impl fmt::Display for Action {
                 "enable {unit}: link /etc/systemd/system/multi-user.target.wants/{unit}"
             ),
             Action::DisableUnit { unit } => writeln!(f, "disable {unit}"),
+            Action::RemoveFile { path } => writeln!(f, "remove {path}"),
             Action::PinImported { pins, sriov, mixed_size } => {
                 writeln!(f, "add to the pins /etc/vgpuctl/vgpus.toml:")?;
                 for p in pins {

@@ -9,7 +9,7 @@ use crate::profile::SavedVgpu;
 use crate::vgpu_name;
 
 /// Is `pin` the pin of live vGPU `v`? An mdev device by UUID; a vendor-VFIO device by its VF.
-fn pins_it(pin: &SavedVgpu, v: &Vgpu) -> bool {
+pub fn pins_it(pin: &SavedVgpu, v: &Vgpu) -> bool {
     match (&v.uuid, v.interface) {
         (Some(u), Interface::Mdev) => pin.uuid == *u,
         _ => pin.parent == v.parent,
