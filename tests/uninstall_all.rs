@@ -190,3 +190,51 @@ fn a_vgpu_in_use_and_the_sriov_of_its_gpu_are_left_alone() {
     );
     assert_eq!(numvfs("0000:68:00.0"), "0", "the other GPU's SR-IOV is off");
 }
+
+/// On an offline root (`--root` without the simulator: another system's disk) no program runs
+/// and no device answers: a plan needing them is refused, naming the steps, nothing changed.
+#[test]
+fn an_offline_root_is_refused_before_any_change() {
+    let s = Sim::new("a40x8-ready");
+    let p =
+        profile_file("[[gpus]]\nselect = \"0000:67:00.0\"\nvgpu_type = \"A40-24Q\"\ncount = 1\n");
+    let r = s.run(&["setup", "--profile", p.path().to_str().unwrap(), "--yes"]);
+    assert_eq!(r.code, 0, "{r:?}");
+    // The same tree as another system's disk: without the simulator's state.
+    let disk = tempfile::tempdir().unwrap();
+    copy_tree(s.root(), disk.path());
+    std::fs::remove_dir_all(disk.path().join(".vgpuctl-sim")).unwrap();
+    let hash = tree_hash(disk.path());
+    let out = std::process::Command::new(bin())
+        .arg("--root")
+        .arg(disk.path())
+        .args(["uninstall", "--all", "--yes"])
+        .env_remove("VGPUCTL_LOG")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("needs the running system"), "{stderr}");
+    assert!(
+        stderr.contains("Disable SR-IOV on A40 0000:67:00.0"),
+        "{stderr}"
+    );
+    assert_eq!(tree_hash(disk.path()), hash, "nothing changed");
+}
+
+/// Copy a tree: directories, files (with their modes) and symlinks as they are.
+fn copy_tree(from: &Path, to: &Path) {
+    for e in std::fs::read_dir(from).unwrap().flatten() {
+        let (src, dst) = (e.path(), to.join(e.file_name()));
+        let md = src.symlink_metadata().unwrap();
+        if md.file_type().is_symlink() {
+            std::os::unix::fs::symlink(std::fs::read_link(&src).unwrap(), &dst).unwrap();
+        } else if md.is_dir() {
+            std::fs::create_dir(&dst).unwrap();
+            copy_tree(&src, &dst);
+        } else {
+            std::fs::copy(&src, &dst).unwrap();
+        }
+    }
+}

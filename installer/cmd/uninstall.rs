@@ -48,6 +48,7 @@ pub fn run(host: &Host, yes: bool, all: bool) -> Result<Exit, Failure> {
     if let Some(plan) = undo {
         crate::outln!("First, undo setup:");
         crate::out!("{plan}");
+        refuse_offline(host, plan)?;
     }
     if !targets.is_empty() {
         crate::outln!("This removes:");
@@ -115,6 +116,30 @@ pub fn run(host: &Host, yes: bool, all: bool) -> Result<Exit, Failure> {
     }
     crate::outln!("Uninstalled: nothing will be restored at the next boot.");
     Ok(Exit::Ok)
+}
+
+/// An offline root (`--root` of another system) runs no program and has no live devices: a plan
+/// that needs them is refused before any change, naming the steps.
+fn refuse_offline(host: &Host, plan: &crate::setup::plan::Plan) -> Result<(), Failure> {
+    use crate::setup::plan::Action;
+    if host.reach().runs_programs() {
+        return Ok(());
+    }
+    let live: Vec<&str> = plan
+        .steps
+        .iter()
+        .filter(|s| matches!(s.action, Action::Run(_) | Action::RemoveVgpus { .. }))
+        .map(|s| s.title.as_str())
+        .collect();
+    if live.is_empty() {
+        return Ok(());
+    }
+    Err(Failure::usage(format!(
+        "uninstall --all on {} needs the running system for: {}. Nothing was changed; run it on \
+         that host",
+        host.root().display(),
+        live.join("; ")
+    )))
 }
 
 /// Run the undo plan, as setup runs its plans: step by step, each told; a failure stops it.
