@@ -115,8 +115,14 @@ fn uninstall_all_returns_the_root_to_its_tree_before_the_first_setup() {
         assert!(r.stdout.contains(part), "{part}: {r:?}");
     }
 
+    let pinned = s.read("etc/vgpuctl/vgpus.toml");
     let r = s.run(&["uninstall", "--all", "--yes"]);
     assert_eq!(r.code, 0, "{r:?}");
+    assert_eq!(
+        s.read("var/lib/vgpuctl/backups/etc/vgpuctl/vgpus.toml.uninstalled"),
+        pinned,
+        "the pins are kept as they were before the undo"
+    );
     let (after, after_paths) = hash_without_exclusions(s.root());
     let added: Vec<_> = after_paths
         .iter()

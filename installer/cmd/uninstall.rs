@@ -81,9 +81,7 @@ pub fn run(host: &Host, yes: bool, all: bool) -> Result<Exit, Failure> {
         }
     }
     let _lock = crate::setup::lock::acquire(host, "uninstall")?;
-    if let Some(plan) = undo {
-        undo_setup(host, plan)?;
-    }
+    // Kept before the undo, which unpins each vGPU it removes: the copy says what was pinned.
     for kept in [crate::active::PATH, crate::pins::PATH] {
         if let Ok(text) = host.read(kept) {
             host.write_file(
@@ -92,6 +90,9 @@ pub fn run(host: &Host, yes: bool, all: bool) -> Result<Exit, Failure> {
                 WriteOpts::state(),
             )?;
         }
+    }
+    if let Some(plan) = undo {
+        undo_setup(host, plan)?;
     }
     for t in &targets {
         if t == crate::driver::DOWNLOAD_DIR {
