@@ -434,6 +434,7 @@ fn retype_gpu(
         return Ok(false);
     }
     let mut old: Vec<&str> = removed.iter().map(|u| u.type_name.as_str()).collect();
+    old.sort();
     old.dedup();
     plan.push(
         format!("retype:{}", gpu.address),
