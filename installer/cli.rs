@@ -135,6 +135,10 @@ pub enum Command {
         /// Do not ask for confirmation.
         #[arg(short, long)]
         yes: bool,
+        /// Also undo setup: remove the vGPUs no VM uses, disable SR-IOV, restore the files setup
+        /// changed from their first backups, and remove the driver vgpuctl installed.
+        #[arg(long)]
+        all: bool,
     },
     /// The GRID host driver on its own: fetch (download, verify, extract) or install.
     #[command(subcommand)]

@@ -63,7 +63,10 @@ fn released(model: &str, prof: &str, kind: &str, file: &str, pfs: &[&str], vgpus
     let c = s.run(&["check"]);
     // The binding's own finding is gone (on Proxmox, check's line on who does what at boot
     // says "at every boot" too).
-    assert!(!c.stdout.contains("to vfio-pci at every boot"), "{kind}: {c:?}");
+    assert!(
+        !c.stdout.contains("to vfio-pci at every boot"),
+        "{kind}: {c:?}"
+    );
     s
 }
 

@@ -135,16 +135,17 @@ fn existing_devices_same_type_success_other_type_left_alone() {
     let r = setup(&s, a40_profile(1, "A40-24Q").path());
     assert_eq!(r.code, 0, "{r:?}");
     assert_eq!(s.live_vgpus(), before);
-    // Another type on GPUs holding A40-24Q: refused before any change (equal-size mode).
+    // Another type on GPUs holding A40-24Q: a change of type removes them, so unattended it is
+    // refused before any change without --allow-remove (issue 17 item 3; tests/setup_retype.rs).
     let h = s.hash();
     let r = setup(&s, a40_profile(1, "A40-8Q").path());
     assert_eq!(r.code, 2, "{r:?}");
-    assert!(r.stderr.contains("one type at a time"), "{r:?}");
+    assert!(r.stderr.contains("--allow-remove"), "{r:?}");
     assert_eq!(s.hash(), h);
     assert_eq!(
         s.live_vgpus(),
         before,
-        "devices of another type are never removed"
+        "devices of another type are never removed without consent"
     );
 }
 

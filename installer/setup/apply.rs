@@ -252,6 +252,10 @@ pub fn apply(ctx: &Ctx, step: &Step) -> Result<String> {
             )?;
             Ok(format!("enabled {unit}"))
         }
+        Action::RemoveFile { path } => {
+            host.remove_file(path)?;
+            Ok(format!("removed {path}"))
+        }
         Action::DisableUnit { unit } => {
             host.remove_file(&format!("{WANTS_DIR}/{unit}"))?;
             Ok(format!("disabled {unit}"))
@@ -375,6 +379,16 @@ fn remove_vgpus(host: &Host, devices: &[super::plan::Unpin]) -> Result<String> {
         }
         .with_context(|| format!("removing {d}"))?;
         removed.push(d.to_string());
+        // Unpinned as soon as it is gone (the operator consented to both): a pin left behind
+        // would bring it back at the next boot, beside the vGPUs that replace it.
+        if d.pinned {
+            if let Some(mut pins) = crate::pins::load(host)? {
+                crate::pins::unpin(&mut pins, |p| {
+                    Some(p.uuid.as_str()) == d.uuid.as_deref() && p.parent == d.parent
+                });
+                crate::pins::save(host, &pins)?;
+            }
+        }
     }
     Ok(format!("removed {}", removed.join(", ")))
 }

@@ -13,6 +13,8 @@ pub mod plan;
 pub mod planner;
 pub mod prereboot;
 pub mod proxmox_default;
+pub mod retype;
+pub mod teardown;
 pub mod validate;
 pub mod vfio_release;
 pub mod waiting;
@@ -130,7 +132,7 @@ fn refuse_unconsented_unpins(plan: &Plan, opts: &Options) -> Result<(), Failure>
     }
     Err(Failure::usage(format!(
         "this plan unpins {} vGPU(s), which are then not recreated at boot: {}. Nothing was \
-         changed. Pass --allow-remove with --yes to accept, or raise the count in the profile",
+         changed. Pass --allow-remove with --yes to accept, or keep the count and type in the profile",
         plan.unpins.len(),
         plan.unpins
             .iter()

@@ -17,6 +17,7 @@ pub fn needs_running_system(action: &Action) -> Option<String> {
         | Action::CopyBinary { .. }
         | Action::EnableUnit { .. }
         | Action::DisableUnit { .. }
+        | Action::RemoveFile { .. }
         | Action::PinProfile { .. }
         | Action::PinImported { .. } => None,
         Action::Run(cmd) => Some(format!("`{cmd}`")),

@@ -261,13 +261,18 @@ pub enum Action {
     PinProfile {
         pins: Vec<SavedVgpu>,
     },
-    /// Remove live vGPUs a lower `count` drops (with the operator's consent).
+    /// Remove live vGPUs a lower `count` or a change of type drops (with the operator's
+    /// consent), unpinning each as it goes.
     RemoveVgpus {
         devices: Vec<Unpin>,
     },
     /// Disable a unit.
     DisableUnit {
         unit: String,
+    },
+    /// Remove a file vgpuctl created (`uninstall --all`).
+    RemoveFile {
+        path: String,
     },
 }
 
@@ -389,6 +394,7 @@ impl fmt::Display for Action {
                 "enable {unit}: link /etc/systemd/system/multi-user.target.wants/{unit}"
             ),
             Action::DisableUnit { unit } => writeln!(f, "disable {unit}"),
+            Action::RemoveFile { path } => writeln!(f, "remove {path}"),
             Action::PinImported { pins, sriov, mixed_size } => {
                 writeln!(f, "add to the pins /etc/vgpuctl/vgpus.toml:")?;
                 for p in pins {

@@ -118,6 +118,11 @@ pub fn plan(
         if mixed {
             mixed_size::check(profile, gpu, entries)?;
         }
+        if driver_ready && retype_gpu(&mut plan, f, profile, gpu, entries, pins)? {
+            // Its new vGPUs are planned once the removals freed their room.
+            creating = true;
+            continue;
+        }
         let mut group = mixed_size::Group::default();
         for (n, &idx) in entries.iter().enumerate() {
             let req = &profile.gpus[idx];
@@ -441,6 +446,76 @@ pub fn plan(
         );
     }
     Ok(plan)
+}
+
+/// A change of type on `gpu` (its `entries` of the profile): the step removing each pinned vGPU
+/// of a type no entry asks for any more (named, and unpinned with the operator's consent, as for a
+/// lowered count), and the entries' new vGPUs as work planned after it. False: no change of type.
+fn retype_gpu(
+    plan: &mut Plan,
+    f: &Facts,
+    profile: &Profile,
+    gpu: &crate::facts::Gpu,
+    entries: &[usize],
+    pins: &[SavedVgpu],
+) -> Result<bool, PlanError> {
+    let mut asked = Vec::new();
+    for &idx in entries {
+        let wanted = &profile.gpus[idx].vgpu_type;
+        // A GPU holding vGPUs of one size lists only that size (vendor VFIO,
+        // recorded-behaviour.md §4): a type of its model it does not list now is named from the
+        // catalog, and checked against the live listing once the removals freed the GPU.
+        let name = match select::resolve_type(gpu, wanted) {
+            Ok(ty) => ty.name,
+            Err(e) => match select::known_type(gpu, wanted) {
+                Some(spec) => spec.name.clone(),
+                None => return Err(err(format!("gpus[{idx}].vgpu_type"), e)),
+            },
+        };
+        asked.push(name);
+    }
+    let removed =
+        super::retype::removals(&gpu.address, &f.vgpus(), pins, &asked, entries.len() > 1)
+            .map_err(|e| err(format!("gpus[{}].vgpu_type", entries[0]), e))?;
+    if removed.is_empty() {
+        return Ok(false);
+    }
+    let mut old: Vec<&str> = removed.iter().map(|u| u.type_name.as_str()).collect();
+    old.sort();
+    old.dedup();
+    plan.push(
+        format!("retype:{}", gpu.address),
+        format!(
+            "Remove {} vGPU(s) of type {} on {} {}: the profile asks for {}",
+            removed.len(),
+            old.join(", "),
+            gpu.model.name,
+            gpu.address,
+            asked
+                .iter()
+                .map(|a| vgpu_name::short(a))
+                .collect::<Vec<_>>()
+                .join(" and ")
+        ),
+        Action::RemoveVgpus {
+            devices: removed.clone(),
+        },
+    );
+    plan.unpins.extend(removed);
+    let later = plan.later.get_or_insert_with(|| Later {
+        after: "the removals above".into(),
+        work: Vec::new(),
+    });
+    for (&idx, name) in entries.iter().zip(&asked) {
+        later.work.push(format!(
+            "{} x {} on {} {} (the vGPUs of this type already there are kept)",
+            profile.gpus[idx].count,
+            vgpu_name::short(name),
+            gpu.model.name,
+            gpu.address
+        ));
+    }
+    Ok(true)
 }
 
 /// What a lower `count` drops on `gpu`: the live vGPUs of the profile's type and the pins that

@@ -422,6 +422,57 @@ pub(crate) fn put_driver_files(root: &Path, m: &Model, version: &str, vgpu: bool
     Ok(())
 }
 
+/// Undo [`put_driver_files`] and [`put_driver_payload`] (`.run --uninstall`): their files, the
+/// manager's wants link the installer made, then the directories that left empty.
+pub(crate) fn remove_driver_files(root: &Path, m: &Model, version: &str) -> Result<()> {
+    let kdir = format!("lib/modules/{}/updates/dkms", m.os.kver);
+    let mut files: Vec<String> = [
+        "usr/bin/nvidia-smi",
+        "usr/lib/nvidia/sriov-manage",
+        "usr/bin/nvidia-vgpu-mgr",
+        "usr/bin/nvidia-vgpud",
+        "usr/lib/systemd/system/nvidia-vgpu-mgr.service",
+        "usr/lib/systemd/system/nvidia-vgpud.service",
+        "etc/systemd/system/multi-user.target.wants/nvidia-vgpu-mgr.service",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    for f in [
+        "nvidia.ko",
+        "nvidia-vgpu-vfio.ko",
+        "nvidia-sim.complete",
+        ".signed",
+    ] {
+        files.push(format!("{kdir}/{f}"));
+    }
+    for i in 0..PAYLOAD_FILES {
+        files.push(format!(
+            "usr/lib/x86_64-linux-gnu/nvidia/libnvidia-sim-{i:02}.so.{version}"
+        ));
+    }
+    for f in &files {
+        match std::fs::remove_file(root.join(f)) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e.into()),
+            _ => {}
+        }
+    }
+    let kver = m.os.kver;
+    for d in [
+        kdir.as_str(),
+        &format!("lib/modules/{kver}/updates"),
+        &format!("lib/modules/{kver}"),
+        "lib/modules",
+        "usr/lib/nvidia",
+        "usr/lib/x86_64-linux-gnu/nvidia",
+        "usr/lib/x86_64-linux-gnu",
+    ] {
+        // Only an empty one goes (remove_dir refuses the others).
+        let _ = std::fs::remove_dir(root.join(d));
+    }
+    Ok(())
+}
+
 /// The bulk of a driver install, after the binaries and units `put_driver_files` writes: user-space
 /// libraries and the DKMS module tree (`PAYLOAD_FILES` x 256 KiB), the last one a marker that the
 /// install got to its end.

@@ -926,6 +926,9 @@ fn run_installer(k: &SimKernel, root: &Path, file: &str, a: &[&str]) -> Result<R
         Ok(info) => info,
         Err(answered) => return Ok(answered),
     };
+    if a.contains(&"--uninstall") {
+        return uninstall_driver(k, root);
+    }
     if !a.contains(&"--no-nouveau-check") && k.with(|st| Ok(super::nouveau::drives_a_device(st)))? {
         layout::put(
             root,
@@ -1001,6 +1004,25 @@ fn install_driver(k: &SimKernel, root: &Path, version: &str, a: &[&str]) -> Resu
     log.push_str(version);
     log.push_str(") is now complete.  Please reboot your system.\n");
     layout::put(root, "var/log/nvidia-installer.log", &log)?;
+    ok(log)
+}
+
+/// `NVIDIA-Linux-...-vgpu-kvm.run --uninstall`: nvidia-installer's own option ("Uninstall the
+/// currently installed NVIDIA driver", its --help). A guess at the effect, not recorded: the files
+/// the install wrote and the manager's enablement go, and the directories left empty by that.
+fn uninstall_driver(k: &SimKernel, root: &Path) -> Result<RunOutput> {
+    let Some(version) = k.with(|st| Ok(st.driver.clone()))? else {
+        return fail(1, "ERROR: No NVIDIA driver is currently installed.\n");
+    };
+    super::remove_driver_files(root, k.model, &version)?;
+    k.with(|st| {
+        st.driver = None;
+        Ok(())
+    })?;
+    let log = format!(
+        "Uninstalling NVIDIA Accelerated Graphics Driver for Linux-x86_64 (version {version})\n         Uninstallation of existing driver: NVIDIA Accelerated Graphics Driver for Linux-x86_64          ({version}) is complete.\n"
+    );
+    layout::put(root, "var/log/nvidia-uninstall.log", &log)?;
     ok(log)
 }
 

@@ -774,6 +774,56 @@ fn driver_install_takes_effect_after_reboot_and_checks_the_archive() {
     assert!(run(&h, "nvidia-smi", &["-q"]).stdout.contains("Host VGPU"));
 }
 
+/// `.run --uninstall` (a guess, see the README) takes away what the install wrote: the tree
+/// is the one before the install, apart from the installer's logs; the module stays loaded until
+/// the next boot, which then comes up without a driver.
+#[test]
+fn driver_uninstall_removes_what_the_install_wrote() {
+    let d = tmp();
+    let h = sim(&d, "a40x8-ready", &[]);
+    let listing = |h: &SimHost| {
+        let mut out = Vec::new();
+        let root = h.path("");
+        let mut stack = vec![root.clone()];
+        while let Some(dir) = stack.pop() {
+            for e in std::fs::read_dir(&dir).unwrap().flatten() {
+                let p = e.path();
+                let rel = p.strip_prefix(&root).unwrap().display().to_string();
+                if ["sys", "proc", ".vgpuctl-sim", "var/log"]
+                    .iter()
+                    .any(|x| rel == *x || rel.starts_with(&format!("{x}/")))
+                {
+                    continue;
+                }
+                if p.is_dir() && !p.is_symlink() {
+                    stack.push(p);
+                }
+                out.push(rel);
+            }
+        }
+        out.sort();
+        out
+    };
+    // The ready host came with its driver; take it away first, then install and uninstall.
+    let run_file = "root/d.run";
+    driver_pkg::build_run(&h.path(run_file), DRIVER_VERSION).unwrap();
+    let un = run(&h, "/root/d.run", &["--uninstall", "--silent"]);
+    assert!(un.success(), "{}", un.tail(5));
+    let bare = listing(&h);
+    assert!(!bare.iter().any(|p| p.contains("nvidia.ko")), "{bare:?}");
+    let again = run(&h, "/root/d.run", &["--uninstall", "--silent"]);
+    assert!(!again.success(), "nothing left to uninstall");
+    assert!(run(&h, "/root/d.run", &["--dkms", "-s"]).success());
+    assert_ne!(listing(&h), bare);
+    assert!(run(&h, "/root/d.run", &["--uninstall", "--silent"]).success());
+    assert_eq!(listing(&h), bare);
+    reboot(&h, &[]).unwrap();
+    assert!(
+        !h.exists("proc/driver/nvidia/version"),
+        "no driver after the boot"
+    );
+}
+
 #[test]
 fn secure_boot_refuses_unsigned_install() {
     let d = tmp();
