@@ -221,6 +221,7 @@ mod tests {
             parent: parent.into(),
             gpu: Some("0000:e8:00.0".into()),
             interface: interface.into(),
+            gi_profile: None,
         }
     }
 

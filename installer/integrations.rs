@@ -197,6 +197,7 @@ pub fn export_profile(facts: &HostFacts, active: Option<&Profile>, pins: Option<
                         parent: v.parent.clone(),
                         gpu: Some(g.address.clone()),
                         interface: v.interface.as_str().to_string(),
+                        gi_profile: crate::vgpu::mig::gi_profile_of(&v.type_name).map(String::from),
                     });
                 }
             }

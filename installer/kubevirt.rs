@@ -137,6 +137,7 @@ mod tests {
             parent: parent.into(),
             gpu: None,
             interface: iface.into(),
+            gi_profile: None,
         }
     }
 

@@ -269,6 +269,7 @@ mod tests {
             parent: parent.into(),
             gpu: Some(gpu.into()),
             interface: iface.into(),
+            gi_profile: None,
         }
     }
 

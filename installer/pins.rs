@@ -192,6 +192,7 @@ mod tests {
             parent: "0000:e8:00.4".into(),
             gpu: Some("0000:e8:00.0".into()),
             interface: "mdev".into(),
+            gi_profile: None,
         }
     }
 

@@ -214,4 +214,8 @@ pub struct SavedVgpu {
     pub gpu: Option<String>,
     /// "mdev" or "vendor-vfio".
     pub interface: String,
+    /// A MIG-backed vGPU: the GPU instance profile ("1g.10gb") made for it before its type is
+    /// written, at setup and at every boot. Absent in older pins (time-sliced vGPUs).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gi_profile: Option<String>,
 }

@@ -38,6 +38,8 @@ pub struct Gpu {
     pub mixed_size: Option<super::mixed_size::MixedSize>,
     /// MIG capability and mode as the loaded driver reports it (None: no answer).
     pub mig_mode: Option<super::mig::MigMode>,
+    /// Its GPU instances (`nvidia-smi mig -i <gpu> -lgi`), read while MIG mode is on.
+    pub gpu_instances: Vec<super::mig::GpuInstance>,
 }
 
 /// `Host VGPU Mode` in `nvidia-smi -q` (recorded-behaviour.md §3).
@@ -176,6 +178,14 @@ fn nvidia_smi_q(host: &Host) -> Option<String> {
     }
 }
 
+/// A MIG-mode GPU's instances as the driver lists them (none when it lists none or fails).
+fn gpu_instances(host: &Host, gpu: &str) -> Vec<super::mig::GpuInstance> {
+    match host.run(&super::mig::list_instances(gpu)) {
+        Ok(out) if out.success() => super::mig::parse_instances(&out.stdout),
+        _ => Vec::new(),
+    }
+}
+
 /// `GPU 00000000:3B:00.0` blocks of `nvidia-smi -q` -> PCI address (`0000:3b:00.0`) -> the
 /// block's `Host VGPU Mode`. The value is compared whole: `Non SR-IOV` contains `SR-IOV`.
 pub fn parse_host_vgpu_modes(text: &str) -> BTreeMap<String, HostVgpuMode> {
@@ -269,6 +279,11 @@ pub fn observe(host: &Host, in_use: &VfioHolders) -> Vec<Gpu> {
             host_vgpu_mode: modes.get(&addr).copied(),
             mixed_size: mixed.get(&addr).copied(),
             mig_mode: mig.get(&addr).copied(),
+            gpu_instances: if mig.get(&addr).is_some_and(|m| m.current) {
+                gpu_instances(host, &addr)
+            } else {
+                Vec::new()
+            },
             address: addr,
         });
     }

@@ -63,6 +63,45 @@ pub fn parse(text: &str) -> BTreeMap<String, MigMode> {
     out
 }
 
+/// `nvidia-smi mig -i <gpu> -lgi`: the GPU instances there are.
+pub fn list_instances(gpu: &str) -> crate::host::Cmd {
+    crate::host::Cmd::new("nvidia-smi")
+        .arg("mig")
+        .arg("-i")
+        .arg(gpu)
+        .arg("-lgi")
+}
+
+/// One GPU instance as `-lgi` lists it.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct GpuInstance {
+    /// The profile's short name ("1g.10gb").
+    pub profile: String,
+    pub profile_id: u32,
+    /// Handed out by the driver, out of order (9, 7, 8, 11, ...): read back, never predicted.
+    pub id: u32,
+}
+
+/// The rows of `-lgi`'s table: `|   0  MIG 1g.10gb     19        9          0:1     |`.
+/// A table without rows (or `No GPU instances found`) is none.
+pub fn parse_instances(text: &str) -> Vec<GpuInstance> {
+    text.lines()
+        .filter_map(|l| {
+            let inner = l.trim().strip_prefix('|')?.strip_suffix('|')?;
+            let w: Vec<&str> = inner.split_whitespace().collect();
+            let [_gpu, "MIG", name, profile_id, id, placement] = w[..] else {
+                return None;
+            };
+            placement.contains(':').then_some(())?;
+            Some(GpuInstance {
+                profile: name.to_string(),
+                profile_id: profile_id.parse().ok()?,
+                id: id.parse().ok()?,
+            })
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -81,5 +120,24 @@ mod tests {
         );
         assert!(!m["0000:e8:00.0"].capable);
         assert!(!m.contains_key("0000:65:00.0"), "no block, no answer");
+    }
+
+    #[test]
+    fn instances_are_read_back_as_listed() {
+        let text = "+----------------------------------------------------+\n\
+| GPU instances:                                     |\n\
+| GPU   Name          Profile  Instance   Placement  |\n\
+|                       ID       ID       Start:Size |\n\
+|====================================================|\n\
+|   0  MIG 1g.10gb     19       13          6:1     |\n\
++----------------------------------------------------+\n\
+|   0  MIG 1g.10gb     19        9          0:1     |\n\
++----------------------------------------------------+\n";
+        let gis = parse_instances(text);
+        assert_eq!(gis.iter().map(|g| g.id).collect::<Vec<_>>(), [13, 9]);
+        assert!(gis
+            .iter()
+            .all(|g| g.profile == "1g.10gb" && g.profile_id == 19));
+        assert!(parse_instances("No GPU instances found: Not Found\n").is_empty());
     }
 }

@@ -177,6 +177,13 @@ pub fn apply(ctx: &Ctx, step: &Step) -> Result<String> {
                 )),
             }
         }
+        Action::MigMode { gpu } => mig_mode_on(host, gpu).map_err(anyhow::Error::msg),
+        Action::CreateGpuInstances {
+            gpu,
+            profile,
+            count,
+            total,
+        } => create_gpu_instances(host, gpu, profile, *count, *total),
         Action::CreateVgpus {
             gpu,
             type_name,
@@ -475,6 +482,93 @@ pub fn sriov_batch(steps: &[Step]) -> usize {
     pfs.len().max(1)
 }
 
+/// MIG mode on for one GPU; says whether it took effect or waits for the GPU's reset.
+fn mig_mode_on(host: &Host, gpu: &str) -> std::result::Result<String, String> {
+    let cmd = crate::vgpu::mig::mode_on(gpu);
+    match host.run(&cmd) {
+        Ok(out) if out.success() => Ok(if out.stdout.contains("pending") {
+            format!("{gpu}: MIG mode pending until the GPU is reset (a reboot)")
+        } else {
+            format!("{gpu}: MIG mode on")
+        }),
+        Ok(out) => Err(format!(
+            "MIG mode: `{cmd}` failed with status {}: {}",
+            out.status,
+            out.tail(3).trim()
+        )),
+        Err(e) => Err(format!("MIG mode: `{cmd}`: {e:#}")),
+    }
+}
+
+/// The GPU instances there are on `gpu`, read back from the driver.
+fn read_instances(host: &Host, gpu: &str) -> Vec<crate::vgpu::mig::GpuInstance> {
+    match host.run(&crate::vgpu::mig::list_instances(gpu)) {
+        Ok(out) if out.success() => crate::vgpu::mig::parse_instances(&out.stdout),
+        _ => Vec::new(),
+    }
+}
+
+/// Precondition: the GPU's VFs are all there (sriov-manage, which wipes instances, has run)
+/// and no more instances of `profile` exist than the plan counted on. Then create, and read back.
+fn create_gpu_instances(
+    host: &Host,
+    gpu: &str,
+    profile: &str,
+    count: u32,
+    total: u32,
+) -> Result<String> {
+    let have = |gis: &[crate::vgpu::mig::GpuInstance]| {
+        gis.iter().filter(|g| g.profile == profile).count() as u32
+    };
+    let before = have(&read_instances(host, gpu));
+    if before + count != total {
+        return Err(stale(format!(
+            "{gpu} has {before} GPU instance(s) of {profile}, the plan counted {}",
+            total - count
+        )));
+    }
+    let profiles = vec![profile.to_string(); count as usize];
+    let cmd = crate::vgpu::mig::create_instances(gpu, &profiles);
+    let out = host.run(&cmd)?;
+    if !out.success() {
+        bail!(
+            "`{cmd}` failed with status {}:\n{}",
+            out.status,
+            out.tail(15)
+        );
+    }
+    let gis = read_instances(host, gpu);
+    if have(&gis) != total {
+        bail!(
+            "{gpu}: `{cmd}` returned, but the driver lists {} GPU instance(s) of {profile}, not {total}",
+            have(&gis)
+        );
+    }
+    let ids: Vec<String> = gis
+        .iter()
+        .filter(|g| g.profile == profile)
+        .map(|g| g.id.to_string())
+        .collect();
+    Ok(format!(
+        "{gpu}: {total} GPU instance(s) of {profile}, ids {} (as the driver assigned them)",
+        ids.join(", ")
+    ))
+}
+
+/// One lane's GPU instances, once its SR-IOV ended: Err says why not, for each of its vGPUs.
+fn lane_instances(host: &Host, pf: &str, profiles: &[String]) -> std::result::Result<(), String> {
+    let cmd = crate::vgpu::mig::create_instances(pf, profiles);
+    match host.run(&cmd) {
+        Ok(out) if out.success() => Ok(()),
+        Ok(out) => Err(format!(
+            "GPU instances: `{cmd}` failed with status {}: {}",
+            out.status,
+            out.tail(3).trim()
+        )),
+        Err(e) => Err(format!("GPU instances: `{cmd}`: {e:#}")),
+    }
+}
+
 /// Turn mixed-size mode on for one GPU (`nvidia-smi vgpu -i <pf> -shm 1`), as a restore step;
 /// the error says why not, for every vGPU of the GPU that is then not made.
 fn mixed_size_on(host: &Host, pf: &str) -> std::result::Result<(), String> {
@@ -547,6 +641,15 @@ pub fn restore(host: &Host, lanes: &[Lane], bound: Duration) -> Result<Report> {
     report.ms = start.elapsed().as_millis() as u64;
     crate::vgpu::restore::write(host, &report)?;
     Ok(report)
+}
+
+/// Every pin of the lane not reported yet fails with `why` (a GPU-wide step failed).
+fn fail_rest(lane: &Lane, done: &mut Vec<DeviceResult>, why: &str) {
+    for p in &lane.pins {
+        if !done.iter().any(|d| d.uuid == p.uuid) {
+            done.push(failed(p, why.to_string(), 0));
+        }
+    }
 }
 
 fn device(p: &SavedVgpu, state: State, reason: String, ms: u64) -> DeviceResult {
@@ -848,6 +951,24 @@ fn run_lane(
                                     done.push(failed(p, why.clone(), 0));
                                 }
                             }
+                            break;
+                        }
+                    }
+                    LaneStep::MigMode { pf } => {
+                        if let Err(why) = mig_mode_on(host, pf) {
+                            fail_rest(&lane, &mut done, &why);
+                            break;
+                        }
+                    }
+                    LaneStep::GpuInstances { pf, profiles } => {
+                        // After sriov-manage has returned: its rebind wipes GPU instances.
+                        if let Some(e) = enabling.as_mut() {
+                            if !e.result().ok {
+                                continue;
+                            }
+                        }
+                        if let Err(why) = lane_instances(host, pf, profiles) {
+                            fail_rest(&lane, &mut done, &why);
                             break;
                         }
                     }

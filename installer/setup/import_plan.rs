@@ -254,6 +254,7 @@ pub fn plan(f: &Facts, src: &Sources, gave_up: &[String], vf_timeout_s: u64) -> 
                             parent: fd.parent.clone(),
                             gpu: now.gpu.clone(),
                             interface: "vendor-vfio".into(),
+                            gi_profile: None,
                         });
                     }
                     imported_items.extend(fd.rc_item);
@@ -300,6 +301,7 @@ pub fn plan(f: &Facts, src: &Sources, gave_up: &[String], vf_timeout_s: u64) -> 
                 parent: fd.parent.clone(),
                 gpu: now.gpu.clone(),
                 interface: "mdev".into(),
+                gi_profile: None,
             });
         }
         if let Some(i) = fd.rc_item {

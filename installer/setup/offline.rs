@@ -27,6 +27,10 @@ pub fn needs_running_system(action: &Action) -> Option<String> {
         }
         Action::EnableSriov { pf, .. } => Some(format!("`sriov-manage -e {pf}`")),
         Action::CreateVgpus { gpu, .. } => Some(format!("creating vGPUs on {gpu} (sysfs)")),
+        Action::MigMode { gpu } => Some(format!("`{}`", crate::vgpu::mig::mode_on(gpu))),
+        Action::CreateGpuInstances { gpu, .. } => Some(format!(
+            "creating GPU instances on {gpu} (`nvidia-smi mig`)"
+        )),
         Action::RestorePins { .. } => {
             Some("creating the pinned vGPUs (sysfs, `sriov-manage`)".into())
         }

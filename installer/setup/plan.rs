@@ -92,6 +92,12 @@ pub enum LaneStep {
     /// `nvidia-smi vgpu -i <pf> -shm 1`: mixed-size mode, after this GPU's SR-IOV has ended
     /// (sriov-manage clears it) and before its first vGPU (recorded-behaviour.md §4).
     MixedSize { pf: String },
+    /// `nvidia-smi -i <pf> -mig 1` at boot, first: on a GPU whose MIG mode does not persist
+    /// (Hopper and later, recorded-behaviour.md §5).
+    MigMode { pf: String },
+    /// One GPU instance per MIG-backed pin to make, once this GPU's SR-IOV has ended
+    /// (sriov-manage wipes instances) and before its first vGPU.
+    GpuInstances { pf: String, profiles: Vec<String> },
     /// The named readiness condition of one vGPU: `parent` (its VF, or the PF once its driver
     /// is bound) lists the pin's type, at most `bound_s` seconds (`--vf-timeout`).
     WaitListed {
@@ -126,6 +132,16 @@ impl fmt::Display for LaneStep {
                 f,
                 "run: {} (mixed-size mode, once SR-IOV has ended, before the first vGPU)",
                 crate::vgpu::mixed_size::command(pf)
+            ),
+            LaneStep::MigMode { pf } => write!(
+                f,
+                "run: {} (MIG mode, before SR-IOV: it does not persist on this GPU)",
+                crate::vgpu::mig::mode_on(pf)
+            ),
+            LaneStep::GpuInstances { pf, profiles } => write!(
+                f,
+                "run: {} (once SR-IOV has ended, before the first vGPU)",
+                crate::vgpu::mig::create_instances(pf, profiles)
             ),
             LaneStep::WaitListed {
                 pin,
@@ -227,6 +243,21 @@ pub enum Action {
         pf: String,
         vfs: u32,
         bound_s: u64,
+    },
+    /// `nvidia-smi -i <gpu> -mig 1`, before SR-IOV (recorded-behaviour.md §5). On a GPU that
+    /// needs a reset for it (Ampere) the mode stays pending: the next observation asks for the
+    /// reboot.
+    MigMode {
+        gpu: String,
+    },
+    /// One GPU instance of `profile` per vGPU still to make, after SR-IOV (sriov-manage wipes
+    /// instances) and before the vGPUs; read back with `-lgi` (the driver picks the ids).
+    CreateGpuInstances {
+        gpu: String,
+        profile: String,
+        count: u32,
+        /// Instances of `profile` there must be afterwards.
+        total: u32,
     },
     /// Create placed vGPUs on one GPU, pinning each in the active profile once it exists (with
     /// the ones already `present`). Each write's precondition is checked just before it.
@@ -376,6 +407,21 @@ impl fmt::Display for Action {
                 f,
                 "run: /usr/lib/nvidia/sriov-manage -e {pf}; wait until {vfs} VFs of {pf} and their vGPU type listings appear (at most {bound_s} s, --vf-timeout)"
             ),
+            Action::MigMode { gpu } => writeln!(
+                f,
+                "run: {} (if MIG mode is off; no vGPU exists on it yet)",
+                crate::vgpu::mig::mode_on(gpu)
+            ),
+            Action::CreateGpuInstances { gpu, profile, count, total } => {
+                let profiles = vec![profile.clone(); *count as usize];
+                writeln!(
+                    f,
+                    "run: {} (if MIG mode is on and SR-IOV is done: sriov-manage wipes GPU \
+                     instances), then read them back with `{}`: {total} of {profile}",
+                    crate::vgpu::mig::create_instances(gpu, &profiles),
+                    crate::vgpu::mig::list_instances(gpu)
+                )
+            }
             Action::CreateVgpus { gpu, model, type_name, present, create } => {
                 writeln!(
                     f,

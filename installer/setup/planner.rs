@@ -115,6 +115,22 @@ pub fn plan(
     for (gpu, entries) in &groups {
         let gpu: &crate::facts::Gpu = gpu;
         let mixed = entries.len() > 1;
+        // Several GPU instance profiles on one GPU (stackhpc's 3 x A100D-2-20C + 1 x
+        // A100D-1-10C) are not built yet: refused before any change, with the reason.
+        let mig_entry = entries.iter().copied().find(|&i| {
+            select::known_type(gpu, &profile.gpus[i].vgpu_type).is_some_and(|t| t.mig_backed())
+        });
+        if let (true, Some(idx)) = (mixed, mig_entry) {
+            return Err(err(
+                format!("gpus[{idx}].vgpu_type"),
+                format!(
+                    "{} {} is selected by several entries, and this one is MIG-backed ({}): \
+                     vgpuctl sets up one MIG-backed type per GPU (one entry, its count the \
+                     number of GPU instances)",
+                    gpu.model.name, gpu.address, profile.gpus[idx].vgpu_type
+                ),
+            ));
+        }
         if mixed {
             mixed_size::check(profile, gpu, entries)?;
         }
@@ -205,9 +221,83 @@ pub fn plan(
                 ));
                 continue;
             }
+            // A MIG-backed type: MIG mode first, then SR-IOV, then its GPU instances, then the
+            // vGPUs (recorded-behaviour.md §5); each later phase is planned from what the
+            // driver then shows.
+            let gi_profile = crate::vgpu::mig::gi_profile_of(&ty.name);
+            let mig = gpu.mig_mode.unwrap_or(crate::facts::mig::MigMode {
+                capable: false,
+                current: false,
+                pending: false,
+            });
+            if gi_profile.is_some() && !mig.current {
+                creating = true;
+                if !mig.pending {
+                    plan.push(
+                        format!("mig:{}", gpu.address),
+                        format!("Turn MIG mode on for {} {}", gpu.model.name, gpu.address),
+                        Action::MigMode {
+                            gpu: gpu.address.clone(),
+                        },
+                    );
+                }
+                let later = plan.later.get_or_insert_with(|| Later {
+                    after: "MIG mode is on (a GPU that needs a reset for it asks for a reboot)"
+                        .into(),
+                    work: Vec::new(),
+                });
+                later.work.push(format!(
+                    "enable SR-IOV, then {} GPU instance(s) of {}, then {} x {} on {} {}",
+                    req.count,
+                    gi_profile.unwrap_or_default(),
+                    req.count,
+                    vgpu_name::short(&ty.name),
+                    gpu.model.name,
+                    gpu.address
+                ));
+                continue;
+            }
             let total = gpu.sriov_totalvfs.unwrap_or(0);
             let vfs_pending =
                 gpu.sriov_capable() && (total == 0 || gpu.sriov_numvfs != Some(total));
+            if let (Some(gi), false) = (gi_profile, vfs_pending) {
+                // One GPU instance per vGPU: those that exist and hold none count.
+                let held = on_gpu
+                    .iter()
+                    .filter(|v| vgpu_name::same(&v.type_name, &ty.name))
+                    .count() as u32;
+                let instances = gpu.gpu_instances.iter().filter(|g| g.profile == gi).count() as u32;
+                let free = instances.saturating_sub(held);
+                let missing = req.count.saturating_sub(present + free);
+                if missing > 0 {
+                    creating = true;
+                    plan.push(
+                        format!("gpu-instances:{}", gpu.address),
+                        format!(
+                            "Create {missing} GPU instance(s) of {gi} on {} {}",
+                            gpu.model.name, gpu.address
+                        ),
+                        Action::CreateGpuInstances {
+                            gpu: gpu.address.clone(),
+                            profile: gi.to_string(),
+                            count: missing,
+                            total: instances + missing,
+                        },
+                    );
+                    let later = plan.later.get_or_insert_with(|| Later {
+                        after: "the GPU instances above and their vGPU type listings appear".into(),
+                        work: Vec::new(),
+                    });
+                    later.work.push(format!(
+                        "{} x {} on {} {} (placed on its VFs)",
+                        req.count,
+                        vgpu_name::short(&ty.name),
+                        gpu.model.name,
+                        gpu.address
+                    ));
+                    continue;
+                }
+            }
             if vfs_pending && n == 0 {
                 plan.push(
                     format!("sriov:{}", gpu.address),
@@ -671,9 +761,76 @@ pub fn restore(f: &super::observe::VgpuFacts, pins: &Pins, bound_s: u64) -> Vec<
             if pins.mixed_size.contains(&key) {
                 mixed_size_step(f, &mut lane);
             }
+            mig_steps(f, &mut lane);
             lane
         })
         .collect()
+}
+
+/// A lane of MIG-backed pins brings its GPU back in the recorded order (recorded-behaviour.md
+/// §5): MIG mode first where it did not persist (Hopper), SR-IOV, then one GPU instance per pin
+/// to make (those there that hold no vGPU count), once SR-IOV has ended, then the writes.
+fn mig_steps(f: &super::observe::VgpuFacts, lane: &mut super::plan::Lane) {
+    use super::plan::LaneStep;
+    let writes: Vec<&SavedVgpu> = lane
+        .steps
+        .iter()
+        .filter_map(|s| match s {
+            LaneStep::Write(w) => Some(&w.pin),
+            _ => None,
+        })
+        .collect();
+    let mut wanted: Vec<String> = writes.iter().filter_map(|p| p.gi_profile.clone()).collect();
+    if wanted.is_empty() {
+        return;
+    }
+    let gpu = f.gpus.iter().find(|g| g.address == lane.gpu);
+    let mig_on = gpu.and_then(|g| g.mig_mode).is_some_and(|m| m.current);
+    if mig_on {
+        // Instances there already that no vGPU holds (a restore run again) are used first.
+        let held = f
+            .vgpus()
+            .iter()
+            .filter(|v| v.gpu.as_deref() == Some(lane.gpu.as_str()))
+            .filter_map(|v| crate::vgpu::mig::gi_profile_of(&v.type_name))
+            .map(String::from)
+            .collect::<Vec<_>>();
+        let mut free: Vec<String> = gpu
+            .map(|g| g.gpu_instances.iter().map(|i| i.profile.clone()).collect())
+            .unwrap_or_default();
+        for h in held {
+            if let Some(i) = free.iter().position(|p| *p == h) {
+                free.remove(i);
+            }
+        }
+        for p in free {
+            if let Some(i) = wanted.iter().position(|w| *w == p) {
+                wanted.remove(i);
+            }
+        }
+    }
+    let at = lane
+        .steps
+        .iter()
+        .position(|s| matches!(s, LaneStep::EnableSriov { .. }))
+        .map_or(0, |i| i + 1);
+    if !wanted.is_empty() {
+        lane.steps.insert(
+            at,
+            LaneStep::GpuInstances {
+                pf: lane.gpu.clone(),
+                profiles: wanted,
+            },
+        );
+    }
+    if !mig_on {
+        lane.steps.insert(
+            0,
+            LaneStep::MigMode {
+                pf: lane.gpu.clone(),
+            },
+        );
+    }
 }
 
 /// A lane of a GPU pinned in mixed-size mode turns the mode on after its SR-IOV and before its

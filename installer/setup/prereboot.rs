@@ -333,6 +333,25 @@ pub fn plan(f: &Facts, want: &Desired) -> Result<(Plan, Vec<String>), Failure> {
         }
     }
 
+    // MIG mode turned on but pending until the GPU's reset (Ampere): a reboot applies it, and
+    // a GPU of a MIG-backed entry can hold no GPU instance before (recorded-behaviour.md §5).
+    for req in &profile.gpus {
+        let Ok(gpus) = select::select(&f.host, &req.select) else {
+            continue;
+        };
+        for g in gpus {
+            let mig_backed = select::known_type(g, &req.vgpu_type).is_some_and(|t| t.mig_backed());
+            let waiting = g.mig_mode.is_some_and(|m| m.pending && !m.current);
+            let why = format!(
+                "MIG mode on {} {} is pending until the GPU is reset",
+                g.model.name, g.address
+            );
+            if mig_backed && waiting && !reasons.contains(&why) {
+                reasons.push(why);
+            }
+        }
+    }
+
     // Nothing may give the selected GPUs to vfio-pci again at the next boot.
     let selected: Vec<&crate::facts::Gpu> = profile
         .gpus

@@ -90,6 +90,7 @@ mod tests {
             parent: parent.into(),
             gpu: Some(GPU.into()),
             interface: "mdev".into(),
+            gi_profile: None,
         }
     }
 

@@ -27,6 +27,7 @@ impl Create {
             parent: self.parent.clone(),
             gpu: Some(self.gpu.clone()),
             interface: self.interface.as_str().to_string(),
+            gi_profile: crate::vgpu::mig::gi_profile_of(&self.type_name).map(String::from),
         }
     }
 }
@@ -144,6 +145,7 @@ pub fn place(
             parent: v.parent.clone(),
             gpu: Some(gpu.address.clone()),
             interface: v.interface.as_str().to_string(),
+            gi_profile: crate::vgpu::mig::gi_profile_of(&v.type_name).map(String::from),
         });
     }
     let needed = (count as usize).saturating_sub(out.present.len());

@@ -115,23 +115,26 @@ pub fn id_number(id: &str) -> Option<u32> {
 /// Resolve `wanted` (a name like "A40-24Q" / "NVIDIA A40-24Q", or an id like "nvidia-565") on a
 /// GPU: from its live type listing when the driver shows one, else from the embedded catalog.
 pub fn resolve_type(gpu: &Gpu, wanted: &str) -> Result<ResolvedType, String> {
-    // Refused here, before any change: a MIG-backed vGPU needs MIG mode and a GPU instance per
-    // vGPU, which setup does not make yet, and on a GPU in the default mode its type is listed
-    // only after those exist, so it would otherwise fail after SR-IOV and the unit were done.
-    if let Some(t) = known_type(gpu, wanted).filter(|t| t.mig_backed()) {
-        let sliced: Vec<String> = catalog_types(gpu)
-            .iter()
-            .filter(|x| !x.mig_backed())
-            .map(|x| vgpu_name::short(&x.name).to_string())
-            .collect();
-        return Err(format!(
-            "{} is a MIG-backed vGPU type: vgpuctl does not set up MIG (MIG mode and one GPU \
-             instance per vGPU) yet; choose a time-sliced type of {} ({}), or set MIG up by hand \
-             and create the vGPUs yourself",
-            vgpu_name::short(&t.name),
-            gpu.model.name,
-            sliced.join(", ")
-        ));
+    // A MIG-backed type needs the GPU in MIG mode; its type is listed only once MIG mode is on
+    // and a GPU instance of its profile exists (recorded-behaviour.md §5), so until then it is
+    // the catalog's.
+    let mig_type = known_type(gpu, wanted).filter(|t| t.mig_backed());
+    if let Some(t) = mig_type {
+        if !gpu.mig_mode.is_some_and(|m| m.capable) {
+            let sliced: Vec<String> = catalog_types(gpu)
+                .iter()
+                .filter(|x| !x.mig_backed())
+                .map(|x| vgpu_name::short(&x.name).to_string())
+                .collect();
+            return Err(format!(
+                "{} is a MIG-backed vGPU type, but the driver reports no MIG mode on {} {}; \
+                 choose a time-sliced type ({})",
+                vgpu_name::short(&t.name),
+                gpu.model.name,
+                gpu.address,
+                sliced.join(", ")
+            ));
+        }
     }
     let live: Vec<&crate::facts::VgpuType> = gpu
         .parents
@@ -158,6 +161,9 @@ pub fn resolve_type(gpu: &Gpu, wanted: &str) -> Result<ResolvedType, String> {
                 live: true,
             });
         }
+        if let Some(t) = mig_type {
+            return Ok(catalog_resolved(t));
+        }
         let mut names: Vec<&str> = live.iter().map(|t| vgpu_name::short(&t.name)).collect();
         names.sort();
         names.dedup();
@@ -172,12 +178,7 @@ pub fn resolve_type(gpu: &Gpu, wanted: &str) -> Result<ResolvedType, String> {
         ));
     }
     match known_type(gpu, wanted) {
-        Some(t) => Ok(ResolvedType {
-            name: t.name.clone(),
-            framebuffer_mib: Some(t.framebuffer_mib as u64),
-            max_instance: Some(t.max_instance),
-            live: false,
-        }),
+        Some(t) => Ok(catalog_resolved(t)),
         None => {
             let known = known_names(gpu);
             Err(if known.is_empty() {
@@ -252,6 +253,15 @@ fn held_size_blocks(gpu: &Gpu, wanted: &str, live: &[&crate::facts::VgpuType]) -
         offers.join(", "),
         vgpu_name::short(&spec.name),
     ))
+}
+
+fn catalog_resolved(t: &crate::catalog::TypeSpec) -> ResolvedType {
+    ResolvedType {
+        name: t.name.clone(),
+        framebuffer_mib: Some(t.framebuffer_mib as u64),
+        max_instance: Some(t.max_instance),
+        live: false,
+    }
 }
 
 fn catalog_max(gpu: &Gpu, name: &str) -> Option<u32> {
