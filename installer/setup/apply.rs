@@ -177,7 +177,23 @@ pub fn apply(ctx: &Ctx, step: &Step) -> Result<String> {
                 )),
             }
         }
-        Action::MigMode { gpu } => mig_mode_on(host, gpu).map_err(anyhow::Error::msg),
+        Action::MigMode { gpu } => {
+            // Precondition: no vGPU on the GPU (the driver switches the mode of an idle GPU).
+            let f = super::observe::observe_vgpus(host, &crate::pins::Pins::default());
+            if let Some(v) = f
+                .vgpus()
+                .iter()
+                .find(|v| v.gpu.as_deref() == Some(gpu.as_str()))
+            {
+                return Err(stale(format!(
+                    "{gpu} holds vGPU {} ({}) on {}: MIG mode is turned on only on a GPU without vGPUs",
+                    v.uuid.as_deref().unwrap_or("without UUID"),
+                    v.type_name,
+                    v.parent
+                )));
+            }
+            mig_mode_on(host, gpu).map_err(anyhow::Error::msg)
+        }
         Action::CreateGpuInstances {
             gpu,
             profile,
