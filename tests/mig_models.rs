@@ -186,3 +186,64 @@ fn mig_backed_requests_setup_does_not_build_are_refused_before_any_change() {
         }
     }
 }
+
+/// A setup killed anywhere around the GPU instances and the vGPUs (after the A100's MIG reboot)
+/// converges when run again: every vGPU made once, each pinned with its profile, and a reboot
+/// brings them back. Instances a killed run made count as free ones, not as missing.
+#[test]
+fn a_killed_mig_setup_converges_when_run_again() {
+    let text = "[host]\nreboot = \"prompt\"\n\n[[gpus]]\nselect = \"all\"\nvgpu_type = \"A100D-2-20C\"\ncount = 3\n";
+    let to_reboot = |s: &Sim, p: &std::path::Path| {
+        let r = s.run(&["setup", "--profile", p.to_str().unwrap(), "--yes"]);
+        assert_eq!(r.code, 3, "{r:?}");
+        assert_eq!(s.run(&["sim", "reboot"]).code, 0);
+    };
+    // The fault points of the run after the reboot.
+    let s = Sim::new("a100-mig-ready");
+    let p = profile_file(text);
+    to_reboot(&s, p.path());
+    let count = tempfile::NamedTempFile::new().unwrap();
+    let r = s.run_env(
+        &["setup", "--profile", p.path().to_str().unwrap(), "--yes"],
+        &[("VGPUCTL_FAULT_COUNT", count.path().to_str().unwrap())],
+    );
+    assert_eq!(r.code, 0, "{r:?}");
+    let points: Vec<String> = std::fs::read_to_string(count.path())
+        .unwrap()
+        .lines()
+        .map(String::from)
+        .collect();
+    let first = |label: &str| {
+        1 + points
+            .iter()
+            .position(|l| l.contains(label))
+            .unwrap_or_else(|| panic!("no {label} point: {points:?}"))
+    };
+    let kills = [
+        first("gpu-instances"),
+        first("gpu-instances-made"),
+        first("vgpu-create"),
+        first("vgpu-create") + 1,
+    ];
+    for k in kills {
+        let s = Sim::new("a100-mig-ready");
+        let p = profile_file(text);
+        to_reboot(&s, p.path());
+        let killed = s.run_env(
+            &["setup", "--profile", p.path().to_str().unwrap(), "--yes"],
+            &[("VGPUCTL_FAULT_KILL_AT", &k.to_string())],
+        );
+        assert_ne!(killed.code, 0, "kill at {k}: {killed:?}");
+        s.setup_to_end(p.path());
+        let live = s.live_vgpus();
+        assert_eq!(live.len(), 6, "kill at {k}: {live:?}");
+        let pins = s.read("etc/vgpuctl/vgpus.toml");
+        assert_eq!(
+            pins.matches("gi_profile = \"2g.20gb\"").count(),
+            6,
+            "{pins}"
+        );
+        assert_eq!(s.run(&["sim", "reboot"]).code, 0);
+        assert_eq!(s.live_vgpus(), live, "kill at {k}: restored");
+    }
+}

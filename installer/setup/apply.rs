@@ -545,7 +545,10 @@ fn create_gpu_instances(
     }
     let profiles = vec![profile.to_string(); count as usize];
     let cmd = crate::vgpu::mig::create_instances(gpu, &profiles);
+    crate::fault::point("gpu-instances");
     let out = host.run(&cmd)?;
+    // Made but not read back yet: a run after a kill here counts them as free instances.
+    crate::fault::point("gpu-instances-made");
     if !out.success() {
         bail!(
             "`{cmd}` failed with status {}:\n{}",
