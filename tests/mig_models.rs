@@ -247,3 +247,60 @@ fn a_killed_mig_setup_converges_when_run_again() {
         assert_eq!(s.live_vgpus(), live, "kill at {k}: restored");
     }
 }
+
+/// At boot one GPU's failed GPU instances fail its own vGPUs, with the step and the driver's
+/// answer, and never another GPU's: here the pins of 0000:65:00.0 ask for a profile of which
+/// seven do not fit (7g.80gb), while 0000:17:00.0 comes back whole.
+#[test]
+fn one_gpus_failed_instances_never_stop_another_gpus_restore() {
+    let s = Sim::new("a100-mig-ready");
+    let p = profile_file(
+        "[host]\nreboot = \"prompt\"\n\n[[gpus]]\nselect = \"all\"\nvgpu_type = \"A100D-1-10C\"\ncount = 7\n",
+    );
+    s.setup_to_end(p.path());
+    let placed = parents(&s);
+    let pins = s.read("etc/vgpuctl/vgpus.toml");
+    let mut edited = String::new();
+    let mut gpu65 = false;
+    for line in pins.lines() {
+        if line.starts_with("gpu = ") {
+            gpu65 = line.contains("0000:65:00.0");
+        }
+        if line.starts_with("gi_profile = ") && gpu65 {
+            edited.push_str("gi_profile = \"7g.80gb\"\n");
+        } else {
+            edited.push_str(line);
+            edited.push('\n');
+        }
+    }
+    assert_ne!(edited, pins);
+    s.write("etc/vgpuctl/vgpus.toml", &edited);
+    let unit = "etc/systemd/system/multi-user.target.wants/vgpuctl-restore.service";
+    std::fs::remove_file(s.root().join(unit)).unwrap();
+    assert_eq!(s.run(&["sim", "reboot"]).code, 0);
+
+    let r = s.run(&["restore"]);
+    assert_ne!(r.code, 0, "{r:?}");
+    let rep: serde_json::Value = serde_json::from_str(&s.read("run/vgpuctl/restore.json")).unwrap();
+    let devices = rep["devices"].as_array().unwrap();
+    assert_eq!(devices.len(), 14, "{rep}");
+    for d in devices {
+        let on_65 = d["parent"].as_str().unwrap().starts_with("0000:65:");
+        if on_65 {
+            assert_eq!(d["state"], "failed", "{d}");
+            let why = d["reason"].as_str().unwrap();
+            assert!(
+                why.contains("GPU instances: `nvidia-smi mig -i 0000:65:00.0 -cgi"),
+                "{d}"
+            );
+        } else {
+            assert_eq!(d["state"], "created", "{d}");
+        }
+    }
+    let back = parents(&s);
+    assert_eq!(back.len(), 7, "{back:?}");
+    assert!(
+        back.iter().all(|(u, p)| placed.get(u) == Some(p)),
+        "{back:?}"
+    );
+}
