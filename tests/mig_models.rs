@@ -304,3 +304,24 @@ fn one_gpus_failed_instances_never_stop_another_gpus_restore() {
         "{back:?}"
     );
 }
+
+/// From the fresh A100 host (no driver, IOMMU off, nouveau) to done: the MIG-backed type is
+/// taken from the catalog before the driver can answer, and MIG mode's reboot comes after the
+/// driver's; a reboot then brings every vGPU back with its UUID.
+#[test]
+fn a100_mig_from_fresh_to_mig_backed_vgpus() {
+    let s = Sim::new("a100-mig");
+    let p = profile_file(
+        "[host]\nreboot = \"prompt\"\niommu = \"auto\"\n\n[driver]\npath = \"/root/NVIDIA-GRID-Linux-KVM-550.163.02-550.163.01-553.74.zip\"\n\n[[gpus]]\nselect = \"all\"\nvgpu_type = \"A100D-1-10C\"\ncount = 7\n",
+    );
+    let runs = s.setup_to_end(p.path());
+    assert!(
+        runs.iter()
+            .any(|r| r.stdout.contains("is pending until the GPU is reset")),
+        "{runs:?}"
+    );
+    let before = s.live_vgpus();
+    assert_eq!(before.len(), 14);
+    assert_eq!(s.run(&["sim", "reboot"]).code, 0);
+    assert_eq!(s.live_vgpus(), before);
+}

@@ -120,7 +120,9 @@ pub fn resolve_type(gpu: &Gpu, wanted: &str) -> Result<ResolvedType, String> {
     // the catalog's.
     let mig_type = known_type(gpu, wanted).filter(|t| t.mig_backed());
     if let Some(t) = mig_type {
-        if !gpu.mig_mode.is_some_and(|m| m.capable) {
+        // Only the driver's own answer refuses: before the driver is loaded there is none, and
+        // the type is checked again after its reboot.
+        if gpu.mig_mode.is_some_and(|m| !m.capable) {
             let sliced: Vec<String> = catalog_types(gpu)
                 .iter()
                 .filter(|x| !x.mig_backed())
