@@ -10,6 +10,7 @@
 pub mod bootcfg;
 pub mod driver_pkg;
 mod kernel;
+pub mod kernels;
 pub mod layout;
 pub mod makeself;
 pub mod mig;
@@ -98,6 +99,11 @@ pub const OPTS: &[(&str, &str)] = &[
     (
         "vfio_persist",
         "cmdline|modprobe|driverctl|udev: a persisted vfio-pci binding of the GPUs (see vfio_persist)",
+    ),
+    (
+        "new_kernel",
+        "VERSION[:noheaders]: a newer kernel is installed (the boot loader starts it next), with \
+         its headers or without them; the NVIDIA module is not built for it",
     ),
 ];
 
@@ -227,6 +233,9 @@ fn parse_opts(opts: &[String]) -> Result<Vec<(String, String)>> {
                 vfio_persist::KINDS.join(", ")
             );
         }
+        if k == "new_kernel" && !v.is_empty() && kernels::parse_new_kernel(v).is_none() {
+            bail!("--sim-opt new_kernel={v:?}: expected VERSION or VERSION:noheaders (e.g. 6.8.0-60-generic:noheaders)");
+        }
         out.push((k.to_string(), v.to_string()));
     }
     Ok(out)
@@ -254,6 +263,12 @@ fn build(
     st.boot_id = uuid::Uuid::new_v4().to_string();
     st.cmdline = layout::boot_cmdline(root, m);
     st.modules = base_modules(m);
+    // The running kernel's headers are there (a driver install builds against them).
+    kernels::plant_headers(root, m, m.os.kver)?;
+    std::fs::write(
+        root.join("lib/modules").join(m.os.kver).join("modules.dep"),
+        "",
+    )?;
     match m.fresh {
         FreshDriver::VfioPci => {
             st.modules.extend(
@@ -297,6 +312,18 @@ fn build(
     )?;
     if ready {
         make_ready(root, m)?;
+    }
+    // A kernel update installed since the last boot (after a -ready host's bring-up): on disk,
+    // the boot loader's next default (the package's postinst runs update-grub), not running.
+    let new_kernel = opts
+        .iter()
+        .find(|(k, _)| k == "new_kernel")
+        .and_then(|(_, v)| kernels::parse_new_kernel(v));
+    if let Some((v, headers)) = new_kernel {
+        kernels::plant(root, m, &v, headers)?;
+        if m.boot == models::Boot::Grub {
+            layout::regenerate_grub_cfg(root, m)?;
+        }
     }
     Ok(())
 }
@@ -395,7 +422,7 @@ pub(crate) fn put_driver_files(root: &Path, m: &Model, version: &str, vgpu: bool
         )
     };
     stub("usr/bin/nvidia-smi", "nvidia-smi")?;
-    let kdir = format!("lib/modules/{}/updates/dkms", m.os.kver);
+    let kdir = format!("lib/modules/{}/updates/dkms", kernels::running(root, m));
     layout::put(
         root,
         &format!("{kdir}/nvidia.ko"),
@@ -425,7 +452,20 @@ pub(crate) fn put_driver_files(root: &Path, m: &Model, version: &str, vgpu: bool
 /// Undo [`put_driver_files`] and [`put_driver_payload`] (`.run --uninstall`): their files, the
 /// manager's wants link the installer made, then the directories that left empty.
 pub(crate) fn remove_driver_files(root: &Path, m: &Model, version: &str) -> Result<()> {
-    let kdir = format!("lib/modules/{}/updates/dkms", m.os.kver);
+    // DKMS removes the module it built for every kernel (`dkms remove --all`).
+    for kv in kernels::installed(root) {
+        if kv != kernels::running(root, m) {
+            let kdir = format!("lib/modules/{kv}/updates/dkms");
+            for f in ["nvidia.ko", "nvidia-vgpu-vfio.ko"] {
+                let _ = std::fs::remove_file(root.join(format!("{kdir}/{f}")));
+            }
+            let _ = std::fs::remove_dir(root.join(&kdir));
+            let _ = std::fs::remove_dir(root.join(format!("lib/modules/{kv}/updates")));
+        }
+    }
+    kernels::unregister(root, version);
+    let running = kernels::running(root, m);
+    let kdir = format!("lib/modules/{running}/updates/dkms");
     let mut files: Vec<String> = [
         "usr/bin/nvidia-smi",
         "usr/lib/nvidia/sriov-manage",
@@ -457,7 +497,7 @@ pub(crate) fn remove_driver_files(root: &Path, m: &Model, version: &str) -> Resu
             _ => {}
         }
     }
-    let kver = m.os.kver;
+    let kver = running;
     for d in [
         kdir.as_str(),
         &format!("lib/modules/{kver}/updates"),
@@ -485,7 +525,7 @@ pub(crate) fn put_driver_payload(root: &Path, m: &Model, version: &str) -> Resul
         std::fs::create_dir_all(p.parent().unwrap())?;
         std::fs::write(&p, &chunk)?;
     }
-    let kdir = format!("lib/modules/{}/updates/dkms", m.os.kver);
+    let kdir = format!("lib/modules/{}/updates/dkms", kernels::running(root, m));
     layout::put(root, &format!("{kdir}/nvidia-sim.complete"), version)?;
     Ok(())
 }
