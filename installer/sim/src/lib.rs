@@ -155,6 +155,10 @@ pub fn open(root: &Path, model: &str, opts: &[String]) -> Result<SimHost> {
     let persisted = if empty { None } else { k.opt("vfio_persist") };
     if !parsed.is_empty() {
         k.merge_opts(&parsed)?;
+        // A kernel update can also land on a host in use (before its next reboot).
+        if !empty {
+            plant_new_kernel(&root, spec, &parsed)?;
+        }
     }
     // Events that fell due while no process had the root open happen now.
     k.apply_due();
@@ -313,13 +317,21 @@ fn build(
     if ready {
         make_ready(root, m)?;
     }
-    // A kernel update installed since the last boot (after a -ready host's bring-up): on disk,
-    // the boot loader's next default (the package's postinst runs update-grub), not running.
+    plant_new_kernel(root, m, opts)
+}
+
+/// `new_kernel=`: a kernel update installed since the last boot (after a -ready host's
+/// bring-up): on disk, the boot loader's next default (the package's postinst runs update-grub),
+/// not running. Once: a kernel already installed is left as it is.
+fn plant_new_kernel(root: &Path, m: &Model, opts: &[(String, String)]) -> Result<()> {
     let new_kernel = opts
         .iter()
         .find(|(k, _)| k == "new_kernel")
         .and_then(|(_, v)| kernels::parse_new_kernel(v));
     if let Some((v, headers)) = new_kernel {
+        if root.join(format!("boot/vmlinuz-{v}")).exists() {
+            return Ok(());
+        }
         kernels::plant(root, m, &v, headers)?;
         if m.boot == models::Boot::Grub {
             layout::regenerate_grub_cfg(root, m)?;
