@@ -294,6 +294,37 @@ mod tests {
     }
 
     #[test]
+    fn dkms_builds_only_with_the_kernels_headers() {
+        let (m, _) = crate::models::parse("l40s-vfio").unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        plant(root, m, "6.8.0-90-generic", false).unwrap();
+        plant(root, m, "6.8.0-91-generic", true).unwrap();
+        // Not registered: nothing to build, nothing listed.
+        assert_eq!(dkms(root, m, &["status"]).unwrap().stdout, "");
+        register(root, "550.163.02").unwrap();
+        assert_eq!(
+            dkms(root, m, &["status"]).unwrap().stdout,
+            "nvidia/550.163.02: added\n"
+        );
+        let no = dkms(root, m, &["autoinstall", "-k", "6.8.0-90-generic"]).unwrap();
+        assert_eq!(no.status, 21);
+        assert!(no.stderr.contains(
+            "Error! Your kernel headers for kernel 6.8.0-90-generic cannot be found at \
+             /lib/modules/6.8.0-90-generic/build or /lib/modules/6.8.0-90-generic/source."
+        ));
+        assert!(!module_built(root, "6.8.0-90-generic"));
+        let yes = dkms(root, m, &["autoinstall", "-k", "6.8.0-91-generic"]).unwrap();
+        assert_eq!(yes.status, 0, "{}", yes.stderr);
+        assert!(module_built(root, "6.8.0-91-generic"));
+        assert_eq!(
+            dkms(root, m, &["status"]).unwrap().stdout,
+            "nvidia/550.163.02, 6.8.0-91-generic, x86_64: installed\n"
+        );
+        assert_eq!(newest(root, m), "6.8.0-91-generic");
+    }
+
+    #[test]
     fn new_kernel_knob() {
         assert_eq!(
             parse_new_kernel("6.8.0-60-generic:noheaders"),
