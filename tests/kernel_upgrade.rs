@@ -23,17 +23,8 @@ fn install_kernel(s: &Sim, version: &str, headers: bool) {
     } else {
         format!("new_kernel={version}:noheaders")
     };
-    let r = to_run_cmd(s, &["--sim-opt", &opt, "sim", "info"]);
+    let r = s.run(&["--sim-opt", &opt, "sim", "info"]);
     assert_eq!(r.code, 0, "{r:?}");
-}
-
-fn to_run_cmd(s: &Sim, args: &[&str]) -> Run {
-    let o = s.cmd().args(args).output().unwrap();
-    Run {
-        code: o.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&o.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
-    }
 }
 
 /// What linux-headers-<v> installs: the tree and the `build` link DKMS looks for.
@@ -217,4 +208,32 @@ fn restore_names_the_missing_module_and_setup_fixes_it() {
         "the module loads only after a reboot: {runs:?}"
     );
     assert_eq!(s.live_vgpus(), vgpus);
+}
+
+/// A fresh host whose kernel update is already installed: the driver install builds for the
+/// running kernel only, so setup also builds the module for the next one before its reboot, and
+/// the host comes up on the new kernel with its vGPUs.
+#[test]
+fn a_fresh_host_gets_the_module_for_the_kernel_it_boots_next() {
+    let s = Sim::new("l40s-vfio");
+    // A headless server: nouveau can go now, so the driver installs before the reboot.
+    assert_eq!(
+        s.run(&["--sim-opt", "nouveau_fbcon=0", "sim", "info"]).code,
+        0
+    );
+    install_kernel(&s, NEW, true);
+    let p = profile_file(
+        "[[gpus]]\nselect = \"all\"\nvgpu_type = \"L40S-8Q\"\ncount = 2\n[driver]\n\
+         path = \"/root/NVIDIA-GRID-Linux-KVM-550.163.02-550.163.01-553.74.zip\"\n",
+    );
+    let runs = s.setup_to_end(p.path());
+    let first = &runs[0];
+    let install = first.stdout.find("Install the NVIDIA vGPU host driver");
+    let build = first.stdout.find(&format!("dkms autoinstall -k {NEW}"));
+    assert!(
+        install.is_some() && build.is_some() && install < build,
+        "the build comes after the install: {first:?}"
+    );
+    assert_eq!(s.read("proc/sys/kernel/osrelease").trim(), NEW);
+    assert_eq!(s.live_vgpus().len(), 8, "{:?}", runs.last());
 }

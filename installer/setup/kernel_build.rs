@@ -17,16 +17,21 @@ pub fn plan(f: &Facts, plan: &mut Plan) -> Result<(), Failure> {
         .iter()
         .any(|s| matches!(s.action, Action::InstallDriver { .. }));
     let installed = f.driver.installed();
+    // The install this plan makes registers with DKMS (`.run --dkms`).
+    let mut kernels = f.kernels.clone();
+    if installing && kernels.dkms.is_empty() {
+        kernels.dkms.push("(the driver this plan installs)".into());
+    }
     // The running kernel first (booted without a module; it loads after the reboot the plan
     // already needs for a driver that is not loaded), then the next one.
     let needs = [
         (
             "the running kernel",
-            running_need(&f.kernels, &f.os, installed),
+            running_need(&kernels, &f.os, installed),
         ),
         (
             "which the boot loader starts next",
-            next_boot_need(&f.kernels, &f.os, installed || installing),
+            next_boot_need(&kernels, &f.os, installed || installing),
         ),
     ];
     for (which, need) in needs {
