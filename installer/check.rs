@@ -863,13 +863,22 @@ fn kernel_findings(f: &HostFacts, out: &mut Findings) {
     if let Some(r) = &k.running {
         let v = &r.version;
         match (driver, r.module_built, r.headers) {
-            (true, true, h) => out.ok(
-                "kernel.running",
-                format!(
-                    "running kernel {v}: an nvidia module is built for it; its headers are {}",
+            (true, true, h) => {
+                let said = format!(
+                    "its module is built for the running kernel {v}, whose headers are {}",
                     headers_word(h)
-                ),
-            ),
+                );
+                // Said on the driver's own line when that one is fine: a finished host's list
+                // stays short.
+                match out
+                    .0
+                    .iter_mut()
+                    .find(|x| x.id == "driver" && x.severity == Severity::Ok)
+                {
+                    Some(d) => d.message = format!("{}; {said}", d.message),
+                    None => out.ok("kernel.running", format!("running kernel {v}: {said}")),
+                }
+            }
             (true, false, true) => out.block(
                 "kernel.running",
                 format!("running kernel {v}: no nvidia module is built for it (its headers are installed)"),

@@ -51,7 +51,7 @@ fn a_kernel_without_headers_is_reported_by_check_and_refused_by_setup() {
     let c = s.run(&["check"]);
     assert!(
         c.stdout
-            .contains("running kernel 6.8.0-60-generic: an nvidia module is built for it"),
+            .contains("is loaded; its module is built for the running kernel 6.8.0-60-generic, whose headers are installed"),
         "{c:?}"
     );
     let next = c
