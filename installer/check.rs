@@ -330,6 +330,10 @@ pub fn check(f: &HostFacts) -> Report {
         }
     }
 
+    if !f.is_vm && (d.installed() || !supported.is_empty()) {
+        kernel_findings(f, &mut out);
+    }
+
     // SR-IOV and vGPUs.
     for g in supported.iter().filter(|g| g.sriov_capable()) {
         let (n, t) = (g.sriov_numvfs.unwrap_or(0), g.sriov_totalvfs.unwrap_or(0));
@@ -847,6 +851,110 @@ pub fn vgpu_is_up(facts: &HostFacts) -> Option<String> {
         n(vgpus.len(), "vGPU"),
         n(gpus.len(), "GPU")
     ))
+}
+
+/// The running kernel and the one the boot loader starts next: is an nvidia module built for
+/// each, and are its headers there (DKMS builds the module only with them, recorded-behaviour §7).
+fn kernel_findings(f: &HostFacts, out: &mut Findings) {
+    use crate::facts::kernels::{headers_package, install_command, next_boot_need, NextBoot};
+    let k = &f.kernels;
+    let driver = f.driver.installed();
+    let headers_word = |h: bool| if h { "installed" } else { "not installed" };
+    if let Some(r) = &k.running {
+        let v = &r.version;
+        match (driver, r.module_built, r.headers) {
+            (true, true, h) => {
+                let said = format!(
+                    "its module is built for the running kernel {v}, whose headers are {}",
+                    headers_word(h)
+                );
+                // Said on the driver's own line when that one is fine: a finished host's list
+                // stays short.
+                match out
+                    .0
+                    .iter_mut()
+                    .find(|x| x.id == "driver" && x.severity == Severity::Ok)
+                {
+                    Some(d) => d.message = format!("{}; {said}", d.message),
+                    None => out.ok("kernel.running", format!("running kernel {v}: {said}")),
+                }
+            }
+            (true, false, true) => out.block(
+                "kernel.running",
+                format!("running kernel {v}: no nvidia module is built for it (its headers are installed)"),
+                format!("`dkms autoinstall -k {v}`, then reboot"),
+            ),
+            (true, false, false) => out.block(
+                "kernel.running",
+                format!("running kernel {v}: no nvidia module is built for it and its headers are not installed"),
+                format!(
+                    "install {} (`{}`), then `dkms autoinstall -k {v}` and reboot",
+                    headers_package(&f.os, v),
+                    install_command(&f.os, v)
+                ),
+            ),
+            (false, _, true) => out.ok(
+                "kernel.running",
+                format!("running kernel {v}: its headers are installed (the driver install builds its module against them)"),
+            ),
+            (false, _, false) => out.warn(
+                "kernel.running",
+                format!("running kernel {v}: its headers are not installed; the driver install cannot build its module"),
+                format!("install {} (`{}`)", headers_package(&f.os, v), install_command(&f.os, v)),
+            ),
+        }
+    }
+    let Some(n) = &k.next else { return };
+    if k.running.as_ref().is_some_and(|r| r.version == n.version) {
+        return;
+    }
+    let v = &n.version;
+    match next_boot_need(k, &f.os, driver) {
+        NextBoot::Ready if driver => out.ok(
+            "kernel.next",
+            format!(
+                "kernel {v}, which the boot loader starts next: an nvidia module is built for it; \
+                 its headers are {}",
+                headers_word(n.headers)
+            ),
+        ),
+        NextBoot::Ready if !n.headers => out.warn(
+            "kernel.next",
+            format!("kernel {v}, which the boot loader starts next: its headers are not installed"),
+            format!("install {} (`{}`)", headers_package(&f.os, v), install_command(&f.os, v)),
+        ),
+        NextBoot::Ready => out.ok(
+            "kernel.next",
+            format!("kernel {v}, which the boot loader starts next: its headers are installed"),
+        ),
+        NextBoot::Build { .. } => out.warn(
+            "kernel.next",
+            format!(
+                "kernel {v}, which the boot loader starts next: no nvidia module is built for it \
+                 (its headers are installed); after a reboot the host would have no vGPUs"
+            ),
+            format!("`vgpuctl setup` builds it before the reboot (`dkms autoinstall -k {v}`)"),
+        ),
+        NextBoot::NoDkms { .. } => out.warn(
+            "kernel.next",
+            format!(
+                "kernel {v}, which the boot loader starts next: no nvidia module is built for it \
+                 and the driver is not registered with DKMS; after a reboot the host would have no vGPUs"
+            ),
+            "reinstall the vGPU host driver with DKMS (`.run --dkms`, what `vgpuctl setup` does)",
+        ),
+        NextBoot::NoHeaders { package, .. } => out.block(
+            "kernel.next",
+            format!(
+                "kernel {v}, which the boot loader starts next: no nvidia module is built for it \
+                 and its headers are not installed; after a reboot the host would have no vGPUs"
+            ),
+            format!(
+                "install {package} (`{}`), then `vgpuctl setup` builds the module (`dkms autoinstall -k {v}`)",
+                install_command(&f.os, v)
+            ),
+        ),
+    }
 }
 
 #[cfg(test)]

@@ -51,6 +51,16 @@ pub fn run(host: &Host, vf_timeout: u64, dry_run: bool) -> Result<Exit, Failure>
         crate::outln!("vgpuctl restore: moved the pins to /etc/vgpuctl/vgpus.toml");
     }
     let pins = crate::pins::load(host)?.unwrap_or_default();
+    // A kernel booted without an nvidia module built for it can make no vGPU: say why at once
+    // rather than wait for every GPU's VFs to time out.
+    if let Some(cause) = crate::facts::kernels::boot_blocker(host) {
+        eprintln!("vgpuctl restore: {cause}");
+        crate::outln!(
+            "vgpuctl restore: 0 of {} pinned vGPU(s) restored: {cause}",
+            pins.vgpus.len()
+        );
+        return Ok(Exit::Failed);
+    }
     let profile = crate::active::load(host)?.unwrap_or_default();
     let lanes = planner::restore(&observe::observe_vgpus(host, &pins), &pins, vf_timeout);
     let report = apply::restore(host, &lanes, Duration::from_secs(vf_timeout))?;

@@ -3,6 +3,7 @@
 //! if unpromising, host).
 
 pub mod gpus;
+pub mod kernels;
 pub mod mig;
 pub mod mixed_size;
 pub mod proxmox;
@@ -51,6 +52,8 @@ pub struct HostFacts {
     pub active_profile: bool,
     /// What gives the GPUs to vfio-pci again at every boot.
     pub vfio_persist: vfio_persist::VfioPersist,
+    /// The running kernel and the one the boot loader starts next, for the NVIDIA module.
+    pub kernels: kernels::Kernels,
 }
 
 impl HostFacts {
@@ -87,6 +90,7 @@ pub fn observe(host: &Host) -> HostFacts {
     facts.gpus = gpus::observe(host, &in_use);
     facts.vfio_persist = vfio_persist::observe(host, &facts.gpus, &facts.boot, &facts.cmdline);
     facts.mdevs = observe_mdevs(host, &facts.gpus, &in_use);
+    facts.kernels = kernels::observe(host, &facts.boot, facts.kernel_release.as_deref());
     facts
 }
 

@@ -29,7 +29,7 @@ pub enum OsFamily {
     Other,
 }
 
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Default, Serialize)]
 pub struct Os {
     pub id: String,
     pub version_id: String,
@@ -219,6 +219,7 @@ pub fn observe(host: &Host) -> HostFacts {
         // Pins or an active profile (an older release kept the pins in the profile copy).
         active_profile: host.exists(ACTIVE_PROFILE) || host.exists(crate::pins::PATH),
         vfio_persist: Default::default(),
+        kernels: Default::default(),
     }
 }
 
@@ -233,7 +234,7 @@ pub fn systemctl_is(host: &Host, verb: &str, unit: &str) -> Option<bool> {
     Some(out.success())
 }
 
-fn observe_os(host: &Host) -> Os {
+pub fn observe_os(host: &Host) -> Os {
     let text = host
         .read("etc/os-release")
         .or_else(|_| host.read("usr/lib/os-release"))

@@ -4,6 +4,7 @@ pub mod apply;
 pub mod grub_shell;
 pub mod import_plan;
 pub mod import_sources;
+pub mod kernel_build;
 pub mod lock;
 pub mod mixed_size;
 pub mod observe;
@@ -100,8 +101,10 @@ pub fn make_plan(
     source: &crate::profile_load::Located,
 ) -> Result<(Plan, Vec<String>), Failure> {
     let (pre, reasons) = prereboot::plan(f, want)?;
-    let plan = planner::plan(f, want, pre, &reasons)
+    let mut plan = planner::plan(f, want, pre, &reasons)
         .map_err(|e| Failure::usage_from(source.error(&e.field, e.reason)))?;
+    // Last: after a driver install it plans, before any reboot.
+    kernel_build::plan(f, &mut plan)?;
     Ok((plan, reasons))
 }
 

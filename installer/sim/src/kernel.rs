@@ -525,9 +525,10 @@ impl SimKernel {
             });
             let nouveau_blocked = cmd_blacklist
                 || (super::programs::nouveau_blacklisted(&root) && st.initramfs_blacklists_nouveau);
-            let nvidia_installed = root
-                .join(format!("lib/modules/{}/updates/dkms/nvidia.ko", m.os.kver))
-                .exists();
+            // The kernel the boot loader started, and whether a module was built for it (§7).
+            let kver = super::kernels::booted(&root, m, &st.cmdline);
+            layout::put(&root, "proc/sys/kernel/osrelease", &format!("{kver}\n")).map_err(to_io)?;
+            let nvidia_installed = super::kernels::module_built(&root, &kver);
             let gpu_driver = if nvidia_installed {
                 st.modules.insert("nvidia".into());
                 st.registry_dwords = super::modprobe::nvidia_registry_dwords(&root);

@@ -193,6 +193,8 @@ pub fn build_static(root: &Path, m: &Model, st: &State) -> Result<()> {
         "usr/sbin/modprobe",
         "usr/bin/uname",
         "usr/bin/lspci",
+        // DKMS, which NVIDIA's `.run --dkms` needs (a guess: every simulated host has it).
+        "usr/sbin/dkms",
     ] {
         stub(p)?;
     }
@@ -458,7 +460,9 @@ pub fn grub_vars(root: &Path) -> BTreeMap<String, String> {
 }
 
 pub fn regenerate_grub_cfg(root: &Path, m: &Model) -> Result<String> {
-    let cfg = bootcfg::render_grub_cfg(m.os.distributor, m.os.kver, ROOT_UUID, &grub_vars(root));
+    // grub-mkconfig's first entry (the default) is the newest installed kernel.
+    let kver = super::kernels::newest(root, m);
+    let cfg = bootcfg::render_grub_cfg(m.os.distributor, &kver, ROOT_UUID, &grub_vars(root));
     put(root, "boot/grub/grub.cfg", &cfg)?;
     Ok(cfg)
 }

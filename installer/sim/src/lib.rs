@@ -10,6 +10,7 @@
 pub mod bootcfg;
 pub mod driver_pkg;
 mod kernel;
+pub mod kernels;
 pub mod layout;
 pub mod makeself;
 pub mod mig;
@@ -99,6 +100,11 @@ pub const OPTS: &[(&str, &str)] = &[
         "vfio_persist",
         "cmdline|modprobe|driverctl|udev: a persisted vfio-pci binding of the GPUs (see vfio_persist)",
     ),
+    (
+        "new_kernel",
+        "VERSION[:noheaders]: a newer kernel is installed (the boot loader starts it next), with \
+         its headers or without them; the NVIDIA module is not built for it",
+    ),
 ];
 
 /// Open the simulated host at `root`: build it when `root` is empty or missing (model may end in
@@ -149,6 +155,10 @@ pub fn open(root: &Path, model: &str, opts: &[String]) -> Result<SimHost> {
     let persisted = if empty { None } else { k.opt("vfio_persist") };
     if !parsed.is_empty() {
         k.merge_opts(&parsed)?;
+        // A kernel update can also land on a host in use (before its next reboot).
+        if !empty {
+            plant_new_kernel(&root, spec, &parsed)?;
+        }
     }
     // Events that fell due while no process had the root open happen now.
     k.apply_due();
@@ -227,6 +237,9 @@ fn parse_opts(opts: &[String]) -> Result<Vec<(String, String)>> {
                 vfio_persist::KINDS.join(", ")
             );
         }
+        if k == "new_kernel" && !v.is_empty() && kernels::parse_new_kernel(v).is_none() {
+            bail!("--sim-opt new_kernel={v:?}: expected VERSION or VERSION:noheaders (e.g. 6.8.0-60-generic:noheaders)");
+        }
         out.push((k.to_string(), v.to_string()));
     }
     Ok(out)
@@ -254,6 +267,12 @@ fn build(
     st.boot_id = uuid::Uuid::new_v4().to_string();
     st.cmdline = layout::boot_cmdline(root, m);
     st.modules = base_modules(m);
+    // The running kernel's headers are there (a driver install builds against them).
+    kernels::plant_headers(root, m, m.os.kver)?;
+    std::fs::write(
+        root.join("lib/modules").join(m.os.kver).join("modules.dep"),
+        "",
+    )?;
     match m.fresh {
         FreshDriver::VfioPci => {
             st.modules.extend(
@@ -297,6 +316,26 @@ fn build(
     )?;
     if ready {
         make_ready(root, m)?;
+    }
+    plant_new_kernel(root, m, opts)
+}
+
+/// `new_kernel=`: a kernel update installed since the last boot (after a -ready host's
+/// bring-up): on disk, the boot loader's next default (the package's postinst runs update-grub),
+/// not running. Once: a kernel already installed is left as it is.
+fn plant_new_kernel(root: &Path, m: &Model, opts: &[(String, String)]) -> Result<()> {
+    let new_kernel = opts
+        .iter()
+        .find(|(k, _)| k == "new_kernel")
+        .and_then(|(_, v)| kernels::parse_new_kernel(v));
+    if let Some((v, headers)) = new_kernel {
+        if root.join(format!("boot/vmlinuz-{v}")).exists() {
+            return Ok(());
+        }
+        kernels::plant(root, m, &v, headers)?;
+        if m.boot == models::Boot::Grub {
+            layout::regenerate_grub_cfg(root, m)?;
+        }
     }
     Ok(())
 }
@@ -395,7 +434,7 @@ pub(crate) fn put_driver_files(root: &Path, m: &Model, version: &str, vgpu: bool
         )
     };
     stub("usr/bin/nvidia-smi", "nvidia-smi")?;
-    let kdir = format!("lib/modules/{}/updates/dkms", m.os.kver);
+    let kdir = format!("lib/modules/{}/updates/dkms", kernels::running(root, m));
     layout::put(
         root,
         &format!("{kdir}/nvidia.ko"),
@@ -425,7 +464,20 @@ pub(crate) fn put_driver_files(root: &Path, m: &Model, version: &str, vgpu: bool
 /// Undo [`put_driver_files`] and [`put_driver_payload`] (`.run --uninstall`): their files, the
 /// manager's wants link the installer made, then the directories that left empty.
 pub(crate) fn remove_driver_files(root: &Path, m: &Model, version: &str) -> Result<()> {
-    let kdir = format!("lib/modules/{}/updates/dkms", m.os.kver);
+    // DKMS removes the module it built for every kernel (`dkms remove --all`).
+    for kv in kernels::installed(root) {
+        if kv != kernels::running(root, m) {
+            let kdir = format!("lib/modules/{kv}/updates/dkms");
+            for f in ["nvidia.ko", "nvidia-vgpu-vfio.ko"] {
+                let _ = std::fs::remove_file(root.join(format!("{kdir}/{f}")));
+            }
+            let _ = std::fs::remove_dir(root.join(&kdir));
+            let _ = std::fs::remove_dir(root.join(format!("lib/modules/{kv}/updates")));
+        }
+    }
+    kernels::unregister(root, version);
+    let running = kernels::running(root, m);
+    let kdir = format!("lib/modules/{running}/updates/dkms");
     let mut files: Vec<String> = [
         "usr/bin/nvidia-smi",
         "usr/lib/nvidia/sriov-manage",
@@ -457,7 +509,7 @@ pub(crate) fn remove_driver_files(root: &Path, m: &Model, version: &str) -> Resu
             _ => {}
         }
     }
-    let kver = m.os.kver;
+    let kver = running;
     for d in [
         kdir.as_str(),
         &format!("lib/modules/{kver}/updates"),
@@ -485,7 +537,7 @@ pub(crate) fn put_driver_payload(root: &Path, m: &Model, version: &str) -> Resul
         std::fs::create_dir_all(p.parent().unwrap())?;
         std::fs::write(&p, &chunk)?;
     }
-    let kdir = format!("lib/modules/{}/updates/dkms", m.os.kver);
+    let kdir = format!("lib/modules/{}/updates/dkms", kernels::running(root, m));
     layout::put(root, &format!("{kdir}/nvidia-sim.complete"), version)?;
     Ok(())
 }

@@ -106,6 +106,7 @@ pub(crate) fn run(k: &SimKernel, root: &Path, cmd: &Cmd) -> Result<RunOutput> {
             }
         }
         "modprobe" => modprobe(k, root, &a),
+        "dkms" => super::kernels::dkms(root, k.model, &a),
         "systemctl" => systemctl(k, root, &a),
         "nvidia-smi" => nvidia_smi(k, &a),
         "apt-get" | "apt" | "dnf" | "yum" => package_install(k, root, &name, &a),
@@ -432,9 +433,8 @@ fn modprobe(k: &SimKernel, root: &Path, a: &[&str]) -> Result<RunOutput> {
         .map(|x| x.replace('-', "_"))
         .collect();
     let m = k.model;
-    let installed = root
-        .join(format!("lib/modules/{}/updates/dkms/nvidia.ko", m.os.kver))
-        .exists();
+    let kver = super::kernels::running(root, m);
+    let installed = super::kernels::module_built(root, &kver);
     let mut err = String::new();
     k.with(|st| {
         for md in &mods {
@@ -460,8 +460,7 @@ fn modprobe(k: &SimKernel, root: &Path, a: &[&str]) -> Result<RunOutput> {
             };
             if !available {
                 err.push_str(&format!(
-                    "modprobe: FATAL: Module {md} not found in directory /lib/modules/{}\n",
-                    m.os.kver
+                    "modprobe: FATAL: Module {md} not found in directory /lib/modules/{kver}\n"
                 ));
                 continue;
             }
@@ -470,7 +469,7 @@ fn modprobe(k: &SimKernel, root: &Path, a: &[&str]) -> Result<RunOutput> {
                 && !st.modules.contains("nvidia")
             {
                 let signed = root
-                    .join(format!("lib/modules/{}/updates/dkms/.signed", m.os.kver))
+                    .join(format!("lib/modules/{kver}/updates/dkms/.signed"))
                     .exists();
                 if !signed {
                     err.push_str(
@@ -985,9 +984,17 @@ fn install_driver(k: &SimKernel, root: &Path, version: &str, a: &[&str]) -> Resu
     if signed {
         layout::put(
             root,
-            &format!("lib/modules/{}/updates/dkms/.signed", m.os.kver),
+            &format!(
+                "lib/modules/{}/updates/dkms/.signed",
+                super::kernels::running(root, m)
+            ),
             "",
         )?;
+    }
+    // `--dkms`: the installer registers the module's sources with DKMS, which rebuilds it for
+    // later kernels (when their headers are there, §7).
+    if a.contains(&"--dkms") {
+        super::kernels::register(root, version)?;
     }
     // The installer enables the manager (nvidia-vgpud runs on demand).
     let u = "nvidia-vgpu-mgr.service";
