@@ -615,7 +615,7 @@ pub fn mig_findings(f: &HostFacts, wanted: &[WantedType]) -> Vec<Finding> {
                 &id,
                 format!("{a}: MIG capable, {mode}: {mig_types} need it on"),
                 format!(
-                    "`nvidia-smi -i {a} -mig 1` (before sriov-manage -e; on an Ampere GPU the mode waits for a reboot)"
+                    "`vgpuctl setup` turns it on; by hand: `nvidia-smi -i {a} -mig 1` (before sriov-manage -e; on an Ampere GPU the mode waits for a reboot)"
                 ),
             ),
             (true, false) if m.current || m.pending => out.warn(

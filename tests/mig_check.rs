@@ -33,8 +33,8 @@ fn check_reports_mig_mode_and_the_command_a_mig_backed_profile_needs() {
     assert_eq!(
         mig_line(&c, "0000:17:00.0"),
         "WARN    0000:17:00.0: MIG capable, MIG mode off (pending: off): A100D-1-10C need it on\n\
-         fix: `nvidia-smi -i 0000:17:00.0 -mig 1` (before sriov-manage -e; on an Ampere GPU the \
-         mode waits for a reboot)"
+         fix: `vgpuctl setup` turns it on; by hand: `nvidia-smi -i 0000:17:00.0 -mig 1` (before \
+         sriov-manage -e; on an Ampere GPU the mode waits for a reboot)"
     );
     // A GPU the profile does not use: reported, nothing to fix.
     assert_eq!(
