@@ -141,23 +141,8 @@ pub fn sync(host: &Host, profile: &Profile, pins: &Pins) -> anyhow::Result<Optio
     let cmd = restart_cmd();
     match (cfg.restart, changed || pending) {
         (true, true) => {
-            // Remember the restart before trying it: a failure (or a power cut) is retried.
-            host.write_file(
-                RESTART_PENDING,
-                format!("{cmd}\n").as_bytes(),
-                WriteOpts::state(),
-            )?;
-            let result = host.run(&cmd);
-            let failure = match &result {
-                Ok(out) if out.success() => None,
-                Ok(out) => Some(format!(
-                    "exited with status {}: {}",
-                    out.status,
-                    out.tail(5)
-                )),
-                Err(e) => Some(format!("{e:#}")),
-            };
-            if let Some(why) = failure {
+            // Remembered before it is tried: a failure (or a power cut) is retried.
+            if let Some(why) = host.run_remembered(RESTART_PENDING, &cmd)? {
                 lines.push(format!(
                     "CloudPods: restarting the host agent failed: `{cmd}` {why}. Run it by hand \
                      where kubectl reaches the cluster; vgpuctl tries again at the next setup or \
@@ -165,7 +150,6 @@ pub fn sync(host: &Host, profile: &Profile, pins: &Pins) -> anyhow::Result<Optio
                 ));
                 bail!("{}", lines.join("\n"));
             }
-            host.remove_file(RESTART_PENDING)?;
             lines.push(format!("CloudPods: restarted the host agent (`{cmd}`)"));
         }
         (false, true) if changed => lines.push(format!(

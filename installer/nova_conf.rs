@@ -83,29 +83,14 @@ pub fn sync(host: &Host, cfg: &NovaConfig, pins: &Pins) -> anyhow::Result<String
     let cmd = restart_cmd(host);
     match (cfg.restart, changed || pending) {
         (true, true) => {
-            // Remember the restart before trying it: a failure (or a power cut) is retried.
-            host.write_file(
-                RESTART_PENDING,
-                format!("{cmd}\n").as_bytes(),
-                WriteOpts::state(),
-            )?;
-            let failure = match host.run(&cmd) {
-                Ok(out) if out.success() => None,
-                Ok(out) => Some(format!(
-                    "exited with status {}: {}",
-                    out.status,
-                    out.tail(5)
-                )),
-                Err(e) => Some(format!("{e:#}")),
-            };
-            if let Some(why) = failure {
+            // Remembered before it is tried: a failure (or a power cut) is retried.
+            if let Some(why) = host.run_remembered(RESTART_PENDING, &cmd)? {
                 lines.push(format!(
                     "Nova: restarting nova-compute failed: `{cmd}` {why}. Run it by hand; \
                      vgpuctl tries again at the next setup or restore"
                 ));
                 bail!("{}", lines.join("\n"));
             }
-            host.remove_file(RESTART_PENDING)?;
             lines.push(format!("Nova: restarted nova-compute (`{cmd}`)"));
         }
         (false, true) if changed => lines.push(format!(

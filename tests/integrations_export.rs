@@ -9,28 +9,32 @@ use std::collections::BTreeMap;
 use common::*;
 use integrations_util::*;
 
-/// GPU address -> sorted (uuid or "-", short type) of its vGPUs, from status --json.
-fn state(s: &Sim) -> BTreeMap<String, Vec<(String, String)>> {
+/// GPU address -> sorted `pick(vGPU)` of its vGPUs, from status --json.
+fn per_gpu(
+    s: &Sim,
+    pick: impl Fn(&serde_json::Value) -> (String, String),
+) -> BTreeMap<String, Vec<(String, String)>> {
     let j = s.json(&["status", "--json"]);
     let mut m = BTreeMap::new();
     for g in j["gpus"].as_array().unwrap() {
-        let mut v: Vec<(String, String)> = g["vgpus"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|v| {
-                (
-                    v["uuid"].as_str().unwrap_or("-").to_string(),
-                    v["type"].as_str().unwrap().to_string(),
-                )
-            })
-            .collect();
+        let mut v: Vec<(String, String)> =
+            g["vgpus"].as_array().unwrap().iter().map(&pick).collect();
         v.sort();
         if !v.is_empty() {
             m.insert(g["address"].as_str().unwrap().to_string(), v);
         }
     }
     m
+}
+
+/// GPU address -> sorted (uuid or "-", short type) of its vGPUs.
+fn state(s: &Sim) -> BTreeMap<String, Vec<(String, String)>> {
+    per_gpu(s, |v| {
+        (
+            v["uuid"].as_str().unwrap_or("-").to_string(),
+            v["type"].as_str().unwrap().to_string(),
+        )
+    })
 }
 
 /// Export `from` to a file, check it is a profile setup accepts, replay it on a fresh host.
@@ -138,26 +142,12 @@ fn the_exported_profile_names_the_driver_section_a_fresh_host_needs() {
 
 /// GPU address -> sorted (VF, uuid) of its vGPUs: which VF holds which vGPU.
 fn placement(s: &Sim) -> BTreeMap<String, Vec<(String, String)>> {
-    let j = s.json(&["status", "--json"]);
-    let mut m = BTreeMap::new();
-    for g in j["gpus"].as_array().unwrap() {
-        let mut v: Vec<(String, String)> = g["vgpus"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|v| {
-                (
-                    v["parent"].as_str().unwrap_or("?").to_string(),
-                    v["uuid"].as_str().unwrap_or("-").to_string(),
-                )
-            })
-            .collect();
-        v.sort();
-        if !v.is_empty() {
-            m.insert(g["address"].as_str().unwrap().to_string(), v);
-        }
-    }
-    m
+    per_gpu(s, |v| {
+        (
+            v["parent"].as_str().unwrap_or("?").to_string(),
+            v["uuid"].as_str().unwrap_or("-").to_string(),
+        )
+    })
 }
 
 /// On vendor-specific VFIO the VF is the vGPU's identity (a VM's XML names its address): an

@@ -201,6 +201,27 @@ impl Host {
     }
 
     /// Run a program with an argument vector (never a shell).
+    /// Run `cmd` with `marker` written first and removed only once it succeeded, so a failure
+    /// (or a power cut) leaves the marker for the next run to try again (the restarts of a
+    /// platform's agent after its configuration changed). Err: the marker could not be written
+    /// or removed; Ok(Some(why)): the command failed, the marker stays.
+    pub fn run_remembered(&self, marker: &str, cmd: &Cmd) -> anyhow::Result<Option<String>> {
+        self.write_file(marker, format!("{cmd}\n").as_bytes(), WriteOpts::state())?;
+        let failure = match self.run(cmd) {
+            Ok(out) if out.success() => None,
+            Ok(out) => Some(format!(
+                "exited with status {}: {}",
+                out.status,
+                out.tail(5)
+            )),
+            Err(e) => Some(format!("{e:#}")),
+        };
+        if failure.is_none() {
+            self.remove_file(marker)?;
+        }
+        Ok(failure)
+    }
+
     pub fn run(&self, cmd: &Cmd) -> anyhow::Result<RunOutput> {
         tracing::debug!(cmd = %cmd, "run");
         self.kernel.run(self, cmd)
