@@ -53,7 +53,7 @@ pub fn run(host: &Host, vf_timeout: u64, dry_run: bool) -> Result<Exit, Failure>
     let pins = crate::pins::load(host)?.unwrap_or_default();
     // A kernel booted without an nvidia module built for it can make no vGPU: say why at once
     // rather than wait for every GPU's VFs to time out.
-    if let Some(cause) = crate::facts::kernels::boot_blocker(host) {
+    if let Some(cause) = crate::facts::kernels::boot_blocker(host, &pins) {
         eprintln!("vgpuctl restore: {cause}");
         crate::outln!(
             "vgpuctl restore: 0 of {} pinned vGPU(s) restored: {cause}",

@@ -252,8 +252,13 @@ fn need(kernel: &Kernel, k: &Kernels, os: &Os) -> NextBoot {
 }
 
 /// At boot, before waiting for any GPU: why restore cannot work on this kernel (no nvidia module
-/// built for it, none loaded), or None. Reads only what it needs.
-pub fn boot_blocker(host: &Host) -> Option<String> {
+/// built for it, none loaded), or None. Reads only what it needs. Only pins that need NVIDIA's
+/// driver count: an mdev parent of another driver (mtty, a non-NVIDIA PF's SR-IOV) does not wait
+/// for an nvidia module and must not be failed for the lack of one.
+pub fn boot_blocker(host: &Host, pins: &crate::pins::Pins) -> Option<String> {
+    if !needs_nvidia(host, pins) {
+        return None;
+    }
     let running = host.read_trim("proc/sys/kernel/osrelease")?;
     let loaded = host
         .read("proc/modules")
@@ -267,6 +272,25 @@ pub fn boot_blocker(host: &Host) -> Option<String> {
     }
     let k = observe(host, &BootLoader::Unknown, Some(&running));
     missing_module_cause(&k, &super::system::observe_os(host))
+}
+
+/// Whether any pin is made by NVIDIA's driver: a vendor-specific VFIO vGPU, an mdev type of the
+/// `nvidia-<id>` family (the only names NVIDIA's mdev types have), a vGPU on an NVIDIA PCI
+/// function, or an SR-IOV PF of NVIDIA's (vendor 0x10de; one not enumerated is assumed to be).
+fn needs_nvidia(host: &Host, pins: &crate::pins::Pins) -> bool {
+    let nvidia_pci = |addr: &str| {
+        host.read_trim(&format!("sys/bus/pci/devices/{addr}/vendor"))
+            .is_none_or(|v| v.eq_ignore_ascii_case("0x10de"))
+    };
+    pins.vgpus.iter().any(|v| {
+        v.interface == "vendor-vfio"
+            || v.type_id.starts_with("nvidia-")
+            || v.gi_profile.is_some()
+            || v.gpu.as_deref().is_some_and(|g| {
+                host.read_trim(&format!("sys/bus/pci/devices/{g}/vendor"))
+                    .is_some_and(|v| v.eq_ignore_ascii_case("0x10de"))
+            })
+    }) || pins.sriov.iter().any(|pf| nvidia_pci(pf))
 }
 
 /// Restore's words when the running kernel has no nvidia module although vGPUs are pinned.
@@ -392,5 +416,57 @@ mod tests {
             missing_module_cause(&ks, &ubuntu()).unwrap(),
             "no nvidia module for kernel 6.8.0-90-generic: install linux-headers-6.8.0-90-generic and run `vgpuctl setup`"
         );
+    }
+
+    /// The real-boot VM test's host: mtty mdevs and an igb PF with SR-IOV, no NVIDIA driver at
+    /// all. Restore must make them; the same pins on NVIDIA's types wait for an nvidia module.
+    #[test]
+    fn only_pins_of_nvidia_s_driver_need_its_module() {
+        use crate::profile::SavedVgpu;
+        let d = tempfile::tempdir().unwrap();
+        let put = |rel: &str, text: &str| {
+            let p = d.path().join(rel);
+            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+            std::fs::write(p, text).unwrap();
+        };
+        put("proc/sys/kernel/osrelease", "6.1.0-57-amd64\n");
+        put(
+            "proc/modules",
+            "mtty 24576 0 - Live 0x0\nigb 290816 0 - Live 0x0\n",
+        );
+        std::fs::create_dir_all(d.path().join("lib/modules/6.1.0-57-amd64/updates")).unwrap();
+        put("sys/bus/pci/devices/0000:01:00.0/vendor", "0x8086\n");
+        let host = Host::real(d.path());
+        let mtty = SavedVgpu {
+            uuid: "3e1182a6-d353-46ff-ba8f-24d57321d5a8".into(),
+            type_id: "mtty-2".into(),
+            type_name: "Dual port serial".into(),
+            parent: "mtty".into(),
+            gpu: None,
+            interface: "mdev".into(),
+            gi_profile: None,
+        };
+        let mut pins = crate::pins::Pins {
+            sriov: vec!["0000:01:00.0".into()],
+            mixed_size: vec![],
+            vgpus: vec![mtty.clone()],
+        };
+        assert_eq!(boot_blocker(&host, &pins), None);
+        pins.vgpus.push(SavedVgpu {
+            type_id: "nvidia-558".into(),
+            type_name: "NVIDIA A40-24Q".into(),
+            parent: "0000:e8:00.4".into(),
+            gpu: Some("0000:e8:00.0".into()),
+            ..mtty
+        });
+        assert_eq!(
+            boot_blocker(&host, &pins).unwrap(),
+            "no nvidia module for kernel 6.1.0-57-amd64: install linux-headers-6.1.0-57-amd64 and \
+             run `vgpuctl setup`"
+        );
+        // SR-IOV alone (Proxmox's default): an NVIDIA PF, or one not enumerated yet, waits too.
+        pins.vgpus.clear();
+        pins.sriov = vec!["0000:e8:00.0".into()];
+        assert!(boot_blocker(&host, &pins).is_some());
     }
 }
