@@ -888,7 +888,8 @@ fn kernel_findings(f: &HostFacts, out: &mut Findings) {
                 "kernel.running",
                 format!("running kernel {v}: no nvidia module is built for it and its headers are not installed"),
                 format!(
-                    "install {} (`{}`), then `dkms autoinstall -k {v}` and reboot",
+                    "`vgpuctl setup` installs {} and builds the module, then reboot (by hand: \
+                     `{}`, then `dkms autoinstall -k {v}`)",
                     headers_package(&f.os, v),
                     install_command(&f.os, v)
                 ),
@@ -950,7 +951,8 @@ fn kernel_findings(f: &HostFacts, out: &mut Findings) {
                  and its headers are not installed; after a reboot the host would have no vGPUs"
             ),
             format!(
-                "install {package} (`{}`), then `vgpuctl setup` builds the module (`dkms autoinstall -k {v}`)",
+                "`vgpuctl setup` installs {package} and builds the module before the reboot \
+                 (by hand: `{}`, then `dkms autoinstall -k {v}`)",
                 install_command(&f.os, v)
             ),
         ),

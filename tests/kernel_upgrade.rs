@@ -1,8 +1,8 @@
 //! Issue 17 item 2: kernel upgrades. A kernel update installed since the last boot is what the
 //! boot loader starts next; DKMS builds the nvidia module for it only with its headers
 //! (recorded-behaviour.md §7). `check` reports both kernels, `setup` builds the module before the
-//! reboot or refuses (exit 2, nothing changed) with the package to install, and `restore` at
-//! boot names the cause when the booted kernel has no module.
+//! reboot (installing that kernel's headers with the package manager first when they are
+//! missing), and `restore` at boot names the cause when the booted kernel has no module.
 
 mod common;
 use common::*;
@@ -27,25 +27,12 @@ fn install_kernel(s: &Sim, version: &str, headers: bool) {
     assert_eq!(r.code, 0, "{r:?}");
 }
 
-/// What linux-headers-<v> installs: the tree and the `build` link DKMS looks for.
-fn install_headers(s: &Sim, version: &str) {
-    s.write(
-        &format!("usr/src/linux-headers-{version}/Makefile"),
-        "# headers\n",
-    );
-    std::os::unix::fs::symlink(
-        format!("/usr/src/linux-headers-{version}"),
-        s.root().join(format!("lib/modules/{version}/build")),
-    )
-    .unwrap();
-}
-
 fn setup(s: &Sim, p: &tempfile::NamedTempFile) -> Run {
     s.run(&["setup", "--profile", p.path().to_str().unwrap(), "--yes"])
 }
 
 #[test]
-fn a_kernel_without_headers_is_reported_by_check_and_refused_by_setup() {
+fn a_kernel_without_headers_is_reported_by_check_and_fixed_by_setup() {
     let s = Sim::new("l40s-vfio-ready");
     install_kernel(&s, NEW, false);
     let c = s.run(&["check"]);
@@ -75,18 +62,63 @@ fn a_kernel_without_headers_is_reported_by_check_and_refused_by_setup() {
         "{next}"
     );
 
+    // setup installs the headers with the package manager, then DKMS builds the module, and
+    // the host comes up on the new kernel with its vGPUs.
+    let p = profile("L40S-8Q");
+    let dry = s.run(&[
+        "setup",
+        "--profile",
+        p.path().to_str().unwrap(),
+        "--dry-run",
+    ]);
+    let install = dry
+        .stdout
+        .find(&format!("apt-get install -y linux-headers-{NEW}"));
+    let build = dry.stdout.find(&format!("dkms autoinstall -k {NEW}"));
+    assert!(
+        install.is_some() && build.is_some() && install < build,
+        "the headers are installed, then the module built: {dry:?}"
+    );
+    let r = setup(&s, &p);
+    assert_eq!(r.code, 0, "{r:?}");
+    assert!(
+        s.exists(&format!("usr/src/linux-headers-{NEW}/Makefile")),
+        "the headers were not installed: {r:?}"
+    );
+    assert!(
+        s.exists(&format!("lib/modules/{NEW}/updates/dkms/nvidia.ko")),
+        "the module was not built: {r:?}"
+    );
+    let vgpus = s.live_vgpus();
+    assert!(!vgpus.is_empty(), "{r:?}");
+    let rb = s.run(&["sim", "reboot"]);
+    assert_eq!(rb.code, 0, "{rb:?}");
+    assert_eq!(s.read("proc/sys/kernel/osrelease").trim(), NEW);
+    assert!(rb.stdout.contains("restore): exit 0"), "{rb:?}");
+    assert_eq!(s.live_vgpus(), vgpus, "not the same vGPUs after the reboot");
+}
+
+/// Headers alone build nothing when the driver is not registered with DKMS (a `.run` installed
+/// without `--dkms`): setup refuses before any change, installing no package.
+#[test]
+fn without_a_dkms_registration_setup_refuses_and_installs_nothing() {
+    let s = Sim::new("l40s-vfio-ready");
+    install_kernel(&s, NEW, false);
+    for e in std::fs::read_dir(s.root().join("usr/src"))
+        .unwrap()
+        .flatten()
+    {
+        if e.file_name().to_string_lossy().starts_with("nvidia-") {
+            std::fs::remove_dir_all(e.path()).unwrap();
+        }
+    }
     let before = s.hash();
     let r = setup(&s, &profile("L40S-8Q"));
     assert_eq!(r.code, 2, "{r:?}");
     assert!(
         r.stderr.contains(&format!(
-            "kernel {NEW}, which the boot loader starts next, has no nvidia module"
-        )),
-        "{r:?}"
-    );
-    assert!(
-        r.stderr.contains(&format!(
-            "Install linux-headers-{NEW} (`apt-get install linux-headers-{NEW}`)"
+            "kernel {NEW}, which the boot loader starts next, has no nvidia module and the vGPU \
+             host driver is not registered with DKMS"
         )),
         "{r:?}"
     );
@@ -162,7 +194,7 @@ fn with_headers_setup_builds_the_module_and_the_vgpus_survive_the_reboot() {
 }
 
 /// A host that boots a kernel update without its headers (no module): restore names the cause
-/// and the fix; once the headers are installed, setup builds the module and after its reboot
+/// and the fix; setup installs the headers, builds the module, and after its reboot
 /// checkpoint the vGPUs are back.
 #[test]
 fn restore_names_the_missing_module_and_setup_fixes_it() {
@@ -184,17 +216,8 @@ fn restore_names_the_missing_module_and_setup_fixes_it() {
     assert!(r.stderr.contains(&cause), "{r:?}");
     assert!(r.stdout.contains(&cause), "{r:?}");
 
-    // Without the headers setup refuses, naming the package.
-    let refused = setup(&s, &p);
-    assert_eq!(refused.code, 2, "{refused:?}");
-    assert!(
-        refused.stderr.contains(&format!(
-            "kernel {NEW}, the running kernel, has no nvidia module"
-        )),
-        "{refused:?}"
-    );
-
-    install_headers(&s, NEW);
+    // setup installs the headers itself (no manual step), builds, and its reboot brings the
+    // vGPUs back.
     let runs = s.setup_to_end(p.path());
     assert!(
         runs[0]

@@ -251,6 +251,66 @@ pub fn dkms(root: &Path, m: &Model, a: &[&str]) -> Result<RunOutput> {
     }
 }
 
+/// `apt-get install -y linux-headers-<v>` (`proxmox-headers-<v>` on Proxmox) or `dnf install -y
+/// kernel-devel-<v>`: the headers of an installed kernel come from the distribution's
+/// repository. None when the command names no headers package (the driver's own packages are
+/// played by the caller). The repository holds headers for every kernel in /boot (a guess: a
+/// mirror that lags or is unreachable is not played). On Debian-family hosts dkms's
+/// `/etc/kernel/header_postinst.d/dkms` hook then builds the registered modules for that kernel,
+/// as Debian's dkms package does.
+pub fn install_headers_package(
+    m: &Model,
+    root: &Path,
+    program: &str,
+    a: &[&str],
+) -> Result<Option<RunOutput>> {
+    let prefix = if !m.os.debian {
+        "kernel-devel-"
+    } else if m.os.proxmox {
+        "proxmox-headers-"
+    } else {
+        "linux-headers-"
+    };
+    let Some(pkg) = a.iter().find(|x| {
+        ["linux-headers-", "proxmox-headers-", "kernel-devel-"]
+            .iter()
+            .any(|p| x.starts_with(p))
+    }) else {
+        return Ok(None);
+    };
+    let version = pkg
+        .strip_prefix(prefix)
+        .filter(|v| installed(root).iter().any(|k| k == v));
+    let Some(v) = version else {
+        return Ok(Some(if program == "dnf" || program == "yum" {
+            RunOutput::failed(
+                1,
+                format!("No match for argument: {pkg}\nError: Unable to find a match: {pkg}\n"),
+            )
+        } else {
+            RunOutput::failed(
+                100,
+                format!(
+                    "Reading package lists...\nBuilding dependency tree...\nE: Unable to locate \
+                     package {pkg}\n"
+                ),
+            )
+        }));
+    };
+    let mut out = format!("Setting up {pkg} ...\n");
+    if !has_headers(root, v) {
+        plant_headers(root, m, v)?;
+    }
+    if m.os.debian && !registered(root).is_empty() {
+        out.push_str(&format!(
+            "/etc/kernel/header_postinst.d/dkms:\n * dkms: running auto installation service for \
+             kernel {v}\n"
+        ));
+        out.push_str(&dkms(root, m, &["autoinstall", "-k", v])?.stdout);
+    }
+    Ok(Some(RunOutput::ok(out)))
+}
+
 /// `new_kernel=<v>[:noheaders]`: a newer kernel installed by the distribution's update (the
 /// boot loader starts it next), with its headers or, with `:noheaders`, without them.
 pub fn parse_new_kernel(v: &str) -> Option<(String, bool)> {

@@ -1040,6 +1040,9 @@ fn package_install(k: &SimKernel, root: &Path, name: &str, a: &[&str]) -> Result
             format!("{name}: the simulator plays only `install -y <file>`\n"),
         );
     }
+    if let Some(out) = super::kernels::install_headers_package(k.model, root, name, a)? {
+        return Ok(out);
+    }
     let Some(pkg) = a
         .iter()
         .find(|x| x.ends_with(".deb") || x.ends_with(".rpm"))
