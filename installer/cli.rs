@@ -112,8 +112,9 @@ pub enum Command {
     /// configuration OpenStack Nova, KubeVirt or Proxmox VE needs to hand them to VMs).
     #[command(group(clap::ArgGroup::new("format").multiple(false).args(["mdevctl", "nova", "kubevirt", "proxmox"])))]
     Export {
-        /// Write /etc/mdevctl.d/<parent>/<uuid> definitions (start manual) instead.
-        #[arg(long)]
+        /// Write /etc/mdevctl.d/<parent>/<uuid> definitions (start manual) instead: one file per
+        /// vGPU where mdevctl reads them, so not with -o.
+        #[arg(long, conflicts_with = "output")]
         mdevctl: bool,
         /// Print the nova.conf fragment for the pinned vGPUs ([devices]/[mdev_*] on mdev,
         /// [pci] device_spec and alias on vendor-specific VFIO).

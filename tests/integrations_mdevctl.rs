@@ -164,3 +164,23 @@ fn vendor_vfio_host_has_nothing_for_mdevctl() {
     assert!(r.stdout.contains("0 mdevctl definition(s)"), "{r:?}");
     assert!(!s.exists("etc/mdevctl.d"));
 }
+
+/// `--mdevctl` writes one file per vGPU where mdevctl reads them; `-o FILE` was once accepted
+/// and ignored. Now refused (exit 2) before anything is written, naming both flags.
+#[test]
+fn mdevctl_export_refuses_an_output_file() {
+    let s = ready_host(
+        "a40x8-ready",
+        "[host]\nreboot = \"never\"\n[[gpus]]\nselect = \"all\"\nvgpu_type = \"A40-12Q\"\ncount = 1\n",
+    );
+    let out = s.root().join("defs.txt");
+    let hash = s.hash();
+    let r = s.run(&["export", "--mdevctl", "-o", out.to_str().unwrap()]);
+    assert_eq!(r.code, 2, "{r:?}");
+    assert!(
+        r.stderr.contains("--mdevctl") && r.stderr.contains("--output"),
+        "{r:?}"
+    );
+    assert_eq!(s.hash(), hash, "a refused export changed the host");
+    assert!(!out.exists());
+}
