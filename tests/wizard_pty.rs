@@ -561,3 +561,33 @@ fn setup_on_a_terminal_shows_what_a_step_waits_for() {
     p.exp_string("Setup is complete.").unwrap();
     assert_eq!(exit_code(&mut p), 0);
 }
+
+/// `uninstall` asks once; Esc there cancels as at the wizard's prompts (it was ignored), and
+/// Ctrl-C too: "Cancelled: nothing was changed.", exit 130, the host as it was.
+#[test]
+fn uninstall_prompt_cancels_on_esc_and_ctrl_c() {
+    let s = Sim::new("a40x8-ready");
+    let p = profile_file("[[gpus]]\nselect = \"all\"\nvgpu_type = \"A40-24Q\"\ncount = 1\n");
+    let r = s.run(&["setup", "--profile", p.path().to_str().unwrap(), "--yes"]);
+    assert_eq!(r.code, 0, "{r:?}");
+    for (what, k) in [("Esc", ESC), ("Ctrl-C", "\x03")] {
+        let hash = s.hash();
+        let mut c = std::process::Command::new(bin());
+        c.arg("--root")
+            .arg(s.root())
+            .arg("--simulate")
+            .arg(&s.model)
+            .arg("uninstall");
+        c.env("TERM", "xterm").env("NO_COLOR", "1");
+        let mut u = spawn_command(c, Some(60_000)).expect("spawn in a pty");
+        u.exp_string("Uninstall?").unwrap();
+        key(&mut u, k);
+        u.exp_string("Cancelled: nothing was changed.").unwrap();
+        assert_eq!(exit_code(&mut u), 130, "{what}");
+        assert_eq!(
+            s.hash(),
+            hash,
+            "{what}: a cancelled uninstall changed the host"
+        );
+    }
+}

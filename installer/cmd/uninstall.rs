@@ -70,11 +70,11 @@ pub fn run(host: &Host, yes: bool, all: bool) -> Result<Exit, Failure> {
         if !std::io::stdin().is_terminal() {
             return Err(Failure::usage("pass --yes to uninstall without a terminal"));
         }
-        let ok = dialoguer::Confirm::new()
-            .with_prompt("Uninstall?")
-            .default(false)
-            .interact()
-            .map_err(|e| Failure::usage(format!("no answer ({e}); nothing was changed")))?;
+        // Esc and Ctrl-C cancel here as at every other prompt: "Cancelled: nothing was
+        // changed.", exit 130, the cursor shown again.
+        crate::interrupt::cancel_on_ctrl_c();
+        let ok = crate::wizard::prompt::confirm("Uninstall?", false)?;
+        crate::interrupt::changes_begin();
         if !ok {
             crate::outln!("Nothing was changed.");
             return Ok(Exit::Failed);
