@@ -100,7 +100,8 @@ pub fn render(pins: &Pins) -> Result<String> {
         vgpus: &pins.vgpus,
     })?;
     Ok(format!(
-        "# vgpuctl pins: the vGPUs (UUID, GPU, parent, type, interface) and SR-IOV PFs that\n\
+        "# vgpuctl pins: the vGPUs (UUID, GPU, parent, type, interface, and for a MIG-backed\n\
+         # vGPU its GPU instance profile) and the SR-IOV PFs (and mixed-size GPUs) that\n\
          # vgpuctl-restore.service recreates at every boot. State written by `vgpuctl setup` and\n\
          # `vgpuctl import`; to change it, change the profile and run setup.\n{body}"
     ))
