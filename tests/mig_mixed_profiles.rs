@@ -261,3 +261,70 @@ fn export_round_trips_mig_backed_and_mixed_size_gpus() {
         assert_eq!(new.run(&["status"]).stdout, a, "{model}: after its boot");
     }
 }
+
+/// A setup of the stackhpc mix killed at each GPU instance step (before `-cgi`, and after it
+/// before the read-back; two profiles on each of two GPUs) or at its first vGPU converges when
+/// run again: the instances a killed run made count, the missing ones still fit next to them,
+/// and every vGPU is made once, pinned with its profile, and restored at boot.
+#[test]
+fn a_killed_setup_of_the_mix_converges_when_run_again() {
+    let to_reboot = |s: &Sim, p: &std::path::Path| {
+        let r = s.run(&["setup", "--profile", p.to_str().unwrap(), "--yes"]);
+        assert_eq!(r.code, 3, "{r:?}");
+        assert_eq!(s.run(&["sim", "reboot"]).code, 0);
+    };
+    let s = Sim::new("a100-mig-ready");
+    let p = profile_file(STACKHPC);
+    to_reboot(&s, p.path());
+    let count = tempfile::NamedTempFile::new().unwrap();
+    let r = s.run_env(
+        &["setup", "--profile", p.path().to_str().unwrap(), "--yes"],
+        &[("VGPUCTL_FAULT_COUNT", count.path().to_str().unwrap())],
+    );
+    assert_eq!(r.code, 0, "{r:?}");
+    let points: Vec<(usize, String)> = std::fs::read_to_string(count.path())
+        .unwrap()
+        .lines()
+        .enumerate()
+        .map(|(i, l)| (i + 1, l.to_string()))
+        .collect();
+    let mut kills: Vec<usize> = points
+        .iter()
+        .filter(|(_, l)| l.ends_with(" gpu-instances") || l.ends_with(" gpu-instances-made"))
+        .map(|(n, _)| *n)
+        .collect();
+    assert_eq!(kills.len(), 8, "two profiles on two GPUs: {points:?}");
+    kills.extend(
+        points
+            .iter()
+            .find(|(_, l)| l.contains("vgpu-create"))
+            .map(|(n, _)| *n),
+    );
+    for k in kills {
+        let s = Sim::new("a100-mig-ready");
+        let p = profile_file(STACKHPC);
+        to_reboot(&s, p.path());
+        let killed = s.run_env(
+            &["setup", "--profile", p.path().to_str().unwrap(), "--yes"],
+            &[("VGPUCTL_FAULT_KILL_AT", &k.to_string())],
+        );
+        assert_ne!(killed.code, 0, "kill at {k}: {killed:?}");
+        let runs = s.setup_to_end(p.path());
+        assert_eq!(runs.last().unwrap().code, 0, "kill at {k}: {runs:?}");
+        let live = s.live_vgpus();
+        assert_eq!(live.len(), 8, "kill at {k}: {live:?}");
+        let pins = s.read("etc/vgpuctl/vgpus.toml");
+        assert_eq!(
+            pins.matches("gi_profile = \"2g.20gb\"").count(),
+            6,
+            "{pins}"
+        );
+        assert_eq!(
+            pins.matches("gi_profile = \"1g.10gb\"").count(),
+            2,
+            "{pins}"
+        );
+        assert_eq!(s.run(&["sim", "reboot"]).code, 0);
+        assert_eq!(s.live_vgpus(), live, "kill at {k}: restored");
+    }
+}
