@@ -218,11 +218,19 @@ fn status_json_gives_each_vfio_vgpu_its_instance_id() {
 
 /// `export` of a finished host, then `setup --profile` of it on a fresh host of the same
 /// model: the same vGPUs (UUIDs, types, VFs, GPU instance profiles; mixed-size mode where it
-/// ran) by status, text and JSON; and the new host restores them at boot.
+/// ran; on vendor-specific VFIO each on its VF and its instance id) by status, text and JSON;
+/// and the new host restores them at boot.
 #[test]
 fn export_round_trips_mig_backed_and_mixed_size_gpus() {
     let seed_mix = "[[gpus]]\nselect = \"0000:e8:00.0\"\nvgpu_type = \"A40-24A\"\ncount = 1\n\n[[gpus]]\nselect = \"0000:e8:00.0\"\nvgpu_type = \"A40-1B\"\ncount = 2\n\n[[gpus]]\nselect = \"0000:e7:00.0\"\nvgpu_type = \"A40-24Q\"\ncount = 2\n";
-    for (model, text) in [("a100-mig-ready", STACKHPC), ("a40x8-ready", seed_mix)] {
+    let h200 = STACKHPC
+        .replace("A100D-1-10C", "H200X-1-18C")
+        .replace("A100D-2-20C", "H200X-2-35C");
+    for (model, text) in [
+        ("a100-mig-ready", STACKHPC),
+        ("h200x8-vfio-ready", h200.as_str()),
+        ("a40x8-ready", seed_mix),
+    ] {
         let old = Sim::new(model);
         let p = profile_file(text);
         old.setup_to_end(p.path());
@@ -249,7 +257,20 @@ fn export_round_trips_mig_backed_and_mixed_size_gpus() {
                 .unwrap();
             assert_eq!(e8["mixed_size"], true, "{e8}");
         } else {
-            assert!(ex.stdout.matches("vgpu_type = \"A100D-2-20C\"").count() == 2);
+            // One entry per GPU and type, and each pin with its profile.
+            let gpus = ja["gpus"].as_array().unwrap().len();
+            assert_eq!(
+                ex.stdout.matches("[[gpus]]").count(),
+                2 * gpus,
+                "{}",
+                ex.stdout
+            );
+            assert_eq!(
+                ex.stdout.matches("gi_profile = ").count(),
+                4 * gpus,
+                "{}",
+                ex.stdout
+            );
         }
         let before = new.live_vgpus();
         assert_eq!(new.run(&["sim", "reboot"]).code, 0);
