@@ -308,11 +308,18 @@ pub fn plan(
                         work: Vec::new(),
                     });
                     later.work.push(format!(
-                        "{} x {} on {} {} (placed on its VFs)",
+                        "{} x {} on {} {} (placed on its VFs{})",
                         req.count,
                         vgpu_name::short(&ty.name),
                         gpu.model.name,
-                        gpu.address
+                        gpu.address,
+                        match gi_profile {
+                            Some(gi) => format!(
+                                ", each on a GPU instance of {gi}: the GPU's instances are made \
+                                 first, larger profiles first"
+                            ),
+                            None => String::new(),
+                        }
                     ));
                     continue;
                 }
