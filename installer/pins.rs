@@ -137,7 +137,8 @@ pub fn enable_sriov<'a>(pins: &mut Pins, pfs: impl IntoIterator<Item = &'a Strin
 }
 
 /// Record, for each of `gpus`, whether its pins hold vGPUs of more than one type (then it runs in
-/// mixed-size mode, recorded-behaviour.md §4); other GPUs' records are kept.
+/// mixed-size mode, recorded-behaviour.md §4), unless they are all MIG-backed (GPU instances of
+/// several profiles; a MIG-enabled GPU has no mixed-size mode); other GPUs' records are kept.
 pub fn mark_mixed_size<'a>(pins: &mut Pins, gpus: impl IntoIterator<Item = &'a str>) {
     for gpu in gpus {
         let mut types: Vec<&str> = Vec::new();
@@ -149,7 +150,12 @@ pub fn mark_mixed_size<'a>(pins: &mut Pins, gpus: impl IntoIterator<Item = &'a s
                 types.push(&v.type_name);
             }
         }
-        let mixed = types.len() > 1;
+        let all_mig = pins
+            .vgpus
+            .iter()
+            .filter(|v| v.gpu.as_deref() == Some(gpu))
+            .all(|v| v.gi_profile.is_some());
+        let mixed = types.len() > 1 && !all_mig;
         let listed = pins.mixed_size.iter().any(|g| g == gpu);
         if mixed && !listed {
             pins.mixed_size.push(gpu.to_string());

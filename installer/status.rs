@@ -15,6 +15,25 @@ pub struct VgpuRow {
     pub type_id: String,
     pub parent: String,
     pub in_use: bool,
+    /// A MIG-backed vGPU: the GPU instance it runs on.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub gpu_instance: Option<InstanceRef>,
+}
+
+/// A GPU instance: its profile, and its id where it is known (the driver hands ids out; a VF
+/// on the 580 branch names its vGPU's, or the GPU holds one instance of that profile).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct InstanceRef {
+    pub profile: String,
+    pub id: Option<u32>,
+}
+
+/// A MIG-capable GPU's mode and its GPU instances (`nvidia-smi mig -lgi`).
+#[derive(Clone, Debug, Serialize)]
+pub struct MigStatus {
+    pub current: bool,
+    pub pending: bool,
+    pub gpu_instances: Vec<InstanceRef>,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -24,6 +43,12 @@ pub struct GpuStatus {
     pub interface: String,
     pub vfs_enabled: u32,
     pub vfs_total: u32,
+    /// Mixed-size (heterogeneous) mode is on, as the driver says.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub mixed_size: bool,
+    /// MIG mode and GPU instances, on a GPU the driver shows MIG for.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mig: Option<MigStatus>,
     pub vgpus: Vec<VgpuRow>,
 }
 
@@ -57,7 +82,34 @@ fn row(v: &Vgpu, profile: Option<&Pins>) -> VgpuRow {
         type_id: v.type_id.clone(),
         parent: v.parent.clone(),
         in_use: v.in_use,
+        gpu_instance: None,
     }
+}
+
+/// The GPU instance a MIG-backed vGPU of `g` runs on: its type's profile, and the id the VF
+/// reports or, when `g` has one instance of that profile and one such vGPU, that one's.
+fn instance_of(g: &crate::facts::Gpu, v: &Vgpu, on_gpu: &[&Vgpu]) -> Option<InstanceRef> {
+    let profile = crate::vgpu::mig::gi_profile_of(&v.type_name)?;
+    let reported = g
+        .parents
+        .iter()
+        .find(|p| p.address == v.parent)
+        .and_then(|p| p.gpu_instance_id);
+    let of_profile: Vec<u32> = g
+        .gpu_instances
+        .iter()
+        .filter(|i| i.profile == profile)
+        .map(|i| i.id)
+        .collect();
+    let sharing = on_gpu
+        .iter()
+        .filter(|o| crate::vgpu::mig::gi_profile_of(&o.type_name) == Some(profile))
+        .count();
+    let only = (of_profile.len() == 1 && sharing == 1).then(|| of_profile[0]);
+    Some(InstanceRef {
+        profile: profile.to_string(),
+        id: reported.or(only),
+    })
 }
 
 /// `profile`: the pins ([`crate::pins::load`]); drift is measured against them.
@@ -66,17 +118,38 @@ pub fn status(facts: &HostFacts, profile: Option<&Pins>) -> Status {
     let gpus = facts
         .gpus
         .iter()
-        .map(|g| GpuStatus {
-            address: g.address.clone(),
-            model: g.model.name.clone(),
-            interface: g.interface.as_str().to_string(),
-            vfs_enabled: g.sriov_numvfs.unwrap_or(0),
-            vfs_total: g.sriov_totalvfs.unwrap_or(0),
-            vgpus: all
+        .map(|g| {
+            let on: Vec<&Vgpu> = all
                 .iter()
                 .filter(|v| v.gpu.as_deref() == Some(g.address.as_str()))
-                .map(|v| row(v, profile))
-                .collect(),
+                .collect();
+            GpuStatus {
+                address: g.address.clone(),
+                model: g.model.name.clone(),
+                interface: g.interface.as_str().to_string(),
+                vfs_enabled: g.sriov_numvfs.unwrap_or(0),
+                vfs_total: g.sriov_totalvfs.unwrap_or(0),
+                mixed_size: g.mixed_size.is_some_and(|m| m.enabled),
+                mig: g.mig_mode.filter(|m| m.capable).map(|m| MigStatus {
+                    current: m.current,
+                    pending: m.pending,
+                    gpu_instances: g
+                        .gpu_instances
+                        .iter()
+                        .map(|i| InstanceRef {
+                            profile: i.profile.clone(),
+                            id: Some(i.id),
+                        })
+                        .collect(),
+                }),
+                vgpus: on
+                    .iter()
+                    .map(|v| VgpuRow {
+                        gpu_instance: instance_of(g, v, &on),
+                        ..row(v, profile)
+                    })
+                    .collect(),
+            }
         })
         .collect();
     let other_mdevs = all
@@ -153,21 +226,43 @@ pub fn render_status(s: &Status) -> String {
     for g in &s.gpus {
         let _ = writeln!(
             out,
-            "{} {}  interface {}  VFs {}/{}  vGPUs {}",
+            "{} {}  interface {}  VFs {}/{}  vGPUs {}{}{}",
             g.address,
             g.model,
             g.interface,
             g.vfs_enabled,
             g.vfs_total,
-            g.vgpus.len()
+            g.vgpus.len(),
+            if g.mixed_size {
+                "  mixed-size mode"
+            } else {
+                ""
+            },
+            match &g.mig {
+                Some(m) if m.current => "  MIG mode on",
+                Some(m) if m.pending => "  MIG mode pending (a GPU reset or a reboot)",
+                _ => "",
+            }
         );
+        if let Some(m) = g.mig.as_ref().filter(|m| !m.gpu_instances.is_empty()) {
+            let _ = writeln!(out, "  GPU instances: {}", instances_line(&m.gpu_instances));
+        }
         for v in &g.vgpus {
             let _ = writeln!(
                 out,
-                "  {:<36}  {:<18} on {}{}",
+                "  {:<36}  {:<18} on {}{}{}",
                 v.uuid.as_deref().unwrap_or("-"),
                 vgpu_name::short(&v.type_name),
                 v.parent,
+                match &v.gpu_instance {
+                    Some(InstanceRef {
+                        profile,
+                        id: Some(id),
+                    }) => format!("  GPU instance {id} ({profile})"),
+                    Some(InstanceRef { profile, id: None }) =>
+                        format!("  GPU instance of {profile}"),
+                    None => String::new(),
+                },
                 if v.in_use { "  (in use by a VM)" } else { "" }
             );
         }
@@ -209,6 +304,28 @@ pub fn render_status(s: &Status) -> String {
         }
     }
     out
+}
+
+/// "2g.20gb ids 3, 4, 5; 1g.10gb id 13", profiles in the order the driver lists them.
+fn instances_line(gis: &[InstanceRef]) -> String {
+    let mut by: Vec<(&str, Vec<String>)> = Vec::new();
+    for g in gis {
+        let id = g.id.map_or("?".to_string(), |i| i.to_string());
+        match by.iter_mut().find(|(p, _)| *p == g.profile) {
+            Some((_, ids)) => ids.push(id),
+            None => by.push((&g.profile, vec![id])),
+        }
+    }
+    by.iter()
+        .map(|(p, ids)| {
+            format!(
+                "{p} {} {}",
+                if ids.len() == 1 { "id" } else { "ids" },
+                ids.join(", ")
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("; ")
 }
 
 #[derive(Clone, Debug, Serialize)]

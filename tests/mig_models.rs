@@ -151,9 +151,9 @@ fn h200x8_vfio_mig_backed_vgpus_are_set_up_and_restored() {
     mig_round_trip("h200x8-vfio-ready", "H200X-1-18C", "1g.18gb", 7, 56);
 }
 
-/// What setup does not build with MIG is refused with exit 2, the field named, before any
-/// change, on both interfaces: more vGPUs than the GPU's instances allow, and two GPU instance
-/// profiles on one GPU (stackhpc's mix; not built yet).
+/// What MIG cannot hold is refused with exit 2, the field named, before any change, on both
+/// interfaces: more vGPUs than the GPU's instances allow, and two GPU instance profiles whose
+/// instances do not fit one GPU together (seven 1g and one 2g: nine slices of eight).
 #[test]
 fn mig_backed_requests_setup_does_not_build_are_refused_before_any_change() {
     for (model, ty, other, count) in [
@@ -172,9 +172,9 @@ fn mig_backed_requests_setup_does_not_build_are_refused_before_any_change() {
             ),
             (
                 format!(
-                    "[[gpus]]\nselect = \"all\"\nvgpu_type = \"{ty}\"\ncount = 1\n\n[[gpus]]\nselect = \"all\"\nvgpu_type = \"{other}\"\ncount = 1\n"
+                    "[[gpus]]\nselect = \"all\"\nvgpu_type = \"{ty}\"\ncount = {count}\n\n[[gpus]]\nselect = \"all\"\nvgpu_type = \"{other}\"\ncount = 1\n"
                 ),
-                "gpus[0].vgpu_type: ",
+                "gpus[1].count: ",
             ),
         ] {
             let p = profile_file(&profile);

@@ -80,6 +80,10 @@ pub struct GpuInstance {
     pub profile_id: u32,
     /// Handed out by the driver, out of order (9, 7, 8, 11, ...): read back, never predicted.
     pub id: u32,
+    /// `Placement Start:Size`: the memory slices it takes (what a new instance must not
+    /// overlap).
+    pub start: u32,
+    pub size: u32,
 }
 
 /// The rows of `-lgi`'s table: `|   0  MIG 1g.10gb     19        9          0:1     |`.
@@ -92,11 +96,13 @@ pub fn parse_instances(text: &str) -> Vec<GpuInstance> {
             let [_gpu, "MIG", name, profile_id, id, placement] = w[..] else {
                 return None;
             };
-            placement.contains(':').then_some(())?;
+            let (start, size) = placement.split_once(':')?;
             Some(GpuInstance {
                 profile: name.to_string(),
                 profile_id: profile_id.parse().ok()?,
                 id: id.parse().ok()?,
+                start: start.parse().ok()?,
+                size: size.parse().ok()?,
             })
         })
         .collect()
@@ -135,6 +141,7 @@ mod tests {
 +----------------------------------------------------+\n";
         let gis = parse_instances(text);
         assert_eq!(gis.iter().map(|g| g.id).collect::<Vec<_>>(), [13, 9]);
+        assert_eq!((gis[0].start, gis[0].size), (6, 1));
         assert!(gis
             .iter()
             .all(|g| g.profile == "1g.10gb" && g.profile_id == 19));

@@ -53,6 +53,9 @@ pub struct Parent {
     pub current_type: Option<VgpuType>,
     /// A VM holds the VF open, through its VFIO group or its iommufd cdev (vendor VFIO).
     pub in_use: bool,
+    /// Vendor VFIO, 580 branch: the GPU instance the driver put this VF's MIG-backed vGPU on
+    /// (`nvidia/gpu_instance_id`, unreadable before a vGPU exists; recorded-behaviour.md §1).
+    pub gpu_instance_id: Option<u32>,
     /// Where its attributes are (under the root): the mdev type directory listing, or the
     /// vendor-VFIO `nvidia` directory. The writes a plan makes are named from it.
     #[serde(skip)]
@@ -118,6 +121,7 @@ pub fn read_parent(host: &Host, address: &str, in_use: &VfioHolders) -> Option<P
             types: read_mdev_types(host, &dir),
             current_type: None,
             in_use: false,
+            gpu_instance_id: None,
             attr_dir: dir,
         });
     }
@@ -146,6 +150,10 @@ pub fn read_parent(host: &Host, address: &str, in_use: &VfioHolders) -> Option<P
         address: address.to_string(),
         interface: Interface::VendorVfio,
         types,
+        gpu_instance_id: current
+            .as_ref()
+            .and_then(|_| host.read_trim(&format!("{vdir}/gpu_instance_id")))
+            .and_then(|s| s.parse().ok()),
         current_type: current,
         in_use: in_use.holds(host, &format!("{PCI_DEVICES}/{address}")),
         attr_dir: vdir,

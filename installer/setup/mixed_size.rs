@@ -184,7 +184,9 @@ impl Group {
             .collect()
     }
 
-    pub fn into_step(self, gpu: &Gpu) -> Option<(String, String, Action)> {
+    /// `mixed_size`: the GPU runs in mixed-size mode; otherwise its types are MIG-backed,
+    /// each vGPU on a GPU instance of its own profile.
+    pub fn into_step(self, gpu: &Gpu, mixed_size: bool) -> Option<(String, String, Action)> {
         if self.create.is_empty() {
             return None;
         }
@@ -192,10 +194,15 @@ impl Group {
         Some((
             format!("vgpus:{}", gpu.address),
             format!(
-                "Create {} vGPUs on {} {} (mixed-size mode)",
+                "Create {} vGPUs on {} {} ({})",
                 short.join(" + "),
                 gpu.model.name,
-                gpu.address
+                gpu.address,
+                if mixed_size {
+                    "mixed-size mode"
+                } else {
+                    "MIG-backed, each on a GPU instance of its profile"
+                }
             ),
             Action::CreateVgpus {
                 gpu: gpu.address.clone(),

@@ -6,6 +6,7 @@ pub mod import_plan;
 pub mod import_sources;
 pub mod kernel_build;
 pub mod lock;
+pub mod mig_group;
 pub mod mixed_size;
 pub mod observe;
 pub mod offline;

@@ -115,23 +115,11 @@ pub fn plan(
     for (gpu, entries) in &groups {
         let gpu: &crate::facts::Gpu = gpu;
         let mixed = entries.len() > 1;
-        // Several GPU instance profiles on one GPU (stackhpc's 3 x A100D-2-20C + 1 x
-        // A100D-1-10C) are not built yet: refused before any change, with the reason.
-        let mig_entry = entries.iter().copied().find(|&i| {
-            select::known_type(gpu, &profile.gpus[i].vgpu_type).is_some_and(|t| t.mig_backed())
-        });
-        if let (true, Some(idx)) = (mixed, mig_entry) {
-            return Err(err(
-                format!("gpus[{idx}].vgpu_type"),
-                format!(
-                    "{} {} is selected by several entries, and this one is MIG-backed ({}): \
-                     vgpuctl sets up one MIG-backed type per GPU (one entry, its count the \
-                     number of GPU instances)",
-                    gpu.model.name, gpu.address, profile.gpus[idx].vgpu_type
-                ),
-            ));
-        }
-        if mixed {
+        // Several MIG-backed types on one GPU (stackhpc's 3 x A100D-2-20C + 1 x A100D-1-10C)
+        // are several GPU instance profiles side by side, not mixed-size mode: a MIG-enabled
+        // GPU has none (recorded-behaviour.md §4-5). Checked before any change.
+        let mig = super::mig_group::check(profile, gpu, entries)?;
+        if mixed && mig.is_none() {
             mixed_size::check(profile, gpu, entries)?;
         }
         if driver_ready && retype_gpu(&mut plan, f, profile, gpu, entries, pins)? {
@@ -139,6 +127,39 @@ pub fn plan(
             creating = true;
             continue;
         }
+        // The GPU instances of its MIG-backed entries, once MIG mode is on and SR-IOV (which
+        // wipes instances) is done: all of them before any vGPU, larger profiles first.
+        let vfs_total = gpu.sriov_totalvfs.unwrap_or(0);
+        let vfs_ready =
+            !(gpu.sriov_capable() && (vfs_total == 0 || gpu.sriov_numvfs != Some(vfs_total)));
+        let mig_current = gpu.mig_mode.is_some_and(|m| m.current);
+        if let (Some(m), true, true, true) = (&mig, driver_ready, mig_current, vfs_ready) {
+            let last = *entries.last().expect("a group has an entry");
+            let steps = super::mig_group::instance_steps(gpu, m, &f.vgpus(), last)?;
+            if !steps.is_empty() {
+                creating = true;
+                for (id, title, action) in steps {
+                    plan.push(id, title, action);
+                }
+                let later = plan.later.get_or_insert_with(|| Later {
+                    after: "the GPU instances above and their vGPU type listings appear".into(),
+                    work: Vec::new(),
+                });
+                for &idx in entries {
+                    let req = &profile.gpus[idx];
+                    later.work.push(format!(
+                        "{} x {} on {} {} (placed on its VFs)",
+                        req.count,
+                        vgpu_name::short(&req.vgpu_type),
+                        gpu.model.name,
+                        gpu.address
+                    ));
+                }
+                continue;
+            }
+        }
+        // Several types on one GPU: mixed-size mode, unless they are MIG-backed.
+        let mixed_size = mixed && mig.is_none();
         let mut group = mixed_size::Group::default();
         for (n, &idx) in entries.iter().enumerate() {
             let req = &profile.gpus[idx];
@@ -208,7 +229,7 @@ pub fn plan(
             if !driver_ready {
                 plan.after_reboot.push(format!(
                     "{}{} x {} on {} {}",
-                    match (gpu.sriov_capable(), mixed) {
+                    match (gpu.sriov_capable(), mixed_size) {
                         (true, true) => "enable SR-IOV, then mixed-size mode, then ",
                         (true, false) => "enable SR-IOV, then ",
                         (false, true) => "mixed-size mode, then ",
@@ -225,16 +246,17 @@ pub fn plan(
             // vGPUs (recorded-behaviour.md §5); each later phase is planned from what the
             // driver then shows.
             let gi_profile = crate::vgpu::mig::gi_profile_of(&ty.name);
-            let mig = gpu.mig_mode.unwrap_or(crate::facts::mig::MigMode {
+            let mode = gpu.mig_mode.unwrap_or(crate::facts::mig::MigMode {
                 capable: false,
                 current: false,
                 pending: false,
             });
-            if gi_profile.is_some() && !mig.current {
+            if gi_profile.is_some() && !mode.current {
                 creating = true;
-                if !mig.pending {
+                let id = format!("mig:{}", gpu.address);
+                if !mode.pending && !plan.steps.iter().any(|s| s.id == id) {
                     plan.push(
-                        format!("mig:{}", gpu.address),
+                        id,
                         format!("Turn MIG mode on for {} {}", gpu.model.name, gpu.address),
                         Action::MigMode {
                             gpu: gpu.address.clone(),
@@ -260,44 +282,6 @@ pub fn plan(
             let total = gpu.sriov_totalvfs.unwrap_or(0);
             let vfs_pending =
                 gpu.sriov_capable() && (total == 0 || gpu.sriov_numvfs != Some(total));
-            if let (Some(gi), false) = (gi_profile, vfs_pending) {
-                // One GPU instance per vGPU: those that exist and hold none count.
-                let held = on_gpu
-                    .iter()
-                    .filter(|v| vgpu_name::same(&v.type_name, &ty.name))
-                    .count() as u32;
-                let instances = gpu.gpu_instances.iter().filter(|g| g.profile == gi).count() as u32;
-                let free = instances.saturating_sub(held);
-                let missing = req.count.saturating_sub(present + free);
-                if missing > 0 {
-                    creating = true;
-                    plan.push(
-                        format!("gpu-instances:{}", gpu.address),
-                        format!(
-                            "Create {missing} GPU instance(s) of {gi} on {} {}",
-                            gpu.model.name, gpu.address
-                        ),
-                        Action::CreateGpuInstances {
-                            gpu: gpu.address.clone(),
-                            profile: gi.to_string(),
-                            count: missing,
-                            total: instances + missing,
-                        },
-                    );
-                    let later = plan.later.get_or_insert_with(|| Later {
-                        after: "the GPU instances above and their vGPU type listings appear".into(),
-                        work: Vec::new(),
-                    });
-                    later.work.push(format!(
-                        "{} x {} on {} {} (placed on its VFs)",
-                        req.count,
-                        vgpu_name::short(&ty.name),
-                        gpu.model.name,
-                        gpu.address
-                    ));
-                    continue;
-                }
-            }
             if vfs_pending && n == 0 {
                 plan.push(
                     format!("sriov:{}", gpu.address),
@@ -309,7 +293,7 @@ pub fn plan(
                     },
                 );
             }
-            if mixed && n == 0 {
+            if mixed_size && n == 0 {
                 // After SR-IOV (sriov-manage clears the mode) and before the first type write.
                 if let Some(step) = mixed_size::turn_on(gpu, &on_gpu, entries)? {
                     plan.push(step.0, step.1, step.2);
@@ -324,11 +308,18 @@ pub fn plan(
                         work: Vec::new(),
                     });
                     later.work.push(format!(
-                        "{} x {} on {} {} (placed on its VFs)",
+                        "{} x {} on {} {} (placed on its VFs{})",
                         req.count,
                         vgpu_name::short(&ty.name),
                         gpu.model.name,
-                        gpu.address
+                        gpu.address,
+                        match gi_profile {
+                            Some(gi) => format!(
+                                ", each on a GPU instance of {gi}: the GPU's instances are made \
+                                 first, larger profiles first"
+                            ),
+                            None => String::new(),
+                        }
                     ));
                     continue;
                 }
@@ -417,7 +408,7 @@ pub fn plan(
                 present_pins.extend(placement.present);
             }
         }
-        if let Some(step) = group.into_step(gpu) {
+        if let Some(step) = group.into_step(gpu, mixed_size) {
             plan.push(step.0, step.1, step.2);
         }
     }
@@ -784,6 +775,9 @@ fn mig_steps(f: &super::observe::VgpuFacts, lane: &mut super::plan::Lane) {
     if wanted.is_empty() {
         return;
     }
+    // Larger instances first: the driver places each as it comes, and small ones made first
+    // can take the only start a larger one has (crate::vgpu::mig_fit).
+    crate::vgpu::mig_fit::creation_order(&mut wanted);
     let gpu = f.gpus.iter().find(|g| g.address == lane.gpu);
     let mig_on = gpu.and_then(|g| g.mig_mode).is_some_and(|m| m.current);
     if mig_on {

@@ -153,12 +153,15 @@ pub fn place(
         return Ok(out);
     }
 
-    let mut slots = free_slots(gpu, existing, &ty.name);
-    if let Some(max) = ty.max_instance {
-        let room = (max as usize).saturating_sub(same.len());
-        slots.truncate(room);
-    }
-    if slots.len() < needed {
+    let slots = free_slots(gpu, existing, &ty.name);
+    // The type's per-GPU maximum bounds how many fit, not which slots: a pinned vGPU's own VF
+    // may come after the first `room` free ones (an exported profile's [[vgpus]] on a mixed
+    // GPU, whose other types' VFs are interleaved).
+    let room = ty
+        .max_instance
+        .map_or(usize::MAX, |max| (max as usize).saturating_sub(same.len()));
+    let fit = slots.len().min(room);
+    if fit < needed {
         let why = if !other.is_empty() {
             format!(
                 " (in NVIDIA's default equal-size mode a GPU holds one type at a time and it already has {})",
@@ -175,11 +178,10 @@ pub fn place(
                 .unwrap_or_default()
         };
         return Err(format!(
-            "{} {} cannot take {needed} more {} vGPU(s): only {} fit{why}",
+            "{} {} cannot take {needed} more {} vGPU(s): only {fit} fit{why}",
             gpu.model.name,
             gpu.address,
             vgpu_name::short(&ty.name),
-            slots.len()
         ));
     }
     // UUIDs: the profile's fixed ones first, then pins of this GPU and type not present, then new.

@@ -1940,3 +1940,48 @@ fn mig_is_refused_on_a_gpu_without_it() {
     assert!(!run(&h, "nvidia-smi", &["-q"]).stdout.contains("MIG Mode"));
     assert_eq!(smi(&h, &["mig", "-lgip"]).status, 6);
 }
+
+/// `-cgi` refuses an instance with no free placement left, as the driver's placement dictates
+/// (stackhpc's 3 x 2g + 1 x 1g mix): a 1g made first goes where the recorded first 1g id (9)
+/// puts it, slice 2, and leaves a 2g (starts 0, 2, 4) only slices 0 and 4, so the third 2g is
+/// `Insufficient Resources` (exit 255), the ones before it kept; larger first, all four fit.
+#[test]
+fn cgi_refuses_an_instance_without_a_placement_and_larger_first_fits() {
+    let d = tmp();
+    let h = sim(&d, "h200x8-vfio-ready", &[]);
+    assert!(smi(&h, &["-i", "0", "-mig", "1"]).success());
+    let small_first = smi(
+        &h,
+        &[
+            "mig",
+            "-i",
+            "0",
+            "-cgi",
+            "1g.18gb,2g.35gb,2g.35gb,2g.35gb",
+            "-C",
+        ],
+    );
+    assert_eq!(small_first.status, 255, "{small_first:?}");
+    assert!(
+        small_first
+            .stderr
+            .contains("using profile 14: Insufficient Resources"),
+        "{small_first:?}"
+    );
+    assert_eq!(created_ids(&small_first.stdout), vec![9, 5, 3]);
+    assert!(smi(&h, &["mig", "-i", "0", "-dci"]).success());
+    assert!(smi(&h, &["mig", "-i", "0", "-dgi"]).success());
+    let larger_first = smi(
+        &h,
+        &[
+            "mig",
+            "-i",
+            "0",
+            "-cgi",
+            "2g.35gb,2g.35gb,2g.35gb,1g.18gb",
+            "-C",
+        ],
+    );
+    assert!(larger_first.success(), "{larger_first:?}");
+    assert_eq!(created_ids(&larger_first.stdout), vec![5, 4, 3, 13]);
+}
