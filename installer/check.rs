@@ -407,6 +407,18 @@ pub fn mixed_size_findings(f: &HostFacts, pinned: &[String]) -> Vec<Finding> {
     for g in f.gpus.iter().filter(|g| g.model.vgpu_supported) {
         let Some(m) = g.mixed_size else { continue };
         let id = format!("mixed_size.{}", g.address);
+        // In MIG mode sizes mix by GPU instance profile, never by mixed-size mode (NVIDIA
+        // supports neither on one GPU at once): "one vGPU type per GPU" would be wrong there.
+        if g.mig_mode.is_some_and(|x| x.current || x.pending) && !m.enabled {
+            out.ok(
+                &id,
+                format!(
+                    "{}: in MIG mode, vGPUs of different sizes sit on GPU instances of different                      profiles (mixed-size mode does not apply)",
+                    g.address
+                ),
+            );
+            continue;
+        }
         let wanted = pinned.contains(&g.address);
         match (m.supported, m.enabled, wanted) {
             (_, true, _) => out.ok(

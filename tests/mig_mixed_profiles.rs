@@ -87,6 +87,14 @@ fn stackhpc_mix_is_set_up_across_the_mig_reboot_and_restored_three_times() {
         "{pins}"
     );
     assert!(!pins.contains("mixed_size = [\""), "{pins}");
+    // check speaks of GPU instances on a MIG GPU, not of "one vGPU type per GPU".
+    let c = s.run(&["check"]);
+    assert!(!c.stdout.contains("one vGPU type per GPU"), "{c:?}");
+    assert!(
+        c.stdout
+            .contains("in MIG mode, vGPUs of different sizes sit on GPU instances"),
+        "{c:?}"
+    );
 
     let status = s.json(&["status", "--json"]);
     for n in 1..=3 {
