@@ -1,6 +1,7 @@
 //! `vgpuctl setup`: observe -> plan -> show -> apply -> record, across the reboot it needs.
 
 pub mod apply;
+pub mod driver_removal;
 pub mod grub_shell;
 pub mod import_plan;
 pub mod import_sources;
@@ -16,6 +17,7 @@ pub mod prereboot;
 pub mod proxmox_default;
 pub mod retype;
 pub mod teardown;
+pub mod upgrade;
 pub mod validate;
 pub mod vfio_release;
 pub mod waiting;
@@ -116,9 +118,11 @@ fn desired<'a>(
     opts: &Options,
     seed: u64,
 ) -> Result<Desired<'a>, Failure> {
+    let (driver_source, driver_upgrade) = prereboot::driver_source(host, f, profile)?;
     Ok(Desired {
         profile,
-        driver_source: prereboot::driver_source(host, f, profile)?,
+        driver_source,
+        driver_upgrade,
         vf_timeout_s: opts.vf_timeout.as_secs(),
         uuid_seed: seed,
     })
