@@ -242,7 +242,11 @@ fn dkms_version(host: &Host) -> Option<String> {
         .filter_map(|d| d.strip_prefix("nvidia-"))
         .filter(|v| host.exists(&format!("usr/src/nvidia-{v}/dkms.conf")))
         .map(str::to_string)
-        .max_by(|a, b| super::kernels::version_cmp(a, b))
+        .max_by_key(|v| {
+            v.split('.')
+                .map(|n| n.parse::<u64>().unwrap_or(0))
+                .collect::<Vec<_>>()
+        })
 }
 
 /// Ask systemd (read-only). None when it cannot be asked (no systemd, or a foreign root).
