@@ -262,3 +262,56 @@ fn a_type_the_new_branch_does_not_offer_is_refused_before_any_change() {
     assert!(!r.stderr.contains("A40-12Q is not offered"), "{r:?}");
     assert_eq!(s.hash(), hash, "nothing changed");
 }
+
+/// `vgpuctl driver install --profile P` does the same upgrade (the same plan and executor): the
+/// same refusal while a vGPU is held, then the same steps up to the reboot checkpoint, whose
+/// next command is setup's; restore at boot brings the vGPUs back, setup records the new ids.
+#[test]
+fn driver_install_upgrades_the_same_way() {
+    let s = Sim::new("a40x8-ready");
+    let gpus = "[[gpus]]\nselect = \"0000:6a:00.0\"\nvgpu_type = \"A40-8Q\"\ncount = 3\n";
+    let r = setup(&s, &profile(OLD_ZIP, gpus));
+    assert_eq!(r.code, 0, "{r:?}");
+    let before = pins(&s);
+    let zip = new_zip(&s);
+    let p = profile(&zip, gpus);
+    let install = |s: &Sim| s.run(&["driver", "install", "--profile", p.path().to_str().unwrap()]);
+
+    let held = before.keys().next().unwrap().clone();
+    hold_mdev(&s, &held, "db-02");
+    let hash = s.hash();
+    let r = install(&s);
+    assert_eq!(r.code, 2, "{r:?}");
+    assert!(r.stderr.contains("VM db-02 (pid 4242)"), "{r:?}");
+    assert_eq!(s.hash(), hash, "nothing changed");
+    release(&s, 4242);
+
+    let r = install(&s);
+    assert_eq!(r.code, 3, "{r:?}");
+    for part in [
+        "Remove 3 vGPU(s) for the driver upgrade 550.163.02 -> 580.105.06",
+        "run: /usr/bin/nvidia-uninstall --silent",
+        "Install the NVIDIA vGPU host driver 580.105.06",
+        "Reboot, then run: ",
+    ] {
+        assert!(r.stdout.contains(part), "{part}: {r:?}");
+    }
+    assert!(
+        r.stdout
+            .contains(&format!("setup --profile {} --yes", p.path().display())),
+        "{r:?}"
+    );
+    assert!(live(&s).is_empty());
+    assert_eq!(pins(&s), before);
+    assert_eq!(s.run(&["sim", "reboot"]).code, 0);
+    let back: BTreeMap<String, String> = before
+        .iter()
+        .map(|(u, (p, _, _))| (u.clone(), p.clone()))
+        .collect();
+    assert_eq!(live(&s), back, "restore at boot");
+    let r = setup(&s, &p);
+    assert_eq!(r.code, 0, "{r:?}");
+    for (uuid, (_, _, id)) in pins(&s) {
+        assert_ne!(id, before[&uuid].2, "{uuid}: the new branch's id is pinned");
+    }
+}

@@ -388,6 +388,51 @@ pub fn run(host: &Host, profile: &Profile, opts: &Options) -> Result<Exit, Failu
     finish(host)
 }
 
+/// `vgpuctl driver install --profile P` on a host whose installed driver is another version than
+/// P's: the same upgrade setup plans ([`upgrade::plan`]: the refusals, the vGPUs' removal with
+/// their pins kept, the old driver's removal, the new one's install) shown, applied and recorded
+/// by the same executor, up to the same reboot checkpoint; after the reboot, restore recreates
+/// the pinned vGPUs and `setup` records their new type ids. None: no upgrade is asked (the
+/// caller installs as before).
+pub fn driver_upgrade(
+    host: &Host,
+    profile: &Profile,
+    opts: &Options,
+) -> Result<Option<Exit>, Failure> {
+    let f = observe::observe(host)?;
+    let (source, Some(up)) = prereboot::driver_source(host, &f, profile)? else {
+        return Ok(None);
+    };
+    let mut plan = Plan::default();
+    upgrade::plan(&f, &up, source.as_deref().unwrap_or_default(), &mut plan)?;
+    crate::out!("{plan}");
+    crate::interrupt::changes_begin();
+    let mut st = state::load(host)?;
+    st.profile = Some(opts.profile_path.clone());
+    st.finished = false;
+    let ctx = apply::Ctx {
+        host,
+        profile,
+        vf_timeout: opts.vf_timeout,
+        allow_unverified: opts.allow_unverified,
+    };
+    let (failures, stale) = execute(&ctx, &plan, &mut st)?;
+    if let Some(why) = stale.or_else(|| (!failures.is_empty()).then(|| failures.join("; "))) {
+        state::save(host, &st)?;
+        return Err(Failure::failed(format!(
+            "the driver upgrade stopped: {why}. Fix it and run the same command again."
+        )));
+    }
+    let f = observe::observe(host)?;
+    let reasons = vec![format!(
+        "NVIDIA driver {} is installed and {} is loaded: the reboot loads {}",
+        up.to,
+        f.driver.loaded_version.as_deref().unwrap_or("none"),
+        up.to
+    )];
+    checkpoint(host, &mut st, profile, opts, reasons, &f).map(Some)
+}
+
 /// Consent covered the confirmed plan's unpins only (or every one, with --allow-remove).
 fn refuse_new_unpins(confirmed: &Plan, next: &Plan, opts: &Options) -> Result<(), Failure> {
     let consented = |u: &plan::Unpin| opts.allow_remove || confirmed.unpins.contains(u);
