@@ -922,32 +922,19 @@ fn write_pin(host: &Host, w: &PinWrite) -> Result<()> {
 }
 
 /// A pin's type id is the one of the driver it was made on, and type ids are renumbered across
-/// driver branches (recorded-behaviour.md §1): a restore planned before the parent listed its
-/// types (at boot, after a driver upgrade) writes the id that names the pin's type on the
-/// parent now, found by name. None: the planned write stands (its id names the type, or no
-/// listed type has the name, which the precondition then reports).
+/// driver branches (recorded-behaviour.md §1): an mdev restore planned before the parent listed
+/// its types (at boot, after a driver upgrade) writes to the type directory that names the pin's
+/// type on the parent now, found by name. None: the planned write stands (its directory names
+/// the type, or no listed type has the name, which the precondition then reports). A
+/// vendor-VFIO write needs none of this: its precondition reads the VF's list, finds the id
+/// stale, and the lane plans again from the list, by name.
 fn by_name_now(host: &Host, c: &SysfsCreate) -> Option<SysfsCreate> {
     let v = &c.create;
     if v.type_name.is_empty() {
         return None;
     }
     let id = match v.interface {
-        facts::Interface::VendorVfio => {
-            let text = host
-                .read(&format!("{}/creatable_vgpu_types", c.attr_dir))
-                .ok()?;
-            let list = crate::sysfs_parse::parse_creatable(&text);
-            let same = |x: &crate::sysfs_parse::CreatableType| {
-                crate::vgpu_name::same(&x.name, &v.type_name)
-            };
-            if list
-                .iter()
-                .any(|x| x.id.to_string() == v.type_id && same(x))
-            {
-                return None;
-            }
-            list.iter().find(|x| same(x))?.id.to_string()
-        }
+        facts::Interface::VendorVfio => return None,
         _ => {
             let named = host.read_trim(&format!("{}/{}/name", c.attr_dir, v.type_id));
             if named
