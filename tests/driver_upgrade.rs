@@ -315,3 +315,28 @@ fn driver_install_upgrades_the_same_way() {
         assert_ne!(id, before[&uuid].2, "{uuid}: the new branch's id is pinned");
     }
 }
+
+/// A driver vgpuctl cannot remove the way it was installed (no `nvidia-uninstall`, which a
+/// `.run` install leaves, and no kept `.run`: a package's, say) stops the upgrade before any
+/// change, saying what is not built.
+#[test]
+fn a_driver_without_its_uninstaller_is_refused_before_any_change() {
+    let s = Sim::new("a40x8-ready");
+    let gpus = "[[gpus]]\nselect = \"0000:6b:00.0\"\nvgpu_type = \"A40-8Q\"\ncount = 1\n";
+    let r = setup(&s, &profile(OLD_ZIP, gpus));
+    assert_eq!(r.code, 0, "{r:?}");
+    std::fs::remove_file(s.root().join("usr/bin/nvidia-uninstall")).unwrap();
+    let zip = new_zip(&s);
+    let hash = s.hash();
+    let r = setup(&s, &profile(&zip, gpus));
+    assert_eq!(r.code, 2, "{r:?}");
+    assert!(
+        r.stderr
+            .contains("removing it is not built for how it was installed")
+            && r.stderr.contains("package manager")
+            && r.stderr.contains("Nothing was changed"),
+        "{r:?}"
+    );
+    assert_eq!(s.hash(), hash, "nothing changed");
+    assert_eq!(live(&s).len(), 1);
+}
