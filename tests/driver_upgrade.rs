@@ -135,6 +135,7 @@ fn upgrade_keeps_every_vgpu(model: &str, gpus: &str, hold: &dyn Fn(&Sim, &str, &
         "run: /usr/bin/nvidia-uninstall --silent".into(),
         format!("Install the NVIDIA vGPU host driver {NEW}"),
         format!("fetch and verify the host driver from {zip}"),
+        format!("the reboot loads driver {NEW} (setup stops for it: exit 3"),
     ] {
         assert!(r.stdout.contains(&part), "{part}: {r:?}");
     }

@@ -110,6 +110,10 @@ pub fn plan(f: &Facts, up: &Upgrade, source: &str, plan: &mut Plan) -> Result<()
             source: source.to_string(),
         },
     );
+    plan.after_reboot.push(format!(
+        "the reboot loads driver {} (setup stops for it: exit 3 and the command to run after it);          then each pinned vGPU is recreated with its UUID on its VF, its type found by name on          {} (at boot by restore; setup records the new type ids in the pins)",
+        up.to, up.to
+    ));
     Ok(())
 }
 
