@@ -584,3 +584,34 @@ pub fn check_grub_edits(host: &Host, f: &Facts, plan: &Plan) -> Result<(), Failu
     }
     check_with_sh(host, &files, &edits, wanted, &args)
 }
+
+#[cfg(test)]
+mod package_name_tests {
+    use super::package_name;
+    use crate::profile::DriverConfig;
+
+    #[test]
+    fn the_package_name_is_the_paths_or_the_url_paths_last_segment() {
+        let path = DriverConfig {
+            path: Some("/root/NVIDIA-GRID-Linux-KVM-580.105.06-580.105.05-581.42.zip".into()),
+            ..Default::default()
+        };
+        assert_eq!(
+            package_name(&path).as_deref(),
+            Some("NVIDIA-GRID-Linux-KVM-580.105.06-580.105.05-581.42.zip")
+        );
+        let url = DriverConfig {
+            url: Some(
+                "https://dl.example.com/vgpu/NVIDIA-Linux-x86_64-580.105.06-vgpu-kvm.run?st=1&exp=2#x"
+                    .into(),
+            ),
+            ..Default::default()
+        };
+        let name = package_name(&url).unwrap();
+        assert_eq!(name, "NVIDIA-Linux-x86_64-580.105.06-vgpu-kvm.run");
+        assert_eq!(
+            crate::driver::version_from_name(&name).as_deref(),
+            Some("580.105.06")
+        );
+    }
+}

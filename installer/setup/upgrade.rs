@@ -14,22 +14,12 @@ use super::observe::{vgpu_key, Facts};
 use super::plan::{Action, Plan, Unpin};
 use crate::exit::Failure;
 
-/// The installed driver and the one the profile asks for, when they differ.
+/// The installed driver and the one the profile asks for, when they differ
+/// ([`super::prereboot::driver_source`] tells).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Upgrade {
     pub from: String,
     pub to: String,
-}
-
-/// Is an upgrade asked? `wanted`: the version the profile's driver package says (its file name
-/// or its `.run` label); unknown, or no driver installed (a first install), is no upgrade.
-pub fn asked(f: &Facts, wanted: Option<&str>) -> Option<Upgrade> {
-    let to = wanted?;
-    let from = f.driver.installed_version.as_deref()?;
-    (f.driver.installed() && from != to).then(|| Upgrade {
-        from: from.to_string(),
-        to: to.to_string(),
-    })
 }
 
 /// The refusals that stop an upgrade before any change, or its steps (pushed onto `plan`).
