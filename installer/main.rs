@@ -74,8 +74,10 @@ fn run(cli: Cli, opener: &dyn HostOpener) -> Result<Exit, Failure> {
         } => cmd::import::run(&host, dry_run, std::time::Duration::from_secs(vf_timeout)),
         Command::Setup(args) => cmd::setup::run(&host, &args, &cli.global),
         Command::Uninstall { yes, all } => cmd::uninstall::run(&host, yes, all),
-        Command::Driver(DriverCommand::Fetch(a)) => cmd::driver::run(&host, &a, false),
-        Command::Driver(DriverCommand::Install(a)) => cmd::driver::run(&host, &a, true),
+        Command::Driver(DriverCommand::Fetch(a)) => cmd::driver::run(&host, &a, false, &cli.global),
+        Command::Driver(DriverCommand::Install(a)) => {
+            cmd::driver::run(&host, &a, true, &cli.global)
+        }
         Command::Restore {
             vf_timeout,
             dry_run,

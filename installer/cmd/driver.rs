@@ -5,7 +5,12 @@ use crate::driver::fetch_and_install;
 use crate::exit::{Exit, Failure};
 use crate::host::Host;
 
-pub fn run(host: &Host, args: &DriverArgs, install: bool) -> Result<Exit, Failure> {
+pub fn run(
+    host: &Host,
+    args: &DriverArgs,
+    install: bool,
+    global: &crate::cli::Global,
+) -> Result<Exit, Failure> {
     let profile = crate::profile_load::load_profile(&args.profile)?;
     let Some(cfg) = profile.driver.as_ref() else {
         return Err(Failure::usage(format!(
@@ -35,6 +40,27 @@ pub fn run(host: &Host, args: &DriverArgs, install: bool) -> Result<Exit, Failur
             "driver fetch"
         },
     )?;
+    if install {
+        // Another version than the installed one: the upgrade setup plans, with its refusals.
+        let path = super::setup::real_path(&args.profile);
+        let opts = crate::setup::Options {
+            dry_run: false,
+            yes: true,
+            allow_unverified: args.allow_unverified,
+            allow_remove: false,
+            // setup's --vf-timeout default; the upgrade waits for no VF.
+            vf_timeout: std::time::Duration::from_secs(120),
+            profile_path: path.clone(),
+            source: Default::default(),
+            next_command: super::setup::next_command(
+                global,
+                &["setup", "--profile", &path, "--yes"],
+            ),
+        };
+        if let Some(exit) = crate::setup::driver_upgrade(host, &profile, &opts)? {
+            return Ok(exit);
+        }
+    }
     let out = fetch_and_install(host, cfg, args.allow_unverified, args.guest, install)?;
     crate::outln!("{out}");
     Ok(Exit::Ok)

@@ -58,7 +58,7 @@ pub fn run(host: &Host, args: &SetupArgs, global: &Global) -> Result<Exit, Failu
 }
 
 /// A path as an absolute one, for a command printed to be run from anywhere.
-fn real_path(p: &Path) -> String {
+pub(crate) fn real_path(p: &Path) -> String {
     std::path::absolute(p)
         .unwrap_or_else(|_| p.to_path_buf())
         .display()
@@ -66,7 +66,7 @@ fn real_path(p: &Path) -> String {
 }
 
 /// `vgpuctl` with this run's --root (when not `/`) and --simulate, then `args`.
-fn next_command(global: &Global, args: &[&str]) -> String {
+pub(crate) fn next_command(global: &Global, args: &[&str]) -> String {
     let root = (global.root != Path::new("/")).then(|| real_path(&global.root));
     crate::wizard::next::command(root.as_deref(), global.simulate.as_deref(), args)
 }

@@ -203,32 +203,6 @@ fn found(host: &Host, os: crate::facts::OsFamily) -> teardown::Found {
     teardown::Found {
         backups,
         created,
-        driver_uninstall: driver_uninstaller(host, os),
+        driver_uninstall: crate::setup::driver_removal::uninstaller(host, os, None),
     }
-}
-
-/// The .run installer's own uninstaller (`nvidia-uninstall`, which it installs), else the
-/// installer vgpuctl ran, kept among its downloads, with `--uninstall`. None when setup installed
-/// a package instead (the same choice of package as the install's): its removal is not built.
-fn driver_uninstaller(host: &Host, os: crate::facts::OsFamily) -> Option<crate::host::Cmd> {
-    use crate::driver::extract::choose_host_package;
-    use crate::driver::PackageKind;
-    use crate::host::Cmd;
-    let dl = crate::driver::DOWNLOAD_DIR;
-    // What the install chose among the kept packages: a .run (its path) or a package (None).
-    let chosen: Option<Option<String>> = host.list(dl).into_iter().find_map(|pkg| {
-        let dir = format!("{dl}/{pkg}/Host_Drivers");
-        let names = host.list(&dir);
-        let refs: Vec<&str> = names.iter().map(String::as_str).collect();
-        let (i, kind) = choose_host_package(&refs, os)?;
-        Some((kind == PackageKind::Run).then(|| format!("/{dir}/{}", names[i])))
-    });
-    if chosen == Some(None) {
-        return None;
-    }
-    if host.exists("usr/bin/nvidia-uninstall") {
-        return Some(Cmd::new("/usr/bin/nvidia-uninstall").arg("--silent"));
-    }
-    let run = chosen.flatten()?;
-    Some(Cmd::new(run).arg("--uninstall").arg("--silent"))
 }

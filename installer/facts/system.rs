@@ -89,6 +89,11 @@ pub struct Modules {
 pub struct Driver {
     /// Version of the loaded nvidia module.
     pub loaded_version: Option<String>,
+    /// Version of the installed driver's files: the one DKMS has the sources of
+    /// (`/usr/src/nvidia-<version>/dkms.conf`, which the `.run`'s `--dkms` and NVIDIA's packages
+    /// register), else the loaded one. Differs from `loaded_version` between an install and the
+    /// reboot that loads it.
+    pub installed_version: Option<String>,
     /// The vGPU manager's unit file exists (the vGPU host driver is installed).
     pub vgpu_mgr_unit: bool,
     /// `systemctl is-active nvidia-vgpu-mgr` said active (None: could not ask).
@@ -168,6 +173,11 @@ pub fn observe(host: &Host) -> HostFacts {
         .and_then(|t| parse_nvidia_version(&t))
         .filter(|_| has("nvidia"));
     let vgpu_mgr_unit = unit_exists(host, "nvidia-vgpu-mgr.service");
+    let installed_version = if vgpu_mgr_unit {
+        dkms_version(host).or_else(|| loaded_version.clone())
+    } else {
+        None
+    };
     let vgpu_mgr_active = if vgpu_mgr_unit {
         systemctl_is(host, "is-active", "nvidia-vgpu-mgr.service")
     } else {
@@ -207,6 +217,7 @@ pub fn observe(host: &Host) -> HostFacts {
             }),
         driver: Driver {
             loaded_version,
+            installed_version,
             install_unfinished: crate::state::driver_install_unfinished(host),
             vgpu_mgr_unit,
             vgpu_mgr_active,
@@ -221,6 +232,21 @@ pub fn observe(host: &Host) -> HostFacts {
         vfio_persist: Default::default(),
         kernels: Default::default(),
     }
+}
+
+/// The NVIDIA driver version DKMS holds the sources of; the newest when several are registered
+/// (an install of another version that has not removed the old registration).
+fn dkms_version(host: &Host) -> Option<String> {
+    host.list("usr/src")
+        .iter()
+        .filter_map(|d| d.strip_prefix("nvidia-"))
+        .filter(|v| host.exists(&format!("usr/src/nvidia-{v}/dkms.conf")))
+        .map(str::to_string)
+        .max_by_key(|v| {
+            v.split('.')
+                .map(|n| n.parse::<u64>().unwrap_or(0))
+                .collect::<Vec<_>>()
+        })
 }
 
 /// Ask systemd (read-only). None when it cannot be asked (no systemd, or a foreign root).

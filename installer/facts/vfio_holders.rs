@@ -4,7 +4,7 @@
 //! vendor-specific VFIO VMs use), the per-device cdev `/dev/vfio/devices/vfioN`, named by the
 //! device's own `vfio-dev/vfioN` sysfs directory (recorded-behaviour.md §1).
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
 use crate::host::Host;
@@ -15,6 +15,30 @@ pub struct VfioHolders {
     pub groups: BTreeSet<String>,
     /// `vfioN` names whose `/dev/vfio/devices/vfioN` is open.
     pub devices: BTreeSet<String>,
+    /// Who holds each: `group:<n>` / `device:vfioN` -> the holders' names ([`holder_name`]).
+    pub who: BTreeMap<String, BTreeSet<String>>,
+}
+
+/// How a holding process is named to the operator: the VM's name from QEMU's command line
+/// (`-name guest=X,...`, as libvirt starts it, or `-name X`), with its pid; else the pid alone.
+pub fn holder_name(pid: &str, cmdline: &[u8]) -> String {
+    let args: Vec<String> = cmdline
+        .split(|b| *b == 0)
+        .map(|a| String::from_utf8_lossy(a).into_owned())
+        .collect();
+    let name = args
+        .iter()
+        .position(|a| a == "-name")
+        .and_then(|i| args.get(i + 1))
+        .and_then(|v| {
+            let first = v.split(',').next().unwrap_or("");
+            let n = first.strip_prefix("guest=").unwrap_or(first);
+            (!n.is_empty() && (first.starts_with("guest=") || !first.contains('='))).then_some(n)
+        });
+    match name {
+        Some(n) => format!("VM {n} (pid {pid})"),
+        None => format!("pid {pid}"),
+    }
 }
 
 impl VfioHolders {
@@ -25,19 +49,28 @@ impl VfioHolders {
             if !pid.bytes().all(|b| b.is_ascii_digit()) {
                 continue;
             }
+            let mut name: Option<String> = None;
             for fd in host.list(&format!("proc/{pid}/fd")) {
                 if let Some(t) = host.read_link(&format!("proc/{pid}/fd/{fd}")) {
-                    held.note(&t);
+                    if let Some(node) = held.note(&t) {
+                        let who = name.get_or_insert_with(|| {
+                            let cmdline = host
+                                .read_bytes(&format!("proc/{pid}/cmdline"))
+                                .unwrap_or_default();
+                            holder_name(&pid, &cmdline)
+                        });
+                        held.who.entry(node).or_default().insert(who.clone());
+                    }
                 }
             }
         }
         held
     }
 
-    /// Record one open file's path if it is a VFIO group or device node.
-    pub fn note(&mut self, target: &Path) {
+    /// Record one open file's path if it is a VFIO group or device node; its key in `who`.
+    pub fn note(&mut self, target: &Path) -> Option<String> {
         let Ok(rest) = target.strip_prefix("/dev/vfio") else {
-            return;
+            return None;
         };
         let parts: Vec<String> = rest
             .components()
@@ -47,12 +80,31 @@ impl VfioHolders {
             // `/dev/vfio/vfio` is the container, not a group.
             [g] if g != "vfio" => {
                 self.groups.insert(g.clone());
+                Some(format!("group:{g}"))
             }
             [d, n] if d == "devices" && n.starts_with("vfio") => {
                 self.devices.insert(n.clone());
+                Some(format!("device:{n}"))
             }
-            _ => {}
+            _ => None,
         }
+    }
+
+    /// Who holds the device whose sysfs directory is `dev_dir`: the names of the processes that
+    /// have its group or its iommufd cdev open (empty: nobody).
+    pub fn holders(&self, host: &Host, dev_dir: &str) -> Vec<String> {
+        let mut keys = Vec::new();
+        if let Some(g) = host.link_name(&format!("{dev_dir}/iommu_group")) {
+            keys.push(format!("group:{g}"));
+        }
+        for n in host.list(&format!("{dev_dir}/vfio-dev")) {
+            keys.push(format!("device:{n}"));
+        }
+        let mut out: BTreeSet<String> = BTreeSet::new();
+        for k in keys {
+            out.extend(self.who.get(&k).into_iter().flatten().cloned());
+        }
+        out.into_iter().collect()
     }
 
     /// Whether a process holds the device whose sysfs directory is `dev_dir` (under the root):
@@ -87,5 +139,18 @@ mod tests {
         }
         assert_eq!(h.groups.iter().collect::<Vec<_>>(), vec!["17"]);
         assert_eq!(h.devices.iter().collect::<Vec<_>>(), vec!["vfio3"]);
+    }
+
+    #[test]
+    fn a_holder_is_named_by_its_vm_else_its_pid() {
+        let libvirt = b"/usr/bin/qemu-system-x86_64\0-name\0guest=web-01,debug-threads=on\0-S\0";
+        assert_eq!(holder_name("4242", libvirt), "VM web-01 (pid 4242)");
+        let plain = b"qemu-system-x86_64\0-name\0db\0";
+        assert_eq!(holder_name("7", plain), "VM db (pid 7)");
+        assert_eq!(
+            holder_name("9", b"qemu-system-x86_64\0-m\0\x34096\0"),
+            "pid 9"
+        );
+        assert_eq!(holder_name("9", b""), "pid 9");
     }
 }

@@ -898,9 +898,10 @@ fn wait_listed(
 
 /// The write of one pin, checked first and verified after.
 fn write_pin(host: &Host, w: &PinWrite) -> Result<()> {
-    check_create(host, &w.write)?;
+    let retargeted = by_name_now(host, &w.write);
+    let c = retargeted.as_ref().unwrap_or(&w.write);
+    check_create(host, c)?;
     crate::fault::point("vgpu-create");
-    let c = &w.write;
     if let Err(e) = host.write_attr(&c.path, &c.value) {
         // The parent is not there (any more): the host differs from the plan, which observes
         // it again rather than failing the vGPU.
@@ -918,6 +919,42 @@ fn write_pin(host: &Host, w: &PinWrite) -> Result<()> {
         });
     }
     verify(host, c)
+}
+
+/// A pin's type id is the one of the driver it was made on, and type ids are renumbered across
+/// driver branches (recorded-behaviour.md §1): an mdev restore planned before the parent listed
+/// its types (at boot, after a driver upgrade) writes to the type directory that names the pin's
+/// type on the parent now, found by name. None: the planned write stands (its directory names
+/// the type, or no listed type has the name, which the precondition then reports). A
+/// vendor-VFIO write needs none of this: its precondition reads the VF's list, finds the id
+/// stale, and the lane plans again from the list, by name.
+fn by_name_now(host: &Host, c: &SysfsCreate) -> Option<SysfsCreate> {
+    let v = &c.create;
+    if v.type_name.is_empty() {
+        return None;
+    }
+    let id = match v.interface {
+        facts::Interface::VendorVfio => return None,
+        _ => {
+            let named = host.read_trim(&format!("{}/{}/name", c.attr_dir, v.type_id));
+            if named
+                .as_deref()
+                .is_some_and(|n| create::name_matches(n, &v.type_name))
+            {
+                return None;
+            }
+            facts::vgpus::read_mdev_types(host, &c.attr_dir)
+                .into_iter()
+                .find(|t| create::name_matches(&t.name, &v.type_name))?
+                .id
+        }
+    };
+    if id == v.type_id {
+        return None;
+    }
+    let mut create = v.clone();
+    create.type_id = id;
+    Some(SysfsCreate::new(create, &c.attr_dir))
 }
 
 /// Run one GPU's lane; on a precondition gone, wait for its SR-IOV to end, observe, plan the

@@ -1,6 +1,7 @@
 //! `vgpuctl setup`: observe -> plan -> show -> apply -> record, across the reboot it needs.
 
 pub mod apply;
+pub mod driver_removal;
 pub mod grub_shell;
 pub mod import_plan;
 pub mod import_sources;
@@ -17,6 +18,7 @@ pub mod prereboot;
 pub mod proxmox_default;
 pub mod retype;
 pub mod teardown;
+pub mod upgrade;
 pub mod validate;
 pub mod vfio_release;
 pub mod waiting;
@@ -117,9 +119,11 @@ fn desired<'a>(
     opts: &Options,
     seed: u64,
 ) -> Result<Desired<'a>, Failure> {
+    let (driver_source, driver_upgrade) = prereboot::driver_source(host, f, profile)?;
     Ok(Desired {
         profile,
-        driver_source: prereboot::driver_source(host, f, profile)?,
+        driver_source,
+        driver_upgrade,
         vf_timeout_s: opts.vf_timeout.as_secs(),
         uuid_seed: seed,
     })
@@ -383,6 +387,51 @@ pub fn run(host: &Host, profile: &Profile, opts: &Options) -> Result<Exit, Failu
     st.finished = true;
     state::save(host, &st)?;
     finish(host)
+}
+
+/// `vgpuctl driver install --profile P` on a host whose installed driver is another version than
+/// P's: the same upgrade setup plans ([`upgrade::plan`]: the refusals, the vGPUs' removal with
+/// their pins kept, the old driver's removal, the new one's install) shown, applied and recorded
+/// by the same executor, up to the same reboot checkpoint; after the reboot, restore recreates
+/// the pinned vGPUs and `setup` records their new type ids. None: no upgrade is asked (the
+/// caller installs as before).
+pub fn driver_upgrade(
+    host: &Host,
+    profile: &Profile,
+    opts: &Options,
+) -> Result<Option<Exit>, Failure> {
+    let f = observe::observe(host)?;
+    let (source, Some(up)) = prereboot::driver_source(host, &f, profile)? else {
+        return Ok(None);
+    };
+    let mut plan = Plan::default();
+    upgrade::plan(&f, &up, source.as_deref().unwrap_or_default(), &mut plan)?;
+    crate::out!("{plan}");
+    crate::interrupt::changes_begin();
+    let mut st = state::load(host)?;
+    st.profile = Some(opts.profile_path.clone());
+    st.finished = false;
+    let ctx = apply::Ctx {
+        host,
+        profile,
+        vf_timeout: opts.vf_timeout,
+        allow_unverified: opts.allow_unverified,
+    };
+    let (failures, stale) = execute(&ctx, &plan, &mut st)?;
+    if let Some(why) = stale.or_else(|| (!failures.is_empty()).then(|| failures.join("; "))) {
+        state::save(host, &st)?;
+        return Err(Failure::failed(format!(
+            "the driver upgrade stopped: {why}. Fix it and run the same command again."
+        )));
+    }
+    let f = observe::observe(host)?;
+    let reasons = vec![format!(
+        "NVIDIA driver {} is installed and {} is loaded: the reboot loads {}",
+        up.to,
+        f.driver.loaded_version.as_deref().unwrap_or("none"),
+        up.to
+    )];
+    checkpoint(host, &mut st, profile, opts, reasons, &f).map(Some)
 }
 
 /// Consent covered the confirmed plan's unpins only (or every one, with --allow-remove).

@@ -70,6 +70,36 @@ pub struct Facts {
     pub modprobe_d: Vec<(String, String)>,
     /// `/proc/driver/nvidia/params`: the loaded driver's options.
     pub nvidia_params: Option<String>,
+    /// Who holds each vGPU in use ([`vgpu_key`] -> the processes, VM names where QEMU shows them).
+    pub holders: BTreeMap<String, Vec<String>>,
+    /// How the installed driver is removed the way it was installed (None: not built for how it
+    /// was installed), [`super::driver_removal::uninstaller`].
+    pub driver_uninstall: Option<crate::host::Cmd>,
+}
+
+/// A live vGPU's key in [`Facts::holders`]: its mdev UUID, else its VF.
+pub fn vgpu_key(v: &facts::Vgpu) -> String {
+    v.uuid.clone().unwrap_or_else(|| v.parent.clone())
+}
+
+/// The holders of every vGPU in use, read from the processes' open files.
+fn holders(host: &Host, hf: &HostFacts) -> BTreeMap<String, Vec<String>> {
+    let live: Vec<facts::Vgpu> = hf.vgpus().into_iter().filter(|v| v.in_use).collect();
+    if live.is_empty() {
+        return BTreeMap::new();
+    }
+    let held = facts::vfio_holders::VfioHolders::observe(host);
+    live.iter()
+        .map(|v| {
+            let dev = match &v.uuid {
+                Some(u) if v.interface == facts::Interface::Mdev => {
+                    format!("{}/{u}", facts::vgpus::MDEV_DEVICES)
+                }
+                _ => format!("{}/{}", facts::gpus::PCI_DEVICES, v.parent),
+            };
+            (vgpu_key(v), held.holders(host, &dev))
+        })
+        .collect()
 }
 
 impl Deref for Facts {
@@ -147,6 +177,12 @@ pub fn observe(host: &Host) -> Result<Facts, Failure> {
         pins: crate::pins::load(host)?,
         modprobe_d: modprobe_d(host),
         nvidia_params: host.read(crate::edit::registry_dwords::PROC_PARAMS).ok(),
+        holders: holders(host, &hf),
+        driver_uninstall: super::driver_removal::uninstaller(
+            host,
+            hf.os.family,
+            hf.driver.installed_version.as_deref(),
+        ),
         host: hf,
     })
 }

@@ -18,6 +18,9 @@ pub struct Desired<'a> {
     pub profile: &'a Profile,
     /// The described source of the driver to install (None: nothing to install).
     pub driver_source: Option<String>,
+    /// The version the profile's driver package names, when it names another than the installed
+    /// one (a driver upgrade, [`super::upgrade`]).
+    pub driver_upgrade: Option<super::upgrade::Upgrade>,
     /// The bound of every wait for VFs (`--vf-timeout`), in seconds.
     pub vf_timeout_s: u64,
     /// New UUIDs are drawn from this seed, so that planning the same facts again (under the lock,

@@ -491,27 +491,63 @@ pub fn plan(f: &Facts, want: &Desired) -> Result<(Plan, Vec<String>), Failure> {
                 ))
             }
         }
+    } else if let Some(up) = &want.driver_upgrade {
+        super::upgrade::plan(
+            f,
+            up,
+            want.driver_source.as_deref().unwrap_or_default(),
+            &mut plan,
+        )?;
     } else if f.driver.loaded_version.is_none() {
         reasons.push("the vGPU host driver is installed but not loaded".into());
+    } else if f.driver.installed_version != f.driver.loaded_version {
+        // An upgrade installed its driver: the old module runs until the reboot loads the new.
+        reasons.push(format!(
+            "NVIDIA driver {} is installed and {} is loaded: the reboot loads {}",
+            f.driver.installed_version.as_deref().unwrap_or("?"),
+            f.driver.loaded_version.as_deref().unwrap_or("?"),
+            f.driver.installed_version.as_deref().unwrap_or("?")
+        ));
     }
     Ok((plan, reasons))
 }
 
 /// The driver source a plan installs from, validated against the host before planning: bad input
-/// (missing file, expired link, http) is refused before any change. None when nothing is to install.
+/// (missing file, expired link, http) is refused before any change. None when nothing is to
+/// install. On a host with a driver installed, a package whose name says another version is an
+/// upgrade (then validated too); one whose name says none, or the same, is left alone (not even
+/// validated: a package removed after its install is no error).
 pub fn driver_source(
     host: &Host,
     f: &HostFacts,
     profile: &crate::profile::Profile,
-) -> Result<Option<String>, Failure> {
-    match &profile.driver {
-        Some(d) if !f.driver.installed() => {
-            let src = crate::driver::validate(d, host, std::time::SystemTime::now())
-                .map_err(Failure::usage_from)?;
-            Ok(Some(src.describe()))
+) -> Result<(Option<String>, Option<super::upgrade::Upgrade>), Failure> {
+    let Some(d) = &profile.driver else {
+        return Ok((None, None));
+    };
+    let upgrade = if f.driver.installed() {
+        let named = package_name(d).and_then(|n| crate::driver::version_from_name(&n));
+        match (named, f.driver.installed_version.as_deref()) {
+            (Some(to), Some(from)) if to != from => Some(super::upgrade::Upgrade {
+                from: from.to_string(),
+                to,
+            }),
+            _ => return Ok((None, None)),
         }
-        _ => Ok(None),
-    }
+    } else {
+        None
+    };
+    let src = crate::driver::validate(d, host, std::time::SystemTime::now())
+        .map_err(Failure::usage_from)?;
+    Ok((Some(src.describe()), upgrade))
+}
+
+/// The file name of the profile's driver package: the path's, or the url path's last segment.
+fn package_name(d: &crate::profile::DriverConfig) -> Option<String> {
+    let raw = d.path.as_deref().or(d.url.as_deref())?;
+    let no_query = raw.split(['?', '#']).next().unwrap_or(raw);
+    let name = no_query.trim_end_matches('/').rsplit('/').next()?;
+    (!name.is_empty()).then(|| name.to_string())
 }
 
 /// On the running system, judge the plan's GRUB edits by sourcing the files with `/bin/sh`, as
@@ -547,4 +583,35 @@ pub fn check_grub_edits(host: &Host, f: &Facts, plan: &Plan) -> Result<(), Failu
         return Ok(());
     }
     check_with_sh(host, &files, &edits, wanted, &args)
+}
+
+#[cfg(test)]
+mod package_name_tests {
+    use super::package_name;
+    use crate::profile::DriverConfig;
+
+    #[test]
+    fn the_package_name_is_the_paths_or_the_url_paths_last_segment() {
+        let path = DriverConfig {
+            path: Some("/root/NVIDIA-GRID-Linux-KVM-580.105.06-580.105.05-581.42.zip".into()),
+            ..Default::default()
+        };
+        assert_eq!(
+            package_name(&path).as_deref(),
+            Some("NVIDIA-GRID-Linux-KVM-580.105.06-580.105.05-581.42.zip")
+        );
+        let url = DriverConfig {
+            url: Some(
+                "https://dl.example.com/vgpu/NVIDIA-Linux-x86_64-580.105.06-vgpu-kvm.run?st=1&exp=2#x"
+                    .into(),
+            ),
+            ..Default::default()
+        };
+        let name = package_name(&url).unwrap();
+        assert_eq!(name, "NVIDIA-Linux-x86_64-580.105.06-vgpu-kvm.run");
+        assert_eq!(
+            crate::driver::version_from_name(&name).as_deref(),
+            Some("580.105.06")
+        );
+    }
 }

@@ -283,6 +283,20 @@ fn catalog_types(gpu: &Gpu) -> &'static [crate::catalog::TypeSpec] {
     crate::catalog::types_for(m.name.split_whitespace().next().unwrap_or(""))
 }
 
+/// Does a host driver of `branch` offer a type of this name on this GPU, by the embedded
+/// catalog (`vgpuctl_catalog::types_on_branch`)? None when the catalog has no table for the
+/// GPU: then nobody can say before that driver is loaded.
+pub fn offered_on_branch(gpu: &Gpu, branch: u32, name: &str) -> Option<bool> {
+    let m = gpu.model.model?;
+    crate::catalog::offered_on_branch(m.type_prefix, branch, name).or_else(|| {
+        crate::catalog::offered_on_branch(
+            m.name.split_whitespace().next().unwrap_or(""),
+            branch,
+            name,
+        )
+    })
+}
+
 /// A type of this GPU's model from the embedded catalog, by name or id.
 pub fn known_type(gpu: &Gpu, wanted: &str) -> Option<&'static crate::catalog::TypeSpec> {
     let types = catalog_types(gpu);

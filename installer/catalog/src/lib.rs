@@ -455,9 +455,105 @@ pub fn by_id(id: u32) -> Option<(&'static str, &'static TypeSpec)> {
         .find_map(|m| m.types.iter().find(|t| t.id == id).map(|t| (m.model, t)))
 }
 
+/// The driver branch whose ids a model's table holds: the branch the simulated hosts run
+/// (550, the seed's 17.x; 580 for the RTX PRO 6000 Blackwell and the H200, whose `-ready` hosts
+/// run 580.105.06, the version of the recorded Blackwell ids).
+pub fn table_branch(model: &str) -> u32 {
+    if model.eq_ignore_ascii_case("RTX Pro 6000 Blackwell DC")
+        || model.eq_ignore_ascii_case("H200X")
+    {
+        580
+    } else {
+        550
+    }
+}
+
+/// A driver version's branch, its first number: "580.105.06" -> 580.
+pub fn branch_of(version: &str) -> Option<u32> {
+    version.trim().split('.').next()?.parse().ok()
+}
+
+/// The types a host driver of `branch` offers for `model`, with that branch's ids. Type ids name
+/// a type on one branch only (recorded-behaviour.md §1), but no two branches' listings of one
+/// GPU are recorded, so the rule for another branch is *a guess*, kept simple and visible: a
+/// branch newer than the table's ([`table_branch`]) numbers each type `id + (branch - table)`
+/// (so a stale id names another type there, or none) and no longer offers the table's 1 GB
+/// A-series type (`-1A`), so that a type can go away across an upgrade. The table's branch, or
+/// an older one, is the table itself.
+pub fn types_on_branch(model: &str, branch: u32) -> &'static [TypeSpec] {
+    use std::collections::HashMap;
+    use std::sync::Mutex;
+    let table = table_branch(model);
+    if branch <= table {
+        return types_for(model);
+    }
+    type Branches = HashMap<(String, u32), &'static [TypeSpec]>;
+    static CACHE: OnceLock<Mutex<Branches>> = OnceLock::new();
+    let mut cache = CACHE
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(|e| e.into_inner());
+    let key = (model.to_ascii_lowercase(), branch);
+    if let Some(t) = cache.get(&key) {
+        return t;
+    }
+    let shift = branch - table;
+    let types: Vec<TypeSpec> = types_for(model)
+        .iter()
+        .filter(|t| !(t.series == 'A' && t.framebuffer_mib == 1024 && !t.mig_backed()))
+        .map(|t| TypeSpec {
+            id: t.id + shift,
+            ..t.clone()
+        })
+        .collect();
+    let leaked: &'static [TypeSpec] = Box::leak(types.into_boxed_slice());
+    cache.insert(key, leaked);
+    leaked
+}
+
+/// Is a type of this name (with or without its vendor prefix, any case) offered for `model` by a
+/// driver of `branch`? `None` when the catalog has no table for the model.
+pub fn offered_on_branch(model: &str, branch: u32, name: &str) -> Option<bool> {
+    if types_for(model).is_empty() {
+        return None;
+    }
+    let q = name.trim();
+    let short = q
+        .strip_prefix("NVIDIA ")
+        .or_else(|| q.strip_prefix("GRID "))
+        .unwrap_or(q);
+    Some(
+        types_on_branch(model, branch)
+            .iter()
+            .any(|t| t.name.eq_ignore_ascii_case(q) || t.short_name().eq_ignore_ascii_case(short)),
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_newer_branch_renumbers_and_drops_the_1a_type() {
+        let old = find("A40", "A40-24Q").unwrap();
+        let new = types_on_branch("A40", 580);
+        let t = new.iter().find(|t| t.name == "NVIDIA A40-24Q").unwrap();
+        assert_eq!(t.id, old.id + 30);
+        assert!(!new.iter().any(|t| t.name == "NVIDIA A40-1A"));
+        assert_eq!(offered_on_branch("A40", 580, "A40-1A"), Some(false));
+        assert_eq!(offered_on_branch("A40", 550, "a40-1a"), Some(true));
+        assert_eq!(
+            offered_on_branch("L40S", 580, "NVIDIA L40S-12Q"),
+            Some(true)
+        );
+        assert_eq!(offered_on_branch("NoSuchGpu", 580, "X-1Q"), None);
+        // The table's own branch (580 for the Blackwell) is the table.
+        assert_eq!(
+            types_on_branch("RTX Pro 6000 Blackwell DC", 580),
+            types_for("RTX Pro 6000 Blackwell DC")
+        );
+        assert_eq!(branch_of("580.105.06"), Some(580));
+    }
 
     /// The seed's listing, verbatim (`for i in * ; do echo $i, `cat $i/name` ...`).
     const SEED: &str = "nvidia-555, NVIDIA A40-1B 1

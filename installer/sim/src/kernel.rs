@@ -11,7 +11,6 @@ use super::layout::{self, devdir, pf_of};
 use super::models::{Iface, Model};
 use super::state::{self, Event, Pending, State, Vgpu};
 use crate::seam::{Cmd, RunOutput};
-use vgpuctl_catalog as catalog;
 
 pub struct SimKernel {
     pub(crate) root: PathBuf,
@@ -353,7 +352,9 @@ impl SimKernel {
             if !layout::parents(m, st, pf).iter().any(|p| p == parent) {
                 return Err(errno(libc::ENODEV, "not a vGPU parent now"));
             }
-            let t = catalog::find(m.gpu, &type_id.to_string())
+            let t = super::branch::types(m, st)
+                .iter()
+                .find(|t| t.id == type_id)
                 .ok_or_else(|| errno(libc::EINVAL, "unknown type"))?;
             if !uuid.is_empty() && st.vgpus.iter().any(|v| v.uuid == uuid) {
                 return Err(errno(libc::EEXIST, "uuid exists"));
@@ -457,7 +458,7 @@ impl SimKernel {
     /// create on a 256-VF host cheap).
     fn sync_types(&self, before: &State, after: &State, pf: &str) -> io::Result<()> {
         let m = self.model;
-        let types = catalog::types_for(m.gpu);
+        let types = super::branch::types(m, after);
         let (ub, ua) = (
             layout::GpuUse::of(before, pf),
             layout::GpuUse::of(after, pf),
@@ -532,6 +533,7 @@ impl SimKernel {
             let gpu_driver = if nvidia_installed {
                 st.modules.insert("nvidia".into());
                 st.registry_dwords = super::modprobe::nvidia_registry_dwords(&root);
+                st.loaded_driver = st.driver.clone();
                 if st.driver.is_some() && m.iface == Iface::Mdev {
                     st.modules.extend(
                         [

@@ -582,12 +582,8 @@ pub fn render_globals(root: &Path, m: &Model, st: &State) -> Result<()> {
     let sb = st.opts.get("secure_boot").is_some_and(|v| v == "1");
     std::fs::create_dir_all(root.join("sys/firmware/efi/efivars"))?;
     std::fs::write(root.join(SECURE_BOOT_VAR), [6u8, 0, 0, 0, sb as u8])?;
-    // Loaded-driver version files.
-    let version = if st.modules.contains("nvidia") {
-        st.driver.clone().or_else(|| st.datacenter_driver.clone())
-    } else {
-        None
-    };
+    // Loaded-driver version files: the module in memory, not the files on disk.
+    let version = super::branch::loaded_version(st);
     match version {
         Some(v) => {
             put(
@@ -814,11 +810,16 @@ pub struct GpuUse<'a> {
     /// Per GPU instance profile: its instances, and those no vGPU holds yet.
     pub gis: BTreeMap<u32, u32>,
     pub free_gis: BTreeMap<u32, u32>,
+    /// The loaded driver's branch: its type ids (None: the catalog's table).
+    pub branch: Option<u32>,
 }
 
 impl<'a> GpuUse<'a> {
     pub fn of(st: &'a State, pf: &str) -> GpuUse<'a> {
         let mut u = GpuUse::idle(st.mixed_size.contains(pf));
+        u.branch = super::branch::loaded_version(st)
+            .as_deref()
+            .and_then(catalog::branch_of);
         u.mig = st.mig_current.contains(pf);
         if u.mig {
             for g in st.gpu_instances.iter().filter(|g| g.pf == pf) {
@@ -846,6 +847,15 @@ impl<'a> GpuUse<'a> {
             mig: false,
             gis: BTreeMap::new(),
             free_gis: BTreeMap::new(),
+            branch: None,
+        }
+    }
+
+    /// The types of `m`'s GPU on the branch this use was read on.
+    pub fn catalog(&self, m: &Model) -> &'static [TypeSpec] {
+        match self.branch {
+            Some(b) => catalog::types_on_branch(m.gpu, b),
+            None => catalog::types_for(m.gpu),
         }
     }
 
@@ -874,7 +884,7 @@ impl<'a> GpuUse<'a> {
                 _ => 0,
             }
         } else if self.mixed {
-            let all = catalog::types_for(m.gpu);
+            let all = self.catalog(m);
             let total = all.iter().map(|x| x.framebuffer_mib).max().unwrap_or(0);
             let used: u32 = self
                 .types
@@ -1013,10 +1023,11 @@ pub fn render_group(root: &Path, m: &Model, st: &State, pf: &str, vf: &str) -> R
         let ready = parents(m, st, pf).iter().any(|p| p == vf);
         return render_parent(root, m, st, pf, vf, ready, &usage, false);
     }
-    let idle = GpuUse::idle(usage.mixed);
+    let mut idle = GpuUse::idle(usage.mixed);
+    idle.branch = usage.branch;
     let adopted = adopt_group(root, m, vf, |group| {
         // The staged group was built for a GPU holding no vGPU.
-        for t in catalog::types_for(m.gpu) {
+        for t in usage.catalog(m) {
             let avail = usage.available(m, vf, t);
             if m.iface == Iface::Mdev && avail != idle.available(m, vf, t) {
                 let td = format!("{group}/{}", m.type_dir(vf, t.id));
@@ -1043,7 +1054,7 @@ pub fn render_group(root: &Path, m: &Model, st: &State, pf: &str, vf: &str) -> R
 /// `creatable_vgpu_types` of a vendor-VFIO VF: the types with room on it now.
 fn creatable_list(m: &Model, p: &str, usage: &GpuUse) -> String {
     let mut list = String::from("ID    : vGPU Name\n");
-    for t in catalog::types_for(m.gpu) {
+    for t in usage.catalog(m) {
         if usage.available(m, p, t) > 0 {
             list.push_str(&format!("{:<6}: {}\n", t.id, t.name));
         }
@@ -1064,7 +1075,7 @@ fn render_parent(
     usage: &GpuUse,
     adopted: bool,
 ) -> Result<()> {
-    let types = catalog::types_for(m.gpu);
+    let types = super::branch::types(m, st);
     let pd = devdir(m, p);
     if !root.join(&pd).exists() {
         return Ok(());
@@ -1253,10 +1264,9 @@ fn render_vendor_outputs(
             link(root, &rel, ".ENXIO-before-a-vgpu-exists")?;
         }
     }
-    let branch_580 = st
-        .driver
+    let branch_580 = super::branch::loaded_version(st)
         .as_deref()
-        .and_then(|v| v.split('.').next()?.parse::<u32>().ok())
+        .and_then(catalog::branch_of)
         .is_some_and(|major| major >= 580);
     let warm = format!("{pd}{sub}/warm_update");
     if branch_580 {

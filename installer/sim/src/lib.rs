@@ -8,6 +8,7 @@
 //! small interface (see `seam`), which vgpuctl's binary adapts to its `Kernel` seam.
 
 pub mod bootcfg;
+pub mod branch;
 pub mod driver_pkg;
 mod kernel;
 pub mod kernels;
@@ -480,6 +481,7 @@ pub(crate) fn remove_driver_files(root: &Path, m: &Model, version: &str) -> Resu
     let kdir = format!("lib/modules/{running}/updates/dkms");
     let mut files: Vec<String> = [
         "usr/bin/nvidia-smi",
+        "usr/bin/nvidia-uninstall",
         "usr/lib/nvidia/sriov-manage",
         "usr/bin/nvidia-vgpu-mgr",
         "usr/bin/nvidia-vgpud",

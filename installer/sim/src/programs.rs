@@ -109,6 +109,8 @@ pub(crate) fn run(k: &SimKernel, root: &Path, cmd: &Cmd) -> Result<RunOutput> {
         "dkms" => super::kernels::dkms(root, k.model, &a),
         "systemctl" => systemctl(k, root, &a),
         "nvidia-smi" => nvidia_smi(k, &a),
+        // The uninstaller a `.run` install leaves (nvidia-installer's `nvidia-uninstall`).
+        "nvidia-uninstall" => uninstall_driver(k, root),
         "apt-get" | "apt" | "dnf" | "yum" => package_install(k, root, &name, &a),
         _ => fail(
             1,
@@ -737,12 +739,7 @@ fn systemctl(k: &SimKernel, root: &Path, a: &[&str]) -> Result<RunOutput> {
 fn nvidia_smi(k: &SimKernel, a: &[&str]) -> Result<RunOutput> {
     let m = k.model;
     let st = k.with(|st| Ok(st.clone()))?;
-    let Some(ver) = st
-        .modules
-        .contains("nvidia")
-        .then(|| st.driver.clone().or(st.datacenter_driver.clone()))
-        .flatten()
-    else {
+    let Some(ver) = super::branch::loaded_version(&st) else {
         return fail(
             9,
             "NVIDIA-SMI has failed because it couldn't communicate with the NVIDIA driver. Make sure that the latest NVIDIA driver is installed and running.\n",
@@ -981,6 +978,14 @@ fn install_driver(k: &SimKernel, root: &Path, version: &str, a: &[&str]) -> Resu
         let _ = layout::put(root, "var/log/nvidia-installer.log", &log);
         return fail(1, log);
     }
+    // nvidia-installer leaves its uninstaller, `nvidia-uninstall` (what `.run --uninstall`
+    // does), in /usr/bin; a package install does not (the package manager removes those).
+    layout::put_mode(
+        root,
+        "usr/bin/nvidia-uninstall",
+        &format!("#!/bin/sh\n# vgpuctl simulator stub: nvidia-uninstall {version}\nexit 0\n"),
+        0o755,
+    )?;
     if signed {
         layout::put(
             root,

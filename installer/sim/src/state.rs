@@ -29,6 +29,9 @@ pub struct State {
     pub modules: BTreeSet<String>,
     /// Installed vgpu-kvm host driver version (files on disk; loaded only after a reboot).
     pub driver: Option<String>,
+    /// The vGPU host driver version the nvidia module was loaded from at the last boot: an
+    /// install or `--uninstall` changes the files, the module in memory stays until the next boot.
+    pub loaded_driver: Option<String>,
     /// Installed datacenter driver (cloud GPU instance).
     pub datacenter_driver: Option<String>,
     /// The initramfs was last rebuilt while nouveau was blacklisted in modprobe.d.

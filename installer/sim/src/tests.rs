@@ -824,6 +824,110 @@ fn driver_uninstall_removes_what_the_install_wrote() {
     );
 }
 
+/// A driver of another branch installs as that version (issue 17 item 5): the files change at
+/// once, the loaded module (version files, `nvidia-smi`, the type ids) at the next boot, and its
+/// type ids are that branch's (the catalog's rule, a guess: 550 + 30 on 580, no `-1A` type).
+#[test]
+fn a_driver_of_another_branch_runs_as_that_version_after_the_boot() {
+    let d = tmp();
+    let h = sim(&d, "a40x8-ready", &[]);
+    let type_names = |h: &SimHost| -> Vec<(String, String)> {
+        let dir = "sys/class/mdev_bus/0000:e8:00.5/mdev_supported_types";
+        let mut v: Vec<(String, String)> = h
+            .list(dir)
+            .into_iter()
+            .map(|t| {
+                let name = h.read(&format!("{dir}/{t}/name")).unwrap();
+                (t, name.trim().to_string())
+            })
+            .collect();
+        v.sort();
+        v
+    };
+    run(&h, "/usr/lib/nvidia/sriov-manage", &["-e", "0000:e8:00.0"]);
+    let before = type_names(&h);
+    assert!(
+        before.contains(&("nvidia-555".into(), "NVIDIA A40-1B".into())),
+        "{before:?}"
+    );
+    assert!(before.iter().any(|(_, n)| n == "NVIDIA A40-1A"));
+
+    let old = "root/old.run";
+    driver_pkg::build_run(&h.path(old), DRIVER_VERSION).unwrap();
+    assert!(run(&h, "/usr/bin/nvidia-uninstall", &["--silent"]).success());
+    assert!(
+        !h.exists("usr/bin/nvidia-uninstall"),
+        "the uninstaller goes with the driver"
+    );
+    let new = "root/new.run";
+    driver_pkg::build_run(&h.path(new), "580.105.06").unwrap();
+    let out = run(&h, "/root/new.run", &["--dkms", "-s"]);
+    assert!(out.success(), "{}", out.tail(5));
+    assert!(h.exists("usr/src/nvidia-580.105.06/dkms.conf"));
+    assert!(
+        !h.exists("usr/src/nvidia-550.163.02"),
+        "the old DKMS sources are gone"
+    );
+    // Until the boot the old module runs.
+    assert_eq!(
+        h.read("sys/module/nvidia/version").unwrap().trim(),
+        DRIVER_VERSION
+    );
+    assert_eq!(type_names(&h), before);
+
+    reboot(&h, &[]).unwrap();
+    assert_eq!(
+        h.read("sys/module/nvidia/version").unwrap().trim(),
+        "580.105.06"
+    );
+    assert!(run(&h, "nvidia-smi", &["-q"])
+        .stdout
+        .contains("Driver Version                            : 580.105.06"));
+    run(&h, "/usr/lib/nvidia/sriov-manage", &["-e", "0000:e8:00.0"]);
+    let after = type_names(&h);
+    assert!(
+        after.contains(&("nvidia-585".into(), "NVIDIA A40-1B".into())),
+        "{after:?}"
+    );
+    assert!(
+        !after.iter().any(|(_, n)| n == "NVIDIA A40-1A"),
+        "{after:?}"
+    );
+    assert_eq!(after.len(), before.len() - 1);
+}
+
+/// The same on vendor-specific VFIO: `creatable_vgpu_types` lists the new branch's ids, and a
+/// stale id from the old branch names another type (or none) there.
+#[test]
+fn vendor_vfio_lists_the_new_branchs_ids() {
+    let d = tmp();
+    let h = sim(&d, "l40s-vfio-ready", &[]);
+    driver_pkg::build_run(&h.path("root/new.run"), "580.105.06").unwrap();
+    assert!(run(&h, "/usr/bin/nvidia-uninstall", &["--silent"]).success());
+    assert!(run(&h, "/root/new.run", &["--dkms", "-s"]).success());
+    reboot(&h, &[]).unwrap();
+    let pf = models::find("l40s-vfio").unwrap().pfs[0];
+    run(&h, "/usr/lib/nvidia/sriov-manage", &["-e", pf]);
+    let vf = h
+        .list(&format!("sys/bus/pci/devices/{pf}"))
+        .into_iter()
+        .find(|n| n == "virtfn0");
+    assert!(vf.is_some());
+    let vf_addr = std::fs::read_link(h.path(&format!("sys/bus/pci/devices/{pf}/virtfn0")))
+        .unwrap()
+        .file_name()
+        .unwrap()
+        .to_string_lossy()
+        .into_owned();
+    let list = h
+        .read(&format!(
+            "sys/bus/pci/devices/{vf_addr}/nvidia/creatable_vgpu_types"
+        ))
+        .unwrap();
+    assert!(list.contains("1175  : NVIDIA L40S-1B"), "{list}");
+    assert!(!list.contains("L40S-1A"), "{list}");
+}
+
 #[test]
 fn secure_boot_refuses_unsigned_install() {
     let d = tmp();
