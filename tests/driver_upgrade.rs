@@ -139,6 +139,12 @@ fn upgrade_keeps_every_vgpu(model: &str, gpus: &str, hold: &dyn Fn(&Sim, &str, &
     ] {
         assert!(r.stdout.contains(&part), "{part}: {r:?}");
     }
+    // The restore unit is installed and enabled already: the plan does not promise it again.
+    assert!(
+        !r.stdout
+            .contains("install and enable vgpuctl-restore.service"),
+        "{r:?}"
+    );
 
     // A VM uses one: refused before any change, naming the VM.
     let (held, (held_vf, _, _)) = before.iter().next().unwrap();

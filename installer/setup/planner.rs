@@ -418,8 +418,15 @@ pub fn plan(
 
     if !driver_ready {
         if !plan.after_reboot.is_empty() || !profile.gpus.is_empty() {
-            plan.after_reboot
-                .push("install and enable vgpuctl-restore.service, pin the vGPUs".into());
+            // A host already restoring at boot (a driver upgrade) keeps its unit: say only what
+            // is still to do.
+            let unit_ready =
+                f.restore_unit.as_deref() == Some(RESTORE_UNIT_TEXT) && f.restore_unit_enabled;
+            plan.after_reboot.push(if unit_ready {
+                "pin the vGPUs".into()
+            } else {
+                "install and enable vgpuctl-restore.service, pin the vGPUs".into()
+            });
         }
         return Ok(plan);
     }
