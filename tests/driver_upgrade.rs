@@ -347,3 +347,47 @@ fn a_driver_without_its_uninstaller_is_refused_before_any_change() {
     assert_eq!(s.hash(), hash, "nothing changed");
     assert_eq!(live(&s).len(), 1);
 }
+
+/// MIG-backed vGPUs across an upgrade (a100-mig, mdev, MIG mode persistent): the GPU instances
+/// go with the old driver and are made again from the pins' instance profiles at the boot, then
+/// each vGPU with its UUID on its GPU, on the new branch's type id.
+#[test]
+fn mig_backed_vgpus_come_back_on_their_gpu_instances_after_the_upgrade() {
+    let s = Sim::new("a100-mig-ready");
+    let gpus = "[[gpus]]\nselect = \"all\"\nvgpu_type = \"A100D-2-20C\"\ncount = 3\n\n\
+                [[gpus]]\nselect = \"all\"\nvgpu_type = \"A100D-1-10C\"\ncount = 1\n";
+    let old = profile(OLD_ZIP, gpus);
+    let runs = s.setup_to_end(old.path());
+    assert_eq!(runs.last().unwrap().code, 0, "{runs:?}");
+    let before = pins(&s);
+    assert_eq!(before.len(), 8, "{before:?}");
+    let zip = new_zip(&s);
+    let p = profile(&zip, gpus);
+    let r = setup(&s, &p);
+    assert_eq!(r.code, 3, "{r:?}");
+    assert!(live(&s).is_empty(), "{r:?}");
+    let rb = s.run(&["sim", "reboot"]);
+    assert_eq!(rb.code, 0, "{rb:?}");
+    assert_eq!(s.read("sys/module/nvidia/version").trim(), NEW);
+    let r = setup(&s, &p);
+    assert_eq!(r.code, 0, "{r:?}");
+    let after = pins(&s);
+    assert_eq!(
+        live(&s),
+        before
+            .iter()
+            .map(|(u, (p, _, _))| (u.clone(), p.clone()))
+            .collect(),
+        "the same UUIDs on the same parents: {rb:?}"
+    );
+    for (uuid, (_, name, old_id)) in &before {
+        assert_eq!(&after[uuid].1, name, "{uuid}");
+        assert_ne!(&after[uuid].2, old_id, "{uuid}: the new branch's id");
+    }
+    let pinned = s.read("etc/vgpuctl/vgpus.toml");
+    assert_eq!(
+        pinned.matches("gi_profile = \"2g.20gb\"").count(),
+        6,
+        "{pinned}"
+    );
+}
