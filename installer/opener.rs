@@ -74,3 +74,17 @@ pub fn relaunch_prefix(g: &Global) -> Vec<String> {
     }
     v
 }
+
+/// A path as an absolute one, for a command printed to be run from anywhere.
+pub fn real_path(p: &std::path::Path) -> String {
+    std::path::absolute(p)
+        .unwrap_or_else(|_| p.to_path_buf())
+        .display()
+        .to_string()
+}
+
+/// `vgpuctl` with this run's --root (when not `/`) and --simulate, then `args`.
+pub fn next_command(global: &crate::cli::Global, args: &[&str]) -> String {
+    let root = (global.root != std::path::Path::new("/")).then(|| real_path(&global.root));
+    crate::wizard::next::command(root.as_deref(), global.simulate.as_deref(), args)
+}

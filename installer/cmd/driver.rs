@@ -42,7 +42,7 @@ pub fn run(
     )?;
     if install {
         // Another version than the installed one: the upgrade setup plans, with its refusals.
-        let path = super::setup::real_path(&args.profile);
+        let path = crate::opener::real_path(&args.profile);
         let opts = crate::setup::Options {
             dry_run: false,
             yes: true,
@@ -52,7 +52,7 @@ pub fn run(
             vf_timeout: std::time::Duration::from_secs(120),
             profile_path: path.clone(),
             source: Default::default(),
-            next_command: super::setup::next_command(
+            next_command: crate::opener::next_command(
                 global,
                 &["setup", "--profile", &path, "--yes"],
             ),

@@ -6,6 +6,7 @@ use std::path::Path;
 use crate::cli::{Global, SetupArgs};
 use crate::exit::{Exit, Failure};
 use crate::host::Host;
+use crate::opener::{next_command, real_path};
 use crate::profile::Profile;
 use crate::profile_load::{load_located, Located};
 
@@ -55,20 +56,6 @@ pub fn run(host: &Host, args: &SetupArgs, global: &Global) -> Result<Exit, Failu
         next_command,
     };
     crate::setup::run(host, &profile, &opts)
-}
-
-/// A path as an absolute one, for a command printed to be run from anywhere.
-pub(crate) fn real_path(p: &Path) -> String {
-    std::path::absolute(p)
-        .unwrap_or_else(|_| p.to_path_buf())
-        .display()
-        .to_string()
-}
-
-/// `vgpuctl` with this run's --root (when not `/`) and --simulate, then `args`.
-pub(crate) fn next_command(global: &Global, args: &[&str]) -> String {
-    let root = (global.root != Path::new("/")).then(|| real_path(&global.root));
-    crate::wizard::next::command(root.as_deref(), global.simulate.as_deref(), args)
 }
 
 fn run_wizard(host: &Host, args: &SetupArgs, global: &Global) -> Result<Exit, Failure> {
