@@ -144,6 +144,15 @@ fn mixes_that_do_not_fit_or_mix_time_sliced_types_are_refused_before_any_change(
                 "gpus[1].count: ",
                 "2 x A100D-1-10C + 3 x A100D-2-20C on A100 PCIe 80GB 0000:17:00.0 do not fit: no placement",
             ),
+            // Fits with the 3g at slice 4, but the driver picks the 3g's placement itself and
+            // may take slice 0 (the simulator does): refused rather than failing halfway.
+            (
+                base.replacen("A100D-1-10C", "A100D-3-40C", 1)
+                    .replacen("count = 3\n", "count = 2\n", 1),
+                "gpus[1].count: ",
+                "only in some placements, and the driver picks each new instance's placement \
+                 itself: created larger first, it may put 3g.40gb at slice 0",
+            ),
             (
                 base.replace("A100D-1-10C", "A100D-20C"),
                 "gpus[1].vgpu_type: ",

@@ -61,8 +61,19 @@ pub fn fits(model: &str, existing: &[Occupied], wanted: &[(String, u32)]) -> Res
     }
     todo.sort_by_key(|p| std::cmp::Reverse(p.size));
     let mut taken: Vec<(u32, u32)> = existing.iter().map(|o| (o.start, o.size)).collect();
-    if place_all(&todo, &mut taken) {
-        return Ok(());
+    // place_all leaves its placement in the list it is given: try on a copy.
+    if place_all(&todo, &mut taken.clone()) {
+        // Some placement fits; the driver must not be able to pick one that does not.
+        return match unlucky(&todo, &mut taken) {
+            None => Ok(()),
+            Some((p, start)) => Err(format!(
+                "these GPU instances fit the GPU's memory slices only in some placements, and \
+                 the driver picks each new instance's placement itself: created larger first, \
+                 it may put {p} at slice {start}, which leaves no room for the rest (NVIDIA's \
+                 placement rules: each profile starts only at its own slices, and instances \
+                 never overlap); choose a mix that fits whatever the driver picks"
+            )),
+        };
     }
     let slices: u32 =
         todo.iter().map(|p| p.size).sum::<u32>() + existing.iter().map(|o| o.size).sum::<u32>();
@@ -76,6 +87,34 @@ pub fn fits(model: &str, existing: &[Occupied], wanted: &[(String, u32)]) -> Res
             format!(", {} already taken", existing.len())
         }
     ))
+}
+
+/// A placement the driver may pick, creating `todo` in this order, after which the rest cannot
+/// be placed: (profile, start) of the first such pick, or None when every pick works out.
+/// `nvidia-smi mig -cgi` takes no placement, so vgpuctl cannot steer it: only a mix that fits
+/// whatever the driver picks is certain to be made without failing halfway.
+fn unlucky(todo: &[&GiProfile], taken: &mut Vec<(u32, u32)>) -> Option<(&'static str, u32)> {
+    let (p, rest) = todo.split_first()?;
+    let free: Vec<u32> = p
+        .starts
+        .iter()
+        .copied()
+        .filter(|&s| {
+            s + p.size <= 8
+                && taken
+                    .iter()
+                    .all(|&(start, size)| s + p.size <= start || start + size <= s)
+        })
+        .collect();
+    for s in free {
+        taken.push((s, p.size));
+        let dead = !place_all(rest, &mut taken.clone()) || unlucky(rest, taken).is_some();
+        taken.pop();
+        if dead {
+            return Some((p.name, s));
+        }
+    }
+    None
 }
 
 /// Backtracking over each instance's allowed starts (at most 7 instances on 8 slices).
@@ -131,6 +170,25 @@ mod tests {
         // 4g.40gb starts at 0 only: with a 3g.40gb there (at 0 or 4), one of them fits at 4.
         assert!(fits("A100D", &[], &w(&[("4g.40gb", 1), ("3g.40gb", 1)])).is_ok());
         assert!(fits("A100D", &[], &w(&[("7g.80gb", 1), ("1g.10gb", 1)])).is_err());
+    }
+
+    /// 3g.40gb + 2 x 2g.20gb fits with the 3g at slice 4 (2g at 0 and 2), but the driver may put
+    /// the 3g, made first, at 0 (the simulator does, as recorded): then no 2g start is left for
+    /// the second. Refused before any change rather than failing after the first instances.
+    #[test]
+    fn a_mix_the_driver_can_pick_its_way_out_of_is_refused() {
+        let e = fits("A100D", &[], &w(&[("3g.40gb", 1), ("2g.20gb", 2)])).unwrap_err();
+        assert!(e.contains("only in some placements"), "{e}");
+        assert!(e.contains("3g.40gb at slice 0"), "{e}");
+        // Whatever the driver picks, these work out.
+        for ok in [
+            &[("2g.20gb", 3), ("1g.10gb", 1)][..],
+            &[("1g.10gb", 7)],
+            &[("3g.40gb", 2)],
+            &[("4g.40gb", 1), ("2g.20gb", 1), ("1g.10gb", 1)],
+        ] {
+            assert_eq!(fits("A100D", &[], &w(ok)), Ok(()), "{ok:?}");
+        }
     }
 
     #[test]
