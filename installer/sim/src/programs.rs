@@ -1103,7 +1103,9 @@ fn package_install(k: &SimKernel, root: &Path, name: &str, a: &[&str]) -> Result
         })
         .map(|v| v.trim_end_matches(".x86").to_string())
         .unwrap_or_else(|| super::DRIVER_VERSION.to_string());
-    let out = install_driver(k, root, &version, &["-s"], false)?;
+    // NVIDIA's packages build the module with DKMS, as the `.run`'s `--dkms` does (the sources
+    // under /usr/src/nvidia-<version>; a guess, not recorded).
+    let out = install_driver(k, root, &version, &["--dkms", "-s"], false)?;
     if out.status == 0 {
         let name = super::packages::package_name(pkg);
         k.with(|st| {
