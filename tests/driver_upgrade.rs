@@ -318,8 +318,8 @@ fn driver_install_upgrades_the_same_way() {
 }
 
 /// A driver vgpuctl cannot remove the way it was installed (no `nvidia-uninstall`, which a
-/// `.run` install leaves, and no kept `.run`: a package's, say) stops the upgrade before any
-/// change, saying what is not built.
+/// `.run` install leaves, and no kept `.run` or package) stops the upgrade before any change,
+/// saying what is missing.
 #[test]
 fn a_driver_without_its_uninstaller_is_refused_before_any_change() {
     let s = Sim::new("a40x8-ready");
@@ -332,12 +332,65 @@ fn a_driver_without_its_uninstaller_is_refused_before_any_change() {
     let r = setup(&s, &profile(&zip, gpus));
     assert_eq!(r.code, 2, "{r:?}");
     assert!(
-        r.stderr
-            .contains("removing it is not built for how it was installed")
+        r.stderr.contains("nothing says how it was installed")
             && r.stderr.contains("package manager")
             && r.stderr.contains("Nothing was changed"),
         "{r:?}"
     );
     assert_eq!(s.hash(), hash, "nothing changed");
     assert_eq!(live(&s).len(), 1);
+}
+
+/// A driver setup installed from the zip's `.deb` is removed with apt-get by its package name
+/// for the upgrade (no `nvidia-uninstall` is there: a package leaves none), then the new zip's
+/// `.deb` is installed; after the reboot the vGPUs are back with their UUIDs on their VFs.
+#[test]
+fn an_upgrade_from_a_package_removes_it_with_apt() {
+    let s = Sim::new("a40x8");
+    add_host_package(
+        &s.root().join(OLD_ZIP.trim_start_matches('/')),
+        "nvidia-vgpu-ubuntu-550_550.163.02_amd64.deb",
+    );
+    let gpus = "[[gpus]]\nselect = \"0000:6b:00.0\"\nvgpu_type = \"A40-8Q\"\ncount = 2\n";
+    let old = profile(OLD_ZIP, gpus);
+    let runs = s.setup_to_end(old.path());
+    assert_eq!(runs.last().unwrap().code, 0);
+    assert!(!s.exists("usr/bin/nvidia-uninstall"), "a package install");
+    let before = pins(&s);
+    assert_eq!(before.len(), 2);
+
+    let zip = new_zip(&s);
+    add_host_package(
+        &s.root().join(zip.trim_start_matches('/')),
+        &format!("nvidia-vgpu-ubuntu-580_{NEW}_amd64.deb"),
+    );
+    let p = profile(&zip, gpus);
+    let r = setup(&s, &p);
+    assert_eq!(r.code, 3, "{r:?}");
+    for part in [
+        "Remove the NVIDIA vGPU host driver 550.163.02 the way it was installed",
+        "run: apt-get remove -y nvidia-vgpu-ubuntu-550",
+        &format!("Install the NVIDIA vGPU host driver {NEW}"),
+    ] {
+        assert!(r.stdout.contains(part), "{part}: {r:?}");
+    }
+    let lib = |v: &str| format!("usr/lib/x86_64-linux-gnu/nvidia/libnvidia-sim-00.so.{v}");
+    assert!(
+        !s.exists(&lib("550.163.02")),
+        "the old package's files are gone"
+    );
+    assert!(s.exists(&lib(NEW)), "the new package is installed");
+    assert!(live(&s).is_empty());
+    assert_eq!(s.run(&["sim", "reboot"]).code, 0);
+    assert_eq!(s.read("sys/module/nvidia/version").trim(), NEW);
+    let r = setup(&s, &p);
+    assert_eq!(r.code, 0, "{r:?}");
+    assert_eq!(
+        live(&s),
+        before
+            .iter()
+            .map(|(u, (vf, _, _))| (u.clone(), vf.clone()))
+            .collect(),
+        "the same UUIDs on the same VFs"
+    );
 }
