@@ -393,4 +393,14 @@ fn an_upgrade_from_a_package_removes_it_with_apt() {
             .collect(),
         "the same UUIDs on the same VFs"
     );
+    // Both zips' packages are kept: `uninstall --all` removes the installed one, the new.
+    let r = s.run(&["uninstall", "--all", "--yes"]);
+    assert_eq!(r.code, 0, "{r:?}");
+    assert!(
+        r.stdout
+            .contains("apt-get remove -y nvidia-vgpu-ubuntu-580"),
+        "{r:?}"
+    );
+    assert!(!s.exists(&lib(NEW)), "{r:?}");
+    assert!(!s.exists("usr/lib/systemd/system/nvidia-vgpu-mgr.service"));
 }
