@@ -341,17 +341,20 @@ fn a_driver_without_its_uninstaller_is_refused_before_any_change() {
     assert_eq!(live(&s).len(), 1);
 }
 
-/// A driver setup installed from the zip's `.deb` is removed with apt-get by its package name
-/// for the upgrade (no `nvidia-uninstall` is there: a package leaves none), then the new zip's
-/// `.deb` is installed; after the reboot the vGPUs are back with their UUIDs on their VFs.
-#[test]
-fn an_upgrade_from_a_package_removes_it_with_apt() {
-    let s = Sim::new("a40x8");
-    add_host_package(
-        &s.root().join(OLD_ZIP.trim_start_matches('/')),
-        "nvidia-vgpu-ubuntu-550_550.163.02_amd64.deb",
-    );
-    let gpus = "[[gpus]]\nselect = \"0000:6b:00.0\"\nvgpu_type = \"A40-8Q\"\ncount = 2\n";
+/// A driver setup installed from the zip's package (the `.deb` on Ubuntu, the `.rpm` on Rocky)
+/// is removed with apt-get / dnf by its package name for the upgrade (no `nvidia-uninstall` is
+/// there: a package leaves none), then the new zip's package is installed; after the reboot the
+/// vGPUs are back with their UUIDs on their VFs, and `uninstall --all` removes the new package.
+fn upgrade_from_a_package(model: &str, gpus: &str, old_pkg: &str, new_pkg: &str, pm: &str) {
+    let s = Sim::new(model);
+    let name = |file: &str| -> String {
+        if pm == "apt-get" {
+            file.split('_').next().unwrap().to_string()
+        } else {
+            "NVIDIA-vGPU-rhel".to_string()
+        }
+    };
+    add_host_package(&s.root().join(OLD_ZIP.trim_start_matches('/')), old_pkg);
     let old = profile(OLD_ZIP, gpus);
     let runs = s.setup_to_end(old.path());
     assert_eq!(runs.last().unwrap().code, 0);
@@ -360,19 +363,16 @@ fn an_upgrade_from_a_package_removes_it_with_apt() {
     assert_eq!(before.len(), 2);
 
     let zip = new_zip(&s);
-    add_host_package(
-        &s.root().join(zip.trim_start_matches('/')),
-        &format!("nvidia-vgpu-ubuntu-580_{NEW}_amd64.deb"),
-    );
+    add_host_package(&s.root().join(zip.trim_start_matches('/')), new_pkg);
     let p = profile(&zip, gpus);
     let r = setup(&s, &p);
     assert_eq!(r.code, 3, "{r:?}");
     for part in [
-        "Remove the NVIDIA vGPU host driver 550.163.02 the way it was installed",
-        "run: apt-get remove -y nvidia-vgpu-ubuntu-550",
-        &format!("Install the NVIDIA vGPU host driver {NEW}"),
+        "Remove the NVIDIA vGPU host driver 550.163.02 the way it was installed".to_string(),
+        format!("run: {pm} remove -y {}", name(old_pkg)),
+        format!("Install the NVIDIA vGPU host driver {NEW}"),
     ] {
-        assert!(r.stdout.contains(part), "{part}: {r:?}");
+        assert!(r.stdout.contains(&part), "{part}: {r:?}");
     }
     let lib = |v: &str| format!("usr/lib/x86_64-linux-gnu/nvidia/libnvidia-sim-00.so.{v}");
     assert!(
@@ -398,9 +398,31 @@ fn an_upgrade_from_a_package_removes_it_with_apt() {
     assert_eq!(r.code, 0, "{r:?}");
     assert!(
         r.stdout
-            .contains("apt-get remove -y nvidia-vgpu-ubuntu-580"),
+            .contains(&format!("{pm} remove -y {}", name(new_pkg))),
         "{r:?}"
     );
     assert!(!s.exists(&lib(NEW)), "{r:?}");
     assert!(!s.exists("usr/lib/systemd/system/nvidia-vgpu-mgr.service"));
+}
+
+#[test]
+fn an_upgrade_from_a_deb_removes_it_with_apt() {
+    upgrade_from_a_package(
+        "a40x8",
+        "[[gpus]]\nselect = \"0000:6b:00.0\"\nvgpu_type = \"A40-8Q\"\ncount = 2\n",
+        "nvidia-vgpu-ubuntu-550_550.163.02_amd64.deb",
+        &format!("nvidia-vgpu-ubuntu-580_{NEW}_amd64.deb"),
+        "apt-get",
+    );
+}
+
+#[test]
+fn an_upgrade_from_an_rpm_removes_it_with_dnf() {
+    upgrade_from_a_package(
+        "rhel-a10",
+        "[[gpus]]\nselect = \"0000:17:00.0\"\nvgpu_type = \"A10-6Q\"\ncount = 2\n",
+        "NVIDIA-vGPU-rhel-9.4-550.163.02.x86_64.rpm",
+        &format!("NVIDIA-vGPU-rhel-9.4-{NEW}.x86_64.rpm"),
+        "dnf",
+    );
 }
