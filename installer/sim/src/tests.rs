@@ -897,6 +897,12 @@ fn a_package_install_is_removed_by_its_package_name() {
                 "Package '{name}' is not installed, so not removed"
             )));
         }
+        // `apt-get purge` / `dnf erase` remove it the same way.
+        let install = run(&h, pm, &["install", "-y", &format!("/root/{file}")]);
+        assert!(install.success(), "{model}");
+        let verb = if pm == "dnf" { "erase" } else { "purge" };
+        assert!(run(&h, pm, &[verb, "-y", name]).success(), "{model}");
+        assert_eq!(listing(&h), bare, "{model}: {verb}");
     }
 }
 
