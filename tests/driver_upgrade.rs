@@ -324,8 +324,8 @@ fn driver_install_upgrades_the_same_way() {
 }
 
 /// A driver vgpuctl cannot remove the way it was installed (no `nvidia-uninstall`, which a
-/// `.run` install leaves, and no kept `.run`: a package's, say) stops the upgrade before any
-/// change, saying what is not built.
+/// `.run` install leaves, and no kept `.run` or package) stops the upgrade before any change,
+/// saying what is missing.
 #[test]
 fn a_driver_without_its_uninstaller_is_refused_before_any_change() {
     let s = Sim::new("a40x8-ready");
@@ -338,8 +338,7 @@ fn a_driver_without_its_uninstaller_is_refused_before_any_change() {
     let r = setup(&s, &profile(&zip, gpus));
     assert_eq!(r.code, 2, "{r:?}");
     assert!(
-        r.stderr
-            .contains("removing it is not built for how it was installed")
+        r.stderr.contains("nothing says how it was installed")
             && r.stderr.contains("package manager")
             && r.stderr.contains("Nothing was changed"),
         "{r:?}"
@@ -389,5 +388,91 @@ fn mig_backed_vgpus_come_back_on_their_gpu_instances_after_the_upgrade() {
         pinned.matches("gi_profile = \"2g.20gb\"").count(),
         6,
         "{pinned}"
+    );
+}
+
+/// A driver setup installed from the zip's package (the `.deb` on Ubuntu, the `.rpm` on Rocky)
+/// is removed with apt-get / dnf by its package name for the upgrade (no `nvidia-uninstall` is
+/// there: a package leaves none), then the new zip's package is installed; after the reboot the
+/// vGPUs are back with their UUIDs on their VFs, and `uninstall --all` removes the new package.
+fn upgrade_from_a_package(model: &str, gpus: &str, old_pkg: &str, new_pkg: &str, pm: &str) {
+    let s = Sim::new(model);
+    let name = |file: &str| -> String {
+        if pm == "apt-get" {
+            file.split('_').next().unwrap().to_string()
+        } else {
+            "NVIDIA-vGPU-rhel".to_string()
+        }
+    };
+    add_host_package(&s.root().join(OLD_ZIP.trim_start_matches('/')), old_pkg);
+    let old = profile(OLD_ZIP, gpus);
+    let runs = s.setup_to_end(old.path());
+    assert_eq!(runs.last().unwrap().code, 0);
+    assert!(!s.exists("usr/bin/nvidia-uninstall"), "a package install");
+    let before = pins(&s);
+    assert_eq!(before.len(), 2);
+
+    let zip = new_zip(&s);
+    add_host_package(&s.root().join(zip.trim_start_matches('/')), new_pkg);
+    let p = profile(&zip, gpus);
+    let r = setup(&s, &p);
+    assert_eq!(r.code, 3, "{r:?}");
+    for part in [
+        "Remove the NVIDIA vGPU host driver 550.163.02 the way it was installed".to_string(),
+        format!("run: {pm} remove -y {}", name(old_pkg)),
+        format!("Install the NVIDIA vGPU host driver {NEW}"),
+    ] {
+        assert!(r.stdout.contains(&part), "{part}: {r:?}");
+    }
+    let lib = |v: &str| format!("usr/lib/x86_64-linux-gnu/nvidia/libnvidia-sim-00.so.{v}");
+    assert!(
+        !s.exists(&lib("550.163.02")),
+        "the old package's files are gone"
+    );
+    assert!(s.exists(&lib(NEW)), "the new package is installed");
+    assert!(live(&s).is_empty());
+    assert_eq!(s.run(&["sim", "reboot"]).code, 0);
+    assert_eq!(s.read("sys/module/nvidia/version").trim(), NEW);
+    let r = setup(&s, &p);
+    assert_eq!(r.code, 0, "{r:?}");
+    assert_eq!(
+        live(&s),
+        before
+            .iter()
+            .map(|(u, (vf, _, _))| (u.clone(), vf.clone()))
+            .collect(),
+        "the same UUIDs on the same VFs"
+    );
+    // Both zips' packages are kept: `uninstall --all` removes the installed one, the new.
+    let r = s.run(&["uninstall", "--all", "--yes"]);
+    assert_eq!(r.code, 0, "{r:?}");
+    assert!(
+        r.stdout
+            .contains(&format!("{pm} remove -y {}", name(new_pkg))),
+        "{r:?}"
+    );
+    assert!(!s.exists(&lib(NEW)), "{r:?}");
+    assert!(!s.exists("usr/lib/systemd/system/nvidia-vgpu-mgr.service"));
+}
+
+#[test]
+fn an_upgrade_from_a_deb_removes_it_with_apt() {
+    upgrade_from_a_package(
+        "a40x8",
+        "[[gpus]]\nselect = \"0000:6b:00.0\"\nvgpu_type = \"A40-8Q\"\ncount = 2\n",
+        "nvidia-vgpu-ubuntu-550_550.163.02_amd64.deb",
+        &format!("nvidia-vgpu-ubuntu-580_{NEW}_amd64.deb"),
+        "apt-get",
+    );
+}
+
+#[test]
+fn an_upgrade_from_an_rpm_removes_it_with_dnf() {
+    upgrade_from_a_package(
+        "rhel-a10",
+        "[[gpus]]\nselect = \"0000:17:00.0\"\nvgpu_type = \"A10-6Q\"\ncount = 2\n",
+        "NVIDIA-vGPU-rhel-9.4-550.163.02.x86_64.rpm",
+        &format!("NVIDIA-vGPU-rhel-9.4-{NEW}.x86_64.rpm"),
+        "dnf",
     );
 }

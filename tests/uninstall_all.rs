@@ -138,6 +138,72 @@ fn uninstall_all_returns_the_root_to_its_tree_before_the_first_setup() {
     assert!(s.live_vgpus().is_empty());
 }
 
+/// A driver setup installed from a package (the zip's `.deb` on Ubuntu, its `.rpm` on Rocky) is
+/// removed with the package manager, by the package's name: the tree is back as before too.
+#[test]
+fn uninstall_all_removes_a_driver_installed_from_a_package() {
+    for (model, profile, file, removal) in [
+        (
+            "a40x8",
+            "a40.toml",
+            "nvidia-vgpu-ubuntu-550_550.163.02_amd64.deb",
+            "apt-get remove -y nvidia-vgpu-ubuntu-550",
+        ),
+        (
+            "rhel-a10",
+            "rhel-a10.toml",
+            "NVIDIA-vGPU-rhel-9.4-550.163.02.x86_64.rpm",
+            "dnf remove -y NVIDIA-vGPU-rhel",
+        ),
+    ] {
+        let s = Sim::new(model);
+        add_host_package(
+            &s.root()
+                .join("root/NVIDIA-GRID-Linux-KVM-550.163.02-550.163.01-553.74.zip"),
+            file,
+        );
+        let (before, before_paths) = hash_without_exclusions(s.root());
+        let runs = s.setup_to_end(&repo().join("profiles").join(profile));
+        assert_eq!(runs.last().unwrap().code, 0);
+        assert!(
+            runs.iter()
+                .any(|r| r.all().contains(&format!("Host_Drivers/{file} ("))),
+            "{model}: setup installed the package: {runs:?}"
+        );
+        assert!(!s.exists("usr/bin/nvidia-uninstall"), "{model}");
+        let r = s.run(&["uninstall", "--all"]);
+        assert!(
+            r.stdout
+                .contains("Remove the NVIDIA vGPU host driver vgpuctl installed")
+                && r.stdout.contains(removal),
+            "{model}: {r:?}"
+        );
+        let r = s.run(&["uninstall", "--all", "--yes"]);
+        assert_eq!(r.code, 0, "{model}: {r:?}");
+        assert!(!s.exists("usr/lib/systemd/system/nvidia-vgpu-mgr.service"));
+        let (after, after_paths) = hash_without_exclusions(s.root());
+        let added: Vec<_> = after_paths
+            .iter()
+            .filter(|p| !before_paths.contains(p))
+            .collect();
+        let gone: Vec<_> = before_paths
+            .iter()
+            .filter(|p| !after_paths.contains(p))
+            .collect();
+        assert!(
+            added.is_empty() && gone.is_empty(),
+            "{model}: added {added:?}, gone {gone:?}: {r:?}"
+        );
+        // On the BLS host the boot entries keep the IOMMU arguments grubby added (not undone,
+        // the plan says so), so only the Debian host's contents are compared.
+        if model == "a40x8" {
+            assert_eq!(after, before, "{model}: {r:?}");
+        } else {
+            assert!(r.stdout.contains("added with grubby stay"), "{r:?}");
+        }
+    }
+}
+
 /// The same on vendor-specific VFIO (an L40S on an AMD host): the vGPUs are the VFs' types.
 #[test]
 fn uninstall_all_on_vendor_vfio_returns_the_tree_too() {

@@ -17,7 +17,7 @@ pub fn run(host: &Host, yes: bool, all: bool) -> Result<Exit, Failure> {
     crate::privilege::require_root(host, "uninstall")?;
     let teardown = if all {
         let f = crate::setup::observe::observe(host)?;
-        Some(teardown::plan(&f, &found(host, f.os.family)))
+        Some(teardown::plan(&f, &found(host, &f)))
     } else {
         None
     };
@@ -170,7 +170,7 @@ fn undo_setup(host: &Host, plan: &crate::setup::plan::Plan) -> Result<(), Failur
 /// What the undo plan needs besides the setup facts: the first backups (not the copies
 /// `uninstall` keeps, `*.uninstalled`), the files setup creates that have no backup, and the
 /// driver's uninstaller.
-fn found(host: &Host, os: crate::facts::OsFamily) -> teardown::Found {
+fn found(host: &Host, f: &crate::setup::observe::Facts) -> teardown::Found {
     let mut backups = Vec::new();
     let mut stack = vec![BACKUP_DIR.to_string()];
     while let Some(dir) = stack.pop() {
@@ -203,6 +203,7 @@ fn found(host: &Host, os: crate::facts::OsFamily) -> teardown::Found {
     teardown::Found {
         backups,
         created,
-        driver_uninstall: crate::setup::driver_removal::uninstaller(host, os, None),
+        // Of the packages kept (an upgrade keeps the old zip's beside the new), the installed one.
+        driver_uninstall: f.driver_uninstall.clone(),
     }
 }

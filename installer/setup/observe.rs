@@ -72,8 +72,8 @@ pub struct Facts {
     pub nvidia_params: Option<String>,
     /// Who holds each vGPU in use ([`vgpu_key`] -> the processes, VM names where QEMU shows them).
     pub holders: BTreeMap<String, Vec<String>>,
-    /// How the installed driver is removed the way it was installed (None: not built for how it
-    /// was installed), [`super::driver_removal::uninstaller`].
+    /// How the installed driver is removed the way it was installed (None: nothing kept says
+    /// how), [`super::driver_removal::uninstaller`].
     pub driver_uninstall: Option<crate::host::Cmd>,
 }
 

@@ -182,9 +182,10 @@ pub fn plan(f: &Facts, found: &Found) -> Plan {
                 .notes
                 .push("the driver stays: vGPUs are left on the GPUs (see above)".into()),
             (None, _) => plan.notes.push(
-                "the driver vgpuctl installed stays: it came from a package (removing it is not \
-                 built: use the package manager) or the .run vgpuctl ran is no longer under \
-                 /var/lib/vgpuctl/downloads"
+                "the driver vgpuctl installed stays: nothing says how to remove it (no \
+                 /usr/bin/nvidia-uninstall, and the package or .run setup installed is no longer \
+                 under /var/lib/vgpuctl/downloads): remove it with its installer or package \
+                 manager"
                     .into(),
             ),
         }

@@ -30,10 +30,10 @@ pub fn plan(f: &Facts, up: &Upgrade, source: &str, plan: &mut Plan) -> Result<()
     let Some(uninstall) = f.driver_uninstall.clone() else {
         return Err(Failure::usage(format!(
             "the driver upgrade from {} to {} needs the installed driver removed first, and \
-             removing it is not built for how it was installed: there is no \
-             /usr/bin/nvidia-uninstall (a .run install leaves it) and no kept .run of {} \
-             under /{}; a driver from a package (apt, dnf) is removed with the package \
-             manager. Nothing was changed. Remove the old driver that way, then run setup again",
+             nothing says how it was installed: there is no /usr/bin/nvidia-uninstall (a \
+             .run install leaves it) and no kept package or .run of {} under /{} (a package \
+             is removed with apt-get or dnf by its name). Nothing was changed. Remove the \
+             old driver with its installer or package manager, then run setup again",
             up.from,
             up.to,
             up.from,

@@ -210,3 +210,28 @@ pub fn profile_file(text: &str) -> tempfile::NamedTempFile {
     std::io::Write::write_all(&mut f, text.as_bytes()).unwrap();
     f
 }
+
+/// Add a distribution package to a licensed zip's `Host_Drivers/`, beside its `.run`, as NVIDIA's
+/// distro variants carry (`nvidia-vgpu-ubuntu-<branch>_<ver>_amd64.deb`,
+/// `NVIDIA-vGPU-rhel-<rel>-<ver>.x86_64.rpm`; reference/nvidia-vgpu-host.md step 5). The body is
+/// a stand-in with the format's magic: the simulator's apt-get/dnf go by the file's name.
+pub fn add_host_package(zip: &Path, file: &str) {
+    let magic: &[u8] = if file.ends_with(".deb") {
+        b"!<arch>\ndebian-binary   1750000000  0     0     100644  4         `\n2.0\n"
+    } else {
+        &[0xed, 0xab, 0xee, 0xdb, 3, 0, 0, 1]
+    };
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(zip)
+        .unwrap_or_else(|e| panic!("{}: {e}", zip.display()));
+    let mut w = zip::ZipWriter::new_append(f).unwrap();
+    w.start_file(
+        format!("Host_Drivers/{file}"),
+        zip::write::SimpleFileOptions::default().unix_permissions(0o644),
+    )
+    .unwrap();
+    std::io::Write::write_all(&mut w, magic).unwrap();
+    w.finish().unwrap();
+}

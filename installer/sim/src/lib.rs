@@ -18,6 +18,7 @@ pub mod mig;
 pub mod models;
 mod modprobe;
 mod nouveau;
+mod packages;
 mod programs;
 pub mod seam;
 pub mod state;

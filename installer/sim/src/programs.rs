@@ -111,6 +111,12 @@ pub(crate) fn run(k: &SimKernel, root: &Path, cmd: &Cmd) -> Result<RunOutput> {
         "nvidia-smi" => nvidia_smi(k, &a),
         // The uninstaller a `.run` install leaves (nvidia-installer's `nvidia-uninstall`).
         "nvidia-uninstall" => uninstall_driver(k, root),
+        "apt-get" | "apt" | "dnf" | "yum"
+            if a.iter()
+                .any(|x| matches!(*x, "remove" | "purge" | "erase" | "autoremove")) =>
+        {
+            super::packages::remove(k, root, &name, &a)
+        }
         "apt-get" | "apt" | "dnf" | "yum" => package_install(k, root, &name, &a),
         _ => fail(
             1,
@@ -939,10 +945,25 @@ fn run_installer(k: &SimKernel, root: &Path, file: &str, a: &[&str]) -> Result<R
             "ERROR: this simulated guest driver cannot be installed on a host\n",
         );
     }
-    install_driver(k, root, &info.version, a)
+    let out = install_driver(k, root, &info.version, a, true)?;
+    if out.status == 0 {
+        k.with(|st| {
+            st.package = None;
+            Ok(())
+        })?;
+    }
+    Ok(out)
 }
 
-fn install_driver(k: &SimKernel, root: &Path, version: &str, a: &[&str]) -> Result<RunOutput> {
+/// `leaves_uninstaller`: nvidia-installer (a `.run`) leaves `nvidia-uninstall`; a package does
+/// not (its package manager removes it).
+fn install_driver(
+    k: &SimKernel,
+    root: &Path,
+    version: &str,
+    a: &[&str],
+    leaves_uninstaller: bool,
+) -> Result<RunOutput> {
     let m = k.model;
     let secure_boot = k.opt("secure_boot").is_some_and(|v| v == "1");
     let signed = a
@@ -980,12 +1001,14 @@ fn install_driver(k: &SimKernel, root: &Path, version: &str, a: &[&str]) -> Resu
     }
     // nvidia-installer leaves its uninstaller, `nvidia-uninstall` (what `.run --uninstall`
     // does), in /usr/bin; a package install does not (the package manager removes those).
-    layout::put_mode(
-        root,
-        "usr/bin/nvidia-uninstall",
-        &format!("#!/bin/sh\n# vgpuctl simulator stub: nvidia-uninstall {version}\nexit 0\n"),
-        0o755,
-    )?;
+    if leaves_uninstaller {
+        layout::put_mode(
+            root,
+            "usr/bin/nvidia-uninstall",
+            &format!("#!/bin/sh\n# vgpuctl simulator stub: nvidia-uninstall {version}\nexit 0\n"),
+            0o755,
+        )?;
+    }
     if signed {
         layout::put(
             root,
@@ -1042,7 +1065,9 @@ fn package_install(k: &SimKernel, root: &Path, name: &str, a: &[&str]) -> Result
     if !a.contains(&"install") {
         return fail(
             1,
-            format!("{name}: the simulator plays only `install -y <file>`\n"),
+            format!(
+                "{name}: the simulator plays only `install -y <file>` and `remove -y <name>`\n"
+            ),
         );
     }
     if let Some(out) = super::kernels::install_headers_package(k.model, root, name, a)? {
@@ -1078,7 +1103,18 @@ fn package_install(k: &SimKernel, root: &Path, name: &str, a: &[&str]) -> Result
         })
         .map(|v| v.trim_end_matches(".x86").to_string())
         .unwrap_or_else(|| super::DRIVER_VERSION.to_string());
-    install_driver(k, root, &version, &["-s"])
+    // NVIDIA's packages build the module with DKMS, as the `.run`'s `--dkms` does (the sources
+    // under /usr/src/nvidia-<version>; a guess, not recorded).
+    let out = install_driver(k, root, &version, &["--dkms", "-s"], false)?;
+    if out.status == 0 {
+        let name = super::packages::package_name(pkg);
+        k.with(|st| {
+            st.package = name.clone();
+            st.package_known = name;
+            Ok(())
+        })?;
+    }
+    Ok(out)
 }
 
 /// nouveau is blacklisted in a modprobe.d file (`blacklist nouveau` or an `install nouveau

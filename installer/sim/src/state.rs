@@ -29,6 +29,11 @@ pub struct State {
     pub modules: BTreeSet<String>,
     /// Installed vgpu-kvm host driver version (files on disk; loaded only after a reboot).
     pub driver: Option<String>,
+    /// The package manager's name of the installed driver when it came from a `.deb`/`.rpm`
+    /// (None for a `.run` install): what `apt-get remove` / `dnf remove` accepts.
+    pub package: Option<String>,
+    /// The last NVIDIA package name installed, kept after its removal: apt still knows it.
+    pub package_known: Option<String>,
     /// The vGPU host driver version the nvidia module was loaded from at the last boot: an
     /// install or `--uninstall` changes the files, the module in memory stays until the next boot.
     pub loaded_driver: Option<String>,

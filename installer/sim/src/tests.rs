@@ -824,6 +824,88 @@ fn driver_uninstall_removes_what_the_install_wrote() {
     );
 }
 
+/// A driver installed from a package (`apt-get install -y FILE.deb`, `dnf install -y FILE.rpm`)
+/// is removed by its package name (`apt-get remove -y NAME`, `dnf remove -y NAME`), which takes
+/// away what the install wrote; other names fail in the package manager's words.
+#[test]
+fn a_package_install_is_removed_by_its_package_name() {
+    for (model, pm, file, name) in [
+        (
+            "a40x8-ready",
+            "apt-get",
+            "nvidia-vgpu-ubuntu-550_550.163.02_amd64.deb",
+            "nvidia-vgpu-ubuntu-550",
+        ),
+        (
+            "rhel-a10-ready",
+            "dnf",
+            "NVIDIA-vGPU-rhel-9.4-550.163.02.x86_64.rpm",
+            "NVIDIA-vGPU-rhel",
+        ),
+    ] {
+        let d = tmp();
+        let h = sim(&d, model, &[]);
+        let listing = |h: &SimHost| {
+            let mut out = Vec::new();
+            let mut stack = vec![h.path("")];
+            while let Some(dir) = stack.pop() {
+                for e in std::fs::read_dir(&dir).unwrap().flatten() {
+                    let p = e.path();
+                    let rel = p.strip_prefix(h.path("")).unwrap().display().to_string();
+                    if ["sys", "proc", ".vgpuctl-sim", "var/log"]
+                        .iter()
+                        .any(|x| rel == *x || rel.starts_with(&format!("{x}/")))
+                    {
+                        continue;
+                    }
+                    if p.is_dir() && !p.is_symlink() {
+                        stack.push(p);
+                    }
+                    out.push(rel);
+                }
+            }
+            out.sort();
+            out
+        };
+        assert!(run(&h, "/usr/bin/nvidia-uninstall", &["--silent"]).success());
+        std::fs::write(h.path(&format!("root/{file}")), b"package").unwrap();
+        let bare = listing(&h);
+        let out = run(&h, pm, &["install", "-y", &format!("/root/{file}")]);
+        assert!(out.success(), "{model}: {}", out.tail(5));
+        assert!(h.exists("usr/lib/systemd/system/nvidia-vgpu-mgr.service"));
+        assert!(
+            !h.exists("usr/bin/nvidia-uninstall"),
+            "{model}: a package leaves no nvidia-uninstall"
+        );
+        let wrong = run(&h, pm, &["remove", "-y", "nvidia-vgpu"]);
+        assert!(!wrong.success(), "{model}");
+        let words = if pm == "dnf" {
+            "No match for argument: nvidia-vgpu\nError: No packages marked for removal."
+        } else {
+            "E: Unable to locate package nvidia-vgpu"
+        };
+        assert!(wrong.stderr.contains(words), "{model}: {wrong:?}");
+        let out = run(&h, pm, &["remove", "-y", name]);
+        assert!(out.success(), "{model}: {}", out.tail(5));
+        assert_eq!(listing(&h), bare, "{model}");
+        let again = run(&h, pm, &["remove", "-y", name]);
+        if pm == "dnf" {
+            assert!(!again.success(), "{model}: {again:?}");
+        } else {
+            assert!(again.success(), "{again:?}");
+            assert!(again.stdout.contains(&format!(
+                "Package '{name}' is not installed, so not removed"
+            )));
+        }
+        // `apt-get purge` / `dnf erase` remove it the same way.
+        let install = run(&h, pm, &["install", "-y", &format!("/root/{file}")]);
+        assert!(install.success(), "{model}");
+        let verb = if pm == "dnf" { "erase" } else { "purge" };
+        assert!(run(&h, pm, &[verb, "-y", name]).success(), "{model}");
+        assert_eq!(listing(&h), bare, "{model}: {verb}");
+    }
+}
+
 /// A driver of another branch installs as that version (issue 17 item 5): the files change at
 /// once, the loaded module (version files, `nvidia-smi`, the type ids) at the next boot, and its
 /// type ids are that branch's (the catalog's rule, a guess: 550 + 30 on 580, no `-1A` type).
