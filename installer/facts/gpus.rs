@@ -64,6 +64,11 @@ impl Gpu {
             },
         }
     }
+    /// SR-IOV still to enable: an SR-IOV GPU without all its VFs (or whose count is unknown).
+    pub fn vfs_pending(&self) -> bool {
+        let total = self.sriov_totalvfs.unwrap_or(0);
+        self.sriov_capable() && (total == 0 || self.sriov_numvfs != Some(total))
+    }
     pub fn device_hex(&self) -> String {
         format!("10de:{:04x}", self.device_id)
     }

@@ -152,12 +152,8 @@ pub fn plan(f: &Facts, src: &Sources, gave_up: &[String], vf_timeout_s: u64) -> 
 
     // SR-IOV to enable now: the PFs rc.local enables and those of the VFs its lines name, when
     // their VFs are not all there.
-    let vfs_missing = |pf: &str| {
-        f.gpu(pf).is_some_and(|g| {
-            let total = g.sriov_totalvfs.unwrap_or(0);
-            g.sriov_capable() && (total == 0 || g.sriov_numvfs != Some(total))
-        }) && !gave_up.iter().any(|p| p == pf)
-    };
+    let vfs_missing =
+        |pf: &str| f.gpu(pf).is_some_and(|g| g.vfs_pending()) && !gave_up.iter().any(|p| p == pf);
     // An offline root (not the running system): SR-IOV cannot be enabled from here, so the types
     // of VFs that do not exist yet cannot be read; those lines are reported and left alone.
     let mut offline_pfs: Vec<String> = Vec::new();

@@ -132,9 +132,7 @@ pub fn plan(
         }
         // The GPU instances of its MIG-backed entries, once MIG mode is on and SR-IOV (which
         // wipes instances) is done: all of them before any vGPU, larger profiles first.
-        let vfs_total = gpu.sriov_totalvfs.unwrap_or(0);
-        let vfs_ready =
-            !(gpu.sriov_capable() && (vfs_total == 0 || gpu.sriov_numvfs != Some(vfs_total)));
+        let vfs_ready = !gpu.vfs_pending();
         let mig_current = gpu.mig_mode.is_some_and(|m| m.current);
         if let (Some(m), true, true, true) = (&mig, driver_ready, mig_current, vfs_ready) {
             let last = *entries.last().expect("a group has an entry");
@@ -282,19 +280,9 @@ pub fn plan(
                 ));
                 continue;
             }
-            let total = gpu.sriov_totalvfs.unwrap_or(0);
-            let vfs_pending =
-                gpu.sriov_capable() && (total == 0 || gpu.sriov_numvfs != Some(total));
+            let vfs_pending = gpu.vfs_pending();
             if vfs_pending && n == 0 {
-                plan.push(
-                    format!("sriov:{}", gpu.address),
-                    format!("Enable SR-IOV on {} {}", gpu.model.name, gpu.address),
-                    Action::EnableSriov {
-                        pf: gpu.address.clone(),
-                        vfs: total,
-                        bound_s: want.vf_timeout_s,
-                    },
-                );
+                push_enable_sriov(&mut plan, gpu, want.vf_timeout_s);
             }
             if mixed_size && n == 0 {
                 // After SR-IOV (sriov-manage clears the mode) and before the first type write.
@@ -434,7 +422,6 @@ pub fn plan(
     // PFs the profile wants SR-IOV on without vGPUs of vgpuctl's (imported `sriov-manage -e`
     // lines; on Proxmox VE, GPUs whose vGPUs Proxmox makes): enabled now, as at every boot.
     for (i, pf) in profile.sriov.iter().enumerate() {
-        let id = format!("sriov:{pf}");
         let Some(gpu) = f.host.gpus.iter().find(|g| g.address == *pf) else {
             return Err(err(
                 format!("sriov[{i}]"),
@@ -449,18 +436,8 @@ pub fn plan(
                 ),
             ));
         };
-        let total = gpu.sriov_totalvfs.unwrap_or(0);
-        let pending = gpu.sriov_capable() && (total == 0 || gpu.sriov_numvfs != Some(total));
-        if pending && !plan.steps.iter().any(|s| s.id == id) {
-            plan.push(
-                id,
-                format!("Enable SR-IOV on {} {}", gpu.model.name, gpu.address),
-                Action::EnableSriov {
-                    pf: gpu.address.clone(),
-                    vfs: total,
-                    bound_s: want.vf_timeout_s,
-                },
-            );
+        if gpu.vfs_pending() {
+            push_enable_sriov(&mut plan, gpu, want.vf_timeout_s);
         }
     }
 
@@ -1095,4 +1072,22 @@ pub fn restore_lane(
         }
     }
     lane
+}
+
+/// The step enabling SR-IOV on `gpu`, once per plan (a GPU's entries and the profile's `sriov`
+/// list may both ask for it): `sriov-manage -e`, then the wait for all its VFs.
+fn push_enable_sriov(plan: &mut Plan, gpu: &crate::facts::Gpu, bound_s: u64) {
+    let id = format!("sriov:{}", gpu.address);
+    if plan.steps.iter().any(|s| s.id == id) {
+        return;
+    }
+    plan.push(
+        id,
+        format!("Enable SR-IOV on {} {}", gpu.model.name, gpu.address),
+        Action::EnableSriov {
+            pf: gpu.address.clone(),
+            vfs: gpu.sriov_totalvfs.unwrap_or(0),
+            bound_s,
+        },
+    );
 }
