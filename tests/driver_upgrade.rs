@@ -59,6 +59,13 @@ fn live(s: &Sim) -> BTreeMap<String, String> {
     m
 }
 
+/// Where the pins put each vGPU: UUID -> parent (what `live` must read back).
+fn parents(pins: &BTreeMap<String, (String, String, String)>) -> BTreeMap<String, String> {
+    pins.iter()
+        .map(|(u, (parent, _, _))| (u.clone(), parent.clone()))
+        .collect()
+}
+
 /// QEMU (pid 4242, libvirt's `-name guest=...`) holds the mdev vGPU `uuid` open through its
 /// IOMMU group (the simulator lays out none for mdev devices: the test links group 900).
 fn hold_mdev(s: &Sim, uuid: &str, vm: &str) {
@@ -108,13 +115,7 @@ fn upgrade_keeps_every_vgpu(model: &str, gpus: &str, hold: &dyn Fn(&Sim, &str, &
     assert_eq!(r.code, 0, "{r:?}");
     let before = pins(&s);
     assert!(!before.is_empty());
-    assert_eq!(
-        live(&s),
-        before
-            .iter()
-            .map(|(u, (p, _, _))| (u.clone(), p.clone()))
-            .collect()
-    );
+    assert_eq!(live(&s), parents(&before));
     let zip = new_zip(&s);
     let p = profile(&zip, gpus);
 
@@ -182,26 +183,12 @@ fn upgrade_keeps_every_vgpu(model: &str, gpus: &str, hold: &dyn Fn(&Sim, &str, &
     assert_eq!(s.read("sys/module/nvidia/version").trim(), NEW);
     // Restore at boot already recreated them from pins whose type ids are the old branch's: by
     // name, each on its VF.
-    assert_eq!(
-        live(&s),
-        before
-            .iter()
-            .map(|(u, (p, _, _))| (u.clone(), p.clone()))
-            .collect(),
-        "restore at boot: {rb:?}"
-    );
+    assert_eq!(live(&s), parents(&before), "restore at boot: {rb:?}");
     let r = setup(&s, &p);
     assert_eq!(r.code, 0, "{r:?}");
 
     let after = pins(&s);
-    assert_eq!(
-        live(&s),
-        before
-            .iter()
-            .map(|(u, (p, _, _))| (u.clone(), p.clone()))
-            .collect(),
-        "the same UUIDs on the same VFs"
-    );
+    assert_eq!(live(&s), parents(&before), "the same UUIDs on the same VFs");
     for (uuid, (vf, name, old_id)) in &before {
         let (vf2, name2, new_id) = &after[uuid];
         assert_eq!((vf, name), (vf2, name2), "{uuid}");
@@ -311,11 +298,7 @@ fn driver_install_upgrades_the_same_way() {
     assert!(live(&s).is_empty());
     assert_eq!(pins(&s), before);
     assert_eq!(s.run(&["sim", "reboot"]).code, 0);
-    let back: BTreeMap<String, String> = before
-        .iter()
-        .map(|(u, (p, _, _))| (u.clone(), p.clone()))
-        .collect();
-    assert_eq!(live(&s), back, "restore at boot");
+    assert_eq!(live(&s), parents(&before), "restore at boot");
     let r = setup(&s, &p);
     assert_eq!(r.code, 0, "{r:?}");
     for (uuid, (_, _, id)) in pins(&s) {
@@ -373,10 +356,7 @@ fn mig_backed_vgpus_come_back_on_their_gpu_instances_after_the_upgrade() {
     let after = pins(&s);
     assert_eq!(
         live(&s),
-        before
-            .iter()
-            .map(|(u, (p, _, _))| (u.clone(), p.clone()))
-            .collect(),
+        parents(&before),
         "the same UUIDs on the same parents: {rb:?}"
     );
     for (uuid, (_, name, old_id)) in &before {
@@ -435,14 +415,7 @@ fn upgrade_from_a_package(model: &str, gpus: &str, old_pkg: &str, new_pkg: &str,
     assert_eq!(s.read("sys/module/nvidia/version").trim(), NEW);
     let r = setup(&s, &p);
     assert_eq!(r.code, 0, "{r:?}");
-    assert_eq!(
-        live(&s),
-        before
-            .iter()
-            .map(|(u, (vf, _, _))| (u.clone(), vf.clone()))
-            .collect(),
-        "the same UUIDs on the same VFs"
-    );
+    assert_eq!(live(&s), parents(&before), "the same UUIDs on the same VFs");
     // Both zips' packages are kept: `uninstall --all` removes the installed one, the new.
     let r = s.run(&["uninstall", "--all", "--yes"]);
     assert_eq!(r.code, 0, "{r:?}");

@@ -126,14 +126,7 @@ fn uninstall_all_returns_the_root_to_its_tree_before_the_first_setup() {
         "the pins are kept as they were before the undo"
     );
     let (after, after_paths) = hash_without_exclusions(s.root());
-    let added: Vec<_> = after_paths
-        .iter()
-        .filter(|p| !before_paths.contains(p))
-        .collect();
-    let gone: Vec<_> = before_paths
-        .iter()
-        .filter(|p| !after_paths.contains(p))
-        .collect();
+    let (added, gone) = difference(&before_paths, &after_paths);
     assert_eq!(after, before, "added {added:?}, gone {gone:?}: {r:?}");
     assert!(s.live_vgpus().is_empty());
 }
@@ -182,14 +175,7 @@ fn uninstall_all_removes_a_driver_installed_from_a_package() {
         assert_eq!(r.code, 0, "{model}: {r:?}");
         assert!(!s.exists("usr/lib/systemd/system/nvidia-vgpu-mgr.service"));
         let (after, after_paths) = hash_without_exclusions(s.root());
-        let added: Vec<_> = after_paths
-            .iter()
-            .filter(|p| !before_paths.contains(p))
-            .collect();
-        let gone: Vec<_> = before_paths
-            .iter()
-            .filter(|p| !after_paths.contains(p))
-            .collect();
+        let (added, gone) = difference(&before_paths, &after_paths);
         assert!(
             added.is_empty() && gone.is_empty(),
             "{model}: added {added:?}, gone {gone:?}: {r:?}"
@@ -215,15 +201,16 @@ fn uninstall_all_on_vendor_vfio_returns_the_tree_too() {
     let r = s.run(&["uninstall", "--all", "--yes"]);
     assert_eq!(r.code, 0, "{r:?}");
     let (after, after_paths) = hash_without_exclusions(s.root());
-    let added: Vec<_> = after_paths
-        .iter()
-        .filter(|p| !before_paths.contains(p))
-        .collect();
-    let gone: Vec<_> = before_paths
-        .iter()
-        .filter(|p| !after_paths.contains(p))
-        .collect();
+    let (added, gone) = difference(&before_paths, &after_paths);
     assert_eq!(after, before, "added {added:?}, gone {gone:?}: {r:?}");
+}
+
+/// The paths `after` has that `before` lacks, and those it lost.
+fn difference<'a, T: PartialEq>(before: &'a [T], after: &'a [T]) -> (Vec<&'a T>, Vec<&'a T>) {
+    (
+        after.iter().filter(|p| !before.contains(p)).collect(),
+        before.iter().filter(|p| !after.contains(p)).collect(),
+    )
 }
 
 /// Make the mdev vGPU `uuid` in use: QEMU holds its VFIO group open. A real kernel gives each mdev
